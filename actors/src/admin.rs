@@ -1,0 +1,147 @@
+//! Admin messages: the operations an operator (or an embedding program) sends to the runtime,
+//! with typed results and errors. The TCP admin role, HTTP and the CLI all speak these.
+
+use serde::{Deserialize, Serialize};
+
+use crate::broadcaster::BroadcastStats;
+use crate::model::{AgentId, AgentRecord, Event, Policy, PolicyPatch, Status};
+use crate::registry::RegistryStats;
+
+/// One admin operation (`{"op": "...", "args": {...}}` on the wire).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", content = "args", rename_all = "snake_case")]
+pub enum AdminRequest {
+    List {
+        #[serde(default)]
+        kind: Option<String>,
+        #[serde(default)]
+        status: Option<Status>,
+        #[serde(default)]
+        limit: Option<usize>,
+        #[serde(default)]
+        after: Option<AgentId>,
+    },
+    Get {
+        id: AgentId,
+    },
+    Events {
+        #[serde(default)]
+        id: Option<AgentId>,
+        #[serde(default)]
+        since: Option<u64>,
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+    Evict {
+        id: AgentId,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    SetStatus {
+        id: AgentId,
+        status: Status,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    Maintenance {
+        id: AgentId,
+        on: bool,
+    },
+    SetPolicy {
+        kind: String,
+        #[serde(flatten)]
+        patch: PolicyPatch,
+    },
+    Stats,
+}
+
+/// Runtime-wide counters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    pub registry: RegistryStats,
+    pub broadcast: BroadcastStats,
+    /// The runtime's current scheduling-lag estimate, in milliseconds.
+    pub lag_ms: u64,
+}
+
+/// The answer to an [`AdminRequest`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AdminResponse {
+    Agents(Vec<AgentRecord>),
+    Agent(Box<AgentRecord>),
+    Events(Vec<Event>),
+    /// The result of a change: the agent's status after it, and whether it changed.
+    Changed {
+        id: AgentId,
+        status: Status,
+        changed: bool,
+    },
+    Policy {
+        kind: String,
+        policy: Policy,
+    },
+    Registry(RegistryStats),
+    Stats(Box<Stats>),
+}
+
+/// Why an admin operation failed. Codes match the protocol's error codes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "code", content = "message", rename_all = "snake_case")]
+pub enum AdminError {
+    #[error("unknown agent {0}")]
+    UnknownAgent(AgentId),
+    #[error("{0}")]
+    InvalidField(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("runtime unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl AdminError {
+    /// The protocol's error code for this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AdminError::UnknownAgent(_) => "unknown_agent",
+            AdminError::InvalidField(_) => "invalid_field",
+            AdminError::Forbidden(_) => "forbidden",
+            AdminError::Unavailable(_) => "internal",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_from_the_protocol_shape() {
+        let r: AdminRequest = serde_json::from_value(serde_json::json!(
+            {"op":"evict","args":{"id":"a1","reason":"decommissioned"}}))
+        .unwrap();
+        assert_eq!(
+            r,
+            AdminRequest::Evict {
+                id: AgentId::new("a1").unwrap(),
+                reason: Some("decommissioned".into())
+            }
+        );
+        let r: AdminRequest = serde_json::from_value(serde_json::json!(
+            {"op":"set_policy","args":{"kind":"worker","heartbeat_interval":5000,"recovery":3}}))
+        .unwrap();
+        match r {
+            AdminRequest::SetPolicy { kind, patch } => {
+                assert_eq!(kind, "worker");
+                assert_eq!(patch.recovery, Some(3));
+                assert_eq!(
+                    patch.heartbeat_interval,
+                    Some(std::time::Duration::from_secs(5))
+                );
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let r: AdminRequest = serde_json::from_value(serde_json::json!({"op":"stats"})).unwrap();
+        assert_eq!(r, AdminRequest::Stats);
+    }
+}

@@ -1,0 +1,463 @@
+//! BroadcasterActor: fans durable events out to subscribers.
+//!
+//! It owns its subscribers: an explicit list, each with a filter, a bounded queue and the seq
+//! it needs next. Live events are offered with `try_send`; a full queue ends that subscription
+//! with `lagged` (the last seq it was given) and never delays anyone else. A subscriber that
+//! starts behind the head (`since`, or a snapshot older than the head) is served by a replay
+//! task that reads the in-memory window or the store and waits for the subscriber's pace;
+//! while it replays, live events skip that subscriber, and when the replay reaches the head it
+//! joins the live stream at exactly the next seq. So every subscriber sees each event once, in
+//! seq order, with no gap.
+
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use futures::Stream;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use crate::model::{AgentId, AgentRecord, Event, EventKind, Status};
+use crate::store::Store;
+
+/// Which events a subscriber wants. An empty list means "any".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Filter {
+    #[serde(default)]
+    pub ids: Vec<AgentId>,
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// Matches an event whose status before or after is one of these.
+    #[serde(default)]
+    pub statuses: Vec<Status>,
+    #[serde(default)]
+    pub events: Vec<EventKind>,
+}
+
+impl Filter {
+    pub fn matches(&self, e: &Event) -> bool {
+        if !self.events.is_empty() && !self.events.contains(&e.body.kind()) {
+            return false;
+        }
+        if !self.ids.is_empty() && !e.agent.as_ref().is_some_and(|a| self.ids.contains(a)) {
+            return false;
+        }
+        if !self.kinds.is_empty() && !e.kind.as_ref().is_some_and(|k| self.kinds.contains(k)) {
+            return false;
+        }
+        if !self.statuses.is_empty() {
+            let hit = |s: Option<Status>| s.is_some_and(|s| self.statuses.contains(&s));
+            if !hit(e.body.status_after()) && !hit(e.body.status_before()) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Whether an agent record belongs in a snapshot for this filter.
+    pub fn matches_record(&self, r: &AgentRecord) -> bool {
+        (self.ids.is_empty() || self.ids.contains(&r.id))
+            && (self.kinds.is_empty() || self.kinds.contains(&r.kind))
+            && (self.statuses.is_empty() || self.statuses.contains(&r.status))
+    }
+}
+
+/// The state of the fleet as of event `seq`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub seq: u64,
+    pub agents: Vec<AgentRecord>,
+}
+
+/// How a subscription starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscribeOptions {
+    pub filter: Filter,
+    /// Replay every retained event with a seq greater than this, then go live.
+    pub since: Option<u64>,
+    /// First a snapshot of the state, then exactly the events after it.
+    pub snapshot: bool,
+}
+
+/// One item of a subscription.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SubscriptionItem {
+    Snapshot(Arc<Snapshot>),
+    Event(Arc<Event>),
+    /// The subscriber fell behind and the subscription ended; resume with `since: last_seq`.
+    Lagged {
+        last_seq: u64,
+    },
+    /// The requested history is no longer retained; ask for a snapshot. The subscription ended.
+    ResyncRequired {
+        oldest: u64,
+    },
+}
+
+#[derive(Debug, Default)]
+struct SubShared {
+    /// The item that ends the subscription, delivered after everything queued.
+    last: Mutex<Option<SubscriptionItem>>,
+}
+
+impl SubShared {
+    fn end_with(&self, item: SubscriptionItem) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(item);
+    }
+}
+
+/// A stream of [`SubscriptionItem`]s. Dropping it unsubscribes.
+#[derive(Debug)]
+pub struct Subscription {
+    rx: mpsc::Receiver<SubscriptionItem>,
+    shared: Arc<SubShared>,
+}
+
+impl Subscription {
+    /// The next item; `None` when the subscription has ended.
+    pub async fn next(&mut self) -> Option<SubscriptionItem> {
+        match self.rx.recv().await {
+            Some(item) => Some(item),
+            None => self
+                .shared
+                .last
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        }
+    }
+}
+
+impl Stream for Subscription {
+    type Item = SubscriptionItem;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(None) => Poll::Ready(
+                self.shared
+                    .last
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take(),
+            ),
+            other => other,
+        }
+    }
+}
+
+/// Where a new subscriber starts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Start {
+    /// At the next event published.
+    Live,
+    /// At the event after this seq.
+    After(u64),
+}
+
+/// Counters the broadcaster reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BroadcastStats {
+    pub subscribers: usize,
+    pub lagged_total: u64,
+    pub published_seq: u64,
+}
+
+pub(crate) enum BroadcastMsg {
+    Publish(Arc<[Arc<Event>]>),
+    Add {
+        start: Start,
+        filter: Filter,
+        snapshot: Option<Snapshot>,
+        reply: RpcReplyPort<Subscription>,
+    },
+    /// A replay task reached `next` (or ended the subscription).
+    Replayed {
+        sub: u64,
+        next: u64,
+        ended: bool,
+    },
+    Stats(RpcReplyPort<BroadcastStats>),
+}
+
+pub(crate) struct BroadcasterArgs {
+    pub store: Arc<dyn Store>,
+    pub queue: usize,
+    pub window: usize,
+    pub published_seq: u64,
+}
+
+struct Sub {
+    tx: mpsc::Sender<SubscriptionItem>,
+    shared: Arc<SubShared>,
+    filter: Arc<Filter>,
+    next: u64,
+    replaying: bool,
+}
+
+pub(crate) struct BroadcasterState {
+    store: Arc<dyn Store>,
+    queue: usize,
+    window_cap: usize,
+    window: VecDeque<Arc<Event>>,
+    published: u64,
+    subs: HashMap<u64, Sub>,
+    next_sub: u64,
+    lagged_total: u64,
+}
+
+pub(crate) struct BroadcasterActor;
+
+/// Events a replay task reads from the store at a time.
+const REPLAY_CHUNK: usize = 1024;
+
+impl Actor for BroadcasterActor {
+    type Msg = BroadcastMsg;
+    type State = BroadcasterState;
+    type Arguments = BroadcasterArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: BroadcasterArgs,
+    ) -> Result<BroadcasterState, ActorProcessingErr> {
+        Ok(BroadcasterState {
+            store: args.store,
+            queue: args.queue.max(1),
+            window_cap: args.window.max(1),
+            window: VecDeque::new(),
+            published: args.published_seq,
+            subs: HashMap::new(),
+            next_sub: 0,
+            lagged_total: 0,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: BroadcastMsg,
+        st: &mut BroadcasterState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            BroadcastMsg::Publish(batch) => st.publish(&batch),
+            BroadcastMsg::Add {
+                start,
+                filter,
+                snapshot,
+                reply,
+            } => {
+                let (tx, rx) = mpsc::channel(st.queue);
+                let shared = Arc::new(SubShared::default());
+                let next = match start {
+                    Start::Live => st.published + 1,
+                    Start::After(seq) => seq + 1,
+                };
+                if let Some(s) = snapshot {
+                    // The queue is empty and has room for at least one item.
+                    let _ = tx.try_send(SubscriptionItem::Snapshot(Arc::new(s)));
+                }
+                st.next_sub += 1;
+                let id = st.next_sub;
+                st.subs.insert(
+                    id,
+                    Sub {
+                        tx,
+                        shared: shared.clone(),
+                        filter: Arc::new(filter),
+                        next,
+                        replaying: false,
+                    },
+                );
+                if reply.send(Subscription { rx, shared }).is_err() {
+                    st.subs.remove(&id);
+                    return Ok(());
+                }
+                st.catch_up(id, &myself);
+            }
+            BroadcastMsg::Replayed { sub, next, ended } => {
+                if ended {
+                    st.subs.remove(&sub);
+                } else if let Some(s) = st.subs.get_mut(&sub) {
+                    s.next = next;
+                    s.replaying = false;
+                    st.catch_up(sub, &myself);
+                }
+            }
+            BroadcastMsg::Stats(reply) => {
+                let _ = reply.send(BroadcastStats {
+                    subscribers: st.subs.len(),
+                    lagged_total: st.lagged_total,
+                    published_seq: st.published,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl BroadcasterState {
+    fn publish(&mut self, batch: &[Arc<Event>]) {
+        let Some(last) = batch.last() else { return };
+        for e in batch {
+            self.window.push_back(e.clone());
+        }
+        while self.window.len() > self.window_cap {
+            self.window.pop_front();
+        }
+        self.published = last.seq;
+        let mut gone = Vec::new();
+        for (id, sub) in self.subs.iter_mut() {
+            if sub.replaying {
+                continue;
+            }
+            for e in batch {
+                if e.seq < sub.next {
+                    continue;
+                }
+                debug_assert_eq!(e.seq, sub.next, "a live subscriber never skips a seq");
+                if sub.filter.matches(e) {
+                    match sub.tx.try_send(SubscriptionItem::Event(e.clone())) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            let last_seq = sub.next - 1;
+                            sub.shared.end_with(SubscriptionItem::Lagged { last_seq });
+                            debug!(subscriber = id, last_seq, "subscriber lagged");
+                            self.lagged_total += 1;
+                            gone.push(*id);
+                            break;
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            gone.push(*id);
+                            break;
+                        }
+                    }
+                }
+                sub.next = e.seq + 1;
+            }
+        }
+        for id in gone {
+            self.subs.remove(&id);
+        }
+    }
+
+    /// Brings a subscriber that is behind the head up to it, through a replay task.
+    fn catch_up(&mut self, id: u64, myself: &ActorRef<BroadcastMsg>) {
+        let Some(sub) = self.subs.get_mut(&id) else {
+            return;
+        };
+        if sub.next > self.published {
+            return; // already at the head: live from here
+        }
+        let front = self.window.front().map(|e| e.seq);
+        let source = match front {
+            Some(front) if sub.next >= front => {
+                let skip = (sub.next - front) as usize;
+                Replay::Window(self.window.iter().skip(skip).cloned().collect())
+            }
+            _ => Replay::Store {
+                store: self.store.clone(),
+                upto: front.map_or(self.published, |f| f - 1),
+            },
+        };
+        sub.replaying = true;
+        let task = ReplayTask {
+            sub: id,
+            next: sub.next,
+            tx: sub.tx.clone(),
+            shared: sub.shared.clone(),
+            filter: sub.filter.clone(),
+            myself: myself.clone(),
+        };
+        tokio::spawn(task.run(source));
+    }
+}
+
+enum Replay {
+    Window(Vec<Arc<Event>>),
+    Store { store: Arc<dyn Store>, upto: u64 },
+}
+
+struct ReplayTask {
+    sub: u64,
+    next: u64,
+    tx: mpsc::Sender<SubscriptionItem>,
+    shared: Arc<SubShared>,
+    filter: Arc<Filter>,
+    myself: ActorRef<BroadcastMsg>,
+}
+
+impl ReplayTask {
+    async fn run(mut self, source: Replay) {
+        let ended = match source {
+            Replay::Window(events) => !self.send_all(events).await,
+            Replay::Store { store, upto } => !self.from_store(&*store, upto).await,
+        };
+        let msg = BroadcastMsg::Replayed {
+            sub: self.sub,
+            next: self.next,
+            ended,
+        };
+        if self.myself.cast(msg).is_err() {
+            debug!("broadcaster gone during replay");
+        }
+    }
+
+    /// Sends events in order, waiting for room; false when the subscriber is gone.
+    async fn send_all(&mut self, events: Vec<Arc<Event>>) -> bool {
+        for e in events {
+            if e.seq < self.next {
+                continue;
+            }
+            if self.filter.matches(&e)
+                && self
+                    .tx
+                    .send(SubscriptionItem::Event(e.clone()))
+                    .await
+                    .is_err()
+            {
+                return false;
+            }
+            self.next = e.seq + 1;
+        }
+        true
+    }
+
+    async fn from_store(&mut self, store: &dyn Store, upto: u64) -> bool {
+        while self.next <= upto {
+            let want = ((upto - self.next + 1) as usize).min(REPLAY_CHUNK);
+            let events = match store.read_events(self.next, want).await {
+                Ok(events) => events,
+                Err(e) => {
+                    warn!(error = %e, "history read failed; subscriber must resync");
+                    self.shared
+                        .end_with(SubscriptionItem::ResyncRequired { oldest: self.next });
+                    return false;
+                }
+            };
+            match events.first() {
+                Some(first) if first.seq == self.next => {}
+                first => {
+                    let oldest = match first {
+                        Some(f) => f.seq,
+                        None => store.oldest_seq().await.ok().flatten().unwrap_or(upto + 1),
+                    };
+                    self.shared
+                        .end_with(SubscriptionItem::ResyncRequired { oldest });
+                    return false;
+                }
+            }
+            let events: Vec<_> = events
+                .into_iter()
+                .filter(|e| e.seq <= upto)
+                .map(Arc::new)
+                .collect();
+            if !self.send_all(events).await {
+                return false;
+            }
+        }
+        true
+    }
+}

@@ -1,0 +1,158 @@
+//! `AgentCell`: what an agent's actor shares with the outside, so that a heartbeat that can
+//! change nothing never becomes an actor message (the fast path).
+//!
+//! The protocol between a beat and the actor (both sides use `SeqCst`):
+//! - a beat stamps `last_seen` (`fetch_max`), then reads `fast`; if `fast` is still set the
+//!   beat is done, otherwise it is sent to the actor as a message marked `stamped`;
+//! - the actor clears `fast` before it reads the stamp and decides anything, and sets it again
+//!   afterwards only if a beat can change nothing (online, healthy, no restart grace).
+//! So every beat is either seen by the actor through the stamp or arrives as a message; a beat
+//! seen both ways is recognised by its stamp and counted once.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, RwLock};
+
+use ractor::ActorRef;
+use tokio::time::Instant;
+
+use crate::agent::AgentMsg;
+use crate::clock::Clock;
+use crate::model::{AgentId, Metrics, Reported};
+
+/// The shared half of one supervised agent.
+#[derive(Debug)]
+pub struct AgentCell {
+    pub(crate) id: AgentId,
+    clock: Clock,
+    stamp: AtomicU64,
+    fast: AtomicBool,
+    connected: AtomicBool,
+    reported: AtomicU8,
+    timer_gen: AtomicU64,
+    own_interval_ms: AtomicU64,
+    metrics: Mutex<Option<Metrics>>,
+    kind: RwLock<Arc<str>>,
+    actor: RwLock<Option<ActorRef<AgentMsg>>>,
+}
+
+impl AgentCell {
+    pub(crate) fn new(id: AgentId, kind: &str, clock: Clock) -> Arc<Self> {
+        Arc::new(Self {
+            id,
+            clock,
+            stamp: AtomicU64::new(0),
+            fast: AtomicBool::new(false),
+            connected: AtomicBool::new(true),
+            reported: AtomicU8::new(0),
+            timer_gen: AtomicU64::new(0),
+            own_interval_ms: AtomicU64::new(0),
+            metrics: Mutex::new(None),
+            kind: RwLock::new(Arc::from(kind)),
+            actor: RwLock::new(None),
+        })
+    }
+
+    pub fn id(&self) -> &AgentId {
+        &self.id
+    }
+
+    /// The fast path: stamps a healthy beat at `at`. True when the beat is fully handled;
+    /// false when it must be sent to the actor (as `stamped`).
+    pub(crate) fn try_fast_beat(&self, at: Instant) -> bool {
+        if !self.fast.load(SeqCst) {
+            return false;
+        }
+        self.stamp.fetch_max(self.clock.stamp(at), SeqCst);
+        self.fast.load(SeqCst)
+    }
+
+    /// Actor side: closes the fast path and returns the latest stamp.
+    pub(crate) fn close_fast(&self) -> Option<Instant> {
+        self.fast.store(false, SeqCst);
+        self.clock.from_stamp(self.stamp.load(SeqCst))
+    }
+
+    pub(crate) fn open_fast(&self, open: bool) {
+        self.fast.store(open, SeqCst);
+    }
+
+    pub(crate) fn record_seen(&self, at: Instant) {
+        self.stamp.fetch_max(self.clock.stamp(at), SeqCst);
+    }
+
+    /// The latest beat, fast or not.
+    pub fn last_seen(&self) -> Option<Instant> {
+        self.clock.from_stamp(self.stamp.load(SeqCst))
+    }
+
+    pub fn connected(&self) -> bool {
+        self.connected.load(SeqCst)
+    }
+
+    pub(crate) fn set_connected(&self, c: bool) {
+        self.connected.store(c, SeqCst);
+    }
+
+    pub fn reported(&self) -> Reported {
+        match self.reported.load(SeqCst) {
+            1 => Reported::Degraded,
+            2 => Reported::Unhealthy,
+            _ => Reported::Healthy,
+        }
+    }
+
+    pub(crate) fn set_reported(&self, r: Reported) {
+        let v = match r {
+            Reported::Healthy => 0,
+            Reported::Degraded => 1,
+            Reported::Unhealthy => 2,
+        };
+        self.reported.store(v, SeqCst);
+    }
+
+    pub(crate) fn set_metrics(&self, m: Metrics) {
+        *self.metrics.lock().unwrap_or_else(|e| e.into_inner()) = Some(m);
+    }
+
+    pub fn metrics(&self) -> Option<Metrics> {
+        self.metrics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn kind(&self) -> Arc<str> {
+        self.kind.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn set_kind(&self, kind: &str) {
+        *self.kind.write().unwrap_or_else(|e| e.into_inner()) = Arc::from(kind);
+    }
+
+    /// The heartbeat interval the agent asked for, if any.
+    pub(crate) fn own_interval(&self) -> Option<std::time::Duration> {
+        let ms = self.own_interval_ms.load(SeqCst);
+        (ms != 0).then(|| std::time::Duration::from_millis(ms))
+    }
+
+    pub(crate) fn set_own_interval(&self, i: Option<std::time::Duration>) {
+        self.own_interval_ms
+            .store(i.map_or(0, |d| d.as_millis().max(1) as u64), SeqCst);
+    }
+
+    pub(crate) fn timer_gen(&self) -> u64 {
+        self.timer_gen.load(SeqCst)
+    }
+
+    pub(crate) fn next_timer_gen(&self) -> u64 {
+        self.timer_gen.fetch_add(1, SeqCst) + 1
+    }
+
+    pub(crate) fn actor(&self) -> Option<ActorRef<AgentMsg>> {
+        self.actor.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn set_actor(&self, actor: Option<ActorRef<AgentMsg>>) {
+        *self.actor.write().unwrap_or_else(|e| e.into_inner()) = actor;
+    }
+}

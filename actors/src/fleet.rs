@@ -1,0 +1,520 @@
+//! FleetSupervisor: spawns, links, finds and restarts the agent actors.
+//!
+//! It keeps `AgentId → AgentCell` in a directory it alone writes (readers — heartbeats by id —
+//! take a shared lock; there is no process-global registry), and `ActorId → AgentId` to know
+//! which agent a supervision event is about. Registration and departure pass through it, so
+//! they are ordered per agent; status changes are forwarded to the agent's actor with the
+//! caller's reply port. When an agent actor crashes, it is restarted from the registry's record
+//! (the last sequenced status) with deadlines counting from the agent's last beat: no event is
+//! lost (the registry has every change the actor sent) and none is doubled (the new actor
+//! starts from that status and emits nothing for it).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tracing::{error, info, warn};
+
+use crate::admin::{AdminError, AdminRequest, AdminResponse, Stats};
+use crate::agent::{AgentActor, AgentArgs, AgentMsg, AgentOp, Ctx, Mode};
+use crate::broadcaster::BroadcastMsg;
+use crate::cell::AgentCell;
+use crate::model::{AgentId, Policy, Reason, Registration};
+use crate::registry::{Query, RegistryMsg};
+use crate::RegisterError;
+
+/// `AgentId → AgentCell`, written only by the fleet supervisor.
+pub(crate) type Directory = Arc<RwLock<HashMap<AgentId, Arc<AgentCell>>>>;
+
+/// The policies in force: the default, and per kind.
+#[derive(Debug, Clone)]
+pub(crate) struct Policies {
+    pub default: Policy,
+    pub kinds: HashMap<String, Policy>,
+    pub min_interval: Duration,
+    pub max_interval: Duration,
+}
+
+impl Policies {
+    fn for_kind(&self, kind: &str) -> &Policy {
+        self.kinds.get(kind).unwrap_or(&self.default)
+    }
+
+    /// The kind's policy with the agent's own interval, if it asked for one.
+    pub fn for_agent(&self, kind: &str, own: Option<Duration>) -> Policy {
+        let mut p = self.for_kind(kind).clone();
+        if let Some(i) = own {
+            p.heartbeat_interval = i;
+        }
+        p
+    }
+}
+
+/// A successful registration.
+#[derive(Debug, Clone)]
+pub struct Registered {
+    pub id: AgentId,
+    pub incarnation: u64,
+    pub heartbeat_interval: Duration,
+    pub(crate) cell: Arc<AgentCell>,
+}
+
+pub(crate) enum FleetMsg {
+    Register(
+        Registration,
+        RpcReplyPort<Result<Registered, RegisterError>>,
+    ),
+    Admin(
+        AdminRequest,
+        RpcReplyPort<Result<AdminResponse, AdminError>>,
+    ),
+    /// The agent deregistered itself.
+    Deregister(AgentId, RpcReplyPort<Result<AdminResponse, AdminError>>),
+    /// Supervise every agent the registry restored from the store.
+    Restore(RpcReplyPort<usize>),
+    /// Stop every agent actor (graceful shutdown).
+    StopAll(RpcReplyPort<()>),
+}
+
+pub(crate) struct FleetArgs {
+    pub ctx: Ctx,
+    pub broadcaster: ActorRef<BroadcastMsg>,
+    pub directory: Directory,
+    pub policies: Policies,
+}
+
+pub(crate) struct FleetState {
+    ctx: Ctx,
+    broadcaster: ActorRef<BroadcastMsg>,
+    directory: Directory,
+    by_actor: HashMap<ActorId, AgentId>,
+    policies: Policies,
+    restarts: u64,
+}
+
+pub(crate) struct FleetSupervisor;
+
+impl Actor for FleetSupervisor {
+    type Msg = FleetMsg;
+    type State = FleetState;
+    type Arguments = FleetArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<FleetMsg>,
+        args: FleetArgs,
+    ) -> Result<FleetState, ActorProcessingErr> {
+        Ok(FleetState {
+            ctx: args.ctx,
+            broadcaster: args.broadcaster,
+            directory: args.directory,
+            by_actor: HashMap::new(),
+            policies: args.policies,
+            restarts: 0,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<FleetMsg>,
+        msg: FleetMsg,
+        st: &mut FleetState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            FleetMsg::Register(reg, reply) => {
+                let r = st.register(reg, &myself).await;
+                let _ = reply.send(r);
+            }
+            FleetMsg::Admin(req, reply) => st.admin(req, reply, &myself).await,
+            FleetMsg::Deregister(id, reply) => {
+                let r = st.leave(id, Reason::Deregistered).await;
+                let _ = reply.send(r);
+            }
+            FleetMsg::Restore(reply) => {
+                let n = st.restore(&myself).await;
+                let _ = reply.send(n);
+            }
+            FleetMsg::StopAll(reply) => {
+                let cells: Vec<_> = st.dir_write().drain().map(|(_, c)| c).collect();
+                for cell in cells {
+                    cell.next_timer_gen();
+                    if let Some(a) = cell.actor() {
+                        a.stop(None);
+                    }
+                    cell.set_actor(None);
+                }
+                st.by_actor.clear();
+                let _ = reply.send(());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<FleetMsg>,
+        evt: SupervisionEvent,
+        st: &mut FleetState,
+    ) -> Result<(), ActorProcessingErr> {
+        match evt {
+            SupervisionEvent::ActorFailed(who, err) => {
+                let Some(id) = st.by_actor.remove(&who.get_id()) else {
+                    return Ok(());
+                };
+                error!(agent = %id, error = %err, "agent actor crashed; restarting it");
+                st.restart(id, &myself).await;
+            }
+            SupervisionEvent::ActorTerminated(who, _, _) => {
+                st.by_actor.remove(&who.get_id());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl FleetState {
+    fn dir_write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<AgentId, Arc<AgentCell>>> {
+        self.directory.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lookup(&self, id: &AgentId) -> Option<Arc<AgentCell>> {
+        self.directory
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    async fn spawn(
+        &mut self,
+        cell: Arc<AgentCell>,
+        policy: Policy,
+        mode: Mode,
+        myself: &ActorRef<FleetMsg>,
+    ) -> Result<(), RegisterError> {
+        let args = AgentArgs {
+            cell: cell.clone(),
+            policy,
+            mode,
+            ctx: self.ctx.clone(),
+        };
+        let (actor, _) = AgentActor::spawn_linked(None, AgentActor, args, myself.get_cell())
+            .await
+            .map_err(|e| RegisterError::Unavailable(e.to_string()))?;
+        self.by_actor.insert(actor.get_id(), cell.id.clone());
+        cell.set_actor(Some(actor));
+        Ok(())
+    }
+
+    fn policy_for(&self, reg: &Registration) -> Result<Policy, RegisterError> {
+        if let Some(i) = reg.heartbeat_interval {
+            let (lo, hi) = (self.policies.min_interval, self.policies.max_interval);
+            if i < lo || i > hi {
+                return Err(RegisterError::InvalidField(format!(
+                    "heartbeat_interval_ms must be between {} and {}",
+                    lo.as_millis(),
+                    hi.as_millis()
+                )));
+            }
+        }
+        Ok(self
+            .policies
+            .for_agent(reg.kind_or_default(), reg.heartbeat_interval))
+    }
+
+    async fn register(
+        &mut self,
+        reg: Registration,
+        myself: &ActorRef<FleetMsg>,
+    ) -> Result<Registered, RegisterError> {
+        let id = reg
+            .id
+            .clone()
+            .ok_or_else(|| RegisterError::MissingField("id".into()))?;
+        let policy = self.policy_for(&reg)?;
+        let interval = policy.heartbeat_interval;
+        let timeout = Some(self.ctx.call_timeout);
+        if let Some(cell) = self.lookup(&id) {
+            let actor = cell
+                .actor()
+                .ok_or_else(|| RegisterError::Unavailable("agent actor restarting".into()))?;
+            let out = actor
+                .call(|reply| AgentMsg::Reregister { reg, policy, reply }, timeout)
+                .await;
+            return match out {
+                Ok(CallResult::Success(out)) => Ok(Registered {
+                    id,
+                    incarnation: out.incarnation,
+                    heartbeat_interval: interval,
+                    cell,
+                }),
+                _ => Err(RegisterError::Unavailable(
+                    "agent actor did not answer".into(),
+                )),
+            };
+        }
+        let cell = AgentCell::new(id.clone(), reg.kind_or_default(), self.ctx.clock);
+        cell.set_own_interval(reg.heartbeat_interval);
+        let now = self.ctx.clock.now();
+        cell.record_seen(now);
+        let at = self.ctx.clock.utc(now);
+        let c = cell.clone();
+        let rid = id.clone();
+        let out = self
+            .ctx
+            .registry
+            .call(
+                |reply| RegistryMsg::Register {
+                    reg,
+                    id: rid,
+                    at,
+                    cell: c,
+                    reply,
+                },
+                timeout,
+            )
+            .await;
+        let out = match out {
+            Ok(CallResult::Success(out)) => out,
+            _ => return Err(RegisterError::Unavailable("registry did not answer".into())),
+        };
+        self.spawn(cell.clone(), policy, Mode::Fresh, myself)
+            .await?;
+        self.dir_write().insert(id.clone(), cell.clone());
+        Ok(Registered {
+            id,
+            incarnation: out.incarnation,
+            heartbeat_interval: interval,
+            cell,
+        })
+    }
+
+    async fn leave(&mut self, id: AgentId, reason: Reason) -> Result<AdminResponse, AdminError> {
+        let cell = self
+            .lookup(&id)
+            .ok_or_else(|| AdminError::UnknownAgent(id.clone()))?;
+        let actor = cell
+            .actor()
+            .ok_or_else(|| AdminError::Unavailable("agent actor restarting".into()))?;
+        let out = actor
+            .call(
+                |reply| AgentMsg::Op(AgentOp::Leave(reason), reply),
+                Some(self.ctx.call_timeout),
+            )
+            .await;
+        let answer = match out {
+            Ok(CallResult::Success(a)) => a,
+            _ => return Err(AdminError::Unavailable("agent actor did not answer".into())),
+        };
+        self.dir_write().remove(&id);
+        self.by_actor.remove(&actor.get_id());
+        cell.next_timer_gen();
+        cell.set_actor(None);
+        cell.set_connected(false);
+        actor.stop(None);
+        answer
+    }
+
+    async fn restart(&mut self, id: AgentId, myself: &ActorRef<FleetMsg>) {
+        let Some(cell) = self.lookup(&id) else { return };
+        cell.set_actor(None);
+        let record = self
+            .ctx
+            .registry
+            .call(
+                |reply| RegistryMsg::Record(id.clone(), reply),
+                Some(self.ctx.call_timeout),
+            )
+            .await;
+        let Ok(CallResult::Success(Some(record))) = record else {
+            error!(agent = %id, "no record to restart the agent actor from");
+            self.dir_write().remove(&id);
+            return;
+        };
+        let own = record.heartbeat_interval_ms.map(Duration::from_millis);
+        let policy = self.policies.for_agent(&record.kind, own);
+        let mode = Mode::Resumed {
+            status: record.status,
+            reported: cell.reported(),
+        };
+        match self.spawn(cell, policy, mode, myself).await {
+            Ok(()) => {
+                self.restarts += 1;
+                info!(agent = %id, status = %record.status, "agent actor restarted");
+            }
+            Err(e) => {
+                error!(agent = %id, error = %e, "agent actor could not be restarted");
+                self.dir_write().remove(&id);
+            }
+        }
+    }
+
+    async fn restore(&mut self, myself: &ActorRef<FleetMsg>) -> usize {
+        let list = self
+            .ctx
+            .registry
+            .call(RegistryMsg::Restorable, Some(Duration::from_secs(600)))
+            .await;
+        let Ok(CallResult::Success(list)) = list else {
+            error!("registry did not list the agents to restore");
+            return 0;
+        };
+        let mut n = 0;
+        for (record, _) in list {
+            if self.lookup(&record.id).is_some() {
+                continue;
+            }
+            let cell = AgentCell::new(record.id.clone(), &record.kind, self.ctx.clock);
+            cell.set_connected(false);
+            cell.set_reported(record.reported);
+            cell.set_own_interval(record.heartbeat_interval_ms.map(Duration::from_millis));
+            let own = record.heartbeat_interval_ms.map(Duration::from_millis);
+            let policy = self.policies.for_agent(&record.kind, own);
+            let _ = self
+                .ctx
+                .registry
+                .cast(RegistryMsg::Attach(record.id.clone(), cell.clone()));
+            let mode = Mode::Restored {
+                status: record.status,
+                reported: record.reported,
+            };
+            if let Err(e) = self.spawn(cell.clone(), policy, mode, myself).await {
+                error!(agent = %record.id, error = %e, "restored agent could not be supervised");
+                continue;
+            }
+            self.dir_write().insert(record.id.clone(), cell);
+            n += 1;
+        }
+        n
+    }
+
+    async fn admin(
+        &mut self,
+        req: AdminRequest,
+        reply: RpcReplyPort<Result<AdminResponse, AdminError>>,
+        _myself: &ActorRef<FleetMsg>,
+    ) {
+        let query = |q: Query, reply| {
+            if let Err(e) = self.ctx.registry.cast(RegistryMsg::Query(q, reply)) {
+                warn!(error = %e, "registry gone");
+            }
+        };
+        match req {
+            AdminRequest::List {
+                kind,
+                status,
+                limit,
+                after,
+            } => query(
+                Query::List {
+                    kind,
+                    status,
+                    limit: limit.unwrap_or(usize::MAX),
+                    after,
+                },
+                reply,
+            ),
+            AdminRequest::Get { id } => query(Query::Get(id), reply),
+            AdminRequest::Events { id, since, limit } => query(
+                Query::Events {
+                    id,
+                    since: since.unwrap_or(0),
+                    limit: limit.unwrap_or(1000),
+                },
+                reply,
+            ),
+            AdminRequest::Stats => {
+                let registry = self.ctx.registry.clone();
+                let broadcaster = self.broadcaster.clone();
+                let lag = self.ctx.lag.clone();
+                let timeout = Some(self.ctx.call_timeout);
+                tokio::spawn(async move {
+                    let r = registry
+                        .call(|r| RegistryMsg::Query(Query::Stats, r), timeout)
+                        .await;
+                    let b = broadcaster.call(BroadcastMsg::Stats, timeout).await;
+                    let answer = match (r, b) {
+                        (
+                            Ok(CallResult::Success(Ok(AdminResponse::Registry(registry)))),
+                            Ok(CallResult::Success(broadcast)),
+                        ) => Ok(AdminResponse::Stats(Box::new(Stats {
+                            registry,
+                            broadcast,
+                            lag_ms: lag.estimate(tokio::time::Instant::now()).as_millis() as u64,
+                        }))),
+                        _ => Err(AdminError::Unavailable("stats not available".into())),
+                    };
+                    let _ = reply.send(answer);
+                });
+            }
+            AdminRequest::Evict { id, reason } => {
+                if let Some(r) = &reason {
+                    info!(agent = %id, reason = %r, "evicting agent");
+                }
+                let r = self.leave(id, Reason::Evicted).await;
+                let _ = reply.send(r);
+            }
+            AdminRequest::SetStatus { id, status, reason } => {
+                if let Some(r) = &reason {
+                    info!(agent = %id, status = %status, reason = %r, "operator sets status");
+                }
+                self.forward(id, AgentOp::SetStatus(status), reply);
+            }
+            AdminRequest::Maintenance { id, on } => {
+                self.forward(id, AgentOp::Maintenance(on), reply);
+            }
+            AdminRequest::SetPolicy { kind, patch } => {
+                let policy = patch.apply(self.policies.for_kind(&kind));
+                if let Err(e) = policy.validate() {
+                    let _ = reply.send(Err(AdminError::InvalidField(e)));
+                    return;
+                }
+                self.policies.kinds.insert(kind.clone(), policy.clone());
+                let cells: Vec<_> = self
+                    .directory
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .values()
+                    .filter(|c| *c.kind() == *kind)
+                    .cloned()
+                    .collect();
+                for cell in cells {
+                    if let Some(actor) = cell.actor() {
+                        let mut p = policy.clone();
+                        // An agent that asked for its own interval keeps it.
+                        if let Some(i) = cell.own_interval() {
+                            p.heartbeat_interval = i;
+                        }
+                        let _ = actor.cast(AgentMsg::SetPolicy(p));
+                    }
+                }
+                let _ = reply.send(Ok(AdminResponse::Policy { kind, policy }));
+            }
+        }
+    }
+
+    fn forward(
+        &self,
+        id: AgentId,
+        op: AgentOp,
+        reply: RpcReplyPort<Result<AdminResponse, AdminError>>,
+    ) {
+        match self.lookup(&id).and_then(|c| c.actor()) {
+            Some(actor) => {
+                if let Err(ractor::MessagingErr::SendErr(AgentMsg::Op(_, reply))) =
+                    actor.cast(AgentMsg::Op(op, reply))
+                {
+                    let _ = reply.send(Err(AdminError::Unavailable(
+                        "agent actor restarting".into(),
+                    )));
+                }
+            }
+            None => {
+                let _ = reply.send(Err(AdminError::UnknownAgent(id)));
+            }
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Local health awareness: the runtime measures its own scheduling lag, and while it is high,
+//! deadlines are extended by it, so a starved supervisor does not blame its agents (after
+//! memberlist's Lifeguard).
+//!
+//! Two sources feed the estimate: a probe task that sleeps a fixed period and measures how late
+//! it wakes, and the deadline wheel, which measures how late it wakes for a deadline. The
+//! estimate is the largest lateness seen in the current and previous window; it counts as lag
+//! (and becomes slack) only above the threshold.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Settings of the lag monitor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LagConfig {
+    /// Off: deadlines are never extended and no `runtime_lagging` alert is raised.
+    pub enabled: bool,
+    /// How often the probe task measures its own wake-up lateness.
+    pub probe_interval: Duration,
+    /// Lateness below this is normal scheduling noise.
+    pub threshold: Duration,
+    /// How long an observation counts (between one and two windows).
+    pub window: Duration,
+}
+
+impl Default for LagConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            probe_interval: Duration::from_millis(50),
+            threshold: Duration::from_millis(50),
+            window: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Windows {
+    started: Instant,
+    current: Duration,
+    previous: Duration,
+}
+
+/// The shared lag estimate.
+#[derive(Debug)]
+pub struct LagMonitor {
+    config: LagConfig,
+    windows: Mutex<Windows>,
+}
+
+impl LagMonitor {
+    pub fn new(config: LagConfig, now: Instant) -> Self {
+        Self {
+            config,
+            windows: Mutex::new(Windows {
+                started: now,
+                current: Duration::ZERO,
+                previous: Duration::ZERO,
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &LagConfig {
+        &self.config
+    }
+
+    fn rotate(&self, w: &mut Windows, now: Instant) {
+        let elapsed = now.saturating_duration_since(w.started);
+        if elapsed >= self.config.window * 2 {
+            w.previous = Duration::ZERO;
+            w.current = Duration::ZERO;
+            w.started = now;
+        } else if elapsed >= self.config.window {
+            w.previous = w.current;
+            w.current = Duration::ZERO;
+            w.started += self.config.window;
+        }
+    }
+
+    /// Records that something meant to run at `now - lateness` ran at `now`.
+    pub fn observe(&self, lateness: Duration, now: Instant) {
+        if !self.config.enabled {
+            return;
+        }
+        let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        self.rotate(&mut w, now);
+        w.current = w.current.max(lateness);
+    }
+
+    /// The current lag estimate, whether or not it is above the threshold.
+    pub fn estimate(&self, now: Instant) -> Duration {
+        let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        self.rotate(&mut w, now);
+        w.current.max(w.previous)
+    }
+
+    /// How much every deadline is extended now: the lag estimate when it is above the
+    /// threshold, otherwise zero.
+    pub fn slack(&self, now: Instant) -> Duration {
+        if !self.config.enabled {
+            return Duration::ZERO;
+        }
+        let lag = self.estimate(now);
+        if lag > self.config.threshold {
+            lag
+        } else {
+            Duration::ZERO
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slack_is_zero_below_threshold_and_the_lag_above_it() {
+        let t0 = Instant::now();
+        let m = LagMonitor::new(LagConfig::default(), t0);
+        m.observe(Duration::from_millis(10), t0);
+        assert_eq!(m.slack(t0), Duration::ZERO);
+        m.observe(Duration::from_millis(300), t0);
+        assert_eq!(m.slack(t0), Duration::from_millis(300));
+        // Still counted in the next window, forgotten after two.
+        assert_eq!(
+            m.slack(t0 + Duration::from_secs(3)),
+            Duration::from_millis(300)
+        );
+        assert_eq!(m.slack(t0 + Duration::from_secs(5)), Duration::ZERO);
+    }
+
+    #[test]
+    fn disabled_monitor_never_gives_slack() {
+        let t0 = Instant::now();
+        let m = LagMonitor::new(
+            LagConfig {
+                enabled: false,
+                ..LagConfig::default()
+            },
+            t0,
+        );
+        m.observe(Duration::from_secs(5), t0);
+        assert_eq!(m.slack(t0), Duration::ZERO);
+    }
+}

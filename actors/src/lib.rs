@@ -1,0 +1,67 @@
+//! vigil's supervision core: one `ractor` actor per agent driving a pure liveness state
+//! machine, a registry that sequences and persists every real change, and a broadcaster that
+//! fans those changes out. No networking: programs embed it through [`Runtime`].
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use vigil_actors::{AgentId, Beat, MemStore, Registration, Runtime, RuntimeConfig,
+//!     SubscribeOptions, SubscriptionItem};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let rt = Runtime::start(RuntimeConfig::default(), MemStore::new()).await?;
+//! let mut events = rt.subscribe(SubscribeOptions { snapshot: true, ..Default::default() }).await?;
+//! let agent = rt
+//!     .register(Registration::new(AgentId::new("worker-1")?).kind("worker")
+//!         .heartbeat_interval(Duration::from_secs(1)))
+//!     .await?;
+//! agent.heartbeat(Beat::healthy())?;
+//! while let Some(item) = events.next().await {
+//!     if let SubscriptionItem::Event(e) = item {
+//!         println!("{} {:?}", e.seq, e.body);
+//!     }
+//! }
+//! rt.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
+//! - [`model`]: plain data — ids, statuses, reasons, policies, records, events.
+//! - [`fsm`]: the pure liveness state machine (`step(input, now) -> effects`).
+//! - `agent`: the AgentActor, which executes the state machine's effects.
+//! - `cell`: what an agent actor shares with heartbeat callers (the fast path).
+//! - `wheel`: the deadline wheel, one task holding every agent's pending deadline.
+//! - [`lag`]: local health awareness (the runtime's own scheduling lag).
+//! - `fleet`: the FleetSupervisor — spawns, links, finds and restarts agent actors.
+//! - `registry`: the RegistryActor — sequencer, group commit, live view, queries.
+//! - [`broadcaster`]: the BroadcasterActor — subscribers, filters, resume, lag.
+//! - [`store`]: the `Store` trait, the in-memory store, the conformance suite.
+//! - [`admin`]: admin requests, responses and errors.
+//! - [`runtime`]: the `Runtime` value that owns all of the above.
+
+pub mod admin;
+mod agent;
+pub mod broadcaster;
+mod cell;
+pub mod clock;
+mod fleet;
+pub mod fsm;
+pub mod lag;
+pub mod model;
+mod registry;
+pub mod runtime;
+pub mod store;
+mod wheel;
+
+pub use admin::{AdminError, AdminRequest, AdminResponse, Stats};
+pub use broadcaster::{
+    BroadcastStats, Filter, Snapshot, SubscribeOptions, Subscription, SubscriptionItem,
+};
+pub use fleet::Registered;
+pub use lag::LagConfig;
+pub use model::*;
+pub use registry::RegistryStats;
+pub use runtime::{
+    AgentHandle, Beat, BeatError, RegisterError, Runtime, RuntimeConfig, RuntimeError,
+};
+pub use store::{MemStore, Store, StoreError};

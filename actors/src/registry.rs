@@ -1,0 +1,670 @@
+//! RegistryActor: the sequencer and the single writer to the store.
+//!
+//! Every change (registration, transition, departure, alert) arrives here as a message. The
+//! registry gives it the next `seq`, applies it to the live view of agents it holds in memory,
+//! and queues it. One write runs at a time, off the actor (so the actor keeps sequencing while
+//! the store works): the events queued meanwhile form the next batch (group commit, at most
+//! `max_batch` events). Only when a batch is durable is it handed to the broadcaster (durable
+//! before visible). A failed write is retried with backoff and nothing is published until it
+//! succeeds; supervision goes on in memory meanwhile.
+//!
+//! Checkpoints of the live view go through the same one-at-a-time pipeline, after the batches
+//! before them, so a checkpoint never reflects an event that is not durable.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::{Deserialize, Serialize};
+use tracing::{error, info, warn};
+
+use crate::admin::{AdminError, AdminResponse};
+use crate::broadcaster::{BroadcastMsg, Filter, Snapshot, Start, SubscribeOptions, Subscription};
+use crate::cell::AgentCell;
+use crate::clock::Clock;
+use crate::model::{AgentId, AgentRecord, Event, EventBody, Registration, Status};
+use crate::store::{Store, StoreError};
+
+/// A change to sequence, from an agent actor or the runtime.
+#[derive(Debug, Clone)]
+pub(crate) struct Change {
+    pub agent: Option<AgentId>,
+    pub at: DateTime<Utc>,
+    pub body: EventBody,
+}
+
+/// What a registration gives back to the agent actor.
+#[derive(Debug, Clone)]
+pub(crate) struct RegisterReply {
+    pub incarnation: u64,
+}
+
+pub(crate) enum RegistryMsg {
+    Register {
+        reg: Registration,
+        id: AgentId,
+        at: DateTime<Utc>,
+        cell: Arc<AgentCell>,
+        reply: RpcReplyPort<RegisterReply>,
+    },
+    Append(Change),
+    /// The record as the registry holds it (for restarting a crashed agent actor).
+    Record(AgentId, RpcReplyPort<Option<AgentRecord>>),
+    Query(Query, RpcReplyPort<Result<AdminResponse, AdminError>>),
+    Subscribe(SubscribeOptions, RpcReplyPort<Subscription>),
+    /// Agents restored from the store that are to be supervised again.
+    Restorable(RpcReplyPort<Vec<(AgentRecord, Option<Arc<AgentCell>>)>>),
+    Attach(AgentId, Arc<AgentCell>),
+    Flush,
+    Committed(Result<(), StoreError>),
+    Checkpoint,
+    /// Flush everything, write a full checkpoint, answer when durable.
+    Drain(RpcReplyPort<Result<(), StoreError>>),
+}
+
+/// Read-only queries the registry answers.
+#[derive(Debug, Clone)]
+pub(crate) enum Query {
+    List {
+        kind: Option<String>,
+        status: Option<Status>,
+        limit: usize,
+        after: Option<AgentId>,
+    },
+    Get(AgentId),
+    Events {
+        id: Option<AgentId>,
+        since: u64,
+        limit: usize,
+    },
+    Stats,
+}
+
+/// Counters of the registry.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RegistryStats {
+    pub agents: BTreeMap<Status, usize>,
+    pub total: usize,
+    /// Last seq given to an event.
+    pub last_seq: u64,
+    /// Last seq known durable (and so published).
+    pub durable_seq: u64,
+    pub pending_events: usize,
+    pub store_errors: u64,
+    pub store_healthy: bool,
+    pub batches: u64,
+}
+
+pub(crate) struct RegistryArgs {
+    pub store: Arc<dyn Store>,
+    pub broadcaster: ActorRef<BroadcastMsg>,
+    pub clock: Clock,
+    pub max_batch: usize,
+    pub checkpoint_interval: Duration,
+    pub loaded: crate::store::Loaded,
+    pub store_ok: Arc<AtomicBool>,
+}
+
+struct Entry {
+    record: AgentRecord,
+    cell: Option<Arc<AgentCell>>,
+}
+
+impl Entry {
+    /// The record with the live fields (last_seen, connected, reported, metrics) filled in.
+    fn view(&self, clock: &Clock) -> AgentRecord {
+        let mut r = self.record.clone();
+        if let Some(cell) = &self.cell {
+            if let Some(seen) = cell.last_seen() {
+                r.last_seen = Some(clock.utc(seen));
+            }
+            r.connected = cell.connected() && r.status != Status::Left;
+            r.reported = cell.reported();
+            if let Some(m) = cell.metrics() {
+                r.metrics = m;
+            }
+        }
+        r
+    }
+}
+
+enum Op {
+    Segment(Arc<[Arc<Event>]>),
+    Checkpoint(Vec<AgentRecord>, u64),
+}
+
+pub(crate) struct RegistryState {
+    store: Arc<dyn Store>,
+    broadcaster: ActorRef<BroadcastMsg>,
+    clock: Clock,
+    max_batch: usize,
+    agents: BTreeMap<AgentId, Entry>,
+    counts: HashMap<Status, usize>,
+    next_seq: u64,
+    durable_seq: u64,
+    pending: Vec<Arc<Event>>,
+    ops: std::collections::VecDeque<Op>,
+    inflight: Option<Op>,
+    running: bool,
+    retry: Duration,
+    retry_at: Option<tokio::time::Instant>,
+    store_errors: u64,
+    store_ok: Arc<AtomicBool>,
+    batches: u64,
+    dirty: BTreeSet<AgentId>,
+    parked: Vec<(u64, Snapshot, Filter, RpcReplyPort<Subscription>)>,
+    drains: Vec<RpcReplyPort<Result<(), StoreError>>>,
+    flush_queued: bool,
+}
+
+pub(crate) struct RegistryActor;
+
+const RETRY_MIN: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+impl Actor for RegistryActor {
+    type Msg = RegistryMsg;
+    type State = RegistryState;
+    type Arguments = RegistryArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: RegistryArgs,
+    ) -> Result<RegistryState, ActorProcessingErr> {
+        let mut st = RegistryState {
+            store: args.store,
+            broadcaster: args.broadcaster,
+            clock: args.clock,
+            max_batch: args.max_batch.max(1),
+            agents: BTreeMap::new(),
+            counts: HashMap::new(),
+            next_seq: args.loaded.last_seq + 1,
+            durable_seq: args.loaded.last_seq,
+            pending: Vec::new(),
+            ops: Default::default(),
+            inflight: None,
+            running: false,
+            retry: RETRY_MIN,
+            retry_at: None,
+            store_errors: 0,
+            store_ok: args.store_ok,
+            batches: 0,
+            dirty: BTreeSet::new(),
+            parked: Vec::new(),
+            drains: Vec::new(),
+            flush_queued: false,
+        };
+        for record in args.loaded.agents {
+            st.insert(Entry { record, cell: None });
+        }
+        for e in &args.loaded.events_after {
+            st.apply(e);
+        }
+        if !args.checkpoint_interval.is_zero() {
+            myself.send_interval(args.checkpoint_interval, || RegistryMsg::Checkpoint);
+        }
+        Ok(st)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: RegistryMsg,
+        st: &mut RegistryState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            RegistryMsg::Register {
+                reg,
+                id,
+                at,
+                cell,
+                reply,
+            } => {
+                let out = st.register(reg, id, at, cell);
+                let _ = reply.send(out);
+                st.schedule_flush(&myself);
+            }
+            RegistryMsg::Append(change) => {
+                st.sequence(change);
+                st.schedule_flush(&myself);
+            }
+            RegistryMsg::Record(id, reply) => {
+                let _ = reply.send(st.agents.get(&id).map(|e| e.view(&st.clock)));
+            }
+            RegistryMsg::Query(q, reply) => st.query(q, reply),
+            RegistryMsg::Subscribe(opts, reply) => st.subscribe(opts, reply),
+            RegistryMsg::Restorable(reply) => {
+                let list = st
+                    .agents
+                    .values()
+                    .filter(|e| e.record.status != Status::Left)
+                    .map(|e| (e.record.clone(), e.cell.clone()))
+                    .collect();
+                let _ = reply.send(list);
+            }
+            RegistryMsg::Attach(id, cell) => {
+                if let Some(e) = st.agents.get_mut(&id) {
+                    e.cell = Some(cell);
+                }
+            }
+            RegistryMsg::Flush => {
+                st.flush_queued = false;
+                st.pump(&myself);
+            }
+            RegistryMsg::Committed(result) => st.committed(result, &myself),
+            RegistryMsg::Checkpoint => {
+                st.queue_checkpoint(false);
+                st.pump(&myself);
+            }
+            RegistryMsg::Drain(reply) => {
+                st.queue_checkpoint(true);
+                st.drains.push(reply);
+                st.pump(&myself);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RegistryState {
+    fn insert(&mut self, entry: Entry) {
+        *self.counts.entry(entry.record.status).or_default() += 1;
+        self.agents.insert(entry.record.id.clone(), entry);
+    }
+
+    fn set_status(&mut self, id: &AgentId, status: Status, at: DateTime<Utc>) {
+        if let Some(e) = self.agents.get_mut(id) {
+            if let Some(c) = self.counts.get_mut(&e.record.status) {
+                *c = c.saturating_sub(1);
+            }
+            *self.counts.entry(status).or_default() += 1;
+            e.record.status = status;
+            e.record.updated_at = at;
+            self.dirty.insert(id.clone());
+        }
+    }
+
+    /// Applies a persisted event to the view (restore: replay of the log).
+    fn apply(&mut self, e: &Event) {
+        let Some(id) = &e.agent else { return };
+        match &e.body {
+            EventBody::Registered {
+                status,
+                name,
+                metadata,
+                capabilities,
+                incarnation,
+                ..
+            } => {
+                let record = AgentRecord {
+                    id: id.clone(),
+                    name: name.clone(),
+                    kind: e.kind.clone().unwrap_or_else(|| "default".into()),
+                    status: *status,
+                    activity: None,
+                    reported: Default::default(),
+                    metadata: metadata.clone(),
+                    capabilities: capabilities.clone(),
+                    metrics: Default::default(),
+                    last_seen: Some(e.at),
+                    connected: false,
+                    incarnation: *incarnation,
+                    registered_at: e.at,
+                    updated_at: e.at,
+                    heartbeat_interval_ms: self
+                        .agents
+                        .get(id)
+                        .and_then(|x| x.record.heartbeat_interval_ms),
+                };
+                if let Some(old) = self.agents.remove(id) {
+                    if let Some(c) = self.counts.get_mut(&old.record.status) {
+                        *c = c.saturating_sub(1);
+                    }
+                }
+                self.insert(Entry { record, cell: None });
+            }
+            other => {
+                if let Some(s) = other.status_after() {
+                    self.set_status(id, s, e.at);
+                }
+            }
+        }
+    }
+
+    fn register(
+        &mut self,
+        reg: Registration,
+        id: AgentId,
+        at: DateTime<Utc>,
+        cell: Arc<AgentCell>,
+    ) -> RegisterReply {
+        let prev = self.agents.get(&id);
+        let from = prev.map(|e| e.record.status);
+        let incarnation = prev.map_or(1, |e| e.record.incarnation + 1);
+        let kind = reg.kind_or_default().to_string();
+        let name = reg.name.clone().unwrap_or_else(|| id.to_string());
+        let record = AgentRecord {
+            id: id.clone(),
+            name: name.clone(),
+            kind: kind.clone(),
+            status: Status::Online,
+            activity: prev.and_then(|e| e.record.activity.clone()),
+            reported: Default::default(),
+            metadata: reg.metadata.clone(),
+            capabilities: reg.capabilities.clone(),
+            metrics: Default::default(),
+            last_seen: Some(at),
+            connected: true,
+            incarnation,
+            registered_at: at,
+            updated_at: at,
+            heartbeat_interval_ms: reg.heartbeat_interval.map(|d| d.as_millis() as u64),
+        };
+        if let Some(old) = self.agents.remove(&id) {
+            if let Some(c) = self.counts.get_mut(&old.record.status) {
+                *c = c.saturating_sub(1);
+            }
+        }
+        self.insert(Entry {
+            record,
+            cell: Some(cell),
+        });
+        self.dirty.insert(id.clone());
+        self.push_event(Change {
+            agent: Some(id),
+            at,
+            body: EventBody::Registered {
+                from,
+                status: Status::Online,
+                name,
+                metadata: reg.metadata,
+                capabilities: reg.capabilities,
+                incarnation,
+            },
+        });
+        RegisterReply { incarnation }
+    }
+
+    fn sequence(&mut self, change: Change) -> u64 {
+        if let (Some(id), Some(status)) = (&change.agent, change.body.status_after()) {
+            self.set_status(id, status, change.at);
+        }
+        self.push_event(change)
+    }
+
+    fn push_event(&mut self, change: Change) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let kind = change
+            .agent
+            .as_ref()
+            .and_then(|id| self.agents.get(id))
+            .map(|e| e.record.kind.clone());
+        self.pending.push(Arc::new(Event {
+            seq,
+            at: change.at,
+            agent: change.agent,
+            kind,
+            body: change.body,
+        }));
+        seq
+    }
+
+    /// Asks for a flush after the messages already queued, so they join this batch.
+    fn schedule_flush(&mut self, myself: &ActorRef<RegistryMsg>) {
+        if !self.flush_queued && !self.running {
+            self.flush_queued = true;
+            let _ = myself.cast(RegistryMsg::Flush);
+        }
+    }
+
+    fn seal(&mut self) {
+        while !self.pending.is_empty() {
+            let n = self.pending.len().min(self.max_batch);
+            let batch: Arc<[Arc<Event>]> = self.pending.drain(..n).collect();
+            self.ops.push_back(Op::Segment(batch));
+        }
+    }
+
+    fn queue_checkpoint(&mut self, full: bool) {
+        self.seal();
+        let ids: Vec<AgentId> = if full {
+            self.agents.keys().cloned().collect()
+        } else {
+            std::mem::take(&mut self.dirty).into_iter().collect()
+        };
+        if full {
+            self.dirty.clear();
+        }
+        let records: Vec<AgentRecord> = ids
+            .iter()
+            .filter_map(|id| self.agents.get(id))
+            .map(|e| e.view(&self.clock))
+            .collect();
+        let seq = self.next_seq - 1;
+        if !records.is_empty() || full {
+            self.ops.push_back(Op::Checkpoint(records, seq));
+        }
+    }
+
+    /// Starts the next write if none is running.
+    fn pump(&mut self, myself: &ActorRef<RegistryMsg>) {
+        if self.running {
+            return;
+        }
+        if self
+            .retry_at
+            .is_some_and(|t| tokio::time::Instant::now() < t)
+        {
+            return; // backing off; a Flush is scheduled for then
+        }
+        if self.inflight.is_none() {
+            if self.ops.is_empty() {
+                if self.pending.is_empty() {
+                    self.finish_drains();
+                    return;
+                }
+                let n = self.pending.len().min(self.max_batch);
+                let batch: Arc<[Arc<Event>]> = self.pending.drain(..n).collect();
+                self.ops.push_back(Op::Segment(batch));
+            }
+            self.inflight = self.ops.pop_front();
+        }
+        let store = self.store.clone();
+        let myself = myself.clone();
+        let job: futures::future::BoxFuture<'static, Result<(), StoreError>> = match &self.inflight
+        {
+            Some(Op::Segment(batch)) => {
+                let batch = batch.clone();
+                Box::pin(async move { store.append(&batch).await })
+            }
+            Some(Op::Checkpoint(records, seq)) => {
+                let (records, seq) = (records.clone(), *seq);
+                Box::pin(async move { store.checkpoint(&records, seq).await })
+            }
+            None => return,
+        };
+        self.running = true;
+        tokio::spawn(async move {
+            let r = job.await;
+            if myself.cast(RegistryMsg::Committed(r)).is_err() {
+                warn!("registry stopped while a write was running");
+            }
+        });
+    }
+
+    fn committed(&mut self, result: Result<(), StoreError>, myself: &ActorRef<RegistryMsg>) {
+        self.running = false;
+        match result {
+            Ok(()) => {
+                if !self.store_ok.swap(true, Ordering::SeqCst) {
+                    info!("store writes succeed again");
+                }
+                self.retry = RETRY_MIN;
+                self.retry_at = None;
+                match self.inflight.take() {
+                    Some(Op::Segment(batch)) => {
+                        if let Some(last) = batch.last() {
+                            self.durable_seq = last.seq;
+                        }
+                        self.batches += 1;
+                        let _ = self.broadcaster.cast(BroadcastMsg::Publish(batch));
+                        self.release_parked();
+                    }
+                    Some(Op::Checkpoint(..)) | None => {}
+                }
+                self.pump(myself);
+            }
+            Err(e) => {
+                self.store_errors += 1;
+                if self.store_ok.swap(false, Ordering::SeqCst) {
+                    error!(error = %e, "store write failed; events are held and retried");
+                } else {
+                    warn!(error = %e, retry_in = ?self.retry, "store write failed again");
+                }
+                let delay = self.retry;
+                self.retry = (self.retry * 2).min(RETRY_MAX);
+                self.retry_at = Some(tokio::time::Instant::now() + delay);
+                myself.send_after(delay, || RegistryMsg::Flush);
+            }
+        }
+    }
+
+    fn finish_drains(&mut self) {
+        for d in self.drains.drain(..) {
+            let _ = d.send(Ok(()));
+        }
+    }
+
+    fn release_parked(&mut self) {
+        let durable = self.durable_seq;
+        let mut i = 0;
+        while i < self.parked.len() {
+            if self.parked[i].0 <= durable {
+                let (seq, snapshot, filter, reply) = self.parked.swap_remove(i);
+                let _ = self.broadcaster.cast(BroadcastMsg::Add {
+                    start: Start::After(seq),
+                    filter,
+                    snapshot: Some(snapshot),
+                    reply,
+                });
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn subscribe(&mut self, opts: SubscribeOptions, reply: RpcReplyPort<Subscription>) {
+        if opts.snapshot {
+            // The view reflects every event sequenced so far; it may be shown only once they
+            // are all durable, and the subscriber continues right after them.
+            let seq = self.next_seq - 1;
+            let agents = self
+                .agents
+                .values()
+                .filter(|e| opts.filter.matches_record(&e.record))
+                .map(|e| e.view(&self.clock))
+                .collect();
+            let snapshot = Snapshot { seq, agents };
+            self.parked.push((seq, snapshot, opts.filter, reply));
+            self.release_parked();
+        } else {
+            let start = match opts.since {
+                Some(n) => Start::After(n),
+                None => Start::Live,
+            };
+            let _ = self.broadcaster.cast(BroadcastMsg::Add {
+                start,
+                filter: opts.filter,
+                snapshot: None,
+                reply,
+            });
+        }
+    }
+
+    fn query(&mut self, q: Query, reply: RpcReplyPort<Result<AdminResponse, AdminError>>) {
+        match q {
+            Query::List {
+                kind,
+                status,
+                limit,
+                after,
+            } => {
+                use std::ops::Bound;
+                let lower = match &after {
+                    Some(a) => Bound::Excluded(a.clone()),
+                    None => Bound::Unbounded,
+                };
+                let list = self
+                    .agents
+                    .range((lower, Bound::Unbounded))
+                    .map(|(_, e)| e)
+                    .filter(|e| kind.as_ref().is_none_or(|k| &e.record.kind == k))
+                    .filter(|e| status.is_none_or(|s| e.record.status == s))
+                    .take(limit)
+                    .map(|e| e.view(&self.clock))
+                    .collect();
+                let _ = reply.send(Ok(AdminResponse::Agents(list)));
+            }
+            Query::Get(id) => {
+                let r = match self.agents.get(&id) {
+                    Some(e) => Ok(AdminResponse::Agent(Box::new(e.view(&self.clock)))),
+                    None => Err(AdminError::UnknownAgent(id)),
+                };
+                let _ = reply.send(r);
+            }
+            Query::Events { id, since, limit } => {
+                if let Some(id) = &id {
+                    if !self.agents.contains_key(id) {
+                        let _ = reply.send(Err(AdminError::UnknownAgent(id.clone())));
+                        return;
+                    }
+                }
+                // Reads go to the store off the actor; only durable events are there.
+                let store = self.store.clone();
+                tokio::spawn(async move {
+                    let r = match &id {
+                        Some(id) => store.agent_events(id, since, limit).await,
+                        None => store.read_events(since + 1, limit).await,
+                    };
+                    let _ = reply.send(
+                        r.map(AdminResponse::Events)
+                            .map_err(|e| AdminError::Unavailable(e.to_string())),
+                    );
+                });
+            }
+            Query::Stats => {
+                let _ = reply.send(Ok(AdminResponse::Registry(self.stats())));
+            }
+        }
+    }
+
+    fn stats(&self) -> RegistryStats {
+        RegistryStats {
+            agents: Status::ALL
+                .iter()
+                .map(|s| (*s, self.counts.get(s).copied().unwrap_or(0)))
+                .collect(),
+            total: self.agents.len(),
+            last_seq: self.next_seq - 1,
+            durable_seq: self.durable_seq,
+            pending_events: self.pending.len()
+                + self
+                    .ops
+                    .iter()
+                    .chain(self.inflight.iter())
+                    .map(|op| match op {
+                        Op::Segment(b) => b.len(),
+                        Op::Checkpoint(..) => 0,
+                    })
+                    .sum::<usize>(),
+            store_errors: self.store_errors,
+            store_healthy: self.store_ok.load(Ordering::SeqCst),
+            batches: self.batches,
+        }
+    }
+}

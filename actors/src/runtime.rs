@@ -1,0 +1,523 @@
+//! `Runtime`: the embedding API. A value that owns one actor tree (fleet supervisor, agent
+//! actors, registry, broadcaster), its deadline wheel and lag probe, and its store. Nothing is
+//! process-global: two runtimes can live in one process.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorRef};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::admin::{AdminError, AdminRequest, AdminResponse, Stats};
+use crate::agent::{AgentMsg, Ctx};
+use crate::broadcaster::{
+    BroadcastMsg, BroadcasterActor, BroadcasterArgs, SubscribeOptions, Subscription,
+};
+use crate::cell::AgentCell;
+use crate::clock::Clock;
+use crate::fleet::{Directory, FleetArgs, FleetMsg, FleetSupervisor, Policies, Registered};
+use crate::lag::{LagConfig, LagMonitor};
+use crate::model::{AgentId, EventBody, Metrics, Policy, Registration, Reported, Severity};
+use crate::registry::{Change, RegistryActor, RegistryArgs, RegistryMsg};
+use crate::store::{Store, StoreError};
+use crate::wheel::Wheel;
+
+/// Settings of the supervision core.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// The default policy.
+    pub policy: Policy,
+    /// Policies per agent kind.
+    pub kinds: HashMap<String, Policy>,
+    /// Bounds for an agent's own heartbeat interval.
+    pub min_heartbeat_interval: Duration,
+    pub max_heartbeat_interval: Duration,
+    /// Each subscriber's queue; a subscriber whose queue is full gets `lagged`.
+    pub subscriber_queue: usize,
+    /// Recent events the broadcaster keeps in memory for `since` resumes.
+    pub event_window: usize,
+    /// Most events in one group commit.
+    pub max_batch: usize,
+    /// How often the live view is checkpointed (zero: only at shutdown).
+    pub checkpoint_interval: Duration,
+    pub lag: LagConfig,
+    /// How long internal request/reply calls may take.
+    pub call_timeout: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            policy: Policy::default(),
+            kinds: HashMap::new(),
+            min_heartbeat_interval: Duration::from_millis(100),
+            max_heartbeat_interval: Duration::from_secs(3600),
+            subscriber_queue: 4096,
+            event_window: 65_536,
+            max_batch: 10_000,
+            checkpoint_interval: Duration::from_secs(60),
+            lag: LagConfig::default(),
+            call_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Errors of the runtime as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("actor could not start: {0}")]
+    Spawn(String),
+    #[error("runtime is not answering: {0}")]
+    Unavailable(String),
+}
+
+/// Why a registration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    #[error("missing field {0}")]
+    MissingField(String),
+    #[error("{0}")]
+    InvalidField(String),
+    #[error("runtime unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Why a heartbeat was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BeatError {
+    #[error("unknown agent {0}")]
+    UnknownAgent(AgentId),
+    #[error("agent {0} is not supervised right now (its actor is restarting or it left)")]
+    NotSupervised(AgentId),
+}
+
+/// A heartbeat's content.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Beat {
+    pub reported: Reported,
+    pub metrics: Option<Metrics>,
+}
+
+impl Beat {
+    pub fn healthy() -> Self {
+        Self::default()
+    }
+
+    pub fn reporting(reported: Reported) -> Self {
+        Self {
+            reported,
+            metrics: None,
+        }
+    }
+}
+
+/// A handle to one supervised agent: heartbeats through it skip every lookup.
+#[derive(Debug, Clone)]
+pub struct AgentHandle {
+    cell: Arc<AgentCell>,
+    clock: Clock,
+    incarnation: u64,
+    interval: Duration,
+}
+
+impl AgentHandle {
+    pub fn id(&self) -> &AgentId {
+        self.cell.id()
+    }
+
+    /// The incarnation this registration got.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// The heartbeat interval in force for this agent.
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// Takes a heartbeat now. A healthy beat of an online agent is an atomic store and no
+    /// message (the fast path); any other beat is a message to the agent's actor.
+    pub fn heartbeat(&self, beat: Beat) -> Result<(), BeatError> {
+        beat_cell(&self.cell, &self.clock, beat)
+    }
+
+    /// The connection that owned this agent closed without deregistering.
+    pub fn disconnected(&self) -> Result<(), BeatError> {
+        match self.cell.actor() {
+            Some(a) if a.cast(AgentMsg::Disconnected).is_ok() => Ok(()),
+            _ => Err(BeatError::NotSupervised(self.cell.id().clone())),
+        }
+    }
+
+    /// Whether the owning connection is still there, as last recorded.
+    pub fn connected(&self) -> bool {
+        self.cell.connected()
+    }
+
+    /// Fault injection for tests: makes the agent's actor panic. The fleet supervisor
+    /// restarts it.
+    #[doc(hidden)]
+    pub fn inject_crash(&self) -> bool {
+        self.cell
+            .actor()
+            .is_some_and(|a| a.cast(AgentMsg::Crash).is_ok())
+    }
+}
+
+fn beat_cell(cell: &AgentCell, clock: &Clock, beat: Beat) -> Result<(), BeatError> {
+    let now = clock.now();
+    let mut stamped = false;
+    if beat.reported == Reported::Healthy {
+        if let Some(m) = &beat.metrics {
+            cell.set_metrics(m.clone());
+        }
+        if cell.try_fast_beat(now) {
+            return Ok(());
+        }
+        stamped = true;
+    }
+    let actor = cell
+        .actor()
+        .ok_or_else(|| BeatError::NotSupervised(cell.id().clone()))?;
+    actor
+        .cast(AgentMsg::Beat {
+            reported: beat.reported,
+            metrics: if stamped { None } else { beat.metrics },
+            at: now,
+            stamped,
+        })
+        .map_err(|_| BeatError::NotSupervised(cell.id().clone()))
+}
+
+/// The supervision runtime.
+pub struct Runtime {
+    fleet: ActorRef<FleetMsg>,
+    registry: ActorRef<RegistryMsg>,
+    broadcaster: ActorRef<BroadcastMsg>,
+    directory: Directory,
+    clock: Clock,
+    lag: Arc<LagMonitor>,
+    store_ok: Arc<AtomicBool>,
+    call_timeout: Duration,
+    tasks: Vec<JoinHandle<()>>,
+    actor_tasks: Vec<JoinHandle<()>>,
+}
+
+impl Runtime {
+    /// Starts a runtime on `store`: loads what it holds (checkpoint + log), starts the actor
+    /// tree, and supervises every restored agent with its restart grace.
+    pub async fn start(config: RuntimeConfig, store: Arc<dyn Store>) -> Result<Self, RuntimeError> {
+        config.policy.validate().map_err(RuntimeError::Config)?;
+        for (kind, p) in &config.kinds {
+            p.validate()
+                .map_err(|e| RuntimeError::Config(format!("policy of kind {kind}: {e}")))?;
+        }
+        let clock = Clock::start();
+        let lag = Arc::new(LagMonitor::new(config.lag.clone(), clock.now()));
+        let loaded = store.load().await?;
+        let last_seq = loaded.last_seq;
+        let spawn_err = |e: ractor::SpawnErr| RuntimeError::Spawn(e.to_string());
+
+        let (broadcaster, b_task) = Actor::spawn(
+            None,
+            BroadcasterActor,
+            BroadcasterArgs {
+                store: store.clone(),
+                queue: config.subscriber_queue,
+                window: config.event_window,
+                published_seq: last_seq,
+            },
+        )
+        .await
+        .map_err(spawn_err)?;
+        let store_ok = Arc::new(AtomicBool::new(true));
+        let (registry, r_task) = Actor::spawn(
+            None,
+            RegistryActor,
+            RegistryArgs {
+                store: store.clone(),
+                broadcaster: broadcaster.clone(),
+                clock,
+                max_batch: config.max_batch,
+                checkpoint_interval: config.checkpoint_interval,
+                loaded,
+                store_ok: store_ok.clone(),
+            },
+        )
+        .await
+        .map_err(spawn_err)?;
+        let wheel = Wheel::start(lag.clone());
+        let ctx = Ctx {
+            registry: registry.clone(),
+            wheel,
+            clock,
+            lag: lag.clone(),
+            call_timeout: config.call_timeout,
+        };
+        let directory: Directory = Arc::new(RwLock::new(HashMap::new()));
+        let (fleet, f_task) = Actor::spawn(
+            None,
+            FleetSupervisor,
+            FleetArgs {
+                ctx,
+                broadcaster: broadcaster.clone(),
+                directory: directory.clone(),
+                policies: Policies {
+                    default: config.policy.clone(),
+                    kinds: config.kinds.clone(),
+                    min_interval: config.min_heartbeat_interval,
+                    max_interval: config.max_heartbeat_interval,
+                },
+            },
+        )
+        .await
+        .map_err(spawn_err)?;
+
+        let mut tasks = Vec::new();
+        if config.lag.enabled {
+            tasks.push(tokio::spawn(probe_lag(
+                lag.clone(),
+                registry.clone(),
+                clock,
+            )));
+        }
+        let rt = Self {
+            fleet,
+            registry,
+            broadcaster,
+            directory,
+            clock,
+            lag,
+            store_ok,
+            call_timeout: config.call_timeout,
+            tasks,
+            actor_tasks: vec![f_task, r_task, b_task],
+        };
+        let restored = match rt
+            .fleet
+            .call(FleetMsg::Restore, Some(Duration::from_secs(3600)))
+            .await
+        {
+            Ok(CallResult::Success(n)) => n,
+            _ => return Err(RuntimeError::Unavailable("restore did not finish".into())),
+        };
+        if restored > 0 {
+            info!(
+                agents = restored,
+                seq = last_seq,
+                "fleet restored from the store"
+            );
+        }
+        Ok(rt)
+    }
+
+    /// Registers an agent (or registers it again: it goes online, incarnation + 1).
+    pub async fn register(&self, reg: Registration) -> Result<AgentHandle, RegisterError> {
+        let r: Registered = match self
+            .fleet
+            .call(
+                |reply| FleetMsg::Register(reg, reply),
+                Some(self.call_timeout),
+            )
+            .await
+        {
+            Ok(CallResult::Success(r)) => r?,
+            _ => return Err(RegisterError::Unavailable("fleet supervisor".into())),
+        };
+        Ok(AgentHandle {
+            cell: r.cell,
+            clock: self.clock,
+            incarnation: r.incarnation,
+            interval: r.heartbeat_interval,
+        })
+    }
+
+    /// A handle to a supervised agent, by id.
+    pub fn agent(&self, id: &AgentId) -> Option<AgentHandle> {
+        let cell = self
+            .directory
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()?;
+        Some(AgentHandle {
+            cell,
+            clock: self.clock,
+            incarnation: 0,
+            interval: Duration::ZERO,
+        })
+    }
+
+    /// A heartbeat by id (a handle from [`Runtime::register`] skips the lookup).
+    pub fn heartbeat(&self, id: &AgentId, beat: Beat) -> Result<(), BeatError> {
+        let cell = self
+            .directory
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+            .ok_or_else(|| BeatError::UnknownAgent(id.clone()))?;
+        beat_cell(&cell, &self.clock, beat)
+    }
+
+    /// The agent deregisters itself: it leaves (`deregistered`, status `left`).
+    pub async fn deregister(&self, id: &AgentId) -> Result<AdminResponse, AdminError> {
+        match self
+            .fleet
+            .call(
+                |reply| FleetMsg::Deregister(id.clone(), reply),
+                Some(self.call_timeout),
+            )
+            .await
+        {
+            Ok(CallResult::Success(r)) => r,
+            _ => Err(AdminError::Unavailable("fleet supervisor".into())),
+        }
+    }
+
+    /// Subscribes to events: optionally a snapshot first, or a replay `since` a seq.
+    pub async fn subscribe(&self, opts: SubscribeOptions) -> Result<Subscription, RuntimeError> {
+        match self
+            .registry
+            .call(
+                |reply| RegistryMsg::Subscribe(opts, reply),
+                Some(self.call_timeout),
+            )
+            .await
+        {
+            Ok(CallResult::Success(s)) => Ok(s),
+            _ => Err(RuntimeError::Unavailable(
+                "subscription not answered".into(),
+            )),
+        }
+    }
+
+    /// Sends an admin message and waits for its answer.
+    pub async fn admin(&self, req: AdminRequest) -> Result<AdminResponse, AdminError> {
+        match self
+            .fleet
+            .call(|reply| FleetMsg::Admin(req, reply), Some(self.call_timeout))
+            .await
+        {
+            Ok(CallResult::Success(r)) => r,
+            _ => Err(AdminError::Unavailable("fleet supervisor".into())),
+        }
+    }
+
+    /// Runtime-wide counters.
+    pub async fn stats(&self) -> Result<Stats, AdminError> {
+        match self.admin(AdminRequest::Stats).await? {
+            AdminResponse::Stats(s) => Ok(*s),
+            other => Err(AdminError::Unavailable(format!(
+                "unexpected answer {other:?}"
+            ))),
+        }
+    }
+
+    /// False while the store is failing (writes are being retried).
+    pub fn store_healthy(&self) -> bool {
+        self.store_ok.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The current scheduling-lag estimate.
+    pub fn lag(&self) -> Duration {
+        self.lag.estimate(Instant::now())
+    }
+
+    /// Emits an alert event (sequenced and persisted like any other).
+    pub fn alert(&self, severity: Severity, issue: &str, detail: String) {
+        emit_alert(&self.registry, &self.clock, severity, issue, detail);
+    }
+
+    /// Stops gracefully: stops the agent actors, writes every pending event and a full
+    /// checkpoint, ends every subscription, and stops the actors.
+    pub async fn shutdown(self) -> Result<(), RuntimeError> {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let _ = self
+            .fleet
+            .call(FleetMsg::StopAll, Some(self.call_timeout))
+            .await;
+        let drained = self
+            .registry
+            .call(RegistryMsg::Drain, Some(Duration::from_secs(600)))
+            .await;
+        self.fleet.stop(None);
+        self.registry.stop(None);
+        self.broadcaster.stop(None);
+        for t in self.actor_tasks {
+            let _ = t.await;
+        }
+        match drained {
+            Ok(CallResult::Success(Ok(()))) => Ok(()),
+            Ok(CallResult::Success(Err(e))) => Err(e.into()),
+            _ => Err(RuntimeError::Unavailable(
+                "the registry did not finish writing".into(),
+            )),
+        }
+    }
+}
+
+fn emit_alert(
+    registry: &ActorRef<RegistryMsg>,
+    clock: &Clock,
+    severity: Severity,
+    issue: &str,
+    detail: String,
+) {
+    let change = Change {
+        agent: None,
+        at: clock.utc(clock.now()),
+        body: EventBody::Alert {
+            severity,
+            issue: issue.into(),
+            detail,
+        },
+    };
+    if registry.cast(RegistryMsg::Append(change)).is_err() {
+        warn!(issue, "registry gone; alert not recorded");
+    }
+}
+
+/// Measures the runtime's own scheduling lag and raises `runtime_lagging` once per episode.
+async fn probe_lag(lag: Arc<LagMonitor>, registry: ActorRef<RegistryMsg>, clock: Clock) {
+    let period = lag.config().probe_interval;
+    let mut lagging = false;
+    loop {
+        let planned = Instant::now() + period;
+        tokio::time::sleep_until(planned).await;
+        let now = Instant::now();
+        lag.observe(now.saturating_duration_since(planned), now);
+        let slack = lag.slack(now);
+        if !slack.is_zero() && !lagging {
+            lagging = true;
+            warn!(
+                lag_ms = slack.as_millis() as u64,
+                "runtime is lagging; deadlines extended"
+            );
+            emit_alert(
+                &registry,
+                &clock,
+                Severity::High,
+                "runtime_lagging",
+                format!(
+                    "the runtime's scheduling lag is {} ms; deadlines are extended by it",
+                    slack.as_millis()
+                ),
+            );
+        } else if slack.is_zero() && lagging {
+            lagging = false;
+            info!("runtime lag back to normal");
+        }
+    }
+}

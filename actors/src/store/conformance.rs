@@ -1,0 +1,181 @@
+//! The store conformance suite: one set of checks that every [`Store`] implementation must
+//! pass. Call [`run_all`] with a factory that makes a fresh, empty store.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use chrono::{TimeZone, Utc};
+
+use super::Store;
+use crate::model::{AgentId, AgentRecord, Event, EventBody, Reason, Reported, Status};
+
+fn id(s: &str) -> AgentId {
+    AgentId::new(s).expect("valid test id")
+}
+
+/// A transition event for tests.
+pub fn event(seq: u64, agent: &str, from: Status, to: Status) -> Arc<Event> {
+    Arc::new(Event {
+        seq,
+        at: Utc
+            .timestamp_millis_opt(1_700_000_000_000 + seq as i64)
+            .unwrap(),
+        agent: Some(id(agent)),
+        kind: Some("worker".into()),
+        body: EventBody::Transition {
+            from,
+            to,
+            reason: Reason::Admin,
+            missed: None,
+        },
+    })
+}
+
+/// An agent record for tests.
+pub fn record(agent: &str, status: Status) -> AgentRecord {
+    let t = Utc.timestamp_millis_opt(1_700_000_000_000).unwrap();
+    AgentRecord {
+        id: id(agent),
+        name: agent.into(),
+        kind: "worker".into(),
+        status,
+        activity: None,
+        reported: Reported::Healthy,
+        metadata: [("zone".to_string(), "a".to_string())].into(),
+        capabilities: vec!["x".into()],
+        metrics: [("load".to_string(), 0.5)].into(),
+        last_seen: Some(t),
+        connected: false,
+        incarnation: 3,
+        registered_at: t,
+        updated_at: t,
+        heartbeat_interval_ms: Some(1000),
+    }
+}
+
+/// Runs every check against fresh stores made by `make`.
+pub async fn run_all<S, F, Fut>(make: F)
+where
+    S: Store,
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<S>>,
+{
+    empty_store_loads_nothing(&*make().await).await;
+    appended_events_read_back_in_order(&*make().await).await;
+    append_refuses_a_gap(&*make().await).await;
+    checkpoint_and_replay(&*make().await).await;
+    agent_history(&*make().await).await;
+}
+
+async fn empty_store_loads_nothing(s: &dyn Store) {
+    let l = s.load().await.expect("load");
+    assert!(l.agents.is_empty());
+    assert_eq!(l.last_seq, 0);
+    assert_eq!(l.checkpoint_seq, 0);
+    assert!(l.events_after.is_empty());
+    assert_eq!(s.oldest_seq().await.expect("oldest"), None);
+}
+
+async fn appended_events_read_back_in_order(s: &dyn Store) {
+    let batch1: Vec<_> = (1..=3)
+        .map(|i| event(i, "a", Status::Online, Status::Degraded))
+        .collect();
+    let batch2: Vec<_> = (4..=10)
+        .map(|i| event(i, "b", Status::Degraded, Status::Offline))
+        .collect();
+    s.append(&batch1).await.expect("append 1");
+    s.append(&batch2).await.expect("append 2");
+    let all = s.read_events(1, 100).await.expect("read");
+    assert_eq!(
+        all.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=10).collect::<Vec<_>>()
+    );
+    assert_eq!(all[0], *batch1[0]);
+    assert_eq!(all[9], *batch2[6]);
+    let mid = s.read_events(3, 4).await.expect("read mid");
+    assert_eq!(
+        mid.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![3, 4, 5, 6]
+    );
+    assert!(s
+        .read_events(11, 10)
+        .await
+        .expect("read past end")
+        .is_empty());
+    assert_eq!(s.oldest_seq().await.expect("oldest"), Some(1));
+    assert_eq!(s.load().await.expect("load").last_seq, 10);
+}
+
+async fn append_refuses_a_gap(s: &dyn Store) {
+    s.append(&[event(1, "a", Status::Online, Status::Degraded)])
+        .await
+        .expect("append");
+    assert!(s
+        .append(&[event(3, "a", Status::Degraded, Status::Offline)])
+        .await
+        .is_err());
+    assert!(s
+        .append(&[event(1, "a", Status::Degraded, Status::Offline)])
+        .await
+        .is_err());
+    assert_eq!(s.read_events(0, 10).await.expect("read").len(), 1);
+}
+
+async fn checkpoint_and_replay(s: &dyn Store) {
+    let events: Vec<_> = (1..=5)
+        .map(|i| event(i, "a", Status::Online, Status::Degraded))
+        .collect();
+    s.append(&events[..3]).await.expect("append");
+    s.checkpoint(
+        &[record("a", Status::Degraded), record("b", Status::Online)],
+        3,
+    )
+    .await
+    .expect("checkpoint");
+    s.append(&events[3..])
+        .await
+        .expect("append after checkpoint");
+    let l = s.load().await.expect("load");
+    assert_eq!(l.checkpoint_seq, 3);
+    assert_eq!(l.last_seq, 5);
+    assert_eq!(
+        l.events_after.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![4, 5]
+    );
+    let mut agents = l.agents.clone();
+    agents.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(
+        agents,
+        vec![record("a", Status::Degraded), record("b", Status::Online)]
+    );
+    // A later checkpoint overwrites the same agent.
+    s.checkpoint(&[record("a", Status::Offline)], 5)
+        .await
+        .expect("checkpoint 2");
+    let l = s.load().await.expect("load 2");
+    assert_eq!(l.checkpoint_seq, 5);
+    assert!(l.events_after.is_empty());
+    let a = l.agents.iter().find(|r| r.id == id("a")).expect("agent a");
+    assert_eq!(a.status, Status::Offline);
+    assert_eq!(l.agents.len(), 2);
+}
+
+async fn agent_history(s: &dyn Store) {
+    let events = vec![
+        event(1, "a", Status::Online, Status::Degraded),
+        event(2, "b", Status::Online, Status::Degraded),
+        event(3, "a", Status::Degraded, Status::Offline),
+        event(4, "b", Status::Degraded, Status::Offline),
+        event(5, "a", Status::Offline, Status::Online),
+    ];
+    s.append(&events).await.expect("append");
+    let a = s.agent_events(&id("a"), 0, 10).await.expect("history");
+    assert_eq!(a.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 3, 5]);
+    let a = s.agent_events(&id("a"), 1, 1).await.expect("history since");
+    assert_eq!(a.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3]);
+    assert!(s
+        .agent_events(&id("zz"), 0, 10)
+        .await
+        .expect("none")
+        .is_empty());
+}

@@ -1,0 +1,66 @@
+//! Storage behind the registry: the `Store` trait, the in-memory store, and the conformance
+//! suite every implementation must pass.
+//!
+//! The registry actor is the only writer. Events are appended in batches (one segment per
+//! group commit) and must be durable when `append` returns; `checkpoint` records the live view
+//! of agents as of a `seq`, so a restart loads the checkpoint and replays the log after it.
+
+pub mod conformance;
+mod memory;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::model::{AgentId, AgentRecord, Event};
+
+pub use memory::MemStore;
+
+/// Errors a store reports. The registry treats every one of them as "not written": it keeps
+/// the batch, retries with backoff, and publishes nothing until a write succeeds.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("store write failed: {0}")]
+    Write(String),
+    #[error("store read failed: {0}")]
+    Read(String),
+    #[error("events out of order: expected seq {expected}, got {got}")]
+    OutOfOrder { expected: u64, got: u64 },
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// What a store holds at start-up.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    /// The checkpointed agents.
+    pub agents: Vec<AgentRecord>,
+    /// The seq the checkpoint reflects.
+    pub checkpoint_seq: u64,
+    /// Every retained event after `checkpoint_seq`, in order.
+    pub events_after: Vec<Event>,
+    /// The last persisted seq (0 when the log is empty).
+    pub last_seq: u64,
+}
+
+/// Persistent storage for agents and the event log.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Reads the checkpoint and the log after it.
+    async fn load(&self) -> Result<Loaded, StoreError>;
+    /// Appends a batch of events (consecutive seqs, continuing the log) as one durable unit.
+    async fn append(&self, events: &[Arc<Event>]) -> Result<(), StoreError>;
+    /// Writes these agents (upsert) and records that the checkpoint reflects `seq`.
+    async fn checkpoint(&self, agents: &[AgentRecord], seq: u64) -> Result<(), StoreError>;
+    /// Events with `seq >= from`, in order, at most `limit`.
+    async fn read_events(&self, from: u64, limit: usize) -> Result<Vec<Event>, StoreError>;
+    /// One agent's events with `seq > since`, in order, at most `limit`.
+    async fn agent_events(
+        &self,
+        id: &AgentId,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError>;
+    /// The oldest retained seq, if any event is retained.
+    async fn oldest_seq(&self) -> Result<Option<u64>, StoreError>;
+}
