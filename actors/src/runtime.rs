@@ -433,6 +433,12 @@ impl Runtime {
         self.lag.estimate(Instant::now())
     }
 
+    /// Fault injection for tests: records an observed scheduling lag, as the probe would.
+    #[doc(hidden)]
+    pub fn inject_lag(&self, lag: Duration) {
+        self.lag.observe(lag, Instant::now());
+    }
+
     /// Emits an alert event (sequenced and persisted like any other).
     pub fn alert(&self, severity: Severity, issue: &str, detail: String) {
         emit_alert(&self.registry, &self.clock, severity, issue, detail);
