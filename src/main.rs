@@ -1,1 +1,97 @@
-fn main() {}
+//! The `vigil` command.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracing::info;
+use vigil::bench::{self, CoreBench};
+use vigil::config::Config;
+use vigil::core::{MemStore, Runtime};
+
+#[derive(Parser)]
+#[command(name = "vigil", version, about = "Supervision runtime for fleets of agents")]
+struct Cli {
+    /// Configuration file (every key has a default).
+    #[arg(long, global = true, env = "VIGIL_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the supervision runtime (the default).
+    Serve,
+    /// Benchmark scenarios.
+    Bench {
+        #[command(subcommand)]
+        scenario: BenchCmd,
+    },
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// In-process agents heartbeating; a share stop; detection lateness, spurious
+    /// transitions, memory per agent.
+    Core(CoreBench),
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Load and validate the configuration, then print it.
+    Check,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config),
+        Command::Bench {
+            scenario: BenchCmd::Core(args),
+        } => bench::run_core(args),
+        Command::Config {
+            cmd: ConfigCmd::Check,
+        } => {
+            println!("{config:#?}");
+            Ok(())
+        }
+    }
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        // The durable store and the network surfaces come with their own issues; until then
+        // `serve` runs the supervision core in process on the in-memory store.
+        let runtime = Runtime::start(config.runtime(), MemStore::new())
+            .await
+            .context("starting the supervision runtime")?;
+        info!(
+            store = "mem://",
+            "vigil is supervising (in process); press Ctrl-C to stop"
+        );
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
+        info!("shutting down");
+        runtime.shutdown().await.context("shutting down")?;
+        Ok(())
+    })
+}

@@ -393,7 +393,7 @@ impl ReplayTask {
     async fn run(mut self, source: Replay) {
         let ended = match source {
             Replay::Window(events) => !self.send_all(events).await,
-            Replay::Store { store, upto } => !self.from_store(&*store, upto).await,
+            Replay::Store { store, upto } => !self.replay_store(&*store, upto).await,
         };
         let msg = BroadcastMsg::Replayed {
             sub: self.sub,
@@ -425,7 +425,7 @@ impl ReplayTask {
         true
     }
 
-    async fn from_store(&mut self, store: &dyn Store, upto: u64) -> bool {
+    async fn replay_store(&mut self, store: &dyn Store, upto: u64) -> bool {
         while self.next <= upto {
             let want = ((upto - self.next + 1) as usize).min(REPLAY_CHUNK);
             let events = match store.read_events(self.next, want).await {

@@ -6,6 +6,7 @@
 //!   beat is done, otherwise it is sent to the actor as a message marked `stamped`;
 //! - the actor clears `fast` before it reads the stamp and decides anything, and sets it again
 //!   afterwards only if a beat can change nothing (online, healthy, no restart grace).
+//!
 //! So every beat is either seen by the actor through the stamp or arrives as a message; a beat
 //! seen both ways is recognised by its stamp and counted once.
 

@@ -62,18 +62,17 @@ impl Store for MemStore {
 
     async fn append(&self, events: &[Arc<Event>]) -> Result<(), StoreError> {
         let mut inner = self.lock();
-        let mut expected = inner
+        let first = inner
             .events
             .last()
             .map_or(inner.checkpoint_seq + 1, |e| e.seq + 1);
-        for e in events {
+        for (expected, e) in (first..).zip(events) {
             if e.seq != expected {
                 return Err(StoreError::OutOfOrder {
                     expected,
                     got: e.seq,
                 });
             }
-            expected += 1;
         }
         inner.events.extend(events.iter().cloned());
         Ok(())

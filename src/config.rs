@@ -1,0 +1,332 @@
+//! The configuration file (`config/vigil.toml`): every key has a default, so a file holds
+//! only what differs. Precedence: defaults, then `--config FILE`, then environment variables
+//! `VIGIL_<SECTION>__<KEY>`, then command-line flags.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use vigil_actors::{LagConfig, OnDisconnect, Policy, RuntimeConfig};
+
+/// A configuration error, said so that the operator can fix the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Parse(String),
+    #[error("invalid value: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: Server,
+    pub store: StoreConfig,
+    pub policy: PolicyConfig,
+    pub auth: Auth,
+    pub broadcast: Broadcast,
+    pub runtime: RuntimeSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Server {
+    pub agent_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    pub max_frame_bytes: usize,
+    pub max_bad_frames: u32,
+    pub max_agents_per_connection: usize,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            agent_listen: ([127, 0, 0, 1], 7400).into(),
+            http_listen: ([127, 0, 0, 1], 7401).into(),
+            max_frame_bytes: 65536,
+            max_bad_frames: 20,
+            max_agents_per_connection: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    pub url: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: "surrealkv://data/vigil".into(),
+        }
+    }
+}
+
+/// A policy as written in the file (durations as `"30s"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyFields {
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    pub degraded_after: u32,
+    pub offline_after: u32,
+    pub recovery: u32,
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+    pub on_disconnect: OnDisconnect,
+    #[serde(with = "humantime_serde")]
+    pub restart_grace: Option<Duration>,
+}
+
+impl Default for PolicyFields {
+    fn default() -> Self {
+        let p = Policy::default();
+        Self {
+            heartbeat_interval: p.heartbeat_interval,
+            degraded_after: p.degraded_after,
+            offline_after: p.offline_after,
+            recovery: p.recovery,
+            grace: p.grace,
+            on_disconnect: p.on_disconnect,
+            restart_grace: p.restart_grace,
+        }
+    }
+}
+
+impl PolicyFields {
+    pub fn to_policy(&self) -> Policy {
+        Policy {
+            heartbeat_interval: self.heartbeat_interval,
+            degraded_after: self.degraded_after,
+            offline_after: self.offline_after,
+            recovery: self.recovery,
+            grace: self.grace,
+            on_disconnect: self.on_disconnect,
+            restart_grace: self.restart_grace,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    #[serde(flatten)]
+    pub default: PolicyFields,
+    #[serde(with = "humantime_serde")]
+    pub min_heartbeat_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_heartbeat_interval: Duration,
+    /// Per-kind overrides: a full policy each (missing keys take the built-in defaults).
+    pub kinds: HashMap<String, PolicyFields>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            default: PolicyFields::default(),
+            min_heartbeat_interval: Duration::from_millis(100),
+            max_heartbeat_interval: Duration::from_secs(3600),
+            kinds: HashMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auth {
+    pub agent_tokens: Vec<String>,
+    pub monitor_tokens: Vec<String>,
+    pub admin_tokens: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Broadcast {
+    pub subscriber_queue: usize,
+    pub event_window: usize,
+}
+
+impl Default for Broadcast {
+    fn default() -> Self {
+        Self {
+            subscriber_queue: 4096,
+            event_window: 65_536,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeSection {
+    pub max_batch: usize,
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+    pub lag_awareness: bool,
+    #[serde(with = "humantime_serde")]
+    pub lag_threshold: Duration,
+    #[serde(with = "humantime_serde")]
+    pub lag_probe_interval: Duration,
+}
+
+impl Default for RuntimeSection {
+    fn default() -> Self {
+        let lag = LagConfig::default();
+        Self {
+            max_batch: 10_000,
+            checkpoint_interval: Duration::from_secs(60),
+            lag_awareness: lag.enabled,
+            lag_threshold: lag.threshold,
+            lag_probe_interval: lag.probe_interval,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a file (if given) over the defaults, then the environment.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut table = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Parse(format!("{}: {e}", p.display())))?
+            }
+            None => toml::Table::new(),
+        };
+        apply_env(&mut table, std::env::vars());
+        let cfg: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.policy
+            .default
+            .to_policy()
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("[policy] {e}")))?;
+        for (k, p) in &self.policy.kinds {
+            p.to_policy()
+                .validate()
+                .map_err(|e| ConfigError::Invalid(format!("[policy.kinds.{k}] {e}")))?;
+        }
+        if self.policy.min_heartbeat_interval > self.policy.max_heartbeat_interval {
+            return Err(ConfigError::Invalid(
+                "[policy] min_heartbeat_interval is above max_heartbeat_interval".into(),
+            ));
+        }
+        if self.broadcast.subscriber_queue == 0 {
+            return Err(ConfigError::Invalid(
+                "[broadcast] subscriber_queue must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The supervision core's settings.
+    pub fn runtime(&self) -> RuntimeConfig {
+        RuntimeConfig {
+            policy: self.policy.default.to_policy(),
+            kinds: self
+                .policy
+                .kinds
+                .iter()
+                .map(|(k, p)| (k.clone(), p.to_policy()))
+                .collect(),
+            min_heartbeat_interval: self.policy.min_heartbeat_interval,
+            max_heartbeat_interval: self.policy.max_heartbeat_interval,
+            subscriber_queue: self.broadcast.subscriber_queue,
+            event_window: self.broadcast.event_window,
+            max_batch: self.runtime.max_batch,
+            checkpoint_interval: self.runtime.checkpoint_interval,
+            lag: LagConfig {
+                enabled: self.runtime.lag_awareness,
+                threshold: self.runtime.lag_threshold,
+                probe_interval: self.runtime.lag_probe_interval,
+                ..LagConfig::default()
+            },
+            ..RuntimeConfig::default()
+        }
+    }
+}
+
+/// Applies `VIGIL_<SECTION>__<KEY>=value` variables; other names are ignored. Values are
+/// read as TOML (numbers, booleans, arrays) and otherwise taken as strings.
+fn apply_env(table: &mut toml::Table, vars: impl Iterator<Item = (String, String)>) {
+    for (name, value) in vars {
+        let Some(rest) = name.strip_prefix("VIGIL_") else {
+            continue;
+        };
+        let Some((section, key)) = rest.split_once("__") else {
+            continue;
+        };
+        let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+        let parsed = format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(toml::Value::String(value));
+        let entry = table
+            .entry(section)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if let toml::Value::Table(t) = entry {
+            t.insert(key, parsed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_file_parses_and_equals_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/vigil.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let table: toml::Table = text.parse().unwrap();
+        let file: Config = toml::Value::Table(table).try_into().unwrap();
+        let def = Config::default();
+        assert_eq!(format!("{file:?}"), format!("{def:?}"));
+    }
+
+    #[test]
+    fn env_overrides_the_file_and_unknown_keys_are_refused() {
+        let mut t: toml::Table = "[policy]\nheartbeat_interval = \"5s\"\n".parse().unwrap();
+        apply_env(
+            &mut t,
+            [
+                ("VIGIL_POLICY__HEARTBEAT_INTERVAL".to_string(), "2s".to_string()),
+                ("VIGIL_SERVER__MAX_BAD_FRAMES".to_string(), "7".to_string()),
+                ("OTHER".to_string(), "x".to_string()),
+            ]
+            .into_iter(),
+        );
+        let c: Config = toml::Value::Table(t).try_into().unwrap();
+        assert_eq!(c.policy.default.heartbeat_interval, Duration::from_secs(2));
+        assert_eq!(c.server.max_bad_frames, 7);
+        let bad: Result<Config, _> =
+            toml::Value::Table("[policy]\nheartbeat = 1\n".parse().unwrap()).try_into();
+        assert!(bad.is_err());
+    }
+
+    #[test]
+    fn invalid_policies_are_reported() {
+        let mut c = Config::default();
+        c.policy.default.offline_after = 0;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("offline_after"), "{e}");
+    }
+}
