@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -212,8 +212,16 @@ pub fn run_core(mut args: CoreBench) -> anyhow::Result<()> {
         std::fs::write(path, serde_json::to_vec_pretty(&result)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    anyhow::ensure!(result.spurious == 0, "{} spurious transitions", result.spurious);
-    anyhow::ensure!(result.missing == 0, "{} expected transitions not seen", result.missing);
+    anyhow::ensure!(
+        result.spurious == 0,
+        "{} spurious transitions",
+        result.spurious
+    );
+    anyhow::ensure!(
+        result.missing == 0,
+        "{} expected transitions not seen",
+        result.missing
+    );
     Ok(())
 }
 
@@ -259,7 +267,9 @@ async fn core(args: CoreBench, command: String) -> anyhow::Result<CoreResult> {
                     if let (EventBody::Transition { to, .. }, Some(i)) =
                         (&e.body, e.agent.as_ref().and_then(agent_index))
                     {
-                        seen.lock().unwrap_or_else(|p| p.into_inner()).push((i, *to, now));
+                        seen.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((i, *to, now));
                         count.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -267,28 +277,10 @@ async fn core(args: CoreBench, command: String) -> anyhow::Result<CoreResult> {
         })
     };
 
-    let bar = ProgressBar::new(n as u64).with_style(
-        ProgressStyle::with_template("registering {bar:40} {pos}/{len} {per_sec}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let t_reg = std::time::Instant::now();
-    let mut handles: Vec<AgentHandle> = Vec::with_capacity(n);
-    for i in 0..n {
-        handles.push(
-            runtime
-                .register(Registration::new(agent_id(i)).kind("bench"))
-                .await?,
-        );
-        if i % 1000 == 0 {
-            bar.set_position(i as u64);
-        }
-    }
-    bar.finish_and_clear();
-    let register_secs = t_reg.elapsed().as_secs_f64();
-    let rss_per_agent = rss_bytes().saturating_sub(rss0) / n as u64;
-
-    // Beat drivers: two tasks, each beating its half at phases spread over the interval.
-    let handles = Arc::new(handles);
+    // Beat drivers start before registration: an agent beats from its first interval on,
+    // as a real one would. Two tasks, each beating its half at phases spread over the interval.
+    let handles: Arc<Vec<OnceLock<AgentHandle>>> =
+        Arc::new((0..n).map(|_| OnceLock::new()).collect());
     let epoch = Instant::now();
     let last_beat: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
     let stopped: Arc<Vec<AtomicBool>> = Arc::new((0..n).map(|_| AtomicBool::new(false)).collect());
@@ -313,12 +305,16 @@ async fn core(args: CoreBench, command: String) -> anyhow::Result<CoreResult> {
                 let (lo, hi) = (s * n / STEPS, (s + 1) * n / STEPS);
                 let mut count = 0;
                 for i in (lo..hi).filter(|i| i % 2 == d) {
+                    let Some(h) = handles[i].get() else { continue };
                     if stopped[i].load(Ordering::Relaxed) {
                         continue;
                     }
                     let at = Instant::now();
-                    if handles[i].heartbeat(Beat::healthy()).is_ok() {
-                        last_beat[i].store(at.duration_since(epoch).as_nanos() as u64, Ordering::Relaxed);
+                    if h.heartbeat(Beat::healthy()).is_ok() {
+                        last_beat[i].store(
+                            at.duration_since(epoch).as_nanos() as u64,
+                            Ordering::Relaxed,
+                        );
                         count += 1;
                     }
                 }
@@ -328,9 +324,28 @@ async fn core(args: CoreBench, command: String) -> anyhow::Result<CoreResult> {
         }));
     }
 
+    let bar = ProgressBar::new(n as u64).with_style(
+        ProgressStyle::with_template("registering {bar:40} {pos}/{len} {per_sec}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let t_reg = std::time::Instant::now();
+    for (i, slot) in handles.iter().enumerate() {
+        let h = runtime
+            .register(Registration::new(agent_id(i)).kind("bench"))
+            .await?;
+        let _ = slot.set(h);
+        if i % 1000 == 0 {
+            bar.set_position(i as u64);
+        }
+    }
+    bar.finish_and_clear();
+    let register_secs = t_reg.elapsed().as_secs_f64();
+    let rss_per_agent = rss_bytes().saturating_sub(rss0) / n as u64;
+
     let _hog = Hog::start(args.hog)?;
     let cpu0 = cpu_time();
     let t0 = Instant::now();
+    let beats0 = beats.load(Ordering::Relaxed);
     let spinner = ProgressBar::new_spinner().with_style(
         ProgressStyle::with_template("{spinner} {elapsed} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
@@ -369,7 +384,7 @@ async fn core(args: CoreBench, command: String) -> anyhow::Result<CoreResult> {
     let elapsed = t0.elapsed();
     let cpu = cpu_time().saturating_sub(cpu0);
     drop(_hog);
-    let beats = beats.load(Ordering::Relaxed);
+    let beats = beats.load(Ordering::Relaxed) - beats0;
 
     let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(|p| p.into_inner()));
     let mut degraded = Vec::new();
@@ -383,8 +398,14 @@ async fn core(args: CoreBench, command: String) -> anyhow::Result<CoreResult> {
         }
         let last = epoch + Duration::from_nanos(last_beat[i].load(Ordering::Relaxed));
         let (slot, due) = match to {
-            Status::Degraded => (&mut got[i].0, last + policy.heartbeat_interval * policy.degraded_after + policy.grace),
-            Status::Offline => (&mut got[i].1, last + policy.heartbeat_interval * policy.offline_after + policy.grace),
+            Status::Degraded => (
+                &mut got[i].0,
+                last + policy.heartbeat_interval * policy.degraded_after + policy.grace,
+            ),
+            Status::Offline => (
+                &mut got[i].1,
+                last + policy.heartbeat_interval * policy.offline_after + policy.grace,
+            ),
             _ => {
                 spurious += 1;
                 continue;
@@ -434,13 +455,35 @@ fn print_core(r: &CoreResult) {
         r.params.agents, r.params.interval, r.params.grace, r.stopped, r.params.hog, r.machine.cpus, r.machine.model);
     println!("| figure | value |");
     println!("| --- | --- |");
-    println!("| register {} agents | {:.2} s |", r.params.agents, r.register_secs);
-    println!("| RSS per supervised agent | {} B ({:.2} KiB) |", r.rss_per_agent_bytes, r.rss_per_agent_bytes as f64 / 1024.0);
+    println!(
+        "| register {} agents | {:.2} s |",
+        r.params.agents, r.register_secs
+    );
+    println!(
+        "| RSS per supervised agent | {} B ({:.2} KiB) |",
+        r.rss_per_agent_bytes,
+        r.rss_per_agent_bytes as f64 / 1024.0
+    );
     println!("| heartbeats | {} ({:.0}/s) |", r.beats, r.beats_per_sec);
-    println!("| process CPU | {:.2} µs per beat, {:.0}% of one core |", r.cpu_us_per_beat, r.cpu_share_of_one_core * 100.0);
-    let q = |q: &Quantiles| format!("p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (n={})", q.p50_ms, q.p99_ms, q.max_ms, q.n);
-    println!("| degraded seen after true deadline | {} |", q(&r.degraded_late));
-    println!("| offline seen after true deadline | {} |", q(&r.offline_late));
+    println!(
+        "| process CPU | {:.2} µs per beat, {:.0}% of one core |",
+        r.cpu_us_per_beat,
+        r.cpu_share_of_one_core * 100.0
+    );
+    let q = |q: &Quantiles| {
+        format!(
+            "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (n={})",
+            q.p50_ms, q.p99_ms, q.max_ms, q.n
+        )
+    };
+    println!(
+        "| degraded seen after true deadline | {} |",
+        q(&r.degraded_late)
+    );
+    println!(
+        "| offline seen after true deadline | {} |",
+        q(&r.offline_late)
+    );
     println!("| expected transitions missing | {} |", r.missing);
     println!("| spurious transitions | {} |", r.spurious);
     println!("| max measured runtime lag | {} ms |", r.max_lag_ms);

@@ -308,7 +308,10 @@ mod tests {
         apply_env(
             &mut t,
             [
-                ("VIGIL_POLICY__HEARTBEAT_INTERVAL".to_string(), "2s".to_string()),
+                (
+                    "VIGIL_POLICY__HEARTBEAT_INTERVAL".to_string(),
+                    "2s".to_string(),
+                ),
                 ("VIGIL_SERVER__MAX_BAD_FRAMES".to_string(), "7".to_string()),
                 ("OTHER".to_string(), "x".to_string()),
             ]

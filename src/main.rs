@@ -10,7 +10,11 @@ use vigil::config::Config;
 use vigil::core::{MemStore, Runtime};
 
 #[derive(Parser)]
-#[command(name = "vigil", version, about = "Supervision runtime for fleets of agents")]
+#[command(
+    name = "vigil",
+    version,
+    about = "Supervision runtime for fleets of agents"
+)]
 struct Cli {
     /// Configuration file (every key has a default).
     #[arg(long, global = true, env = "VIGIL_CONFIG")]
@@ -51,8 +55,7 @@ enum ConfigCmd {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();

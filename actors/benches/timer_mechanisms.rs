@@ -168,7 +168,8 @@ impl Judge {
         if beaten_in_time {
             self.false_misses.fetch_add(1, Ordering::Relaxed);
         } else if deadline >= self.late_from.load(Ordering::Relaxed) {
-            self.late_misses.fetch_add(1, Ordering::Relaxed);
+            let c = self.late_misses.fetch_add(1, Ordering::Relaxed);
+            if c % 500 == 0 { eprintln!("DBG late agent={agent} d={deadline} last={last} prev={} now={} lf={}", t.prev.load(Ordering::Relaxed), now_ns(), self.late_from.load(Ordering::Relaxed)); }
         }
     }
 }

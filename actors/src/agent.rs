@@ -166,38 +166,8 @@ impl Actor for AgentActor {
                 st.execute(fx, now);
             }
             AgentMsg::Reregister { reg, policy, reply } => {
-                let at = st.ctx.clock.utc(now);
-                let cell = st.cell.clone();
-                let id = cell.id.clone();
-                let kind = reg.kind_or_default().to_string();
-                let own_interval = reg.heartbeat_interval;
-                let r = st
-                    .ctx
-                    .registry
-                    .call(
-                        |reply| RegistryMsg::Register {
-                            reg,
-                            id,
-                            at,
-                            cell,
-                            reply,
-                        },
-                        Some(st.ctx.call_timeout),
-                    )
-                    .await;
-                match r {
-                    Ok(ractor::rpc::CallResult::Success(out)) => {
-                        st.cell.set_kind(&kind);
-                        st.cell.set_own_interval(own_interval);
-                        st.cell.set_connected(true);
-                        st.fsm.set_policy(policy, now);
-                        let fx = st.fsm.step(Input::Register, now);
-                        st.cell.record_seen(now);
-                        st.execute(fx, now);
-                        let _ = reply.send(out);
-                    }
-                    _ => warn!(agent = %st.cell.id(), "registry did not answer a re-registration"),
-                }
+                // Boxed: this rare await would otherwise size every agent actor's task.
+                Box::pin(st.reregister(reg, policy, reply, now)).await;
             }
             AgentMsg::Disconnected => {
                 st.cell.set_connected(false);
@@ -241,6 +211,49 @@ impl Actor for AgentActor {
 }
 
 impl AgentState {
+    /// The agent registered again: the registry records it (and the `registered` event),
+    /// then the state machine starts afresh.
+    async fn reregister(
+        &mut self,
+        reg: Registration,
+        policy: Policy,
+        reply: RpcReplyPort<RegisterReply>,
+        now: Instant,
+    ) {
+        let at = self.ctx.clock.utc(now);
+        let cell = self.cell.clone();
+        let id = cell.id.clone();
+        let kind = reg.kind_or_default().to_string();
+        let own_interval = reg.heartbeat_interval;
+        let r = self
+            .ctx
+            .registry
+            .call(
+                |reply| RegistryMsg::Register {
+                    reg,
+                    id,
+                    at,
+                    cell,
+                    reply,
+                },
+                Some(self.ctx.call_timeout),
+            )
+            .await;
+        match r {
+            Ok(ractor::rpc::CallResult::Success(out)) => {
+                self.cell.set_kind(&kind);
+                self.cell.set_own_interval(own_interval);
+                self.cell.set_connected(true);
+                self.fsm.set_policy(policy, now);
+                let fx = self.fsm.step(Input::Register, now);
+                self.cell.record_seen(now);
+                self.execute(fx, now);
+                let _ = reply.send(out);
+            }
+            _ => warn!(agent = %self.cell.id(), "registry did not answer a re-registration"),
+        }
+    }
+
     /// Takes in the beats that went through the fast path since the last message.
     fn sync(&mut self, now: Instant) {
         let Some(stamp) = self.cell.close_fast() else {
