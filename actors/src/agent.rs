@@ -50,14 +50,11 @@ pub(crate) enum AgentMsg {
         gen: u64,
         slack: Duration,
     },
-    Reregister {
-        reg: Registration,
-        policy: Policy,
-        reply: RpcReplyPort<RegisterReply>,
-    },
+    /// Boxed: the message type sizes every agent actor's task.
+    Reregister(Box<(Registration, Arc<Policy>, RpcReplyPort<RegisterReply>)>),
     Disconnected,
     Op(AgentOp, RpcReplyPort<Result<AdminResponse, AdminError>>),
-    SetPolicy(Policy),
+    SetPolicy(Arc<Policy>),
     /// Fault injection: the actor panics while handling this message.
     Crash,
 }
@@ -74,15 +71,15 @@ pub(crate) enum Mode {
 
 pub(crate) struct AgentArgs {
     pub cell: Arc<AgentCell>,
-    pub policy: Policy,
+    pub policy: Arc<Policy>,
     pub mode: Mode,
-    pub ctx: Ctx,
+    pub ctx: Arc<Ctx>,
 }
 
 pub(crate) struct AgentState {
     cell: Arc<AgentCell>,
     fsm: Liveness,
-    ctx: Ctx,
+    ctx: Arc<Ctx>,
     /// The deadline the wheel holds for us, and whether it slides with the stamp.
     armed: Option<(Instant, Option<Duration>)>,
 }
@@ -165,7 +162,8 @@ impl Actor for AgentActor {
                 let fx = st.fsm.step(Input::Tick { slack }, now);
                 st.execute(fx, now);
             }
-            AgentMsg::Reregister { reg, policy, reply } => {
+            AgentMsg::Reregister(r) => {
+                let (reg, policy, reply) = *r;
                 // Boxed: this rare await would otherwise size every agent actor's task.
                 Box::pin(st.reregister(reg, policy, reply, now)).await;
             }
@@ -216,7 +214,7 @@ impl AgentState {
     async fn reregister(
         &mut self,
         reg: Registration,
-        policy: Policy,
+        policy: Arc<Policy>,
         reply: RpcReplyPort<RegisterReply>,
         now: Instant,
     ) {
@@ -333,5 +331,16 @@ impl AgentState {
     fn settle(&mut self) {
         self.cell.set_reported(self.fsm.reported());
         self.cell.open_fast(self.fsm.beat_changes_nothing());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn agent_messages_and_state_stay_small() {
+        // Every agent actor's task is sized by its message and state types: bytes here are
+        // bytes per supervised agent.
+        assert!(std::mem::size_of::<super::AgentMsg>() <= 64);
+        assert!(std::mem::size_of::<super::AgentState>() <= 128);
     }
 }

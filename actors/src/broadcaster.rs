@@ -45,7 +45,12 @@ impl Filter {
         if !self.ids.is_empty() && !e.agent.as_ref().is_some_and(|a| self.ids.contains(a)) {
             return false;
         }
-        if !self.kinds.is_empty() && !e.kind.as_ref().is_some_and(|k| self.kinds.contains(k)) {
+        if !self.kinds.is_empty()
+            && !e
+                .kind
+                .as_ref()
+                .is_some_and(|k| self.kinds.iter().any(|x| **x == **k))
+        {
             return false;
         }
         if !self.statuses.is_empty() {
@@ -60,7 +65,7 @@ impl Filter {
     /// Whether an agent record belongs in a snapshot for this filter.
     pub fn matches_record(&self, r: &AgentRecord) -> bool {
         (self.ids.is_empty() || self.ids.contains(&r.id))
-            && (self.kinds.is_empty() || self.kinds.contains(&r.kind))
+            && (self.kinds.is_empty() || self.kinds.iter().any(|x| **x == *r.kind))
             && (self.statuses.is_empty() || self.statuses.contains(&r.status))
     }
 }

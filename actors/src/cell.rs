@@ -17,14 +17,14 @@ use ractor::ActorRef;
 use tokio::time::Instant;
 
 use crate::agent::AgentMsg;
-use crate::clock::Clock;
 use crate::model::{AgentId, Metrics, Reported};
 
 /// The shared half of one supervised agent.
 #[derive(Debug)]
 pub struct AgentCell {
     pub(crate) id: AgentId,
-    clock: Clock,
+    /// The runtime clock's epoch: stamps are nanoseconds since it, plus one.
+    base: Instant,
     stamp: AtomicU64,
     fast: AtomicBool,
     connected: AtomicBool,
@@ -37,10 +37,10 @@ pub struct AgentCell {
 }
 
 impl AgentCell {
-    pub(crate) fn new(id: AgentId, kind: &str, clock: Clock) -> Arc<Self> {
+    pub(crate) fn new(id: AgentId, kind: Arc<str>, base: Instant) -> Arc<Self> {
         Arc::new(Self {
             id,
-            clock,
+            base,
             stamp: AtomicU64::new(0),
             fast: AtomicBool::new(false),
             connected: AtomicBool::new(true),
@@ -48,7 +48,7 @@ impl AgentCell {
             timer_gen: AtomicU64::new(0),
             own_interval_ms: AtomicU64::new(0),
             metrics: Mutex::new(None),
-            kind: RwLock::new(Arc::from(kind)),
+            kind: RwLock::new(kind),
             actor: RwLock::new(None),
         })
     }
@@ -63,14 +63,14 @@ impl AgentCell {
         if !self.fast.load(SeqCst) {
             return false;
         }
-        self.stamp.fetch_max(self.clock.stamp(at), SeqCst);
+        self.stamp.fetch_max(stamp(self.base, at), SeqCst);
         self.fast.load(SeqCst)
     }
 
     /// Actor side: closes the fast path and returns the latest stamp.
     pub(crate) fn close_fast(&self) -> Option<Instant> {
         self.fast.store(false, SeqCst);
-        self.clock.from_stamp(self.stamp.load(SeqCst))
+        from_stamp(self.base, self.stamp.load(SeqCst))
     }
 
     pub(crate) fn open_fast(&self, open: bool) {
@@ -78,12 +78,12 @@ impl AgentCell {
     }
 
     pub(crate) fn record_seen(&self, at: Instant) {
-        self.stamp.fetch_max(self.clock.stamp(at), SeqCst);
+        self.stamp.fetch_max(stamp(self.base, at), SeqCst);
     }
 
     /// The latest beat, fast or not.
     pub fn last_seen(&self) -> Option<Instant> {
-        self.clock.from_stamp(self.stamp.load(SeqCst))
+        from_stamp(self.base, self.stamp.load(SeqCst))
     }
 
     pub fn connected(&self) -> bool {
@@ -156,4 +156,12 @@ impl AgentCell {
     pub(crate) fn set_actor(&self, actor: Option<ActorRef<AgentMsg>>) {
         *self.actor.write().unwrap_or_else(|e| e.into_inner()) = actor;
     }
+}
+
+fn stamp(base: Instant, at: Instant) -> u64 {
+    at.saturating_duration_since(base).as_nanos() as u64 + 1
+}
+
+fn from_stamp(base: Instant, stamp: u64) -> Option<Instant> {
+    (stamp != 0).then(|| base + std::time::Duration::from_nanos(stamp - 1))
 }

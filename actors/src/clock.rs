@@ -41,13 +41,8 @@ impl Clock {
         }
     }
 
-    /// A non-zero stamp for an instant: nanoseconds since the epoch, plus one.
-    pub fn stamp(&self, at: Instant) -> u64 {
-        at.saturating_duration_since(self.base).as_nanos() as u64 + 1
-    }
-
-    /// The instant of a stamp made by [`Clock::stamp`]; `None` for zero (never stamped).
-    pub fn from_stamp(&self, stamp: u64) -> Option<Instant> {
-        (stamp != 0).then(|| self.base + std::time::Duration::from_nanos(stamp - 1))
+    /// The clock's epoch.
+    pub fn base(&self) -> Instant {
+        self.base
     }
 }

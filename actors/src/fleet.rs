@@ -1,8 +1,8 @@
 //! FleetSupervisor: spawns, links, finds and restarts the agent actors.
 //!
 //! It keeps `AgentId → AgentCell` in a directory it alone writes (readers — heartbeats by id —
-//! take a shared lock; there is no process-global registry), and `ActorId → AgentId` to know
-//! which agent a supervision event is about. Registration and departure pass through it, so
+//! take a shared lock; there is no process-global registry); which agent a crashed actor
+//! belonged to is found by a scan of it, as crashes are rare and memory per agent is not. Registration and departure pass through it, so
 //! they are ordered per agent; status changes are forwarded to the agent's actor with the
 //! caller's reply port. When an agent actor crashes, it is restarted from the registry's record
 //! (the last sequenced status) with deadlines counting from the agent's last beat: no event is
@@ -31,24 +31,27 @@ pub(crate) type Directory = Arc<RwLock<HashMap<AgentId, Arc<AgentCell>>>>;
 /// The policies in force: the default, and per kind.
 #[derive(Debug, Clone)]
 pub(crate) struct Policies {
-    pub default: Policy,
-    pub kinds: HashMap<String, Policy>,
+    pub default: Arc<Policy>,
+    pub kinds: HashMap<String, Arc<Policy>>,
     pub min_interval: Duration,
     pub max_interval: Duration,
 }
 
 impl Policies {
-    fn for_kind(&self, kind: &str) -> &Policy {
+    fn for_kind(&self, kind: &str) -> &Arc<Policy> {
         self.kinds.get(kind).unwrap_or(&self.default)
     }
 
     /// The kind's policy with the agent's own interval, if it asked for one.
-    pub fn for_agent(&self, kind: &str, own: Option<Duration>) -> Policy {
-        let mut p = self.for_kind(kind).clone();
-        if let Some(i) = own {
-            p.heartbeat_interval = i;
+    pub fn for_agent(&self, kind: &str, own: Option<Duration>) -> Arc<Policy> {
+        let p = self.for_kind(kind);
+        match own {
+            Some(i) if i != p.heartbeat_interval => Arc::new(Policy {
+                heartbeat_interval: i,
+                ..(**p).clone()
+            }),
+            _ => p.clone(), // shared by every agent of the kind
         }
-        p
     }
 }
 
@@ -86,11 +89,11 @@ pub(crate) struct FleetArgs {
 }
 
 pub(crate) struct FleetState {
-    ctx: Ctx,
+    ctx: Arc<Ctx>,
     broadcaster: ActorRef<BroadcastMsg>,
     directory: Directory,
-    by_actor: HashMap<ActorId, AgentId>,
     policies: Policies,
+    kinds: HashMap<String, Arc<str>>,
     restarts: u64,
 }
 
@@ -107,11 +110,11 @@ impl Actor for FleetSupervisor {
         args: FleetArgs,
     ) -> Result<FleetState, ActorProcessingErr> {
         Ok(FleetState {
-            ctx: args.ctx,
+            ctx: Arc::new(args.ctx),
             broadcaster: args.broadcaster,
             directory: args.directory,
-            by_actor: HashMap::new(),
             policies: args.policies,
+            kinds: HashMap::new(),
             restarts: 0,
         })
     }
@@ -145,7 +148,6 @@ impl Actor for FleetSupervisor {
                     }
                     cell.set_actor(None);
                 }
-                st.by_actor.clear();
                 let _ = reply.send(());
             }
         }
@@ -158,18 +160,14 @@ impl Actor for FleetSupervisor {
         evt: SupervisionEvent,
         st: &mut FleetState,
     ) -> Result<(), ActorProcessingErr> {
-        match evt {
-            SupervisionEvent::ActorFailed(who, err) => {
-                let Some(id) = st.by_actor.remove(&who.get_id()) else {
-                    return Ok(());
-                };
-                error!(agent = %id, error = %err, "agent actor crashed; restarting it");
-                st.restart(id, &myself).await;
-            }
-            SupervisionEvent::ActorTerminated(who, _, _) => {
-                st.by_actor.remove(&who.get_id());
-            }
-            _ => {}
+        // Unlike ractor's default, a child's exit never stops the supervisor: a normal exit
+        // (the agent left) needs nothing, a failure restarts the agent's actor.
+        if let SupervisionEvent::ActorFailed(who, err) = evt {
+            let Some(id) = st.agent_of(who.get_id()) else {
+                return Ok(());
+            };
+            error!(agent = %id, error = %err, "agent actor crashed; restarting it");
+            st.restart(id, &myself).await;
         }
         Ok(())
     }
@@ -178,6 +176,27 @@ impl Actor for FleetSupervisor {
 impl FleetState {
     fn dir_write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<AgentId, Arc<AgentCell>>> {
         self.directory.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One shared copy of each kind's name.
+    fn intern(&mut self, kind: &str) -> Arc<str> {
+        if let Some(k) = self.kinds.get(kind) {
+            return k.clone();
+        }
+        let k: Arc<str> = Arc::from(kind);
+        self.kinds.insert(kind.to_string(), k.clone());
+        k
+    }
+
+    /// The agent whose actor this is. A scan of the directory: it runs only when an actor
+    /// crashes, and a map kept for it would cost every agent memory.
+    fn agent_of(&self, actor: ActorId) -> Option<AgentId> {
+        self.directory
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .find(|c| c.actor().is_some_and(|a| a.get_id() == actor))
+            .map(|c| c.id.clone())
     }
 
     fn lookup(&self, id: &AgentId) -> Option<Arc<AgentCell>> {
@@ -191,7 +210,7 @@ impl FleetState {
     async fn spawn(
         &mut self,
         cell: Arc<AgentCell>,
-        policy: Policy,
+        policy: Arc<Policy>,
         mode: Mode,
         myself: &ActorRef<FleetMsg>,
     ) -> Result<(), RegisterError> {
@@ -204,12 +223,11 @@ impl FleetState {
         let (actor, _) = AgentActor::spawn_linked(None, AgentActor, args, myself.get_cell())
             .await
             .map_err(|e| RegisterError::Unavailable(e.to_string()))?;
-        self.by_actor.insert(actor.get_id(), cell.id.clone());
         cell.set_actor(Some(actor));
         Ok(())
     }
 
-    fn policy_for(&self, reg: &Registration) -> Result<Policy, RegisterError> {
+    fn policy_for(&self, reg: &Registration) -> Result<Arc<Policy>, RegisterError> {
         if let Some(i) = reg.heartbeat_interval {
             let (lo, hi) = (self.policies.min_interval, self.policies.max_interval);
             if i < lo || i > hi {
@@ -242,7 +260,10 @@ impl FleetState {
                 .actor()
                 .ok_or_else(|| RegisterError::Unavailable("agent actor restarting".into()))?;
             let out = actor
-                .call(|reply| AgentMsg::Reregister { reg, policy, reply }, timeout)
+                .call(
+                    |reply| AgentMsg::Reregister(Box::new((reg, policy, reply))),
+                    timeout,
+                )
                 .await;
             return match out {
                 Ok(CallResult::Success(out)) => Ok(Registered {
@@ -256,7 +277,11 @@ impl FleetState {
                 )),
             };
         }
-        let cell = AgentCell::new(id.clone(), reg.kind_or_default(), self.ctx.clock);
+        let cell = AgentCell::new(
+            id.clone(),
+            self.intern(reg.kind_or_default()),
+            self.ctx.clock.base(),
+        );
         cell.set_own_interval(reg.heartbeat_interval);
         let now = self.ctx.clock.now();
         cell.record_seen(now);
@@ -310,7 +335,6 @@ impl FleetState {
             _ => return Err(AdminError::Unavailable("agent actor did not answer".into())),
         };
         self.dir_write().remove(&id);
-        self.by_actor.remove(&actor.get_id());
         cell.next_timer_gen();
         cell.set_actor(None);
         cell.set_connected(false);
@@ -367,7 +391,11 @@ impl FleetState {
             if self.lookup(&record.id).is_some() {
                 continue;
             }
-            let cell = AgentCell::new(record.id.clone(), &record.kind, self.ctx.clock);
+            let cell = AgentCell::new(
+                record.id.clone(),
+                self.intern(&record.kind),
+                self.ctx.clock.base(),
+            );
             cell.set_connected(false);
             cell.set_reported(record.reported);
             cell.set_own_interval(record.heartbeat_interval_ms.map(Duration::from_millis));
@@ -468,11 +496,12 @@ impl FleetState {
             }
             AdminRequest::SetPolicy { kind, patch } => {
                 let policy = patch.apply(self.policies.for_kind(&kind));
+                let shared = Arc::new(policy.clone());
                 if let Err(e) = policy.validate() {
                     let _ = reply.send(Err(AdminError::InvalidField(e)));
                     return;
                 }
-                self.policies.kinds.insert(kind.clone(), policy.clone());
+                self.policies.kinds.insert(kind.clone(), shared.clone());
                 let cells: Vec<_> = self
                     .directory
                     .read()
@@ -483,11 +512,8 @@ impl FleetState {
                     .collect();
                 for cell in cells {
                     if let Some(actor) = cell.actor() {
-                        let mut p = policy.clone();
                         // An agent that asked for its own interval keeps it.
-                        if let Some(i) = cell.own_interval() {
-                            p.heartbeat_interval = i;
-                        }
+                        let p = self.policies.for_agent(&kind, cell.own_interval());
                         let _ = actor.cast(AgentMsg::SetPolicy(p));
                     }
                 }

@@ -11,6 +11,7 @@
 //! offline at `anchor + offline_after × interval + grace`. A `Tick` is "check now": a stale or
 //! early tick changes nothing, so timers never need to be exact or unique.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -82,7 +83,7 @@ enum Cause {
 /// One agent's liveness state.
 #[derive(Debug, Clone)]
 pub struct Liveness {
-    policy: Policy,
+    policy: Arc<Policy>,
     status: Status,
     reported: Reported,
     cause: Cause,
@@ -101,9 +102,9 @@ struct Due {
 
 impl Liveness {
     /// A newly registered agent: online, deadlines counting from `now`.
-    pub fn registered(policy: Policy, now: Instant) -> Self {
+    pub fn registered(policy: impl Into<Arc<Policy>>, now: Instant) -> Self {
         Self {
-            policy,
+            policy: policy.into(),
             status: Status::Online,
             reported: Reported::Healthy,
             cause: Cause::Missed,
@@ -117,7 +118,13 @@ impl Liveness {
     /// An agent restored after a restart (or an actor restart) with its persisted status and
     /// no event. Unless it is offline, left or in maintenance, it must be seen again within
     /// `policy.restart_grace()` or it goes offline (`not_seen_since_restart`).
-    pub fn restored(policy: Policy, status: Status, reported: Reported, now: Instant) -> Self {
+    pub fn restored(
+        policy: impl Into<Arc<Policy>>,
+        status: Status,
+        reported: Reported,
+        now: Instant,
+    ) -> Self {
+        let policy: Arc<Policy> = policy.into();
         let watch = !matches!(status, Status::Offline | Status::Left | Status::Maintenance);
         Self {
             restore_deadline: watch.then(|| now + policy.restart_grace()),
@@ -138,7 +145,12 @@ impl Liveness {
     /// Like [`Liveness::restored`], but the agent is known to be alive up to `last_seen`
     /// (a crashed agent actor restarted in a running runtime): deadlines count from there,
     /// with no restart grace.
-    pub fn resumed(policy: Policy, status: Status, reported: Reported, last_seen: Instant) -> Self {
+    pub fn resumed(
+        policy: impl Into<Arc<Policy>>,
+        status: Status,
+        reported: Reported,
+        last_seen: Instant,
+    ) -> Self {
         let mut s = Self::restored(policy, status, reported, last_seen);
         s.restore_deadline = None;
         s.last_seen = Some(last_seen);
@@ -195,8 +207,8 @@ impl Liveness {
     }
 
     /// Replaces the policy (an operator's `set_policy`); deadlines follow the new one.
-    pub fn set_policy(&mut self, policy: Policy, now: Instant) -> Effects {
-        self.policy = policy;
+    pub fn set_policy(&mut self, policy: impl Into<Arc<Policy>>, now: Instant) -> Effects {
+        self.policy = policy.into();
         let mut fx = Effects::default();
         // Deadlines that the new policy puts in the past fall now.
         self.tick(Duration::ZERO, now, &mut fx);

@@ -249,7 +249,8 @@ pub type Metrics = BTreeMap<String, f64>;
 pub struct AgentRecord {
     pub id: AgentId,
     pub name: String,
-    pub kind: String,
+    /// Shared among the agents of a kind.
+    pub kind: Arc<str>,
     pub status: Status,
     pub activity: Option<String>,
     pub reported: Reported,
@@ -419,7 +420,7 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<AgentId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
+    pub kind: Option<Arc<str>>,
     #[serde(flatten)]
     pub body: EventBody,
 }

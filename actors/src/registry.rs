@@ -109,14 +109,15 @@ pub(crate) struct RegistryArgs {
 }
 
 struct Entry {
-    record: AgentRecord,
+    /// Boxed: the map's nodes stay small and dense.
+    record: Box<AgentRecord>,
     cell: Option<Arc<AgentCell>>,
 }
 
 impl Entry {
     /// The record with the live fields (last_seen, connected, reported, metrics) filled in.
     fn view(&self, clock: &Clock) -> AgentRecord {
-        let mut r = self.record.clone();
+        let mut r = (*self.record).clone();
         if let Some(cell) = &self.cell {
             if let Some(seen) = cell.last_seen() {
                 r.last_seen = Some(clock.utc(seen));
@@ -154,7 +155,8 @@ pub(crate) struct RegistryState {
     store_errors: u64,
     store_ok: Arc<AtomicBool>,
     batches: u64,
-    dirty: BTreeSet<AgentId>,
+    /// Agents changed since the last checkpoint; not kept when only shutdown checkpoints.
+    dirty: Option<BTreeSet<AgentId>>,
     parked: Vec<(u64, Snapshot, Filter, RpcReplyPort<Subscription>)>,
     drains: Vec<RpcReplyPort<Result<(), StoreError>>>,
     flush_queued: bool,
@@ -193,13 +195,16 @@ impl Actor for RegistryActor {
             store_errors: 0,
             store_ok: args.store_ok,
             batches: 0,
-            dirty: BTreeSet::new(),
+            dirty: (!args.checkpoint_interval.is_zero()).then(BTreeSet::new),
             parked: Vec::new(),
             drains: Vec::new(),
             flush_queued: false,
         };
         for record in args.loaded.agents {
-            st.insert(Entry { record, cell: None });
+            st.insert(Entry {
+                record: Box::new(record),
+                cell: None,
+            });
         }
         for e in &args.loaded.events_after {
             st.apply(e);
@@ -242,7 +247,7 @@ impl Actor for RegistryActor {
                     .agents
                     .values()
                     .filter(|e| e.record.status != Status::Left)
-                    .map(|e| (e.record.clone(), e.cell.clone()))
+                    .map(|e| ((*e.record).clone(), e.cell.clone()))
                     .collect();
                 let _ = reply.send(list);
             }
@@ -284,7 +289,9 @@ impl RegistryState {
             *self.counts.entry(status).or_default() += 1;
             e.record.status = status;
             e.record.updated_at = at;
-            self.dirty.insert(id.clone());
+            if let Some(d) = &mut self.dirty {
+                d.insert(id.clone());
+            }
         }
     }
 
@@ -325,7 +332,10 @@ impl RegistryState {
                         *c = c.saturating_sub(1);
                     }
                 }
-                self.insert(Entry { record, cell: None });
+                self.insert(Entry {
+                    record: Box::new(record),
+                    cell: None,
+                });
             }
             other => {
                 if let Some(s) = other.status_after() {
@@ -345,7 +355,10 @@ impl RegistryState {
         let prev = self.agents.get(&id);
         let from = prev.map(|e| e.record.status);
         let incarnation = prev.map_or(1, |e| e.record.incarnation + 1);
-        let kind = reg.kind_or_default().to_string();
+        let kind = match cell.kind() {
+            k if *k == *reg.kind_or_default() => k, // the fleet's shared copy
+            _ => Arc::from(reg.kind_or_default()),
+        };
         let name = reg.name.clone().unwrap_or_else(|| id.to_string());
         let record = AgentRecord {
             id: id.clone(),
@@ -370,10 +383,12 @@ impl RegistryState {
             }
         }
         self.insert(Entry {
-            record,
+            record: Box::new(record),
             cell: Some(cell),
         });
-        self.dirty.insert(id.clone());
+        if let Some(d) = &mut self.dirty {
+            d.insert(id.clone());
+        }
         self.push_event(Change {
             agent: Some(id),
             at,
@@ -435,10 +450,15 @@ impl RegistryState {
         let ids: Vec<AgentId> = if full {
             self.agents.keys().cloned().collect()
         } else {
-            std::mem::take(&mut self.dirty).into_iter().collect()
+            self.dirty
+                .as_mut()
+                .map(|d| std::mem::take(d).into_iter().collect())
+                .unwrap_or_default()
         };
         if full {
-            self.dirty.clear();
+            if let Some(d) = &mut self.dirty {
+                d.clear();
+            }
         }
         let records: Vec<AgentRecord> = ids
             .iter()
@@ -603,7 +623,7 @@ impl RegistryState {
                     .agents
                     .range((lower, Bound::Unbounded))
                     .map(|(_, e)| e)
-                    .filter(|e| kind.as_ref().is_none_or(|k| &e.record.kind == k))
+                    .filter(|e| kind.as_ref().is_none_or(|k| *e.record.kind == **k))
                     .filter(|e| status.is_none_or(|s| e.record.status == s))
                     .take(limit)
                     .map(|e| e.view(&self.clock))

@@ -124,7 +124,6 @@ impl Beat {
 #[derive(Debug, Clone)]
 pub struct AgentHandle {
     cell: Arc<AgentCell>,
-    clock: Clock,
     incarnation: u64,
     interval: Duration,
 }
@@ -147,7 +146,7 @@ impl AgentHandle {
     /// Takes a heartbeat now. A healthy beat of an online agent is an atomic store and no
     /// message (the fast path); any other beat is a message to the agent's actor.
     pub fn heartbeat(&self, beat: Beat) -> Result<(), BeatError> {
-        beat_cell(&self.cell, &self.clock, beat)
+        beat_cell(&self.cell, beat)
     }
 
     /// The connection that owned this agent closed without deregistering.
@@ -173,8 +172,8 @@ impl AgentHandle {
     }
 }
 
-fn beat_cell(cell: &AgentCell, clock: &Clock, beat: Beat) -> Result<(), BeatError> {
-    let now = clock.now();
+fn beat_cell(cell: &AgentCell, beat: Beat) -> Result<(), BeatError> {
+    let now = Instant::now();
     let mut stamped = false;
     if beat.reported == Reported::Healthy {
         if let Some(m) = &beat.metrics {
@@ -272,8 +271,12 @@ impl Runtime {
                 broadcaster: broadcaster.clone(),
                 directory: directory.clone(),
                 policies: Policies {
-                    default: config.policy.clone(),
-                    kinds: config.kinds.clone(),
+                    default: Arc::new(config.policy.clone()),
+                    kinds: config
+                        .kinds
+                        .iter()
+                        .map(|(k, p)| (k.clone(), Arc::new(p.clone())))
+                        .collect(),
                     min_interval: config.min_heartbeat_interval,
                     max_interval: config.max_heartbeat_interval,
                 },
@@ -335,7 +338,6 @@ impl Runtime {
         };
         Ok(AgentHandle {
             cell: r.cell,
-            clock: self.clock,
             incarnation: r.incarnation,
             interval: r.heartbeat_interval,
         })
@@ -351,7 +353,6 @@ impl Runtime {
             .cloned()?;
         Some(AgentHandle {
             cell,
-            clock: self.clock,
             incarnation: 0,
             interval: Duration::ZERO,
         })
@@ -366,7 +367,7 @@ impl Runtime {
             .get(id)
             .cloned()
             .ok_or_else(|| BeatError::UnknownAgent(id.clone()))?;
-        beat_cell(&cell, &self.clock, beat)
+        beat_cell(&cell, beat)
     }
 
     /// The agent deregisters itself: it leaves (`deregistered`, status `left`).

@@ -33,8 +33,14 @@ pub(crate) struct Arm {
 struct Entry {
     /// When to look at it again (deadline plus any slack applied).
     wake: Instant,
-    order: u64,
-    arm: Arm,
+    /// Ties broken by arrival; 32 bits wrap harmlessly (only order among equal wakes).
+    order: u32,
+    gen: u64,
+    cell: Arc<AgentCell>,
+    /// The deadline itself.
+    at: Instant,
+    /// `Arm::slide` in nanoseconds, 0 for none (keeps the entry at 64 bytes).
+    slide_ns: u64,
 }
 
 impl PartialEq for Entry {
@@ -77,10 +83,17 @@ impl Wheel {
 
 async fn run(mut rx: mpsc::UnboundedReceiver<Arm>, lag: Arc<LagMonitor>) {
     let mut heap: BinaryHeap<Entry> = BinaryHeap::new();
-    let mut order = 0u64;
+    let mut order = 0u32;
     let mut push = |heap: &mut BinaryHeap<Entry>, wake: Instant, arm: Arm| {
-        order += 1;
-        heap.push(Entry { wake, order, arm });
+        order = order.wrapping_add(1);
+        heap.push(Entry {
+            wake,
+            order,
+            gen: arm.gen,
+            cell: arm.cell,
+            at: arm.at,
+            slide_ns: arm.slide.map_or(0, |d| (d.as_nanos() as u64).max(1)),
+        });
     };
     loop {
         let next = heap.peek().map(|e| e.wake);
@@ -100,7 +113,9 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Arm>, lag: Arc<LagMonitor>) {
                 }
                 let slack = lag.slack(now);
                 while heap.peek().is_some_and(|e| e.wake <= now) {
-                    let Some(Entry { arm, .. }) = heap.pop() else { break };
+                    let Some(e) = heap.pop() else { break };
+                    let slide = (e.slide_ns != 0).then(|| Duration::from_nanos(e.slide_ns));
+                    let arm = Arm { at: e.at, gen: e.gen, cell: e.cell, slide };
                     if arm.cell.timer_gen() != arm.gen {
                         continue; // re-armed or stopped since
                     }
@@ -131,5 +146,14 @@ async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_wheel_entry_stays_small() {
+        // One per supervised agent: its size is memory per agent.
+        assert!(std::mem::size_of::<super::Entry>() <= 64);
     }
 }
