@@ -64,4 +64,4 @@ pub use registry::RegistryStats;
 pub use runtime::{
     AgentHandle, Beat, BeatError, RegisterError, Runtime, RuntimeConfig, RuntimeError,
 };
-pub use store::{MemStore, Store, StoreError};
+pub use store::{FailingStore, MemStore, Retention, Store, StoreError};

@@ -26,7 +26,7 @@ use crate::broadcaster::{BroadcastMsg, Filter, Snapshot, Start, SubscribeOptions
 use crate::cell::AgentCell;
 use crate::clock::Clock;
 use crate::model::{AgentId, AgentRecord, Event, EventBody, Registration, Status};
-use crate::store::{Store, StoreError};
+use crate::store::{Retention, Store, StoreError};
 
 /// A change to sequence, from an agent actor or the runtime.
 #[derive(Debug, Clone)]
@@ -104,6 +104,8 @@ pub(crate) struct RegistryArgs {
     pub clock: Clock,
     pub max_batch: usize,
     pub checkpoint_interval: Duration,
+    pub flush_interval: Duration,
+    pub retention: Retention,
     pub loaded: crate::store::Loaded,
     pub store_ok: Arc<AtomicBool>,
 }
@@ -134,6 +136,7 @@ impl Entry {
 
 enum Op {
     Segment(Arc<[Arc<Event>]>),
+    Retain,
     Checkpoint(Vec<AgentRecord>, u64),
 }
 
@@ -142,6 +145,8 @@ pub(crate) struct RegistryState {
     broadcaster: ActorRef<BroadcastMsg>,
     clock: Clock,
     max_batch: usize,
+    flush_interval: Duration,
+    retention: Retention,
     agents: BTreeMap<AgentId, Entry>,
     counts: HashMap<Status, usize>,
     next_seq: u64,
@@ -182,6 +187,8 @@ impl Actor for RegistryActor {
             broadcaster: args.broadcaster,
             clock: args.clock,
             max_batch: args.max_batch.max(1),
+            flush_interval: args.flush_interval,
+            retention: args.retention,
             agents: BTreeMap::new(),
             counts: HashMap::new(),
             next_seq: args.loaded.last_seq + 1,
@@ -263,6 +270,9 @@ impl Actor for RegistryActor {
             RegistryMsg::Committed(result) => st.committed(result, &myself),
             RegistryMsg::Checkpoint => {
                 st.queue_checkpoint(false);
+                if !st.retention.is_unbounded() {
+                    st.ops.push_back(Op::Retain);
+                }
                 st.pump(&myself);
             }
             RegistryMsg::Drain(reply) => {
@@ -433,6 +443,13 @@ impl RegistryState {
     fn schedule_flush(&mut self, myself: &ActorRef<RegistryMsg>) {
         if !self.flush_queued && !self.running {
             self.flush_queued = true;
+            if self.flush_interval.is_zero() {
+                let _ = myself.cast(RegistryMsg::Flush);
+            } else {
+                // Linger: let a group gather for up to flush_interval (or max_batch events).
+                myself.send_after(self.flush_interval, || RegistryMsg::Flush);
+            }
+        } else if self.flush_queued && self.pending.len() >= self.max_batch && !self.running {
             let _ = myself.cast(RegistryMsg::Flush);
         }
     }
@@ -506,6 +523,10 @@ impl RegistryState {
                 let (records, seq) = (records.clone(), *seq);
                 Box::pin(async move { store.checkpoint(&records, seq).await })
             }
+            Some(Op::Retain) => {
+                let retention = self.retention.clone();
+                Box::pin(async move { store.retain(&retention).await.map(|_| ()) })
+            }
             None => return,
         };
         self.running = true;
@@ -535,7 +556,7 @@ impl RegistryState {
                         let _ = self.broadcaster.cast(BroadcastMsg::Publish(batch));
                         self.release_parked();
                     }
-                    Some(Op::Checkpoint(..)) | None => {}
+                    Some(Op::Checkpoint(..) | Op::Retain) | None => {}
                 }
                 self.pump(myself);
             }
@@ -679,7 +700,7 @@ impl RegistryState {
                     .chain(self.inflight.iter())
                     .map(|op| match op {
                         Op::Segment(b) => b.len(),
-                        Op::Checkpoint(..) => 0,
+                        Op::Checkpoint(..) | Op::Retain => 0,
                     })
                     .sum::<usize>(),
             store_errors: self.store_errors,

@@ -24,7 +24,7 @@ use crate::fleet::{Directory, FleetArgs, FleetMsg, FleetSupervisor, Policies, Re
 use crate::lag::{LagConfig, LagMonitor};
 use crate::model::{AgentId, EventBody, Metrics, Policy, Registration, Reported, Severity};
 use crate::registry::{Change, RegistryActor, RegistryArgs, RegistryMsg};
-use crate::store::{Store, StoreError};
+use crate::store::{Retention, Store, StoreError};
 use crate::wheel::Wheel;
 
 /// Settings of the supervision core.
@@ -45,6 +45,11 @@ pub struct RuntimeConfig {
     pub max_batch: usize,
     /// How often the live view is checkpointed (zero: only at shutdown).
     pub checkpoint_interval: Duration,
+    /// How long the registry lets a group of events gather before writing it (zero: write
+    /// as soon as no other write is running; groups then form while a write runs).
+    pub flush_interval: Duration,
+    /// How much of the event log to keep (applied after each checkpoint).
+    pub event_retention: Retention,
     pub lag: LagConfig,
     /// How long internal request/reply calls may take.
     pub call_timeout: Duration,
@@ -61,6 +66,8 @@ impl Default for RuntimeConfig {
             event_window: 65_536,
             max_batch: 10_000,
             checkpoint_interval: Duration::from_secs(60),
+            flush_interval: Duration::ZERO,
+            event_retention: Retention::default(),
             lag: LagConfig::default(),
             call_timeout: Duration::from_secs(10),
         }
@@ -248,6 +255,8 @@ impl Runtime {
                 clock,
                 max_batch: config.max_batch,
                 checkpoint_interval: config.checkpoint_interval,
+                flush_interval: config.flush_interval,
+                retention: config.event_retention.clone(),
                 loaded,
                 store_ok: store_ok.clone(),
             },

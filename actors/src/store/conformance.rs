@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
 
-use super::Store;
+use super::{Retention, Store};
 use crate::model::{AgentId, AgentRecord, Event, EventBody, Reason, Reported, Status};
 
 fn id(s: &str) -> AgentId {
@@ -65,6 +65,7 @@ where
     append_refuses_a_gap(&*make().await).await;
     checkpoint_and_replay(&*make().await).await;
     agent_history(&*make().await).await;
+    retention_drops_whole_segments_never_past_the_checkpoint(&*make().await).await;
 }
 
 async fn empty_store_loads_nothing(s: &dyn Store) {
@@ -178,4 +179,42 @@ async fn agent_history(s: &dyn Store) {
         .await
         .expect("none")
         .is_empty());
+}
+
+async fn retention_drops_whole_segments_never_past_the_checkpoint(s: &dyn Store) {
+    // Three segments: 1-4, 5-8, 9-10.
+    let ev: Vec<_> = (1..=10)
+        .map(|i| event(i, "a", Status::Online, Status::Degraded))
+        .collect();
+    s.append(&ev[0..4]).await.expect("append 1");
+    s.append(&ev[4..8]).await.expect("append 2");
+    s.append(&ev[8..10]).await.expect("append 3");
+    let keep_two = Retention {
+        max_events: Some(2),
+        max_age: None,
+    };
+    // Nothing is checkpointed yet: a restart needs every event, so nothing is dropped.
+    assert_eq!(s.retain(&keep_two).await.expect("retain"), Some(1));
+    s.checkpoint(&[record("a", Status::Degraded)], 8)
+        .await
+        .expect("checkpoint");
+    // Keep at least the newest 2 (9, 10): segments 1-4 and 5-8 go, whole.
+    assert_eq!(s.retain(&keep_two).await.expect("retain"), Some(9));
+    assert_eq!(s.oldest_seq().await.expect("oldest"), Some(9));
+    let left = s.read_events(0, 100).await.expect("read");
+    assert_eq!(left.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![9, 10]);
+    // The log goes on from where it was; a restart still sees the last seq.
+    s.append(&[event(11, "a", Status::Degraded, Status::Offline)])
+        .await
+        .expect("append after retention");
+    assert_eq!(s.load().await.expect("load").last_seq, 11);
+    // An age limit drops segments whose newest event is older than it (test events are
+    // from 2023).
+    s.checkpoint(&[], 11).await.expect("checkpoint 2");
+    let by_age = Retention {
+        max_age: Some(std::time::Duration::from_secs(3600)),
+        max_events: None,
+    };
+    assert_eq!(s.retain(&by_age).await.expect("retain by age"), None);
+    assert_eq!(s.load().await.expect("load").last_seq, 11);
 }

@@ -1,20 +1,42 @@
 //! `MemStore`: the store kept in memory. It is an honest store for tests and for programs
-//! that embed the runtime without persistence: same trait, same conformance suite, and it can
-//! outlive a `Runtime` (share the `Arc`) to test restarts.
+//! that embed the runtime without persistence: the same segmented layout as the durable store,
+//! the same trait, the same conformance suite, and it can outlive a `Runtime` (share the
+//! `Arc`) to test restarts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use chrono::Utc;
 
-use super::{Loaded, Store, StoreError};
+use super::{Loaded, Retention, Store, StoreError};
 use crate::model::{AgentId, AgentRecord, Event};
+
+/// One group commit: consecutive events written as one unit.
+struct Segment {
+    first_seq: u64,
+    last_seq: u64,
+    events: Vec<Arc<Event>>,
+}
 
 #[derive(Default)]
 struct Inner {
-    events: Vec<Arc<Event>>,
+    segments: VecDeque<Segment>,
     agents: BTreeMap<AgentId, AgentRecord>,
     checkpoint_seq: u64,
+    /// The last seq ever written (survives retention).
+    last_seq: u64,
+}
+
+impl Inner {
+    /// Events with `seq >= from`, in order.
+    fn from(&self, from: u64) -> impl Iterator<Item = &Arc<Event>> {
+        let start = self.segments.partition_point(|s| s.last_seq < from);
+        self.segments
+            .range(start..)
+            .flat_map(|s| s.events.iter())
+            .skip_while(move |e| e.seq < from)
+    }
 }
 
 /// An in-memory [`Store`].
@@ -34,7 +56,7 @@ impl MemStore {
 
     /// Number of events held (for tests and benchmarks).
     pub fn len(&self) -> usize {
-        self.lock().events.len()
+        self.lock().segments.iter().map(|s| s.events.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -50,23 +72,18 @@ impl Store for MemStore {
         Ok(Loaded {
             agents: inner.agents.values().cloned().collect(),
             checkpoint_seq: cp,
-            events_after: inner
-                .events
-                .iter()
-                .filter(|e| e.seq > cp)
-                .map(|e| (**e).clone())
-                .collect(),
-            last_seq: inner.events.last().map_or(cp, |e| e.seq),
+            events_after: inner.from(cp + 1).map(|e| (**e).clone()).collect(),
+            last_seq: inner.last_seq.max(cp),
         })
     }
 
     async fn append(&self, events: &[Arc<Event>]) -> Result<(), StoreError> {
+        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+            return Ok(());
+        };
         let mut inner = self.lock();
-        let first = inner
-            .events
-            .last()
-            .map_or(inner.checkpoint_seq + 1, |e| e.seq + 1);
-        for (expected, e) in (first..).zip(events) {
+        let start = inner.last_seq.max(inner.checkpoint_seq) + 1;
+        for (expected, e) in (start..).zip(events) {
             if e.seq != expected {
                 return Err(StoreError::OutOfOrder {
                     expected,
@@ -74,7 +91,12 @@ impl Store for MemStore {
                 });
             }
         }
-        inner.events.extend(events.iter().cloned());
+        inner.segments.push_back(Segment {
+            first_seq: first.seq,
+            last_seq: last.seq,
+            events: events.to_vec(),
+        });
+        inner.last_seq = last.seq;
         Ok(())
     }
 
@@ -89,9 +111,8 @@ impl Store for MemStore {
 
     async fn read_events(&self, from: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
         let inner = self.lock();
-        let start = inner.events.partition_point(|e| e.seq < from);
-        Ok(inner.events[start..]
-            .iter()
+        Ok(inner
+            .from(from)
             .take(limit)
             .map(|e| (**e).clone())
             .collect())
@@ -104,9 +125,8 @@ impl Store for MemStore {
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
         let inner = self.lock();
-        let start = inner.events.partition_point(|e| e.seq <= since);
-        Ok(inner.events[start..]
-            .iter()
+        Ok(inner
+            .from(since + 1)
             .filter(|e| e.agent.as_ref() == Some(id))
             .take(limit)
             .map(|e| (**e).clone())
@@ -114,7 +134,21 @@ impl Store for MemStore {
     }
 
     async fn oldest_seq(&self) -> Result<Option<u64>, StoreError> {
-        Ok(self.lock().events.first().map(|e| e.seq))
+        Ok(self.lock().segments.front().map(|s| s.first_seq))
+    }
+
+    async fn retain(&self, retention: &Retention) -> Result<Option<u64>, StoreError> {
+        let mut inner = self.lock();
+        let now = Utc::now();
+        let (cp, last) = (inner.checkpoint_seq, inner.last_seq);
+        while let Some(s) = inner.segments.front() {
+            let newest_at = s.events.last().map(|e| e.at);
+            if !retention.drops(s.last_seq, newest_at, last, cp, now) {
+                break;
+            }
+            inner.segments.pop_front();
+        }
+        Ok(inner.segments.front().map(|s| s.first_seq))
     }
 }
 

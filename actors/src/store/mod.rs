@@ -9,12 +9,17 @@ pub mod conformance;
 mod memory;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use crate::model::{AgentId, AgentRecord, Event};
 
 pub use memory::MemStore;
+
+mod failing;
+pub use failing::FailingStore;
 
 /// Errors a store reports. The registry treats every one of them as "not written": it keeps
 /// the batch, retries with backoff, and publishes nothing until a write succeeds.
@@ -43,6 +48,45 @@ pub struct Loaded {
     pub last_seq: u64,
 }
 
+/// How much of the event log to keep. Whole segments are dropped, oldest first, and never
+/// one holding an event after the last checkpoint (a restart replays those).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Drop segments whose newest event is older than this.
+    pub max_age: Option<Duration>,
+    /// Keep at least this many of the newest events; drop segments entirely older.
+    pub max_events: Option<u64>,
+}
+
+impl Retention {
+    pub fn is_unbounded(&self) -> bool {
+        self.max_age.is_none() && self.max_events.is_none()
+    }
+
+    /// Whether a segment ending at `seg_last` (newest event at `newest_at`) may be dropped,
+    /// given the log's last seq, the checkpoint's seq, and the time now.
+    pub fn drops(
+        &self,
+        seg_last: u64,
+        newest_at: Option<DateTime<Utc>>,
+        log_last: u64,
+        checkpoint_seq: u64,
+        now: DateTime<Utc>,
+    ) -> bool {
+        if seg_last > checkpoint_seq {
+            return false;
+        }
+        let by_count = self.max_events.is_some_and(|n| seg_last + n <= log_last);
+        let by_age = match (self.max_age, newest_at) {
+            (Some(age), Some(at)) => chrono::Duration::from_std(age)
+                .map(|age| at + age < now)
+                .unwrap_or(false),
+            _ => false,
+        };
+        by_count || by_age
+    }
+}
+
 /// Persistent storage for agents and the event log.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -63,4 +107,6 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Event>, StoreError>;
     /// The oldest retained seq, if any event is retained.
     async fn oldest_seq(&self) -> Result<Option<u64>, StoreError>;
+    /// Drops whole segments as `retention` allows; returns the oldest seq still retained.
+    async fn retain(&self, retention: &Retention) -> Result<Option<u64>, StoreError>;
 }
