@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
-use vigil_actors::{LagConfig, OnDisconnect, Policy, RuntimeConfig};
+use vigil_actors::{LagConfig, OnDisconnect, Policy, Retention, RuntimeConfig};
 
 /// A configuration error, said so that the operator can fix the file.
 #[derive(Debug, thiserror::Error)]
@@ -60,13 +60,39 @@ impl Default for Server {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
+    /// `surrealkv://PATH` (embedded, on disk), `mem://`, or `ws://host:port`.
     pub url: String,
+    /// SurrealKV's block cache, in bytes (its default would take about half the RAM).
+    pub block_cache_bytes: u64,
+    /// SurrealKV's memtable, in bytes (its default is 1 GiB).
+    pub memtable_bytes: u64,
+    /// How long a group of events may gather before it is written (0: as soon as the
+    /// previous write is done; groups form while a write runs).
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Most events in one segment (one write).
+    pub max_batch: usize,
+    /// The live view of agents is written this often (and at shutdown).
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+    /// Drop whole segments older than this (none: keep by age for ever).
+    #[serde(with = "humantime_serde")]
+    pub event_retention_age: Option<Duration>,
+    /// Keep at least this many newest events; older whole segments are dropped.
+    pub event_retention_count: Option<u64>,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             url: "surrealkv://data/vigil".into(),
+            block_cache_bytes: 64 << 20,
+            memtable_bytes: 64 << 20,
+            flush_interval: Duration::ZERO,
+            max_batch: 10_000,
+            checkpoint_interval: Duration::from_secs(60),
+            event_retention_age: None,
+            event_retention_count: None,
         }
     }
 }
@@ -167,9 +193,6 @@ impl Default for Broadcast {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RuntimeSection {
-    pub max_batch: usize,
-    #[serde(with = "humantime_serde")]
-    pub checkpoint_interval: Duration,
     pub lag_awareness: bool,
     #[serde(with = "humantime_serde")]
     pub lag_threshold: Duration,
@@ -181,8 +204,6 @@ impl Default for RuntimeSection {
     fn default() -> Self {
         let lag = LagConfig::default();
         Self {
-            max_batch: 10_000,
-            checkpoint_interval: Duration::from_secs(60),
             lag_awareness: lag.enabled,
             lag_threshold: lag.threshold,
             lag_probe_interval: lag.probe_interval,
@@ -250,8 +271,13 @@ impl Config {
             max_heartbeat_interval: self.policy.max_heartbeat_interval,
             subscriber_queue: self.broadcast.subscriber_queue,
             event_window: self.broadcast.event_window,
-            max_batch: self.runtime.max_batch,
-            checkpoint_interval: self.runtime.checkpoint_interval,
+            max_batch: self.store.max_batch,
+            checkpoint_interval: self.store.checkpoint_interval,
+            flush_interval: self.store.flush_interval,
+            event_retention: Retention {
+                max_age: self.store.event_retention_age,
+                max_events: self.store.event_retention_count,
+            },
             lag: LagConfig {
                 enabled: self.runtime.lag_awareness,
                 threshold: self.runtime.lag_threshold,

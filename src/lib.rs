@@ -5,9 +5,13 @@
 //!
 //! - [`config`]: the TOML configuration (defaults, file, environment, flags).
 //! - [`bench`]: the benchmark scenarios behind `vigil bench`.
+//! - [`storm`]: `vigil storm`, the crash-test workload.
+//! - [`store`]: opens the configured store (`store.url`).
 //! - `main.rs`: the `vigil` command (serve, bench, config check).
 
 pub mod bench;
 pub mod config;
+pub mod store;
+pub mod storm;
 
 pub use vigil_actors as core;

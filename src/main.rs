@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use tracing::info;
 use vigil::bench::{self, CoreBench};
 use vigil::config::Config;
-use vigil::core::{MemStore, Runtime};
+use vigil::core::Runtime;
 
 #[derive(Parser)]
 #[command(
@@ -32,6 +32,10 @@ enum Command {
         #[command(subcommand)]
         scenario: BenchCmd,
     },
+    /// A crash-test workload: agents on the configured store, then a storm of transitions;
+    /// prints every delivered event as a JSON line.
+    #[command(hide = true)]
+    Storm(vigil::storm::StormArgs),
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -66,6 +70,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench {
             scenario: BenchCmd::Core(args),
         } => bench::run_core(args),
+        Command::Storm(args) => vigil::storm::run(config, args),
         Command::Config {
             cmd: ConfigCmd::Check,
         } => {
@@ -81,14 +86,17 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async move {
-        // The durable store and the network surfaces come with their own issues; until then
-        // `serve` runs the supervision core in process on the in-memory store.
-        let runtime = Runtime::start(config.runtime(), MemStore::new())
+        let store = vigil::store::open(&config.store)
+            .await
+            .with_context(|| format!("opening the store at {}", config.store.url))?;
+        let started = std::time::Instant::now();
+        let runtime = Runtime::start(config.runtime(), store)
             .await
             .context("starting the supervision runtime")?;
         info!(
-            store = "mem://",
-            "vigil is supervising (in process); press Ctrl-C to stop"
+            store = %config.store.url,
+            start_ms = started.elapsed().as_millis() as u64,
+            "vigil is supervising; press Ctrl-C to stop"
         );
         tokio::signal::ctrl_c()
             .await

@@ -10,9 +10,14 @@ fn vigil() -> Command {
 
 #[test]
 fn serve_runs_with_defaults_and_stops_gracefully_on_sigint() {
+    let dir = std::env::temp_dir().join(format!("vigil-serve-{}", std::process::id()));
     let mut child = vigil()
         .arg("serve")
         .env("RUST_LOG", "info")
+        .env(
+            "VIGIL_STORE__URL",
+            format!("surrealkv://{}/db", dir.display()),
+        )
         .stderr(Stdio::piped())
         .spawn()
         .expect("vigil starts");
@@ -33,6 +38,8 @@ fn serve_runs_with_defaults_and_stops_gracefully_on_sigint() {
     let exit = child.wait().expect("vigil exits");
     assert!(exit.success(), "exit {exit:?}, log: {rest:?}");
     assert!(rest.iter().any(|l| l.contains("shutting down")), "{rest:?}");
+    assert!(dir.join("db").exists(), "the store was created on disk");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

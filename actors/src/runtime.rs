@@ -216,6 +216,7 @@ pub struct Runtime {
     call_timeout: Duration,
     tasks: Vec<JoinHandle<()>>,
     actor_tasks: Vec<JoinHandle<()>>,
+    store: Arc<dyn Store>,
 }
 
 impl Runtime {
@@ -313,6 +314,7 @@ impl Runtime {
             call_timeout: config.call_timeout,
             tasks,
             actor_tasks: vec![f_task, r_task, b_task],
+            store: store.clone(),
         };
         let restored = match rt
             .fleet
@@ -474,6 +476,7 @@ impl Runtime {
         for t in self.actor_tasks {
             let _ = t.await;
         }
+        self.store.close().await;
         match drained {
             Ok(CallResult::Success(Ok(()))) => Ok(()),
             Ok(CallResult::Success(Err(e))) => Err(e.into()),

@@ -88,4 +88,8 @@ impl<S: Store> Store for FailingStore<S> {
         self.check()?;
         self.inner.retain(retention).await
     }
+
+    async fn close(&self) {
+        self.inner.close().await
+    }
 }

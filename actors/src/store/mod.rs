@@ -21,6 +21,11 @@ pub use memory::MemStore;
 mod failing;
 pub use failing::FailingStore;
 
+#[cfg(feature = "surreal")]
+mod surreal;
+#[cfg(feature = "surreal")]
+pub use surreal::{SurrealOptions, SurrealStore, SCHEMA_VERSION};
+
 /// Errors a store reports. The registry treats every one of them as "not written": it keeps
 /// the batch, retries with backoff, and publishes nothing until a write succeeds.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -109,4 +114,6 @@ pub trait Store: Send + Sync + 'static {
     async fn oldest_seq(&self) -> Result<Option<u64>, StoreError>;
     /// Drops whole segments as `retention` allows; returns the oldest seq still retained.
     async fn retain(&self, retention: &Retention) -> Result<Option<u64>, StoreError>;
+    /// Flushes and releases the store (the runtime calls it last, at shutdown).
+    async fn close(&self) {}
 }
