@@ -69,7 +69,7 @@ pub struct Quantiles {
 }
 
 impl Quantiles {
-    fn of(mut v: Vec<Duration>) -> Self {
+    pub fn of(mut v: Vec<Duration>) -> Self {
         if v.is_empty() {
             return Self::default();
         }

@@ -4,12 +4,13 @@
 //! # Layout
 //!
 //! - [`config`]: the TOML configuration (defaults, file, environment, flags).
-//! - [`bench`]: the benchmark scenarios behind `vigil bench`.
+//! - [`bench`], [`bench_store`]: the benchmark scenarios behind `vigil bench`.
 //! - [`storm`]: `vigil storm`, the crash-test workload.
 //! - [`store`]: opens the configured store (`store.url`).
 //! - `main.rs`: the `vigil` command (serve, bench, config check).
 
 pub mod bench;
+pub mod bench_store;
 pub mod config;
 pub mod store;
 pub mod storm;

@@ -48,6 +48,12 @@ enum BenchCmd {
     /// In-process agents heartbeating; a share stop; detection lateness, spurious
     /// transitions, memory per agent.
     Core(CoreBench),
+    /// Durable events/s and commit latency of the segmented log against segment size.
+    Store(vigil::bench_store::StoreBench),
+    /// A storm of N offline transitions: time until all are durable and delivered.
+    Storm(vigil::bench_store::StormBench),
+    /// Restore time and RSS for N persisted agents; transitions caused by a restart.
+    Restart(vigil::bench_store::RestartBench),
 }
 
 #[derive(Subcommand)]
@@ -59,7 +65,9 @@ enum ConfigCmd {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                "info,surrealkv=warn,surrealdb=warn,surrealdb_core=warn".into()
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -67,9 +75,12 @@ fn main() -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config),
-        Command::Bench {
-            scenario: BenchCmd::Core(args),
-        } => bench::run_core(args),
+        Command::Bench { scenario } => match scenario {
+            BenchCmd::Core(args) => bench::run_core(args),
+            BenchCmd::Store(args) => vigil::bench_store::run_store(args),
+            BenchCmd::Storm(args) => vigil::bench_store::run_storm(args),
+            BenchCmd::Restart(args) => vigil::bench_store::run_restart(args),
+        },
         Command::Storm(args) => vigil::storm::run(config, args),
         Command::Config {
             cmd: ConfigCmd::Check,

@@ -94,10 +94,10 @@ impl Conn {
 
     async fn close(self) {
         if let Conn::Local { db, ds } = self {
-            drop(db);
             if let Err(e) = ds.shutdown().await {
                 warn!(error = %e, "closing the datastore failed");
             }
+            drop(db);
         }
     }
 }

@@ -1,0 +1,393 @@
+//! Store benchmarks on SurrealDB (`vigil bench store|storm|restart`). Each runs on a fresh
+//! SurrealKV directory under `--dir` (default: the system temp dir), prints a table and can
+//! write JSON with the machine and the command.
+//!
+//! - `store`: durable events/s and commit latency of the segmented log against segment size,
+//!   for `sync=every` and `sync=never`, straight through the `Store` trait.
+//! - `storm`: N agents beat once at the same instant and then never again; time from the
+//!   offline deadline until every offline transition is durable and delivered to a subscriber.
+//! - `restart`: N agents persisted; time and RSS to restore them, next to the time merely to
+//!   spawn N ractor actors here; transitions caused by a restart when every agent beats again
+//!   within the restart grace (should be 0).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::Utc;
+use serde::Serialize;
+use vigil_actors::store::{SurrealOptions, SurrealStore};
+use vigil_actors::{
+    AgentId, Beat, Event, EventBody, EventKind, Filter, Policy, Reason, Registration, Runtime,
+    RuntimeConfig, Status, Store, SubscribeOptions, SubscriptionItem,
+};
+
+use crate::bench::{rss_bytes, Machine, Quantiles};
+
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct StoreBench {
+    /// Segment sizes (events per write) to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,10,100,1000,10000")]
+    pub sizes: Vec<usize>,
+    /// Time spent on each size and sync setting.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub each: Duration,
+    /// Where the SurrealKV directories go.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct StormBench {
+    #[arg(long, default_value_t = 100_000)]
+    pub agents: usize,
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct RestartBench {
+    #[arg(long, default_value_t = 100_000)]
+    pub agents: usize,
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+fn scratch(dir: &Option<PathBuf>, name: &str) -> anyhow::Result<PathBuf> {
+    let base = dir.clone().unwrap_or_else(std::env::temp_dir);
+    let p = base.join(format!("vigil-bench-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&p);
+    std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
+    Ok(p)
+}
+
+fn write_json<T: Serialize>(path: &Option<PathBuf>, v: &T) -> anyhow::Result<()> {
+    if let Some(p) = path {
+        std::fs::write(p, serde_json::to_vec_pretty(v)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn command() -> String {
+    std::env::args().collect::<Vec<_>>().join(" ")
+}
+
+#[derive(Debug, Serialize)]
+pub struct StoreRow {
+    pub sync: String,
+    pub segment: usize,
+    pub events: u64,
+    pub events_per_sec: f64,
+    pub commit: Quantiles,
+}
+
+pub fn run_store(args: StoreBench) -> anyhow::Result<()> {
+    let rows = runtime()?.block_on(async {
+        let mut rows = Vec::new();
+        for sync in ["every", "never"] {
+            for &size in &args.sizes {
+                let dir = scratch(&args.dir, &format!("store-{sync}-{size}"))?;
+                let url = format!("surrealkv://{}/db?sync={sync}", dir.display());
+                let store = SurrealStore::open(&url, SurrealOptions::default()).await?;
+                let mut seq = 0u64;
+                let mut lat = Vec::new();
+                let start = Instant::now();
+                while start.elapsed() < args.each {
+                    let batch: Vec<Arc<Event>> = (0..size)
+                        .map(|_| {
+                            seq += 1;
+                            Arc::new(sample_event(seq))
+                        })
+                        .collect();
+                    let t = Instant::now();
+                    store.append(&batch).await?;
+                    lat.push(t.elapsed());
+                }
+                let secs = start.elapsed().as_secs_f64();
+                store.close().await;
+                let _ = std::fs::remove_dir_all(&dir);
+                let row = StoreRow {
+                    sync: sync.into(),
+                    segment: size,
+                    events: seq,
+                    events_per_sec: seq as f64 / secs,
+                    commit: Quantiles::of(lat),
+                };
+                println!(
+                    "| sync={} | {} | {:.0} | {:.2} / {:.2} / {:.2} |",
+                    row.sync,
+                    row.segment,
+                    row.events_per_sec,
+                    row.commit.p50_ms,
+                    row.commit.p99_ms,
+                    row.commit.max_ms
+                );
+                rows.push(row);
+            }
+        }
+        anyhow::Ok(rows)
+    })?;
+    write_json(
+        &args.json,
+        &serde_json::json!({"machine": Machine::read(), "command": command(), "rows": rows}),
+    )
+}
+
+fn sample_event(seq: u64) -> Event {
+    Event {
+        seq,
+        at: Utc::now(),
+        agent: AgentId::new(format!("agent-{:07}", seq % 100_000)).ok(),
+        kind: Some(Arc::from("bench")),
+        body: EventBody::Transition {
+            from: Status::Online,
+            to: Status::Offline,
+            reason: Reason::HeartbeatMissed,
+            missed: Some(3),
+        },
+    }
+}
+
+fn bench_policy() -> Policy {
+    Policy {
+        heartbeat_interval: Duration::from_secs(1),
+        grace: Duration::from_millis(100),
+        ..Policy::default()
+    }
+}
+
+async fn open_runtime(url: &str) -> anyhow::Result<Runtime> {
+    let store = SurrealStore::open(url, SurrealOptions::default()).await?;
+    let cfg = RuntimeConfig {
+        policy: bench_policy(),
+        checkpoint_interval: Duration::ZERO,
+        subscriber_queue: 1 << 21,
+        ..RuntimeConfig::default()
+    };
+    Ok(Runtime::start(cfg, store).await?)
+}
+
+async fn register_all(rt: &Runtime, n: usize) -> anyhow::Result<Vec<vigil_actors::AgentHandle>> {
+    let mut handles = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = AgentId::new(format!("agent-{i:07}"))?;
+        handles.push(rt.register(Registration::new(id).kind("bench")).await?);
+    }
+    Ok(handles)
+}
+
+#[derive(Debug, Serialize)]
+pub struct StormResult {
+    pub machine: Machine,
+    pub command: String,
+    pub agents: usize,
+    pub register_secs: f64,
+    pub offline_seen: usize,
+    /// From the offline deadline to the last offline transition delivered.
+    pub storm_secs: f64,
+    pub offline_late: Quantiles,
+    pub batches: u64,
+}
+
+pub fn run_storm(args: StormBench) -> anyhow::Result<()> {
+    let dir = scratch(&args.dir, "storm")?;
+    let url = format!("surrealkv://{}/db", dir.display());
+    let r = runtime()?.block_on(async {
+        let rt = open_runtime(&url).await?;
+        let t = Instant::now();
+        let handles = register_all(&rt, args.agents).await?;
+        let register_secs = t.elapsed().as_secs_f64();
+        // Let the registrations become durable before the storm.
+        while rt.stats().await?.registry.pending_events > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut sub = rt
+            .subscribe(SubscribeOptions {
+                filter: Filter {
+                    events: vec![EventKind::Transition],
+                    statuses: vec![Status::Offline],
+                    ..Default::default()
+                },
+                ..Default::default()
+            })
+            .await?;
+        let batches0 = rt.stats().await?.registry.batches;
+        // Everyone beats at once, then never again.
+        let beat_at = tokio::time::Instant::now();
+        for h in &handles {
+            let _ = h.heartbeat(Beat::healthy());
+        }
+        let p = bench_policy();
+        let deadline = beat_at + p.heartbeat_interval * p.offline_after + p.grace;
+        let mut late = Vec::with_capacity(args.agents);
+        while late.len() < args.agents {
+            match tokio::time::timeout(Duration::from_secs(120), sub.next()).await {
+                Ok(Some(SubscriptionItem::Event(e))) => {
+                    if e.body.status_after() == Some(Status::Offline) {
+                        late.push(tokio::time::Instant::now().saturating_duration_since(deadline));
+                    }
+                }
+                other => anyhow::bail!("storm subscription ended: {other:?}"),
+            }
+        }
+        let storm_secs = late.iter().max().copied().unwrap_or_default().as_secs_f64();
+        let batches = rt.stats().await?.registry.batches - batches0;
+        rt.shutdown().await?;
+        anyhow::Ok(StormResult {
+            machine: Machine::read(),
+            command: command(),
+            agents: args.agents,
+            register_secs,
+            offline_seen: late.len(),
+            storm_secs,
+            offline_late: Quantiles::of(late),
+            batches,
+        })
+    })?;
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("| agents | offline transitions durable + delivered | all done after deadline | p50 / p99 (ms) | segments written |");
+    println!("| --- | --- | --- | --- | --- |");
+    println!(
+        "| {} | {} | {:.2} s | {:.0} / {:.0} | {} |",
+        r.agents,
+        r.offline_seen,
+        r.storm_secs,
+        r.offline_late.p50_ms,
+        r.offline_late.p99_ms,
+        r.batches
+    );
+    write_json(&args.json, &r)
+}
+
+#[derive(Debug, Serialize)]
+pub struct RestartResult {
+    pub machine: Machine,
+    pub command: String,
+    pub agents: usize,
+    pub register_secs: f64,
+    pub shutdown_secs: f64,
+    pub restore_secs: f64,
+    pub rss_after_restore_bytes: u64,
+    pub spawn_only_secs: f64,
+    pub transitions_after_restart: usize,
+}
+
+pub fn run_restart(args: RestartBench) -> anyhow::Result<()> {
+    let dir = scratch(&args.dir, "restart")?;
+    let url = format!("surrealkv://{}/db", dir.display());
+    let tokio_rt = runtime()?;
+    // Phase 1: persist N agents (registration events + the shutdown checkpoint).
+    let (register_secs, shutdown_secs) = tokio_rt.block_on(async {
+        let rt = open_runtime(&url).await?;
+        let t = Instant::now();
+        let handles = register_all(&rt, args.agents).await?;
+        let register_secs = t.elapsed().as_secs_f64();
+        drop(handles);
+        let t = Instant::now();
+        rt.shutdown().await?;
+        anyhow::Ok((register_secs, t.elapsed().as_secs_f64()))
+    })?;
+    drop(tokio_rt);
+    // Phase 2, in a fresh async runtime: restore.
+    let tokio_rt = runtime()?;
+    let r = tokio_rt.block_on(async {
+        let rss0 = rss_bytes();
+        let t = Instant::now();
+        let rt = open_runtime(&url).await?;
+        let restore_secs = t.elapsed().as_secs_f64();
+        let rss = rss_bytes().saturating_sub(rss0);
+        let mut sub = rt.subscribe(SubscribeOptions::default()).await?;
+        // Every agent reconnects within the restart grace and beats through it.
+        let grace = bench_policy().restart_grace();
+        let until = tokio::time::Instant::now() + grace * 2;
+        while tokio::time::Instant::now() < until {
+            for i in 0..args.agents {
+                let id = AgentId::new(format!("agent-{i:07}"))?;
+                let _ = rt.heartbeat(&id, Beat::healthy());
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let mut transitions = 0;
+        while let Ok(Some(item)) =
+            tokio::time::timeout(Duration::from_millis(200), sub.next()).await
+        {
+            if matches!(item, SubscriptionItem::Event(_)) {
+                transitions += 1;
+            }
+        }
+        rt.shutdown().await?;
+        anyhow::Ok((restore_secs, rss, transitions))
+    })?;
+    drop(tokio_rt);
+    let spawn_only_secs = runtime()?.block_on(spawn_only(args.agents))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = RestartResult {
+        machine: Machine::read(),
+        command: command(),
+        agents: args.agents,
+        register_secs,
+        shutdown_secs,
+        restore_secs: r.0,
+        rss_after_restore_bytes: r.1,
+        spawn_only_secs,
+        transitions_after_restart: r.2,
+    };
+    println!("| agents | restore | spawning {} bare actors | RSS after restore | transitions when all reconnect in the grace | (register / shutdown checkpoint) |", out.agents);
+    println!("| --- | --- | --- | --- | --- | --- |");
+    println!(
+        "| {} | {:.2} s | {:.2} s | {:.0} MiB | {} | {:.1} s / {:.1} s |",
+        out.agents,
+        out.restore_secs,
+        out.spawn_only_secs,
+        out.rss_after_restore_bytes as f64 / (1 << 20) as f64,
+        out.transitions_after_restart,
+        out.register_secs,
+        out.shutdown_secs
+    );
+    write_json(&args.json, &out)?;
+    anyhow::ensure!(
+        out.transitions_after_restart == 0,
+        "a restart within the grace caused {} events",
+        out.transitions_after_restart
+    );
+    Ok(())
+}
+
+/// Time to spawn N ractor actors that do nothing, for comparison with a restore.
+async fn spawn_only(n: usize) -> anyhow::Result<f64> {
+    use ractor::{Actor, ActorProcessingErr, ActorRef};
+    struct Idle;
+    impl Actor for Idle {
+        type Msg = ();
+        type State = ();
+        type Arguments = ();
+        async fn pre_start(&self, _: ActorRef<()>, _: ()) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+    }
+    let t = Instant::now();
+    let mut refs = Vec::with_capacity(n);
+    for _ in 0..n {
+        refs.push(Actor::spawn(None, Idle, ()).await?.0);
+    }
+    let secs = t.elapsed().as_secs_f64();
+    for r in refs {
+        r.stop(None);
+    }
+    Ok(secs)
+}
