@@ -171,10 +171,10 @@ fn bench_policy() -> Policy {
     }
 }
 
-async fn open_runtime(url: &str) -> anyhow::Result<Runtime> {
+async fn open_runtime(url: &str, policy: Policy) -> anyhow::Result<Runtime> {
     let store = SurrealStore::open(url, SurrealOptions::default()).await?;
     let cfg = RuntimeConfig {
-        policy: bench_policy(),
+        policy,
         checkpoint_interval: Duration::ZERO,
         subscriber_queue: 1 << 21,
         ..RuntimeConfig::default()
@@ -208,7 +208,7 @@ pub fn run_storm(args: StormBench) -> anyhow::Result<()> {
     let dir = scratch(&args.dir, "storm")?;
     let url = format!("surrealkv://{}/db", dir.display());
     let r = runtime()?.block_on(async {
-        let rt = open_runtime(&url).await?;
+        let rt = open_runtime(&url, bench_policy()).await?;
         let t = Instant::now();
         let handles = register_all(&rt, args.agents).await?;
         let register_secs = t.elapsed().as_secs_f64();
@@ -291,9 +291,14 @@ pub fn run_restart(args: RestartBench) -> anyhow::Result<()> {
     let dir = scratch(&args.dir, "restart")?;
     let url = format!("surrealkv://{}/db", dir.display());
     let tokio_rt = runtime()?;
-    // Phase 1: persist N agents (registration events + the shutdown checkpoint).
+    // Phase 1: persist N online agents (registration events + the shutdown checkpoint); a
+    // long interval keeps them online until the shutdown, as a beating fleet would be.
     let (register_secs, shutdown_secs) = tokio_rt.block_on(async {
-        let rt = open_runtime(&url).await?;
+        let long = Policy {
+            heartbeat_interval: Duration::from_secs(3600),
+            ..bench_policy()
+        };
+        let rt = open_runtime(&url, long).await?;
         let t = Instant::now();
         let handles = register_all(&rt, args.agents).await?;
         let register_secs = t.elapsed().as_secs_f64();
@@ -308,7 +313,7 @@ pub fn run_restart(args: RestartBench) -> anyhow::Result<()> {
     let r = tokio_rt.block_on(async {
         let rss0 = rss_bytes();
         let t = Instant::now();
-        let rt = open_runtime(&url).await?;
+        let rt = open_runtime(&url, bench_policy()).await?;
         let restore_secs = t.elapsed().as_secs_f64();
         let rss = rss_bytes().saturating_sub(rss0);
         let mut sub = rt.subscribe(SubscribeOptions::default()).await?;

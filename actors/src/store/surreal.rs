@@ -115,6 +115,9 @@ struct Index {
     segments: BTreeMap<u64, SegMeta>,
     last_seq: u64,
     checkpoint_seq: u64,
+    /// Agents that have a row: a checkpoint inserts the others, which is much cheaper than
+    /// an upsert.
+    stored: std::collections::HashSet<AgentId>,
 }
 
 /// The SurrealDB [`Store`].
@@ -237,16 +240,22 @@ impl SurrealStore {
             .query(
                 "SELECT first_seq, last_seq, newest_at_ms FROM segment;
                  SELECT VALUE last_seq FROM ONLY meta:log;
-                 SELECT VALUE seq FROM ONLY meta:checkpoint;",
+                 SELECT VALUE seq FROM ONLY meta:checkpoint;
+                 SELECT VALUE agent_id FROM agent;",
                 json!({}),
             )
             .await?;
         let rows: Vec<Value> = r.take(0).map_err(read_err)?;
         let last: Option<Value> = r.take(1).map_err(read_err)?;
         let cp: Option<Value> = r.take(2).map_err(read_err)?;
+        let stored: Vec<Value> = r.take(3).map_err(read_err)?;
         let mut index = Index {
             last_seq: last.and_then(|v| v.as_u64()).unwrap_or(0),
             checkpoint_seq: cp.and_then(|v| v.as_u64()).unwrap_or(0),
+            stored: stored
+                .iter()
+                .filter_map(|v| v.as_str().and_then(|s| AgentId::new(s).ok()))
+                .collect(),
             ..Index::default()
         };
         for row in rows {
@@ -443,8 +452,32 @@ impl Store for SurrealStore {
     }
 
     async fn checkpoint(&self, agents: &[AgentRecord], seq: u64) -> Result<(), StoreError> {
-        for chunk in agents.chunks(CHECKPOINT_CHUNK) {
-            let rows = chunk.iter().map(agent_row).collect::<Result<Vec<_>, _>>()?;
+        let (fresh, known): (Vec<&AgentRecord>, Vec<&AgentRecord>) = {
+            let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            agents.iter().partition(|a| !index.stored.contains(&a.id))
+        };
+        for chunk in fresh.chunks(CHECKPOINT_CHUNK) {
+            let rows = chunk
+                .iter()
+                .map(|a| {
+                    let mut v = agent_row(a)?;
+                    v["id"] = Value::String(a.id.to_string()); // the record key
+                    Ok(v)
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            self.write(
+                "INSERT INTO agent $rows RETURN NONE",
+                json!({ "rows": rows }),
+            )
+            .await?;
+            let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            index.stored.extend(chunk.iter().map(|a| a.id.clone()));
+        }
+        for chunk in known.chunks(CHECKPOINT_CHUNK) {
+            let rows = chunk
+                .iter()
+                .map(|a| agent_row(a))
+                .collect::<Result<Vec<_>, _>>()?;
             self.write(
                 "FOR $r IN $rows {
                      UPSERT type::record('agent', $r.agent_id) CONTENT $r RETURN NONE;
