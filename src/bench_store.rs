@@ -208,7 +208,12 @@ pub fn run_storm(args: StormBench) -> anyhow::Result<()> {
     let dir = scratch(&args.dir, "storm")?;
     let url = format!("surrealkv://{}/db", dir.display());
     let r = runtime()?.block_on(async {
-        let rt = open_runtime(&url, bench_policy()).await?;
+        // Registered with a long interval, so none misses a beat while the others register.
+        let long = Policy {
+            heartbeat_interval: Duration::from_secs(3600),
+            ..bench_policy()
+        };
+        let rt = open_runtime(&url, long).await?;
         let t = Instant::now();
         let handles = register_all(&rt, args.agents).await?;
         let register_secs = t.elapsed().as_secs_f64();
@@ -227,11 +232,19 @@ pub fn run_storm(args: StormBench) -> anyhow::Result<()> {
             })
             .await?;
         let batches0 = rt.stats().await?.registry.batches;
-        // Everyone beats at once, then never again.
+        // Everyone beats at once, then never again; the policy drops to a 1 s interval.
         let beat_at = tokio::time::Instant::now();
         for h in &handles {
             let _ = h.heartbeat(Beat::healthy());
         }
+        rt.admin(vigil_actors::AdminRequest::SetPolicy {
+            kind: "bench".into(),
+            patch: vigil_actors::PolicyPatch {
+                heartbeat_interval: Some(bench_policy().heartbeat_interval),
+                ..Default::default()
+            },
+        })
+        .await?;
         let p = bench_policy();
         let deadline = beat_at + p.heartbeat_interval * p.offline_after + p.grace;
         let mut late = Vec::with_capacity(args.agents);
