@@ -41,20 +41,12 @@ pub struct StoreBench {
     pub json: Option<PathBuf>,
 }
 
+/// The arguments of `storm` and `restart`.
 #[derive(Debug, Clone, clap::Args, Serialize)]
-pub struct StormBench {
+pub struct FleetBench {
     #[arg(long, default_value_t = 100_000)]
     pub agents: usize,
-    #[arg(long)]
-    pub dir: Option<PathBuf>,
-    #[arg(long)]
-    pub json: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, clap::Args, Serialize)]
-pub struct RestartBench {
-    #[arg(long, default_value_t = 100_000)]
-    pub agents: usize,
+    /// Where the SurrealKV directory goes.
     #[arg(long)]
     pub dir: Option<PathBuf>,
     #[arg(long)]
@@ -204,7 +196,7 @@ pub struct StormResult {
     pub batches: u64,
 }
 
-pub fn run_storm(args: StormBench) -> anyhow::Result<()> {
+pub fn run_storm(args: FleetBench) -> anyhow::Result<()> {
     let dir = scratch(&args.dir, "storm")?;
     let url = format!("surrealkv://{}/db", dir.display());
     let r = runtime()?.block_on(async {
@@ -300,7 +292,7 @@ pub struct RestartResult {
     pub transitions_after_restart: usize,
 }
 
-pub fn run_restart(args: RestartBench) -> anyhow::Result<()> {
+pub fn run_restart(args: FleetBench) -> anyhow::Result<()> {
     let dir = scratch(&args.dir, "restart")?;
     let url = format!("surrealkv://{}/db", dir.display());
     let tokio_rt = runtime()?;

@@ -51,9 +51,9 @@ enum BenchCmd {
     /// Durable events/s and commit latency of the segmented log against segment size.
     Store(vigil::bench_store::StoreBench),
     /// A storm of N offline transitions: time until all are durable and delivered.
-    Storm(vigil::bench_store::StormBench),
+    Storm(vigil::bench_store::FleetBench),
     /// Restore time and RSS for N persisted agents; transitions caused by a restart.
-    Restart(vigil::bench_store::RestartBench),
+    Restart(vigil::bench_store::FleetBench),
 }
 
 #[derive(Subcommand)]

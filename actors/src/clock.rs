@@ -33,14 +33,6 @@ impl Clock {
             .unwrap_or(t)
     }
 
-    /// The instant a wall-clock time corresponds to (clamped to the clock's epoch).
-    pub fn instant(&self, at: DateTime<Utc>) -> Instant {
-        match (at - self.base_utc).to_std() {
-            Ok(d) => self.base + d,
-            Err(_) => self.base,
-        }
-    }
-
     /// The clock's epoch.
     pub fn base(&self) -> Instant {
         self.base

@@ -94,7 +94,6 @@ pub(crate) struct FleetState {
     directory: Directory,
     policies: Policies,
     kinds: HashMap<String, Arc<str>>,
-    restarts: u64,
 }
 
 pub(crate) struct FleetSupervisor;
@@ -115,7 +114,6 @@ impl Actor for FleetSupervisor {
             directory: args.directory,
             policies: args.policies,
             kinds: HashMap::new(),
-            restarts: 0,
         })
     }
 
@@ -366,7 +364,6 @@ impl FleetState {
         };
         match self.spawn(cell, policy, mode, myself).await {
             Ok(()) => {
-                self.restarts += 1;
                 info!(agent = %id, status = %record.status, "agent actor restarted");
             }
             Err(e) => {
@@ -387,7 +384,7 @@ impl FleetState {
             return 0;
         };
         let mut n = 0;
-        for (record, _) in list {
+        for record in list {
             if self.lookup(&record.id).is_some() {
                 continue;
             }

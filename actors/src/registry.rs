@@ -56,7 +56,7 @@ pub(crate) enum RegistryMsg {
     Query(Query, RpcReplyPort<Result<AdminResponse, AdminError>>),
     Subscribe(SubscribeOptions, RpcReplyPort<Subscription>),
     /// Agents restored from the store that are to be supervised again.
-    Restorable(RpcReplyPort<Vec<(AgentRecord, Option<Arc<AgentCell>>)>>),
+    Restorable(RpcReplyPort<Vec<AgentRecord>>),
     Attach(AgentId, Arc<AgentCell>),
     Flush,
     Committed(Result<(), StoreError>),
@@ -254,7 +254,7 @@ impl Actor for RegistryActor {
                     .agents
                     .values()
                     .filter(|e| e.record.status != Status::Left)
-                    .map(|e| ((*e.record).clone(), e.cell.clone()))
+                    .map(|e| (*e.record).clone())
                     .collect();
                 let _ = reply.send(list);
             }

@@ -331,14 +331,28 @@ impl SurrealStore {
         }
     }
 
-    /// Segment keys (last seqs) holding events with seq >= from, in order.
-    fn segments_from(&self, from: u64) -> Vec<(u64, SegMeta)> {
-        let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-        index
-            .segments
-            .range(from..)
-            .map(|(k, m)| (*k, *m))
-            .collect()
+    /// Events with `seq >= from` that `keep` accepts, in order, at most `limit`: the
+    /// segments that hold them are found in the index and read one by one.
+    async fn scan(
+        &self,
+        from: u64,
+        limit: usize,
+        keep: impl Fn(&Event) -> bool,
+    ) -> Result<Vec<Event>, StoreError> {
+        let keys: Vec<u64> = {
+            let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            index.segments.range(from..).map(|(k, _)| *k).collect()
+        };
+        let mut out = Vec::new();
+        for k in keys {
+            if out.len() >= limit {
+                break;
+            }
+            let events = self.segment(k).await?;
+            out.extend(events.into_iter().filter(|e| e.seq >= from && keep(e)));
+        }
+        out.truncate(limit);
+        Ok(out)
     }
 }
 
@@ -372,10 +386,7 @@ impl Store for SurrealStore {
             let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
             (index.checkpoint_seq, index.last_seq)
         };
-        let mut events_after = Vec::new();
-        for (k, _) in self.segments_from(cp + 1) {
-            events_after.extend(self.segment(k).await?.into_iter().filter(|e| e.seq > cp));
-        }
+        let events_after = self.scan(cp + 1, usize::MAX, |_| true).await?;
         Ok(Loaded {
             agents,
             checkpoint_seq: cp,
@@ -506,16 +517,7 @@ impl Store for SurrealStore {
     }
 
     async fn read_events(&self, from: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
-        let mut out = Vec::new();
-        for (k, _) in self.segments_from(from) {
-            if out.len() >= limit {
-                break;
-            }
-            let events = self.segment(k).await?;
-            out.extend(events.into_iter().filter(|e| e.seq >= from));
-        }
-        out.truncate(limit);
-        Ok(out)
+        self.scan(from, limit, |_| true).await
     }
 
     async fn agent_events(
@@ -524,20 +526,8 @@ impl Store for SurrealStore {
         since: u64,
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
-        let mut out = Vec::new();
-        for (k, _) in self.segments_from(since + 1) {
-            if out.len() >= limit {
-                break;
-            }
-            let events = self.segment(k).await?;
-            out.extend(
-                events
-                    .into_iter()
-                    .filter(|e| e.seq > since && e.agent.as_ref() == Some(id)),
-            );
-        }
-        out.truncate(limit);
-        Ok(out)
+        self.scan(since + 1, limit, |e| e.agent.as_ref() == Some(id))
+            .await
     }
 
     async fn oldest_seq(&self) -> Result<Option<u64>, StoreError> {
