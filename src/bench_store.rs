@@ -193,6 +193,10 @@ pub struct StormResult {
     /// From the offline deadline to the last offline transition delivered.
     pub storm_secs: f64,
     pub offline_late: Quantiles,
+    /// From the offline deadline to the transition's timestamp (detection).
+    pub detect_late: Quantiles,
+    /// From the transition's timestamp to its delivery (persist + publish).
+    pub deliver: Quantiles,
     pub batches: u64,
 }
 
@@ -226,6 +230,7 @@ pub fn run_storm(args: FleetBench) -> anyhow::Result<()> {
         let batches0 = rt.stats().await?.registry.batches;
         // Everyone beats at once, then never again; the policy drops to a 1 s interval.
         let beat_at = tokio::time::Instant::now();
+        let beat_wall = Utc::now();
         for h in &handles {
             let _ = h.heartbeat(Beat::healthy());
         }
@@ -238,13 +243,21 @@ pub fn run_storm(args: FleetBench) -> anyhow::Result<()> {
         })
         .await?;
         let p = bench_policy();
-        let deadline = beat_at + p.heartbeat_interval * p.offline_after + p.grace;
+        let after = p.heartbeat_interval * p.offline_after + p.grace;
+        let deadline = beat_at + after;
+        let deadline_wall = beat_wall + chrono::Duration::from_std(after)?;
         let mut late = Vec::with_capacity(args.agents);
+        let (mut detect, mut deliver) = (Vec::new(), Vec::new());
         while late.len() < args.agents {
             match tokio::time::timeout(Duration::from_secs(120), sub.next()).await {
                 Ok(Some(SubscriptionItem::Event(e))) => {
                     if e.body.status_after() == Some(Status::Offline) {
                         late.push(tokio::time::Instant::now().saturating_duration_since(deadline));
+                        let ms = |d: chrono::TimeDelta| {
+                            Duration::from_millis(d.num_milliseconds().max(0) as u64)
+                        };
+                        detect.push(ms(e.at - deadline_wall));
+                        deliver.push(ms(Utc::now() - e.at));
                     }
                 }
                 other => anyhow::bail!("storm subscription ended: {other:?}"),
@@ -261,19 +274,27 @@ pub fn run_storm(args: FleetBench) -> anyhow::Result<()> {
             offline_seen: late.len(),
             storm_secs,
             offline_late: Quantiles::of(late),
+            detect_late: Quantiles::of(detect),
+            deliver: Quantiles::of(deliver),
             batches,
         })
     })?;
     let _ = std::fs::remove_dir_all(&dir);
-    println!("| agents | offline transitions durable + delivered | all done after deadline | p50 / p99 (ms) | segments written |");
-    println!("| --- | --- | --- | --- | --- |");
+    println!("| agents | offline transitions durable + delivered | all done after deadline | p50 / p99 (ms) | detected after deadline p50 / p99 / max (ms) | detected → delivered p50 / p99 / max (ms) | segments written |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
     println!(
-        "| {} | {} | {:.2} s | {:.0} / {:.0} | {} |",
+        "| {} | {} | {:.2} s | {:.0} / {:.0} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} | {} |",
         r.agents,
         r.offline_seen,
         r.storm_secs,
         r.offline_late.p50_ms,
         r.offline_late.p99_ms,
+        r.detect_late.p50_ms,
+        r.detect_late.p99_ms,
+        r.detect_late.max_ms,
+        r.deliver.p50_ms,
+        r.deliver.p99_ms,
+        r.deliver.max_ms,
         r.batches
     );
     write_json(&args.json, &r)

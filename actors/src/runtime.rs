@@ -230,8 +230,11 @@ impl Runtime {
         }
         let clock = Clock::start();
         let lag = Arc::new(LagMonitor::new(config.lag.clone(), clock.now()));
+        let t_load = std::time::Instant::now();
         let loaded = store.load().await?;
         let last_seq = loaded.last_seq;
+        let (n_loaded, n_replayed) = (loaded.agents.len(), loaded.events_after.len());
+        let load_ms = t_load.elapsed().as_millis() as u64;
         let spawn_err = |e: ractor::SpawnErr| RuntimeError::Spawn(e.to_string());
 
         let (broadcaster, b_task) = Actor::spawn(
@@ -316,6 +319,7 @@ impl Runtime {
             actor_tasks: vec![f_task, r_task, b_task],
             store: store.clone(),
         };
+        let t_restore = std::time::Instant::now();
         let restored = match rt
             .fleet
             .call(FleetMsg::Restore, Some(Duration::from_secs(3600)))
@@ -328,6 +332,10 @@ impl Runtime {
             info!(
                 agents = restored,
                 seq = last_seq,
+                checkpointed = n_loaded,
+                replayed_events = n_replayed,
+                load_ms,
+                supervise_ms = t_restore.elapsed().as_millis() as u64,
                 "fleet restored from the store"
             );
         }

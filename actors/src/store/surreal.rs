@@ -31,7 +31,7 @@ use surrealdb::engine::local::Db;
 use surrealdb::{IndexedResults, Surreal};
 use surrealdb_core::kvs::Datastore;
 use tokio::sync::RwLock;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{Loaded, Retention, Store, StoreError};
 use crate::model::{AgentId, AgentRecord, Event};
@@ -136,6 +136,7 @@ fn read_err(e: impl std::fmt::Display) -> StoreError {
 impl SurrealStore {
     /// Opens (creating if needed) the store at `url` and defines the schema.
     pub async fn open(url: &str, opts: SurrealOptions) -> Result<Arc<Self>, StoreError> {
+        let started = std::time::Instant::now();
         let store = Arc::new(Self {
             url: url.to_string(),
             opts,
@@ -144,8 +145,15 @@ impl SurrealStore {
             suspect: AtomicBool::new(false),
         });
         let conn = store.connect().await?;
+        let connect_ms = started.elapsed().as_millis() as u64;
         store.init(&conn).await?;
         *store.conn.write().await = Some(conn);
+        debug!(
+            url,
+            connect_ms,
+            total_ms = started.elapsed().as_millis() as u64,
+            "store opened"
+        );
         Ok(store)
     }
 
