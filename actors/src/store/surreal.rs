@@ -336,9 +336,9 @@ impl SurrealStore {
         let row: Option<Value> = r.take(0).map_err(read_err)?;
         match row {
             // Written as one JSON text (see `append`); an array of objects is read too.
-            Some(v) => match v["events_json"].as_str() {
+            Some(mut v) => match v["events_json"].as_str() {
                 Some(text) => serde_json::from_str(text).map_err(read_err),
-                None => serde_json::from_value(v["events"].clone()).map_err(read_err),
+                None => serde_json::from_value(v["events"].take()).map_err(read_err),
             },
             None => Err(StoreError::Read(format!("segment {last_seq} is missing"))),
         }
@@ -432,8 +432,8 @@ impl Store for SurrealStore {
         let newest_at_ms = events.last().map_or(0, |e| e.at.timestamp_millis());
         // The events travel as one JSON text: SurrealDB then stores one string instead of
         // converting and encoding thousands of nested objects, which was most of a write's CPU.
-        let events_json = serde_json::to_string(&events.iter().map(|e| &**e).collect::<Vec<_>>())
-            .map_err(|e| StoreError::Write(e.to_string()))?;
+        let events_json =
+            serde_json::to_string(events).map_err(|e| StoreError::Write(e.to_string()))?;
         let segment = json!({
             "first_seq": first,
             "last_seq": last,
@@ -599,6 +599,36 @@ mod tests {
                 .expect("open mem://")
         })
         .await;
+    }
+
+    #[tokio::test]
+    async fn a_segment_written_as_an_array_of_events_is_still_read() {
+        let s = SurrealStore::open("mem://", SurrealOptions::default())
+            .await
+            .expect("open mem://");
+        let ev: Vec<_> = (1..=3)
+            .map(|i| {
+                crate::store::conformance::event(
+                    i,
+                    "a",
+                    crate::model::Status::Online,
+                    crate::model::Status::Degraded,
+                )
+            })
+            .collect();
+        s.write(
+            "CREATE type::record('segment', $k) CONTENT $segment RETURN NONE",
+            json!({ "k": 3, "segment": { "first_seq": 1, "last_seq": 3, "events": ev } }),
+        )
+        .await
+        .expect("write an array segment");
+        let read = s.segment(3).await.expect("read it back");
+        assert_eq!(
+            read.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert_eq!(read[0], *ev[0]);
+        s.close().await;
     }
 
     #[tokio::test]
