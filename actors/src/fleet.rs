@@ -81,6 +81,9 @@ pub(crate) enum FleetMsg {
     StopAll(RpcReplyPort<()>),
 }
 
+/// Restored agents' cells go to the registry in batches of this many (one message each).
+const ATTACH_BATCH: usize = 4096;
+
 pub(crate) struct FleetArgs {
     pub ctx: Ctx,
     pub broadcaster: ActorRef<BroadcastMsg>,
@@ -384,6 +387,7 @@ impl FleetState {
             return 0;
         };
         let mut n = 0;
+        let mut attach = Vec::with_capacity(ATTACH_BATCH);
         for record in list {
             if self.lookup(&record.id).is_some() {
                 continue;
@@ -398,10 +402,13 @@ impl FleetState {
             cell.set_own_interval(record.heartbeat_interval_ms.map(Duration::from_millis));
             let own = record.heartbeat_interval_ms.map(Duration::from_millis);
             let policy = self.policies.for_agent(&record.kind, own);
-            let _ = self
-                .ctx
-                .registry
-                .cast(RegistryMsg::Attach(record.id.clone(), cell.clone()));
+            attach.push((record.id.clone(), cell.clone()));
+            if attach.len() >= ATTACH_BATCH {
+                let _ = self
+                    .ctx
+                    .registry
+                    .cast(RegistryMsg::Attach(std::mem::take(&mut attach)));
+            }
             let mode = Mode::Restored {
                 status: record.status,
                 reported: record.reported,
@@ -412,6 +419,9 @@ impl FleetState {
             }
             self.dir_write().insert(record.id.clone(), cell);
             n += 1;
+        }
+        if !attach.is_empty() {
+            let _ = self.ctx.registry.cast(RegistryMsg::Attach(attach));
         }
         n
     }

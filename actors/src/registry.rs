@@ -9,7 +9,12 @@
 //! succeeds; supervision goes on in memory meanwhile.
 //!
 //! Checkpoints of the live view go through the same one-at-a-time pipeline, after the batches
-//! before them, so a checkpoint never reflects an event that is not durable.
+//! before them, so a checkpoint never reflects an event that is not durable. A periodic
+//! checkpoint writes only the agents changed since the last one; when those incremental
+//! records outnumber the agents, the next checkpoint is full (it replaces them all), so a
+//! restore reads at most about twice the fleet. The store's queryable copy of the agents (the
+//! mirror) is refreshed in small chunks when the pipeline is otherwise idle, so a large
+//! refresh never delays an event's durability by more than one chunk.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,13 +61,24 @@ pub(crate) enum RegistryMsg {
     Query(Query, RpcReplyPort<Result<AdminResponse, AdminError>>),
     Subscribe(SubscribeOptions, RpcReplyPort<Subscription>),
     /// Agents restored from the store that are to be supervised again.
-    Restorable(RpcReplyPort<Vec<AgentRecord>>),
-    Attach(AgentId, Arc<AgentCell>),
+    Restorable(RpcReplyPort<Vec<Restorable>>),
+    /// The cells of restored agents, now supervised.
+    Attach(Vec<(AgentId, Arc<AgentCell>)>),
     Flush,
     Committed(Result<(), StoreError>),
     Checkpoint,
     /// Flush everything, write a full checkpoint, answer when durable.
     Drain(RpcReplyPort<Result<(), StoreError>>),
+}
+
+/// What supervising a restored agent again needs from its record.
+#[derive(Debug, Clone)]
+pub(crate) struct Restorable {
+    pub id: AgentId,
+    pub kind: Arc<str>,
+    pub status: Status,
+    pub reported: crate::model::Reported,
+    pub heartbeat_interval_ms: Option<u64>,
 }
 
 /// Read-only queries the registry answers.
@@ -137,8 +153,25 @@ impl Entry {
 enum Op {
     Segment(Arc<[Arc<Event>]>),
     Retain,
-    Checkpoint(Vec<AgentRecord>, u64),
+    Checkpoint {
+        records: Arc<[AgentRecord]>,
+        seq: u64,
+        full: bool,
+    },
+    /// Mirror these records; with `complete_at`, the mirror is then complete as of that seq.
+    Mirror {
+        records: Arc<[AgentRecord]>,
+        complete_at: Option<u64>,
+    },
 }
+
+/// Below this many agents, incremental checkpoints go on until they hold this many records.
+const INCREMENTAL_MIN_ROWS: usize = 1000;
+/// Records per mirror write: small, so a refresh never holds the pipeline for long.
+const MIRROR_CHUNK: usize = 1000;
+/// How long a drain (shutdown) goes on refreshing the mirror before it gives up (the next
+/// start then rewrites it in the background).
+const DRAIN_MIRROR_BUDGET: Duration = Duration::from_secs(3);
 
 pub(crate) struct RegistryState {
     store: Arc<dyn Store>,
@@ -162,6 +195,18 @@ pub(crate) struct RegistryState {
     batches: u64,
     /// Agents changed since the last checkpoint; not kept when only shutdown checkpoints.
     dirty: Option<BTreeSet<AgentId>>,
+    /// Agents whose mirror row is out of date.
+    mirror_dirty: BTreeSet<AgentId>,
+    /// A checkpoint has passed since the mirror was last brought up to date: refresh it.
+    mirror_due: bool,
+    /// The seq the mirror was last marked complete at.
+    mirror_marked: Option<u64>,
+    /// Agent records the stored checkpoint holds (see `Loaded::checkpoint_rows`).
+    checkpoint_rows: Option<usize>,
+    /// The seq of the last durable checkpoint.
+    checkpoint_seq: u64,
+    /// While draining: until when the mirror is refreshed.
+    drain_until: Option<tokio::time::Instant>,
     parked: Vec<(u64, Snapshot, Filter, RpcReplyPort<Subscription>)>,
     drains: Vec<RpcReplyPort<Result<(), StoreError>>>,
     flush_queued: bool,
@@ -203,6 +248,12 @@ impl Actor for RegistryActor {
             store_ok: args.store_ok,
             batches: 0,
             dirty: (!args.checkpoint_interval.is_zero()).then(BTreeSet::new),
+            mirror_dirty: BTreeSet::new(),
+            mirror_due: false,
+            mirror_marked: None,
+            checkpoint_rows: args.loaded.checkpoint_rows,
+            checkpoint_seq: args.loaded.checkpoint_seq,
+            drain_until: None,
             parked: Vec::new(),
             drains: Vec::new(),
             flush_queued: false,
@@ -212,6 +263,10 @@ impl Actor for RegistryActor {
                 record: Box::new(record),
                 cell: None,
             });
+        }
+        if !args.loaded.mirror_clean {
+            st.mirror_dirty = st.agents.keys().cloned().collect();
+            st.mirror_due = true;
         }
         for e in &args.loaded.events_after {
             st.apply(e);
@@ -254,13 +309,21 @@ impl Actor for RegistryActor {
                     .agents
                     .values()
                     .filter(|e| e.record.status != Status::Left)
-                    .map(|e| (*e.record).clone())
+                    .map(|e| Restorable {
+                        id: e.record.id.clone(),
+                        kind: e.record.kind.clone(),
+                        status: e.record.status,
+                        reported: e.record.reported,
+                        heartbeat_interval_ms: e.record.heartbeat_interval_ms,
+                    })
                     .collect();
                 let _ = reply.send(list);
             }
-            RegistryMsg::Attach(id, cell) => {
-                if let Some(e) = st.agents.get_mut(&id) {
-                    e.cell = Some(cell);
+            RegistryMsg::Attach(cells) => {
+                for (id, cell) in cells {
+                    if let Some(e) = st.agents.get_mut(&id) {
+                        e.cell = Some(cell);
+                    }
                 }
             }
             RegistryMsg::Flush => {
@@ -270,6 +333,7 @@ impl Actor for RegistryActor {
             RegistryMsg::Committed(result) => st.committed(result, &myself),
             RegistryMsg::Checkpoint => {
                 st.queue_checkpoint(false);
+                st.mirror_due = !st.mirror_dirty.is_empty();
                 if !st.retention.is_unbounded() {
                     st.ops.push_back(Op::Retain);
                 }
@@ -277,6 +341,7 @@ impl Actor for RegistryActor {
             }
             RegistryMsg::Drain(reply) => {
                 st.queue_checkpoint(true);
+                st.drain_until = Some(tokio::time::Instant::now() + DRAIN_MIRROR_BUDGET);
                 st.drains.push(reply);
                 st.pump(&myself);
             }
@@ -299,10 +364,16 @@ impl RegistryState {
             *self.counts.entry(status).or_default() += 1;
             e.record.status = status;
             e.record.updated_at = at;
-            if let Some(d) = &mut self.dirty {
-                d.insert(id.clone());
-            }
+            self.touch(id);
         }
+    }
+
+    /// Marks an agent changed: the next checkpoint and the mirror write it.
+    fn touch(&mut self, id: &AgentId) {
+        if let Some(d) = &mut self.dirty {
+            d.insert(id.clone());
+        }
+        self.mirror_dirty.insert(id.clone());
     }
 
     /// Applies a persisted event to the view (restore: replay of the log).
@@ -346,6 +417,7 @@ impl RegistryState {
                     record: Box::new(record),
                     cell: None,
                 });
+                self.touch(id);
             }
             other => {
                 if let Some(s) = other.status_after() {
@@ -396,9 +468,7 @@ impl RegistryState {
             record: Box::new(record),
             cell: Some(cell),
         });
-        if let Some(d) = &mut self.dirty {
-            d.insert(id.clone());
-        }
+        self.touch(&id);
         self.push_event(Change {
             agent: Some(id),
             at,
@@ -472,20 +542,63 @@ impl RegistryState {
                 .map(|d| std::mem::take(d).into_iter().collect())
                 .unwrap_or_default()
         };
-        if full {
+        // Incremental records pile up until a restore would read more than the fleet twice
+        // over; then this checkpoint is full and replaces them.
+        let full = full
+            || self.checkpoint_rows.is_none_or(|rows| {
+                rows + ids.len() > (2 * self.agents.len()).max(INCREMENTAL_MIN_ROWS)
+            });
+        let ids = if full {
             if let Some(d) = &mut self.dirty {
                 d.clear();
             }
-        }
-        let records: Vec<AgentRecord> = ids
+            self.agents.keys().cloned().collect()
+        } else {
+            ids
+        };
+        let records: Arc<[AgentRecord]> = ids
             .iter()
             .filter_map(|id| self.agents.get(id))
             .map(|e| e.view(&self.clock))
             .collect();
         let seq = self.next_seq - 1;
         if !records.is_empty() || full {
-            self.ops.push_back(Op::Checkpoint(records, seq));
+            self.ops.push_back(Op::Checkpoint { records, seq, full });
         }
+    }
+
+    /// The next mirror write, when the pipeline has nothing else to do: a chunk of the agents
+    /// whose row is out of date (after a checkpoint, or while draining), then, when draining
+    /// and the mirror is up to date, the mark that it is complete.
+    fn next_mirror(&mut self) -> Option<Op> {
+        let draining = self
+            .drain_until
+            .is_some_and(|t| tokio::time::Instant::now() < t);
+        if !self.mirror_dirty.is_empty() && (self.mirror_due || draining) {
+            let mut records = Vec::with_capacity(MIRROR_CHUNK.min(self.mirror_dirty.len()));
+            while records.len() < MIRROR_CHUNK {
+                let Some(id) = self.mirror_dirty.pop_first() else {
+                    break;
+                };
+                if let Some(e) = self.agents.get(&id) {
+                    records.push(e.view(&self.clock));
+                }
+            }
+            return Some(Op::Mirror {
+                records: records.into(),
+                complete_at: None,
+            });
+        }
+        if self.mirror_dirty.is_empty() {
+            self.mirror_due = false;
+            if !self.drains.is_empty() && self.mirror_marked != Some(self.checkpoint_seq) {
+                return Some(Op::Mirror {
+                    records: Arc::from([]),
+                    complete_at: Some(self.checkpoint_seq),
+                });
+            }
+        }
+        None
     }
 
     /// Starts the next write if none is running.
@@ -501,13 +614,17 @@ impl RegistryState {
         }
         if self.inflight.is_none() {
             if self.ops.is_empty() {
-                if self.pending.is_empty() {
+                if !self.pending.is_empty() {
+                    let n = self.pending.len().min(self.max_batch);
+                    let batch: Arc<[Arc<Event>]> = self.pending.drain(..n).collect();
+                    self.ops.push_back(Op::Segment(batch));
+                } else if let Some(op) = self.next_mirror() {
+                    self.ops.push_back(op);
+                } else {
+                    self.drain_until = None;
                     self.finish_drains();
                     return;
                 }
-                let n = self.pending.len().min(self.max_batch);
-                let batch: Arc<[Arc<Event>]> = self.pending.drain(..n).collect();
-                self.ops.push_back(Op::Segment(batch));
             }
             self.inflight = self.ops.pop_front();
         }
@@ -519,9 +636,16 @@ impl RegistryState {
                 let batch = batch.clone();
                 Box::pin(async move { store.append(&batch).await })
             }
-            Some(Op::Checkpoint(records, seq)) => {
-                let (records, seq) = (records.clone(), *seq);
-                Box::pin(async move { store.checkpoint(&records, seq).await })
+            Some(Op::Checkpoint { records, seq, full }) => {
+                let (records, seq, full) = (records.clone(), *seq, *full);
+                Box::pin(async move { store.checkpoint(&records, seq, full).await })
+            }
+            Some(Op::Mirror {
+                records,
+                complete_at,
+            }) => {
+                let (records, complete_at) = (records.clone(), *complete_at);
+                Box::pin(async move { store.mirror(&records, complete_at).await })
             }
             Some(Op::Retain) => {
                 let retention = self.retention.clone();
@@ -556,7 +680,16 @@ impl RegistryState {
                         let _ = self.broadcaster.cast(BroadcastMsg::Publish(batch));
                         self.release_parked();
                     }
-                    Some(Op::Checkpoint(..) | Op::Retain) | None => {}
+                    Some(Op::Checkpoint { records, seq, full }) => {
+                        let before = if full { 0 } else { self.checkpoint_rows.unwrap_or(0) };
+                        self.checkpoint_rows = Some(before + records.len());
+                        self.checkpoint_seq = seq;
+                    }
+                    Some(Op::Mirror {
+                        complete_at: Some(seq),
+                        ..
+                    }) => self.mirror_marked = Some(seq),
+                    Some(Op::Mirror { .. } | Op::Retain) | None => {}
                 }
                 self.pump(myself);
             }
@@ -700,7 +833,7 @@ impl RegistryState {
                     .chain(self.inflight.iter())
                     .map(|op| match op {
                         Op::Segment(b) => b.len(),
-                        Op::Checkpoint(..) | Op::Retain => 0,
+                        Op::Checkpoint { .. } | Op::Mirror { .. } | Op::Retain => 0,
                     })
                     .sum::<usize>(),
             store_errors: self.store_errors,

@@ -130,6 +130,7 @@ async fn checkpoint_and_replay(s: &dyn Store) {
     s.checkpoint(
         &[record("a", Status::Degraded), record("b", Status::Online)],
         3,
+        true,
     )
     .await
     .expect("checkpoint");
@@ -149,8 +150,8 @@ async fn checkpoint_and_replay(s: &dyn Store) {
         agents,
         vec![record("a", Status::Degraded), record("b", Status::Online)]
     );
-    // A later checkpoint overwrites the same agent.
-    s.checkpoint(&[record("a", Status::Offline)], 5)
+    // A later incremental checkpoint is laid over the same agent.
+    s.checkpoint(&[record("a", Status::Offline)], 5, false)
         .await
         .expect("checkpoint 2");
     let l = s.load().await.expect("load 2");
@@ -159,6 +160,32 @@ async fn checkpoint_and_replay(s: &dyn Store) {
     let a = l.agents.iter().find(|r| r.id == id("a")).expect("agent a");
     assert_eq!(a.status, Status::Offline);
     assert_eq!(l.agents.len(), 2);
+    assert!(l.checkpoint_rows.is_some_and(|n| n >= 2));
+    // Another incremental one, then a full one that replaces them all.
+    s.checkpoint(&[record("c", Status::Online)], 5, false)
+        .await
+        .expect("checkpoint 3");
+    assert_eq!(s.load().await.expect("load 3").agents.len(), 3);
+    s.checkpoint(
+        &[record("a", Status::Online), record("c", Status::Degraded)],
+        5,
+        true,
+    )
+    .await
+    .expect("checkpoint 4");
+    let l = s.load().await.expect("load 4");
+    let mut agents = l.agents.clone();
+    agents.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(
+        agents,
+        vec![record("a", Status::Online), record("c", Status::Degraded)]
+    );
+    assert_eq!(l.checkpoint_rows, Some(2));
+    // A mirror write never changes what a restore reads.
+    s.mirror(&[record("z", Status::Offline)], Some(5))
+        .await
+        .expect("mirror");
+    assert_eq!(s.load().await.expect("load 5").agents.len(), 2);
 }
 
 async fn agent_history(s: &dyn Store) {
@@ -195,7 +222,7 @@ async fn retention_drops_whole_segments_never_past_the_checkpoint(s: &dyn Store)
     };
     // Nothing is checkpointed yet: a restart needs every event, so nothing is dropped.
     assert_eq!(s.retain(&keep_two).await.expect("retain"), Some(1));
-    s.checkpoint(&[record("a", Status::Degraded)], 8)
+    s.checkpoint(&[record("a", Status::Degraded)], 8, true)
         .await
         .expect("checkpoint");
     // Keep at least the newest 2 (9, 10): segments 1-4 and 5-8 go, whole.
@@ -210,7 +237,7 @@ async fn retention_drops_whole_segments_never_past_the_checkpoint(s: &dyn Store)
     assert_eq!(s.load().await.expect("load").last_seq, 11);
     // An age limit drops segments whose newest event is older than it (test events are
     // from 2023).
-    s.checkpoint(&[], 11).await.expect("checkpoint 2");
+    s.checkpoint(&[], 11, false).await.expect("checkpoint 2");
     let by_age = Retention {
         max_age: Some(std::time::Duration::from_secs(3600)),
         max_events: None,

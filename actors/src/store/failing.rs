@@ -62,9 +62,23 @@ impl<S: Store> Store for FailingStore<S> {
         self.inner.append(events).await
     }
 
-    async fn checkpoint(&self, agents: &[AgentRecord], seq: u64) -> Result<(), StoreError> {
+    async fn checkpoint(
+        &self,
+        agents: &[AgentRecord],
+        seq: u64,
+        full: bool,
+    ) -> Result<(), StoreError> {
         self.check()?;
-        self.inner.checkpoint(agents, seq).await
+        self.inner.checkpoint(agents, seq, full).await
+    }
+
+    async fn mirror(
+        &self,
+        agents: &[AgentRecord],
+        complete_at: Option<u64>,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.mirror(agents, complete_at).await
     }
 
     async fn read_events(&self, from: u64, limit: usize) -> Result<Vec<Event>, StoreError> {

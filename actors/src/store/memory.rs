@@ -74,6 +74,8 @@ impl Store for MemStore {
             checkpoint_seq: cp,
             events_after: inner.from(cp + 1).map(|e| (**e).clone()).collect(),
             last_seq: inner.last_seq.max(cp),
+            checkpoint_rows: Some(inner.agents.len()),
+            mirror_clean: true,
         })
     }
 
@@ -100,8 +102,16 @@ impl Store for MemStore {
         Ok(())
     }
 
-    async fn checkpoint(&self, agents: &[AgentRecord], seq: u64) -> Result<(), StoreError> {
+    async fn checkpoint(
+        &self,
+        agents: &[AgentRecord],
+        seq: u64,
+        full: bool,
+    ) -> Result<(), StoreError> {
         let mut inner = self.lock();
+        if full {
+            inner.agents.clear();
+        }
         for a in agents {
             inner.agents.insert(a.id.clone(), a.clone());
         }

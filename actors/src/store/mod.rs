@@ -4,6 +4,8 @@
 //! The registry actor is the only writer. Events are appended in batches (one segment per
 //! group commit) and must be durable when `append` returns; `checkpoint` records the live view
 //! of agents as of a `seq`, so a restart loads the checkpoint and replays the log after it.
+//! A store may also keep a queryable copy of the agents for cold reads and other tools
+//! (`mirror`); restore never reads it.
 
 pub mod conformance;
 mod memory;
@@ -51,6 +53,13 @@ pub struct Loaded {
     pub events_after: Vec<Event>,
     /// The last persisted seq (0 when the log is empty).
     pub last_seq: u64,
+    /// Agent records the checkpoint holds, counting those a later incremental checkpoint
+    /// superseded; `None` when the next checkpoint must be full (a layout this code no longer
+    /// extends). The registry writes a full checkpoint when the superseded ones pile up.
+    pub checkpoint_rows: Option<usize>,
+    /// Whether the mirror was complete as of the checkpoint when the store was last closed;
+    /// otherwise the registry rewrites it.
+    pub mirror_clean: bool,
 }
 
 /// How much of the event log to keep. Whole segments are dropped, oldest first, and never
@@ -99,8 +108,24 @@ pub trait Store: Send + Sync + 'static {
     async fn load(&self) -> Result<Loaded, StoreError>;
     /// Appends a batch of events (consecutive seqs, continuing the log) as one durable unit.
     async fn append(&self, events: &[Arc<Event>]) -> Result<(), StoreError>;
-    /// Writes these agents (upsert) and records that the checkpoint reflects `seq`.
-    async fn checkpoint(&self, agents: &[AgentRecord], seq: u64) -> Result<(), StoreError>;
+    /// Records that the checkpoint reflects `seq`: with `full`, `agents` is every agent and
+    /// replaces what the checkpoint held; without, they are the agents changed since the last
+    /// checkpoint and are laid over it.
+    async fn checkpoint(
+        &self,
+        agents: &[AgentRecord],
+        seq: u64,
+        full: bool,
+    ) -> Result<(), StoreError>;
+    /// Refreshes the store's queryable copy of these agents (if it keeps one); with
+    /// `complete_at`, the copy now reflects every agent as of that seq.
+    async fn mirror(
+        &self,
+        _agents: &[AgentRecord],
+        _complete_at: Option<u64>,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Events with `seq >= from`, in order, at most `limit`.
     async fn read_events(&self, from: u64, limit: usize) -> Result<Vec<Event>, StoreError>;
     /// One agent's events with `seq > since`, in order, at most `limit`.

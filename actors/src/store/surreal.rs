@@ -5,11 +5,18 @@
 //! - `segment:<last_seq>`: one record per group commit, `{first_seq, last_seq, newest_at_ms,
 //!   events_json}` (the events as one JSON array text), written in one transaction with
 //!   `meta:log.last_seq`;
-//! - `agent:<id>`: the checkpoint of the registry's live view, upserted in chunks, with
-//!   `meta:checkpoint.seq` written after the last chunk (a chunk newer than that seq is
-//!   harmless: restore replays the log after the seq in order, and the last event wins);
-//! - `meta:schema.version`; indexes on `agent` (`kind`, `status`, `kind`+`status`) for cold
-//!   reads and other tools, and on `segment.last_seq` for retention.
+//! - `snapshot:<gen * 1e6 + n>`: the checkpoint of the registry's live view, as chunks of
+//!   agent records, each one JSON text (`agents_json`). A full checkpoint writes generation
+//!   `gen + 1` from chunk 0; an incremental one appends chunks to the current generation; a
+//!   restore reads the chunks in order and the last record of an agent wins.
+//!   `meta:checkpoint` (`seq`, `gen`, `chunks`, `rows`) is written after the chunks, so a
+//!   checkpoint cut short is never read (a restore replays the log after `seq` in order);
+//!   after a full one the older generation is deleted;
+//! - `agent:<id>`: a queryable copy of the agents (the mirror) for cold reads and other tools,
+//!   with indexes on `kind`, `status`, `kind`+`status`. It is refreshed in small chunks when
+//!   the registry is idle and restore never reads it; `meta:mirror` (`clean`, `seq`) says
+//!   whether it was complete when the store was closed;
+//! - `meta:schema.version`; an index on `segment.last_seq` for retention.
 //!
 //! Reads find segments through an in-memory index of segment boundaries (loaded at open), so
 //! resuming from a seq is point reads, never a scan. Every parameter is bound, never formatted
@@ -40,8 +47,12 @@ use crate::model::{AgentId, AgentRecord, Event};
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: u64 = 1;
 
-/// Rows per checkpoint statement (one transaction each; bounded by SurrealKV's memtable).
-const CHECKPOINT_CHUNK: usize = 1000;
+/// Agent records per checkpoint chunk (one record, one JSON text, about 1.5 MB).
+const SNAPSHOT_CHUNK: usize = 5000;
+/// Snapshot keys: `gen * SNAPSHOT_GEN + n`.
+const SNAPSHOT_GEN: u64 = 1_000_000;
+/// Rows per mirror statement (one transaction each; bounded by SurrealKV's memtable).
+const MIRROR_CHUNK: usize = 1000;
 
 /// How the store is opened.
 #[derive(Debug, Clone)]
@@ -116,9 +127,19 @@ struct Index {
     segments: BTreeMap<u64, SegMeta>,
     last_seq: u64,
     checkpoint_seq: u64,
-    /// Agents that have a row: a checkpoint inserts the others, which is much cheaper than
-    /// an upsert.
-    stored: std::collections::HashSet<AgentId>,
+    /// The checkpoint's generation and how many chunks of it are committed.
+    gen: u64,
+    chunks: u64,
+    /// Agent records in those chunks.
+    rows: usize,
+    /// The checkpoint is in the `agent` table (a store written before checkpoints were
+    /// chunked): it is read from there, and the next checkpoint must be full.
+    legacy: bool,
+    /// Whether the mirror was complete, as of the checkpoint, when the store was opened.
+    mirror_clean: bool,
+    /// Agents that have a mirror row (read at the first mirror write): the others are
+    /// inserted, which is much cheaper than an upsert.
+    mirrored: Option<std::collections::HashSet<AgentId>>,
 }
 
 /// The SurrealDB [`Store`].
@@ -148,6 +169,9 @@ impl SurrealStore {
         let conn = store.connect().await?;
         let connect_ms = started.elapsed().as_millis() as u64;
         store.init(&conn).await?;
+        // From now until a clean close marks it again, the mirror may fall behind.
+        conn.query("UPSERT meta:mirror SET clean = false RETURN NONE", json!({}))
+            .await?;
         *store.conn.write().await = Some(conn);
         debug!(
             url,
@@ -219,6 +243,8 @@ impl SurrealStore {
                 "DEFINE TABLE IF NOT EXISTS meta SCHEMALESS;
                  DEFINE TABLE IF NOT EXISTS segment SCHEMALESS;
                  DEFINE INDEX IF NOT EXISTS segment_last ON segment FIELDS last_seq;
+                 DEFINE TABLE IF NOT EXISTS snapshot SCHEMALESS;
+                 DEFINE INDEX IF NOT EXISTS snapshot_gen ON snapshot FIELDS gen;
                  DEFINE TABLE IF NOT EXISTS agent SCHEMALESS;
                  DEFINE INDEX IF NOT EXISTS agent_kind ON agent FIELDS kind;
                  DEFINE INDEX IF NOT EXISTS agent_status ON agent FIELDS status;
@@ -229,7 +255,7 @@ impl SurrealStore {
                 json!({}),
             )
             .await?;
-        let version: Option<Value> = r.take(9).map_err(read_err)?;
+        let version: Option<Value> = r.take(11).map_err(read_err)?;
         match version.and_then(|v| v.as_u64()) {
             Some(v) if v > SCHEMA_VERSION => {
                 return Err(StoreError::Unavailable(format!(
@@ -249,22 +275,25 @@ impl SurrealStore {
             .query(
                 "SELECT first_seq, last_seq, newest_at_ms FROM segment;
                  SELECT VALUE last_seq FROM ONLY meta:log;
-                 SELECT VALUE seq FROM ONLY meta:checkpoint;
-                 SELECT VALUE agent_id FROM agent;",
+                 SELECT seq, gen, chunks, rows FROM ONLY meta:checkpoint;
+                 SELECT clean, seq FROM ONLY meta:mirror;",
                 json!({}),
             )
             .await?;
         let rows: Vec<Value> = r.take(0).map_err(read_err)?;
         let last: Option<Value> = r.take(1).map_err(read_err)?;
-        let cp: Option<Value> = r.take(2).map_err(read_err)?;
-        let stored: Vec<Value> = r.take(3).map_err(read_err)?;
+        let cp = r.take::<Option<Value>>(2).map_err(read_err)?.unwrap_or_default();
+        let mirror = r.take::<Option<Value>>(3).map_err(read_err)?.unwrap_or_default();
+        let checkpoint_seq = cp["seq"].as_u64().unwrap_or(0);
         let mut index = Index {
             last_seq: last.and_then(|v| v.as_u64()).unwrap_or(0),
-            checkpoint_seq: cp.and_then(|v| v.as_u64()).unwrap_or(0),
-            stored: stored
-                .iter()
-                .filter_map(|v| v.as_str().and_then(|s| AgentId::new(s).ok()))
-                .collect(),
+            checkpoint_seq,
+            gen: cp["gen"].as_u64().unwrap_or(0),
+            chunks: cp["chunks"].as_u64().unwrap_or(0),
+            rows: cp["rows"].as_u64().unwrap_or(0) as usize,
+            legacy: checkpoint_seq > 0 && cp["gen"].is_null(),
+            mirror_clean: mirror["clean"].as_bool() == Some(true)
+                && mirror["seq"].as_u64() == Some(checkpoint_seq),
             ..Index::default()
         };
         for row in rows {
@@ -389,15 +418,42 @@ fn agent_from_row(mut v: Value) -> Result<AgentRecord, StoreError> {
 #[async_trait]
 impl Store for SurrealStore {
     async fn load(&self) -> Result<Loaded, StoreError> {
-        let mut r = self.read("SELECT * FROM agent", json!({})).await?;
-        let rows: Vec<Value> = r.take(0).map_err(read_err)?;
-        let agents = rows
-            .into_iter()
-            .map(agent_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        let (cp, last) = {
-            let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-            (index.checkpoint_seq, index.last_seq)
+        let (cp, last, gen, chunks, legacy, mirror_clean) = {
+            let i = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            let i = &*i;
+            (i.checkpoint_seq, i.last_seq, i.gen, i.chunks, i.legacy, i.mirror_clean)
+        };
+        let (agents, checkpoint_rows) = if legacy {
+            let mut r = self.read("SELECT * FROM agent", json!({})).await?;
+            let rows: Vec<Value> = r.take(0).map_err(read_err)?;
+            let agents = rows
+                .into_iter()
+                .map(agent_from_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            (agents, None)
+        } else {
+            let mut latest: std::collections::HashMap<AgentId, AgentRecord> =
+                std::collections::HashMap::new();
+            let mut rows = 0;
+            for n in 0..chunks {
+                let mut r = self
+                    .read(
+                        "SELECT VALUE agents_json FROM ONLY type::record('snapshot', $k)",
+                        json!({ "k": gen * SNAPSHOT_GEN + n }),
+                    )
+                    .await?;
+                let text: Option<String> = r.take(0).map_err(read_err)?;
+                let text = text.ok_or_else(|| {
+                    StoreError::Read(format!("checkpoint chunk {n} of generation {gen} is missing"))
+                })?;
+                let chunk: Vec<AgentRecord> = serde_json::from_str(&text).map_err(read_err)?;
+                rows += chunk.len();
+                latest.reserve(chunk.len());
+                for a in chunk {
+                    latest.insert(a.id.clone(), a);
+                }
+            }
+            (latest.into_values().collect(), Some(rows))
         };
         let events_after = self.scan(cp + 1, usize::MAX, |_| true).await?;
         Ok(Loaded {
@@ -405,6 +461,8 @@ impl Store for SurrealStore {
             checkpoint_seq: cp,
             events_after,
             last_seq: last.max(cp),
+            checkpoint_rows,
+            mirror_clean,
         })
     }
 
@@ -479,12 +537,104 @@ impl Store for SurrealStore {
         Ok(())
     }
 
-    async fn checkpoint(&self, agents: &[AgentRecord], seq: u64) -> Result<(), StoreError> {
+    async fn checkpoint(
+        &self,
+        agents: &[AgentRecord],
+        seq: u64,
+        full: bool,
+    ) -> Result<(), StoreError> {
+        let (gen, first, rows, seq) = {
+            let i = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            if i.legacy && !full {
+                return Err(StoreError::Write(
+                    "the first checkpoint of a store in the old layout must be full".into(),
+                ));
+            }
+            match full {
+                true => (i.gen + 1, 0, 0, seq.max(i.checkpoint_seq)),
+                false => (i.gen, i.chunks, i.rows, seq.max(i.checkpoint_seq)),
+            }
+        };
+        let mut n = first;
+        for chunk in agents.chunks(SNAPSHOT_CHUNK) {
+            if n >= SNAPSHOT_GEN {
+                return Err(StoreError::Write("too many checkpoint chunks".into()));
+            }
+            let agents_json =
+                serde_json::to_string(chunk).map_err(|e| StoreError::Write(e.to_string()))?;
+            self.write(
+                "UPSERT type::record('snapshot', $k) CONTENT $c RETURN NONE",
+                json!({
+                    "k": gen * SNAPSHOT_GEN + n,
+                    "c": { "gen": gen, "agents_json": agents_json },
+                }),
+            )
+            .await?;
+            n += 1;
+        }
+        let rows = rows + agents.len();
+        self.write(
+            "UPSERT meta:checkpoint CONTENT $m RETURN NONE",
+            json!({ "m": { "seq": seq, "gen": gen, "chunks": n, "rows": rows } }),
+        )
+        .await?;
+        {
+            let mut i = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            i.checkpoint_seq = seq;
+            i.gen = gen;
+            i.chunks = n;
+            i.rows = rows;
+            i.legacy = false;
+        }
+        if full {
+            // The new generation is committed; the old one is garbage. Should this fail, the
+            // next full checkpoint deletes it.
+            if let Err(e) = self
+                .write(
+                    "DELETE snapshot WHERE gen < $g RETURN NONE",
+                    json!({ "g": gen }),
+                )
+                .await
+            {
+                warn!(error = %e, "deleting the previous checkpoint failed");
+            }
+        }
+        Ok(())
+    }
+
+    async fn mirror(
+        &self,
+        agents: &[AgentRecord],
+        complete_at: Option<u64>,
+    ) -> Result<(), StoreError> {
+        if !agents.is_empty() {
+            let loaded = self
+                .index
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .mirrored
+                .is_some();
+            if !loaded {
+                let mut r = self.read("SELECT VALUE agent_id FROM agent", json!({})).await?;
+                let ids: Vec<Value> = r.take(0).map_err(read_err)?;
+                let ids = ids
+                    .iter()
+                    .filter_map(|v| v.as_str().and_then(|s| AgentId::new(s).ok()))
+                    .collect();
+                self.index
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .mirrored = Some(ids);
+            }
+        }
         let (fresh, known): (Vec<&AgentRecord>, Vec<&AgentRecord>) = {
             let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-            agents.iter().partition(|a| !index.stored.contains(&a.id))
+            let mirrored = index.mirrored.as_ref();
+            agents
+                .iter()
+                .partition(|a| !mirrored.is_some_and(|m| m.contains(&a.id)))
         };
-        for chunk in fresh.chunks(CHECKPOINT_CHUNK) {
+        for chunk in fresh.chunks(MIRROR_CHUNK) {
             let rows = chunk
                 .iter()
                 .map(|a| {
@@ -499,9 +649,11 @@ impl Store for SurrealStore {
             )
             .await?;
             let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-            index.stored.extend(chunk.iter().map(|a| a.id.clone()));
+            if let Some(m) = &mut index.mirrored {
+                m.extend(chunk.iter().map(|a| a.id.clone()));
+            }
         }
-        for chunk in known.chunks(CHECKPOINT_CHUNK) {
+        for chunk in known.chunks(MIRROR_CHUNK) {
             let rows = chunk
                 .iter()
                 .map(|a| agent_row(a))
@@ -514,21 +666,12 @@ impl Store for SurrealStore {
             )
             .await?;
         }
-        let current = self
-            .index
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .checkpoint_seq;
-        if seq > current {
+        if let Some(seq) = complete_at {
             self.write(
-                "UPSERT meta:checkpoint SET seq = $seq RETURN NONE",
+                "UPSERT meta:mirror SET clean = true, seq = $seq RETURN NONE",
                 json!({ "seq": seq }),
             )
             .await?;
-            self.index
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .checkpoint_seq = seq;
         }
         Ok(())
     }
@@ -632,6 +775,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_checkpoint_in_the_agent_table_is_read_and_the_next_one_is_full() {
+        let s = SurrealStore::open("mem://", SurrealOptions::default())
+            .await
+            .expect("open mem://");
+        let rec = crate::store::conformance::record("old", crate::model::Status::Offline);
+        let mut row = agent_row(&rec).expect("row");
+        row["id"] = Value::String("old".into());
+        s.write(
+            "INSERT INTO agent $rows RETURN NONE; UPSERT meta:checkpoint SET seq = 7 RETURN NONE;",
+            json!({ "rows": [row] }),
+        )
+        .await
+        .expect("write the old layout");
+        // What an open of that store reads.
+        s.init(s.conn.read().await.as_ref().expect("open"))
+            .await
+            .expect("init");
+        let l = s.load().await.expect("load");
+        assert_eq!(l.checkpoint_seq, 7);
+        assert_eq!(l.agents, vec![rec.clone()]);
+        assert_eq!(l.checkpoint_rows, None, "the next checkpoint must be full");
+        assert!(s.checkpoint(&[], 7, false).await.is_err());
+        let new = crate::store::conformance::record("new", crate::model::Status::Online);
+        s.checkpoint(&[rec.clone(), new.clone()], 8, true)
+            .await
+            .expect("full checkpoint");
+        let mut agents = s.load().await.expect("load").agents;
+        agents.sort_by(|a, b| a.id.cmp(&b.id));
+        assert_eq!(agents, vec![new, rec]);
+        s.close().await;
+    }
+
+    #[tokio::test]
     async fn surrealkv_store_passes_the_conformance_suite_and_survives_a_reopen() {
         let dir = std::env::temp_dir().join(format!("vigil-skv-{}", std::process::id()));
         let n = std::sync::atomic::AtomicUsize::new(0);
@@ -668,12 +844,13 @@ mod tests {
                 crate::model::Status::Degraded,
             )],
             2,
+            true,
         )
         .await
         .expect("checkpoint");
         s.close().await;
         drop(s);
-        let s = SurrealStore::open(&url, small).await.expect("reopen");
+        let s = SurrealStore::open(&url, small.clone()).await.expect("reopen");
         let l = s.load().await.expect("load");
         assert_eq!(l.last_seq, 5);
         assert_eq!(l.checkpoint_seq, 2);
@@ -684,6 +861,30 @@ mod tests {
         assert_eq!(l.agents.len(), 1);
         assert_eq!(l.agents[0].id.as_str(), "a:1");
         assert_eq!(l.events_after[0], *ev[2]);
+        assert!(!l.mirror_clean, "nothing was mirrored");
+
+        // The mirror: a queryable row per agent, and a mark that survives a clean close.
+        s.mirror(&l.agents, Some(2)).await.expect("mirror");
+        let mut r = s
+            .read(
+                "SELECT VALUE agent_id FROM agent WHERE status = $s",
+                json!({ "s": "degraded" }),
+            )
+            .await
+            .expect("query the mirror");
+        let ids: Vec<Value> = r.take(0).expect("ids");
+        assert_eq!(ids, vec![json!("a:1")]);
+        s.close().await;
+        drop(s);
+        let s = SurrealStore::open(&url, small.clone()).await.expect("reopen");
+        let l = s.load().await.expect("load");
+        assert!(l.mirror_clean, "the mirror was marked complete");
+        assert_eq!(l.agents.len(), 1, "restore does not read the mirror");
+        s.close().await;
+        drop(s);
+        // Opened and closed without a new mark: the mirror can no longer be trusted.
+        let s = SurrealStore::open(&url, small).await.expect("reopen");
+        assert!(!s.load().await.expect("load").mirror_clean);
         s.close().await;
         let _ = std::fs::remove_dir_all(&dir);
     }
