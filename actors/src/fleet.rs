@@ -84,6 +84,27 @@ pub(crate) enum FleetMsg {
 /// Restored agents' cells go to the registry in batches of this many (one message each).
 const ATTACH_BATCH: usize = 4096;
 
+/// Spawns an agent's actor under the supervisor `sup`.
+async fn spawn_agent(
+    ctx: &Arc<Ctx>,
+    sup: &ractor::ActorCell,
+    cell: Arc<AgentCell>,
+    policy: Arc<Policy>,
+    mode: Mode,
+) -> Result<(), RegisterError> {
+    let args = AgentArgs {
+        cell: cell.clone(),
+        policy,
+        mode,
+        ctx: ctx.clone(),
+    };
+    let (actor, _) = AgentActor::spawn_linked(None, AgentActor, args, sup.clone())
+        .await
+        .map_err(|e| RegisterError::Unavailable(e.to_string()))?;
+    cell.set_actor(Some(actor));
+    Ok(())
+}
+
 pub(crate) struct FleetArgs {
     pub ctx: Ctx,
     pub broadcaster: ActorRef<BroadcastMsg>,
@@ -215,17 +236,7 @@ impl FleetState {
         mode: Mode,
         myself: &ActorRef<FleetMsg>,
     ) -> Result<(), RegisterError> {
-        let args = AgentArgs {
-            cell: cell.clone(),
-            policy,
-            mode,
-            ctx: self.ctx.clone(),
-        };
-        let (actor, _) = AgentActor::spawn_linked(None, AgentActor, args, myself.get_cell())
-            .await
-            .map_err(|e| RegisterError::Unavailable(e.to_string()))?;
-        cell.set_actor(Some(actor));
-        Ok(())
+        spawn_agent(&self.ctx, &myself.get_cell(), cell, policy, mode).await
     }
 
     fn policy_for(&self, reg: &Registration) -> Result<Arc<Policy>, RegisterError> {
@@ -386,8 +397,7 @@ impl FleetState {
             error!("registry did not list the agents to restore");
             return 0;
         };
-        let mut n = 0;
-        let mut attach = Vec::with_capacity(ATTACH_BATCH);
+        let mut ready = Vec::with_capacity(list.len());
         for record in list {
             if self.lookup(&record.id).is_some() {
                 continue;
@@ -399,29 +409,55 @@ impl FleetState {
             );
             cell.set_connected(false);
             cell.set_reported(record.reported);
-            cell.set_own_interval(record.heartbeat_interval_ms.map(Duration::from_millis));
             let own = record.heartbeat_interval_ms.map(Duration::from_millis);
+            cell.set_own_interval(own);
             let policy = self.policies.for_agent(&record.kind, own);
-            attach.push((record.id.clone(), cell.clone()));
-            if attach.len() >= ATTACH_BATCH {
-                let _ = self
-                    .ctx
-                    .registry
-                    .cast(RegistryMsg::Attach(std::mem::take(&mut attach)));
-            }
             let mode = Mode::Restored {
                 status: record.status,
                 reported: record.reported,
             };
-            if let Err(e) = self.spawn(cell.clone(), policy, mode, myself).await {
-                error!(agent = %record.id, error = %e, "restored agent could not be supervised");
-                continue;
-            }
-            self.dir_write().insert(record.id.clone(), cell);
-            n += 1;
+            ready.push((cell, policy, mode));
         }
-        if !attach.is_empty() {
-            let _ = self.ctx.registry.cast(RegistryMsg::Attach(attach));
+        // Spawning is most of a large restore: it runs on every worker thread at once.
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per_task = ready.len().div_ceil(workers).max(1);
+        let mut tasks = Vec::new();
+        while !ready.is_empty() {
+            let part: Vec<_> = ready.drain(..per_task.min(ready.len())).collect();
+            let (ctx, sup) = (self.ctx.clone(), myself.get_cell());
+            tasks.push(tokio::spawn(async move {
+                let mut supervised = Vec::with_capacity(part.len());
+                for (cell, policy, mode) in part {
+                    match spawn_agent(&ctx, &sup, cell.clone(), policy, mode).await {
+                        Ok(()) => supervised.push(cell),
+                        Err(e) => {
+                            error!(agent = %cell.id, error = %e, "restored agent could not be supervised")
+                        }
+                    }
+                }
+                supervised
+            }));
+        }
+        let mut n = 0;
+        for task in tasks {
+            let supervised = match task.await {
+                Ok(s) => s,
+                Err(e) => {
+                    error!(error = %e, "a restore task failed");
+                    continue;
+                }
+            };
+            n += supervised.len();
+            {
+                let mut dir = self.dir_write();
+                for cell in &supervised {
+                    dir.insert(cell.id.clone(), cell.clone());
+                }
+            }
+            for chunk in supervised.chunks(ATTACH_BATCH) {
+                let cells = chunk.iter().map(|c| (c.id.clone(), c.clone())).collect();
+                let _ = self.ctx.registry.cast(RegistryMsg::Attach(cells));
+            }
         }
         n
     }

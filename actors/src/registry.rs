@@ -264,7 +264,7 @@ impl Actor for RegistryActor {
                 cell: None,
             });
         }
-        if !args.loaded.mirror_clean {
+        if !args.loaded.mirror_clean && !st.agents.is_empty() {
             st.mirror_dirty = st.agents.keys().cloned().collect();
             st.mirror_due = true;
         }
@@ -571,10 +571,12 @@ impl RegistryState {
     /// whose row is out of date (after a checkpoint, or while draining), then, when draining
     /// and the mirror is up to date, the mark that it is complete.
     fn next_mirror(&mut self) -> Option<Op> {
-        let draining = self
-            .drain_until
-            .is_some_and(|t| tokio::time::Instant::now() < t);
-        if !self.mirror_dirty.is_empty() && (self.mirror_due || draining) {
+        // While draining, the mirror is refreshed only within the drain's budget.
+        let allowed = match self.drain_until {
+            Some(t) => tokio::time::Instant::now() < t,
+            None => self.mirror_due,
+        };
+        if !self.mirror_dirty.is_empty() && allowed {
             let mut records = Vec::with_capacity(MIRROR_CHUNK.min(self.mirror_dirty.len()));
             while records.len() < MIRROR_CHUNK {
                 let Some(id) = self.mirror_dirty.pop_first() else {
@@ -681,7 +683,11 @@ impl RegistryState {
                         self.release_parked();
                     }
                     Some(Op::Checkpoint { records, seq, full }) => {
-                        let before = if full { 0 } else { self.checkpoint_rows.unwrap_or(0) };
+                        let before = if full {
+                            0
+                        } else {
+                            self.checkpoint_rows.unwrap_or(0)
+                        };
                         self.checkpoint_rows = Some(before + records.len());
                         self.checkpoint_seq = seq;
                     }

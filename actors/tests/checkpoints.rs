@@ -16,8 +16,14 @@ use vigil_actors::*;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Call {
-    Checkpoint { rows: usize, full: bool },
-    Mirror { rows: usize, complete_at: Option<u64> },
+    Checkpoint {
+        rows: usize,
+        full: bool,
+    },
+    Mirror {
+        rows: usize,
+        complete_at: Option<u64>,
+    },
 }
 
 /// The in-memory store, with a record of the checkpoint and mirror calls it received.

@@ -170,8 +170,11 @@ impl SurrealStore {
         let connect_ms = started.elapsed().as_millis() as u64;
         store.init(&conn).await?;
         // From now until a clean close marks it again, the mirror may fall behind.
-        conn.query("UPSERT meta:mirror SET clean = false RETURN NONE", json!({}))
-            .await?;
+        conn.query(
+            "UPSERT meta:mirror SET clean = false RETURN NONE",
+            json!({}),
+        )
+        .await?;
         *store.conn.write().await = Some(conn);
         debug!(
             url,
@@ -282,8 +285,14 @@ impl SurrealStore {
             .await?;
         let rows: Vec<Value> = r.take(0).map_err(read_err)?;
         let last: Option<Value> = r.take(1).map_err(read_err)?;
-        let cp = r.take::<Option<Value>>(2).map_err(read_err)?.unwrap_or_default();
-        let mirror = r.take::<Option<Value>>(3).map_err(read_err)?.unwrap_or_default();
+        let cp = r
+            .take::<Option<Value>>(2)
+            .map_err(read_err)?
+            .unwrap_or_default();
+        let mirror = r
+            .take::<Option<Value>>(3)
+            .map_err(read_err)?
+            .unwrap_or_default();
         let checkpoint_seq = cp["seq"].as_u64().unwrap_or(0);
         let mut index = Index {
             last_seq: last.and_then(|v| v.as_u64()).unwrap_or(0),
@@ -421,7 +430,14 @@ impl Store for SurrealStore {
         let (cp, last, gen, chunks, legacy, mirror_clean) = {
             let i = self.index.lock().unwrap_or_else(|e| e.into_inner());
             let i = &*i;
-            (i.checkpoint_seq, i.last_seq, i.gen, i.chunks, i.legacy, i.mirror_clean)
+            (
+                i.checkpoint_seq,
+                i.last_seq,
+                i.gen,
+                i.chunks,
+                i.legacy,
+                i.mirror_clean,
+            )
         };
         let (agents, checkpoint_rows) = if legacy {
             let mut r = self.read("SELECT * FROM agent", json!({})).await?;
@@ -444,7 +460,9 @@ impl Store for SurrealStore {
                     .await?;
                 let text: Option<String> = r.take(0).map_err(read_err)?;
                 let text = text.ok_or_else(|| {
-                    StoreError::Read(format!("checkpoint chunk {n} of generation {gen} is missing"))
+                    StoreError::Read(format!(
+                        "checkpoint chunk {n} of generation {gen} is missing"
+                    ))
                 })?;
                 let chunk: Vec<AgentRecord> = serde_json::from_str(&text).map_err(read_err)?;
                 rows += chunk.len();
@@ -543,6 +561,7 @@ impl Store for SurrealStore {
         seq: u64,
         full: bool,
     ) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
         let (gen, first, rows, seq) = {
             let i = self.index.lock().unwrap_or_else(|e| e.into_inner());
             if i.legacy && !full {
@@ -599,6 +618,14 @@ impl Store for SurrealStore {
                 warn!(error = %e, "deleting the previous checkpoint failed");
             }
         }
+        debug!(
+            agents = agents.len(),
+            full,
+            gen,
+            chunks = n,
+            ms = started.elapsed().as_millis() as u64,
+            "checkpoint written"
+        );
         Ok(())
     }
 
@@ -607,6 +634,7 @@ impl Store for SurrealStore {
         agents: &[AgentRecord],
         complete_at: Option<u64>,
     ) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
         if !agents.is_empty() {
             let loaded = self
                 .index
@@ -615,7 +643,9 @@ impl Store for SurrealStore {
                 .mirrored
                 .is_some();
             if !loaded {
-                let mut r = self.read("SELECT VALUE agent_id FROM agent", json!({})).await?;
+                let mut r = self
+                    .read("SELECT VALUE agent_id FROM agent", json!({}))
+                    .await?;
                 let ids: Vec<Value> = r.take(0).map_err(read_err)?;
                 let ids = ids
                     .iter()
@@ -673,6 +703,12 @@ impl Store for SurrealStore {
             )
             .await?;
         }
+        debug!(
+            agents = agents.len(),
+            ?complete_at,
+            ms = started.elapsed().as_millis() as u64,
+            "mirror written"
+        );
         Ok(())
     }
 
@@ -850,7 +886,9 @@ mod tests {
         .expect("checkpoint");
         s.close().await;
         drop(s);
-        let s = SurrealStore::open(&url, small.clone()).await.expect("reopen");
+        let s = SurrealStore::open(&url, small.clone())
+            .await
+            .expect("reopen");
         let l = s.load().await.expect("load");
         assert_eq!(l.last_seq, 5);
         assert_eq!(l.checkpoint_seq, 2);
@@ -876,7 +914,9 @@ mod tests {
         assert_eq!(ids, vec![json!("a:1")]);
         s.close().await;
         drop(s);
-        let s = SurrealStore::open(&url, small.clone()).await.expect("reopen");
+        let s = SurrealStore::open(&url, small.clone())
+            .await
+            .expect("reopen");
         let l = s.load().await.expect("load");
         assert!(l.mirror_clean, "the mirror was marked complete");
         assert_eq!(l.agents.len(), 1, "restore does not read the mirror");
