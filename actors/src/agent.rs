@@ -55,6 +55,8 @@ pub(crate) enum AgentMsg {
     Disconnected,
     Op(AgentOp, RpcReplyPort<Result<AdminResponse, AdminError>>),
     SetPolicy(Arc<Policy>),
+    /// The whole restored fleet is supervised: a restored agent's restart grace starts now.
+    GraceFrom(Instant),
     /// Fault injection: the actor panics while handling this message.
     Crash,
 }
@@ -82,6 +84,8 @@ pub(crate) struct AgentState {
     ctx: Arc<Ctx>,
     /// The deadline the wheel holds for us, and whether it slides with the stamp.
     armed: Option<(Instant, Option<Duration>)>,
+    /// Restored and waiting for `GraceFrom`: no deadline is armed until then.
+    held: bool,
 }
 
 pub(crate) struct AgentActor;
@@ -97,6 +101,7 @@ impl Actor for AgentActor {
         args: AgentArgs,
     ) -> Result<AgentState, ActorProcessingErr> {
         let now = args.ctx.clock.now();
+        let held = matches!(args.mode, Mode::Restored { .. });
         let fsm = match args.mode {
             Mode::Fresh => Liveness::registered(args.policy, now),
             Mode::Restored { status, reported } => {
@@ -112,6 +117,7 @@ impl Actor for AgentActor {
             fsm,
             ctx: args.ctx,
             armed: None,
+            held,
         })
     }
 
@@ -120,6 +126,9 @@ impl Actor for AgentActor {
         _myself: ActorRef<AgentMsg>,
         st: &mut AgentState,
     ) -> Result<(), ActorProcessingErr> {
+        if st.held {
+            return Ok(()); // armed by `GraceFrom`
+        }
         // A resumed actor may find its deadlines already past.
         let now = st.ctx.clock.now();
         let slack = st.ctx.lag.slack(now);
@@ -153,6 +162,20 @@ impl Actor for AgentActor {
                     let fx = st.fsm.step(Input::Heartbeat(reported), at);
                     st.cell.record_seen(at);
                     st.execute(fx, now);
+                }
+            }
+            AgentMsg::GraceFrom(at) => {
+                if st.held {
+                    st.held = false;
+                    st.fsm.grace_from(at);
+                    let fx = st.fsm.step(
+                        Input::Tick {
+                            slack: st.ctx.lag.slack(now),
+                        },
+                        now,
+                    );
+                    st.execute(fx, now);
+                    st.settle();
                 }
             }
             AgentMsg::Tick { gen, slack } => {

@@ -439,6 +439,7 @@ impl FleetState {
             }));
         }
         let mut n = 0;
+        let mut all = Vec::new();
         for task in tasks {
             let supervised = match task.await {
                 Ok(s) => s,
@@ -457,6 +458,14 @@ impl FleetState {
             for chunk in supervised.chunks(ATTACH_BATCH) {
                 let cells = chunk.iter().map(|c| (c.id.clone(), c.clone())).collect();
                 let _ = self.ctx.registry.cast(RegistryMsg::Attach(cells));
+            }
+            all.push(supervised);
+        }
+        // Every restored agent's grace starts now, when the whole fleet is supervised.
+        let now = self.ctx.clock.now();
+        for cell in all.iter().flatten() {
+            if let Some(actor) = cell.actor() {
+                let _ = actor.cast(AgentMsg::GraceFrom(now));
             }
         }
         n

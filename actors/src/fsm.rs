@@ -142,6 +142,16 @@ impl Liveness {
         }
     }
 
+    /// Starts a restored agent's restart grace at `at` instead (when the whole fleet is
+    /// supervised again, so a long restore does not eat the grace of the agents restored
+    /// first). Does nothing once the agent has beaten or its grace has ended.
+    pub fn grace_from(&mut self, at: Instant) {
+        if self.restore_deadline.is_some() && self.last_seen.is_none() {
+            self.restore_deadline = Some(at + self.policy.restart_grace());
+            self.anchor = at;
+        }
+    }
+
     /// Like [`Liveness::restored`], but the agent is known to be alive up to `last_seen`
     /// (a crashed agent actor restarted in a running runtime): deadlines count from there,
     /// with no restart grace.

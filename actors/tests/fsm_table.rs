@@ -1232,3 +1232,38 @@ fn beat_changes_nothing_only_for_online_healthy_without_restart_grace() {
     l.step(HEALTHY, t0 + secs(5));
     assert!(l.beat_changes_nothing());
 }
+
+#[test]
+fn the_restart_grace_can_start_when_the_whole_fleet_is_restored() {
+    // Restored at t0, but the fleet took 20 s to restore: the grace (30 s) counts from then.
+    let p = policy();
+    let t0 = Instant::now();
+    let ready = t0 + secs(20);
+    let mut l = Liveness::restored(p.clone(), Status::Online, Reported::Healthy, t0);
+    l.grace_from(ready);
+    assert_eq!(l.next_deadline(), Some(ready + secs(30)));
+    assert_quiet(&l.step(TICK, t0 + secs(30)));
+    assert_quiet(&l.step(TICK, ready + secs(30) - NS));
+    let fx = l.step(TICK, ready + secs(30));
+    assert_eq!(
+        fx.transitions,
+        vec![tr(
+            Status::Online,
+            Status::Offline,
+            Reason::NotSeenSinceRestart,
+            None,
+            ready + secs(30)
+        )]
+    );
+
+    // An agent that already beat keeps the deadlines its beat set.
+    let mut l = Liveness::restored(p.clone(), Status::Online, Reported::Healthy, t0);
+    let fx = l.step(HEALTHY, t0 + secs(1));
+    l.grace_from(ready);
+    assert_eq!(l.next_deadline(), fx.next_deadline);
+
+    // One restored offline has no grace to move.
+    let mut l = Liveness::restored(p, Status::Offline, Reported::Healthy, t0);
+    l.grace_from(ready);
+    assert_eq!(l.next_deadline(), None);
+}
