@@ -7,11 +7,13 @@
 //! - [`bench`], [`bench_store`]: the benchmark scenarios behind `vigil bench`.
 //! - [`storm`]: `vigil storm`, the crash-test workload.
 //! - [`store`]: opens the configured store (`store.url`).
+//! - [`protocol`]: the wire protocol v1: line framing and typed client frames.
 //! - `main.rs`: the `vigil` command (serve, bench, config check).
 
 pub mod bench;
 pub mod bench_store;
 pub mod config;
+pub mod protocol;
 pub mod store;
 pub mod storm;
 
