@@ -257,6 +257,20 @@ impl Config {
         Ok(())
     }
 
+    /// The agent listener's settings.
+    pub fn server_config(&self) -> crate::server::ServerConfig {
+        crate::server::ServerConfig {
+            max_frame_bytes: self.server.max_frame_bytes,
+            max_bad_frames: self.server.max_bad_frames,
+            max_agents_per_connection: self.server.max_agents_per_connection,
+            agent_tokens: self.auth.agent_tokens.clone(),
+            monitor_tokens: self.auth.monitor_tokens.clone(),
+            admin_tokens: self.auth.admin_tokens.clone(),
+            heartbeat_interval: self.policy.default.heartbeat_interval,
+            ..crate::server::ServerConfig::default()
+        }
+    }
+
     /// The supervision core's settings.
     pub fn runtime(&self) -> RuntimeConfig {
         RuntimeConfig {

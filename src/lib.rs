@@ -14,6 +14,7 @@ pub mod bench;
 pub mod bench_store;
 pub mod config;
 pub mod protocol;
+pub mod server;
 pub mod store;
 pub mod storm;
 

@@ -104,8 +104,17 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let runtime = Runtime::start(config.runtime(), store)
             .await
             .context("starting the supervision runtime")?;
+        let runtime = std::sync::Arc::new(runtime);
+        let server = vigil::server::Server::start(
+            config.server.agent_listen,
+            runtime.clone(),
+            config.server_config(),
+        )
+        .await
+        .with_context(|| format!("listening on {}", config.server.agent_listen))?;
         info!(
             store = %config.store.url,
+            agents = %server.local_addr(),
             start_ms = started.elapsed().as_millis() as u64,
             "vigil is supervising; press Ctrl-C to stop"
         );
@@ -113,6 +122,10 @@ fn serve(config: Config) -> anyhow::Result<()> {
             .await
             .context("waiting for Ctrl-C")?;
         info!("shutting down");
+        server.stop().await;
+        let runtime = std::sync::Arc::try_unwrap(runtime).map_err(|_| {
+            anyhow::anyhow!("the runtime is still in use after the listener stopped")
+        })?;
         runtime.shutdown().await.context("shutting down")?;
         Ok(())
     })

@@ -1,7 +1,7 @@
 //! The `vigil` binary end to end: it serves with defaults, stops cleanly on SIGINT, and refuses
 //! a bad configuration with a clear message.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
 fn vigil() -> Command {
@@ -18,6 +18,8 @@ fn serve_runs_with_defaults_and_stops_gracefully_on_sigint() {
             "VIGIL_STORE__URL",
             format!("surrealkv://{}/db", dir.display()),
         )
+        .env("VIGIL_SERVER__AGENT_LISTEN", "127.0.0.1:0")
+        .env("NO_COLOR", "1")
         .stderr(Stdio::piped())
         .spawn()
         .expect("vigil starts");
@@ -27,8 +29,27 @@ fn serve_runs_with_defaults_and_stops_gracefully_on_sigint() {
     let ready = lines
         .by_ref()
         .map_while(Result::ok)
-        .any(|l| l.contains("vigil is supervising"));
-    assert!(ready, "vigil never said it was supervising");
+        .find(|l| l.contains("vigil is supervising"))
+        .expect("vigil never said it was supervising");
+    // An agent speaks protocol v1 to the listener it names.
+    let addr = strip_ansi(&ready)
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("agents="))
+        .expect("the ready line names the agent listener")
+        .to_string();
+    let mut conn = std::net::TcpStream::connect(&addr).expect("the agent listener accepts");
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    conn.write_all(
+        b"{\"type\":\"hello\",\"protocol\":1,\"role\":\"agent\"}\n{\"type\":\"register\",\"id\":\"cli-1\"}\n",
+    )
+    .unwrap();
+    let mut replies = BufReader::new(conn.try_clone().unwrap()).lines();
+    let welcome = replies.next().expect("a reply").expect("readable");
+    assert!(welcome.contains("\"welcome\""), "{welcome}");
+    let registered = replies.next().expect("a reply").expect("readable");
+    assert!(registered.contains("\"registered\""), "{registered}");
+    drop(conn);
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -71,4 +92,22 @@ fn a_bad_configuration_is_refused_with_a_clear_message() {
     assert!(text.contains("heartbeat_interval: 5s"), "{text}");
     assert!(text.contains("recovery: 4"), "{text}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The text without terminal colour codes.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

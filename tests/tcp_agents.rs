@@ -1,0 +1,282 @@
+//! Protocol v1 over real sockets: handshake, agent frames, ownership, and bad input.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use vigil::server::{Server, ServerConfig};
+use vigil_actors::{AgentId, MemStore, Runtime, RuntimeConfig, Status};
+
+struct Client {
+    lines: tokio::io::Lines<BufReader<OwnedReadHalf>>,
+    write: OwnedWriteHalf,
+}
+
+impl Client {
+    async fn connect(server: &Server) -> Self {
+        let s = TcpStream::connect(server.local_addr()).await.unwrap();
+        let (r, w) = s.into_split();
+        Self {
+            lines: BufReader::new(r).lines(),
+            write: w,
+        }
+    }
+
+    async fn raw(&mut self, bytes: &[u8]) {
+        self.write.write_all(bytes).await.unwrap();
+    }
+
+    async fn send(&mut self, v: Value) {
+        let mut s = v.to_string();
+        s.push('\n');
+        self.raw(s.as_bytes()).await;
+    }
+
+    /// The next frame from the server; `None` when it closed the connection.
+    async fn recv(&mut self) -> Option<Value> {
+        let line = tokio::time::timeout(Duration::from_secs(10), self.lines.next_line())
+            .await
+            .expect("the server answers within 10 s")
+            .ok()??;
+        Some(serde_json::from_str(&line).expect("the server sends JSON lines"))
+    }
+
+    async fn expect(&mut self, ty: &str) -> Value {
+        let v = self.recv().await.expect("a frame, not the end");
+        assert_eq!(v["type"], ty, "{v}");
+        v
+    }
+
+    async fn expect_error(&mut self, code: &str) -> Value {
+        let v = self.expect("error").await;
+        assert_eq!(v["code"], code, "{v}");
+        v
+    }
+
+    async fn agent(server: &Server) -> Self {
+        let mut c = Self::connect(server).await;
+        c.send(json!({"type":"hello","protocol":1,"role":"agent"}))
+            .await;
+        c.expect("welcome").await;
+        c
+    }
+}
+
+async fn setup(cfg: ServerConfig) -> (Server, Arc<Runtime>) {
+    let rt = Arc::new(
+        Runtime::start(RuntimeConfig::default(), MemStore::new())
+            .await
+            .unwrap(),
+    );
+    let server = Server::start(([127, 0, 0, 1], 0).into(), rt.clone(), cfg)
+        .await
+        .unwrap();
+    (server, rt)
+}
+
+#[tokio::test]
+async fn the_handshake_admits_only_hello_with_the_right_protocol_and_token() {
+    let cfg = ServerConfig {
+        agent_tokens: vec!["s3cret".into()],
+        ..ServerConfig::default()
+    };
+    let (server, _rt) = setup(cfg).await;
+
+    let mut c = Client::connect(&server).await;
+    c.send(json!({"type":"ping"})).await;
+    c.expect_error("hello_required").await;
+    assert_eq!(c.recv().await, None, "closed after hello_required");
+
+    let mut c = Client::connect(&server).await;
+    c.send(json!({"type":"hello","protocol":2,"role":"agent","token":"s3cret"}))
+        .await;
+    c.expect_error("unsupported_protocol").await;
+    assert_eq!(c.recv().await, None);
+
+    let mut c = Client::connect(&server).await;
+    c.send(json!({"type":"hello","protocol":1,"role":"agent","token":"guess"}))
+        .await;
+    c.expect_error("unauthorized").await;
+    assert_eq!(c.recv().await, None);
+
+    let mut c = Client::connect(&server).await;
+    c.send(json!({"type":"hello","protocol":1,"role":"agent"}))
+        .await;
+    c.expect_error("unauthorized").await;
+
+    // Monitors have no tokens configured: any token is fine.
+    let mut c = Client::connect(&server).await;
+    c.send(json!({"type":"hello","protocol":1,"role":"monitor","ref":1}))
+        .await;
+    let w = c.expect("welcome").await;
+    assert_eq!(w["ref"], 1);
+
+    let mut c = Client::connect(&server).await;
+    c.send(json!({"type":"hello","protocol":1,"role":"agent","token":"s3cret","client":"t/1"}))
+        .await;
+    let w = c.expect("welcome").await;
+    assert_eq!(w["protocol"], 1);
+    assert!(w["session"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(w["server"].as_str().unwrap().starts_with("vigil/"));
+    assert!(w["heartbeat_interval_ms"].as_u64().is_some());
+    assert!(w["time"].as_str().unwrap().ends_with('Z'));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_agent_registers_beats_and_deregisters() {
+    let (server, rt) = setup(ServerConfig::default()).await;
+    let mut c = Client::agent(&server).await;
+    c.send(json!({"type":"register","id":"a1","kind":"worker","metadata":{"zone":"eu"},"ref":"r"}))
+        .await;
+    let r = c.expect("registered").await;
+    assert_eq!(
+        (&r["id"], &r["status"], &r["incarnation"], &r["ref"]),
+        (&json!("a1"), &json!("online"), &json!(1), &json!("r"))
+    );
+    assert!(r["heartbeat_interval_ms"].as_u64().is_some());
+    // A second agent on the same connection.
+    c.send(json!({"type":"register","id":"a2"})).await;
+    c.expect("registered").await;
+
+    c.send(json!({"type":"heartbeat","id":"a1","ref":5})).await;
+    assert_eq!(c.expect("ack").await["ref"], 5);
+    // Without ref a heartbeat is not answered: the next frame is the pong.
+    c.send(json!({"type":"heartbeat","id":"a2","status":"degraded"}))
+        .await;
+    c.send(json!({"type":"ping","ref":"p"})).await;
+    let p = c.expect("pong").await;
+    assert_eq!(p["ref"], "p");
+    let a2 = rt.agent(&AgentId::new("a2").unwrap()).unwrap();
+    assert!(a2.connected());
+
+    c.send(json!({"type":"deregister","id":"a1","ref":9})).await;
+    let d = c.expect("deregistered").await;
+    assert_eq!((&d["id"], &d["ref"]), (&json!("a1"), &json!(9)));
+    c.send(json!({"type":"heartbeat","id":"a1","ref":1})).await;
+    c.expect_error("not_registered").await;
+
+    // Closing the connection disconnects its agents; they stay registered.
+    drop(c);
+    let id = AgentId::new("a2").unwrap();
+    let mut waited = 0;
+    while rt.agent(&id).unwrap().connected() {
+        assert!(
+            waited < 500,
+            "a2 still connected after its connection closed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += 1;
+    }
+    server.stop().await;
+    let rt = Arc::try_unwrap(rt)
+        .ok()
+        .expect("the listener released the runtime");
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn one_connection_owns_an_agent_until_another_takes_it_over() {
+    let (server, rt) = setup(ServerConfig::default()).await;
+    let mut a = Client::agent(&server).await;
+    let mut b = Client::agent(&server).await;
+    a.send(json!({"type":"register","id":"x"})).await;
+    a.expect("registered").await;
+
+    b.send(json!({"type":"register","id":"x","ref":1})).await;
+    assert_eq!(b.expect_error("conflict").await["ref"], 1);
+    b.send(json!({"type":"heartbeat","id":"x"})).await;
+    b.expect_error("not_owner").await;
+    b.send(json!({"type":"heartbeat","id":"nobody"})).await;
+    b.expect_error("not_registered").await;
+    b.send(json!({"type":"deregister","id":"x"})).await;
+    b.expect_error("not_owner").await;
+    assert!(rt.agent(&AgentId::new("x").unwrap()).is_some());
+
+    b.send(json!({"type":"register","id":"x","takeover":true}))
+        .await;
+    assert_eq!(b.expect("registered").await["incarnation"], 2);
+    let e = a.expect("evicted").await;
+    assert_eq!(
+        (&e["id"], &e["reason"]),
+        (&json!("x"), &json!("taken_over"))
+    );
+    a.send(json!({"type":"heartbeat","id":"x"})).await;
+    a.expect_error("not_owner").await;
+    b.send(json!({"type":"heartbeat","id":"x","ref":2})).await;
+    b.expect("ack").await;
+
+    // The old owner closing does not disconnect the agent from its new owner.
+    drop(a);
+    b.send(json!({"type":"ping"})).await;
+    b.expect("pong").await;
+    assert!(rt.agent(&AgentId::new("x").unwrap()).unwrap().connected());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_frames_are_answered_change_nothing_and_too_many_close_the_connection() {
+    let cfg = ServerConfig {
+        max_frame_bytes: 256,
+        max_bad_frames: 3,
+        max_agents_per_connection: 2,
+        ..ServerConfig::default()
+    };
+    let (server, rt) = setup(cfg).await;
+    let mut c = Client::agent(&server).await;
+    c.send(json!({"type":"register","id":"ok"})).await;
+    c.expect("registered").await;
+
+    c.raw(b"this is not json\n").await;
+    c.expect_error("bad_frame").await;
+    c.raw(&[b'x'; 1000]).await;
+    c.raw(b"\n").await;
+    c.expect_error("frame_too_large").await;
+    // A good frame resets the count of bad ones in a row.
+    c.send(json!({"type":"ping"})).await;
+    c.expect("pong").await;
+    c.send(json!({"type":"launch","ref":"l"})).await;
+    assert_eq!(c.expect_error("unknown_type").await["ref"], "l");
+    c.send(json!({"type":"register"})).await;
+    c.expect_error("missing_field").await;
+    c.send(json!({"type":"ping"})).await;
+    c.expect("pong").await;
+    c.send(json!({"type":"register","id":"no spaces"})).await;
+    c.expect_error("invalid_field").await;
+    c.send(json!({"type":"register","id":"fast","heartbeat_interval_ms":1}))
+        .await;
+    c.expect_error("invalid_field").await;
+    assert!(rt.agent(&AgentId::new("fast").unwrap()).is_none());
+    c.send(json!({"type":"subscribe"})).await;
+    c.expect_error("forbidden").await;
+    c.raw(b"\n\r\n").await; // blank lines are ignored
+    c.send(json!({"type":"register","id":"two"})).await;
+    c.expect("registered").await;
+    c.send(json!({"type":"register","id":"three"})).await;
+    c.expect_error("overloaded").await;
+    // Three bad frames in a row: the third is answered, then a final error, then close.
+    for _ in 0..3 {
+        c.raw(b"{\n").await;
+    }
+    for _ in 0..3 {
+        c.expect_error("bad_frame").await;
+    }
+    c.expect_error("bad_frame").await;
+    assert_eq!(c.recv().await, None);
+    // Nothing the bad frames said changed the agent.
+    let record = match rt
+        .admin(vigil_actors::AdminRequest::Get {
+            id: AgentId::new("ok").unwrap(),
+        })
+        .await
+        .unwrap()
+    {
+        vigil_actors::AdminResponse::Agent(a) => a,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((record.status, record.incarnation), (Status::Online, 1));
+    server.stop().await;
+}
