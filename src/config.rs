@@ -43,6 +43,9 @@ pub struct Server {
     pub max_frame_bytes: usize,
     pub max_bad_frames: u32,
     pub max_agents_per_connection: usize,
+    pub max_connections: usize,
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
 }
 
 impl Default for Server {
@@ -53,6 +56,8 @@ impl Default for Server {
             max_frame_bytes: 65536,
             max_bad_frames: 20,
             max_agents_per_connection: 10_000,
+            max_connections: 10_000,
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -249,6 +254,38 @@ impl Config {
                 "[policy] min_heartbeat_interval is above max_heartbeat_interval".into(),
             ));
         }
+        // Listening beyond this machine with any role open to everyone is refused.
+        for (what, addr) in [
+            ("agent_listen", self.server.agent_listen),
+            ("http_listen", self.server.http_listen),
+        ] {
+            if addr.ip().is_loopback() {
+                continue;
+            }
+            let open: Vec<&str> = [
+                ("agent_tokens", &self.auth.agent_tokens),
+                ("monitor_tokens", &self.auth.monitor_tokens),
+                ("admin_tokens", &self.auth.admin_tokens),
+            ]
+            .iter()
+            .filter(|(_, t)| t.is_empty())
+            .map(|(n, _)| *n)
+            .collect();
+            if !open.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "[server] {what} = {addr} is not a loopback address, and [auth] {} {} empty: \
+                     anyone who can reach it could act as that role. Set tokens for every role, \
+                     or listen on 127.0.0.1",
+                    open.join(", "),
+                    if open.len() == 1 { "is" } else { "are" }
+                )));
+            }
+        }
+        if self.server.max_frame_bytes < 64 || self.server.max_bad_frames == 0 {
+            return Err(ConfigError::Invalid(
+                "[server] max_frame_bytes must be at least 64 and max_bad_frames at least 1".into(),
+            ));
+        }
         if self.broadcast.subscriber_queue == 0 {
             return Err(ConfigError::Invalid(
                 "[broadcast] subscriber_queue must be at least 1".into(),
@@ -263,11 +300,12 @@ impl Config {
             max_frame_bytes: self.server.max_frame_bytes,
             max_bad_frames: self.server.max_bad_frames,
             max_agents_per_connection: self.server.max_agents_per_connection,
+            max_connections: self.server.max_connections,
+            handshake_timeout: self.server.handshake_timeout,
             agent_tokens: self.auth.agent_tokens.clone(),
             monitor_tokens: self.auth.monitor_tokens.clone(),
             admin_tokens: self.auth.admin_tokens.clone(),
             heartbeat_interval: self.policy.default.heartbeat_interval,
-            ..crate::server::ServerConfig::default()
         }
     }
 

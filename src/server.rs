@@ -8,8 +8,8 @@
 //! takeover) can tell this one that it lost an agent. A bad frame is answered and changes
 //! nothing; after `max_bad_frames` in a row the connection is closed.
 //!
-//! Not yet here (issue 4 continues): the monitor and admin roles' frames, `activity` and
-//! `job`, connection limits and rate limits, TLS, and the non-loopback check.
+//! Not yet here: the monitor and admin roles' frames, `activity` and `job`, per-connection
+//! rate limits, TLS, and draining connections at shutdown.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -38,6 +38,8 @@ pub struct ServerConfig {
     pub max_frame_bytes: usize,
     pub max_bad_frames: u32,
     pub max_agents_per_connection: usize,
+    /// Connections beyond this are answered `overloaded` and closed.
+    pub max_connections: usize,
     /// How long a new connection may take to send `hello`.
     pub handshake_timeout: Duration,
     pub agent_tokens: Vec<String>,
@@ -53,6 +55,7 @@ impl Default for ServerConfig {
             max_frame_bytes: 65536,
             max_bad_frames: 20,
             max_agents_per_connection: 10_000,
+            max_connections: 10_000,
             handshake_timeout: Duration::from_secs(10),
             agent_tokens: Vec::new(),
             monitor_tokens: Vec::new(),
@@ -136,6 +139,21 @@ impl Server {
                     _ = stop_rx.changed() => break,
                     Some(_) = conns.join_next(), if !conns.is_empty() => {}
                     accepted = listener.accept() => match accepted {
+                        Ok((mut stream, peer)) if conns.len() >= shared.cfg.max_connections => {
+                            debug!(%peer, "connection refused: max_connections reached");
+                            conns.spawn(async move {
+                                let line = error_line(
+                                    ErrorCode::Overloaded,
+                                    "too many connections; try again later",
+                                    None,
+                                );
+                                let _ = tokio::time::timeout(
+                                    Duration::from_secs(1),
+                                    stream.write_all(line.as_bytes()),
+                                )
+                                .await;
+                            });
+                        }
                         Ok((stream, peer)) => {
                             let _ = stream.set_nodelay(true);
                             let shared = shared.clone();

@@ -64,6 +64,36 @@ fn serve_runs_with_defaults_and_stops_gracefully_on_sigint() {
 }
 
 #[test]
+fn listening_beyond_loopback_without_tokens_is_refused() {
+    let out = vigil()
+        .args(["config", "check"])
+        .env("VIGIL_SERVER__AGENT_LISTEN", "0.0.0.0:7400")
+        .env("VIGIL_AUTH__AGENT_TOKENS", "[\"a\"]")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not a loopback address") && err.contains("monitor_tokens, admin_tokens"),
+        "{err}"
+    );
+    // With a token for every role it starts (the check passes).
+    let out = vigil()
+        .args(["config", "check"])
+        .env("VIGIL_SERVER__AGENT_LISTEN", "0.0.0.0:7400")
+        .env("VIGIL_AUTH__AGENT_TOKENS", "[\"a\"]")
+        .env("VIGIL_AUTH__MONITOR_TOKENS", "[\"m\"]")
+        .env("VIGIL_AUTH__ADMIN_TOKENS", "[\"x\"]")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn a_bad_configuration_is_refused_with_a_clear_message() {
     let dir = std::env::temp_dir().join(format!("vigil-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -280,3 +280,60 @@ async fn bad_frames_are_answered_change_nothing_and_too_many_close_the_connectio
     assert_eq!((record.status, record.incarnation), (Status::Online, 1));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_connection_that_never_says_hello_is_closed_after_the_handshake_timeout() {
+    let cfg = ServerConfig {
+        handshake_timeout: Duration::from_millis(300),
+        ..ServerConfig::default()
+    };
+    let (server, _rt) = setup(cfg).await;
+    let mut idle = Client::connect(&server).await;
+    let mut partial = Client::connect(&server).await;
+    partial.raw(b"{\"type\":\"hel").await; // half a frame, never finished
+    idle.expect_error("hello_required").await;
+    assert_eq!(idle.recv().await, None);
+    partial.expect_error("hello_required").await;
+    assert_eq!(partial.recv().await, None);
+    // Meanwhile a well-behaved agent is served.
+    let mut c = Client::agent(&server).await;
+    c.send(json!({"type":"ping"})).await;
+    c.expect("pong").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_refused_with_overloaded() {
+    let cfg = ServerConfig {
+        max_connections: 2,
+        ..ServerConfig::default()
+    };
+    let (server, _rt) = setup(cfg).await;
+    let a = Client::agent(&server).await;
+    let mut b = Client::agent(&server).await;
+    let mut c = Client::connect(&server).await;
+    c.expect_error("overloaded").await;
+    assert_eq!(c.recv().await, None);
+    // The two admitted connections are unaffected.
+    b.send(json!({"type":"ping"})).await;
+    b.expect("pong").await;
+    // Once one closes (and the listener has seen it go), a new one is admitted.
+    drop(a);
+    let mut admitted = false;
+    for _ in 0..200 {
+        let mut d = Client::connect(&server).await;
+        d.send(json!({"type":"hello","protocol":1,"role":"agent"}))
+            .await;
+        match d.recv().await {
+            Some(v) if v["type"] == "welcome" => {
+                admitted = true;
+                break;
+            }
+            Some(v) => assert_eq!(v["code"], "overloaded", "{v}"),
+            None => {}
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(admitted, "no connection admitted after one of two closed");
+    server.stop().await;
+}
