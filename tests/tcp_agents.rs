@@ -337,3 +337,87 @@ async fn connections_beyond_the_limit_are_refused_with_overloaded() {
     assert!(admitted, "no connection admitted after one of two closed");
     server.stop().await;
 }
+
+/// Random bytes, and random mixes of pieces of frames, sent over real connections: the
+/// server answers or closes, never changes an agent it was not validly asked to, and keeps
+/// serving everyone else.
+#[tokio::test]
+async fn garbage_over_the_socket_changes_nothing() {
+    let (server, rt) = setup(ServerConfig {
+        max_frame_bytes: 512,
+        max_bad_frames: 1000,
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut owner = Client::agent(&server).await;
+    owner.send(json!({"type":"register","id":"victim"})).await;
+    owner.expect("registered").await;
+
+    let pieces: [&[u8]; 12] = [
+        b"{\"type\":\"heartbeat\",\"id\":\"victim\"",
+        b"{\"type\":\"deregister\",\"id\":\"victim\"}",
+        b"{\"type\":\"register\",\"id\":",
+        b"\"victim\",\"takeover\":tru",
+        b"\n",
+        b"\r\n",
+        b"}",
+        b"{\"type\":\"ping\"}\n",
+        b"\xff\xfe\x00",
+        b"[[[[",
+        b"\"ref\":{}",
+        b"{\"type\":\"hello\",\"protocol\":1,\"role\":\"agent\"}\n",
+    ];
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..40 {
+        let mut c = Client::agent(&server).await;
+        let mut bytes = Vec::new();
+        for _ in 0..(next() % 40) {
+            match next() % 3 {
+                0 => bytes.extend((0..next() % 64).map(|_| next() as u8)),
+                _ => bytes.extend_from_slice(pieces[(next() % pieces.len() as u64) as usize]),
+            }
+        }
+        bytes.push(b'\n');
+        c.raw(&bytes).await;
+        c.send(json!({"type":"ping","ref":"end"})).await;
+        // Read until the final pong: every reply is a JSON frame of the protocol.
+        loop {
+            let v = c.recv().await.expect("the server keeps the connection");
+            assert!(
+                ["error", "pong", "registered", "ack", "deregistered"]
+                    .contains(&v["type"].as_str().unwrap_or("")),
+                "{v}"
+            );
+            // A garbage connection may only ever be refused the victim.
+            if v["type"] == "registered" || v["type"] == "deregistered" {
+                assert_ne!(v["id"], "victim", "{v}");
+            }
+            if v["type"] == "pong" && v["ref"] == "end" {
+                break;
+            }
+        }
+    }
+    // The victim is still its owner's, online, and nothing else happened to it.
+    owner
+        .send(json!({"type":"heartbeat","id":"victim","ref":1}))
+        .await;
+    owner.expect("ack").await;
+    let record = match rt
+        .admin(vigil_actors::AdminRequest::Get {
+            id: AgentId::new("victim").unwrap(),
+        })
+        .await
+        .unwrap()
+    {
+        vigil_actors::AdminResponse::Agent(a) => a,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((record.status, record.incarnation), (Status::Online, 1));
+    server.stop().await;
+}
