@@ -29,7 +29,7 @@ use vigil_actors::{AgentHandle, AgentId, Beat, RegisterError, Registration, Runt
 
 use crate::protocol::framing::{Line, LineFrames};
 use crate::protocol::{
-    self, error_line, ClientFrame, ErrorCode, Frame, Hello, Role, PROTOCOL_VERSION,
+    self, error_line, line, ClientFrame, ErrorCode, Frame, Hello, Role, PROTOCOL_VERSION,
 };
 
 /// Settings of the agent listener.
@@ -206,15 +206,6 @@ fn now_text() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-fn with_ref(mut v: Value, reference: &Option<Value>) -> String {
-    if let Some(r) = reference {
-        v["ref"] = r.clone();
-    }
-    let mut s = v.to_string();
-    s.push('\n');
-    s
-}
-
 /// One connection: handshake, then frames until the peer closes or is closed.
 async fn connection(shared: Arc<Shared>, stream: TcpStream) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
@@ -269,7 +260,7 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) -> std::io::Result<(
                     "heartbeat_interval_ms": shared.cfg.heartbeat_interval.as_millis() as u64,
                     "time": now_text(),
                 });
-                let _ = out_tx.send(with_ref(welcome, &reference)).await;
+                let _ = out_tx.send(line(welcome, reference.as_ref())).await;
                 Some(h.role)
             }
             Err((code, msg)) => {
@@ -406,48 +397,48 @@ impl Session {
                     .await
             }
             ClientFrame::Ping => {
-                self.send(with_ref(
+                self.send(line(
                     json!({"type": "pong", "time": now_text()}),
-                    &reference,
+                    reference.as_ref(),
                 ))
                 .await
             }
             ClientFrame::Register(r) => self.register(r, reference, ctl).await,
             ClientFrame::Heartbeat(h) => {
-                if let Some(handle) = self.owned_or_error(&h.id, &reference).await {
-                    let beat = Beat {
-                        reported: h.status,
-                        metrics: h.metrics.map(|m| m.into_iter().collect()),
-                    };
-                    match handle.heartbeat(beat) {
-                        Ok(()) => {
-                            if reference.is_some() {
-                                self.send(with_ref(json!({"type": "ack"}), &reference))
-                                    .await;
-                            }
-                        }
-                        Err(e) => {
-                            self.error(ErrorCode::Internal, &e.to_string(), &reference)
-                                .await
-                        }
+                let beat = Beat {
+                    reported: h.status,
+                    metrics: h.metrics,
+                };
+                match self.owned.get(&h.id).map(|handle| handle.heartbeat(beat)) {
+                    Some(Ok(())) if reference.is_some() => {
+                        self.send(line(json!({"type": "ack"}), reference.as_ref()))
+                            .await
                     }
+                    Some(Ok(())) => {}
+                    Some(Err(e)) => {
+                        self.error(ErrorCode::Internal, &e.to_string(), &reference)
+                            .await
+                    }
+                    None => self.not_owned(&h.id, &reference).await,
                 }
             }
             ClientFrame::Deregister(d) => {
-                if self.owned_or_error(&d.id, &reference).await.is_some() {
-                    match self.shared.rt.deregister(&d.id).await {
-                        Ok(_) => {
-                            self.disown(&d.id);
-                            self.send(with_ref(
-                                json!({"type": "deregistered", "id": d.id.as_str()}),
-                                &reference,
-                            ))
-                            .await;
-                        }
-                        Err(e) => {
-                            self.error(ErrorCode::Internal, &e.to_string(), &reference)
-                                .await
-                        }
+                if !self.owned.contains_key(&d.id) {
+                    self.not_owned(&d.id, &reference).await;
+                    return true;
+                }
+                match self.shared.rt.deregister(&d.id).await {
+                    Ok(_) => {
+                        self.disown(&d.id);
+                        self.send(line(
+                            json!({"type": "deregistered", "id": d.id.as_str()}),
+                            reference.as_ref(),
+                        ))
+                        .await;
+                    }
+                    Err(e) => {
+                        self.error(ErrorCode::Internal, &e.to_string(), &reference)
+                            .await
                     }
                 }
             }
@@ -467,11 +458,8 @@ impl Session {
         true
     }
 
-    /// The handle of an agent this connection owns, or the right error sent.
-    async fn owned_or_error(&self, id: &AgentId, reference: &Option<Value>) -> Option<AgentHandle> {
-        if let Some(h) = self.owned.get(id) {
-            return Some(h.clone());
-        }
+    /// Answers a frame about an agent this connection does not own.
+    async fn not_owned(&self, id: &AgentId, reference: &Option<Value>) {
         let owned_elsewhere = self
             .shared
             .owners
@@ -486,7 +474,6 @@ impl Session {
             ),
         };
         self.error(code, msg, reference).await;
-        None
     }
 
     async fn register(
@@ -553,7 +540,7 @@ impl Session {
                     "incarnation": handle.incarnation(),
                 });
                 self.owned.insert(id, handle);
-                self.send(with_ref(reply, &reference)).await;
+                self.send(line(reply, reference.as_ref())).await;
             }
             Err(e) => {
                 if !self.owned.contains_key(&id) {
@@ -573,12 +560,9 @@ impl Session {
         match ctl {
             Control::TakenOver(id) => {
                 if self.owned.remove(&id).is_some() {
-                    self.send(
-                        json!({"type": "evicted", "id": id.as_str(), "reason": "taken_over"})
-                            .to_string()
-                            + "\n",
-                    )
-                    .await;
+                    let evicted =
+                        json!({"type": "evicted", "id": id.as_str(), "reason": "taken_over"});
+                    self.send(line(evicted, None)).await;
                 }
             }
         }
@@ -588,19 +572,22 @@ impl Session {
     fn disown(&mut self, id: &AgentId) {
         self.owned.remove(id);
         let mut owners = self.shared.owners.lock().unwrap_or_else(|e| e.into_inner());
-        if owners.get(id).is_some_and(|o| o.conn == self.conn) {
-            owners.remove(id);
-        }
+        release(&mut owners, id, self.conn);
     }
 
     /// The connection is gone: its agents are disconnected (their deadlines run on).
     fn closed(&mut self) {
-        let ids: Vec<AgentId> = self.owned.keys().cloned().collect();
-        for id in ids {
-            if let Some(h) = self.owned.get(&id) {
-                let _ = h.disconnected();
-            }
-            self.disown(&id);
+        let mut owners = self.shared.owners.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, handle) in self.owned.drain() {
+            let _ = handle.disconnected();
+            release(&mut owners, &id, self.conn);
         }
+    }
+}
+
+/// Removes `conn`'s claim on `id`, never one another connection has taken since.
+fn release(owners: &mut HashMap<AgentId, Owner>, id: &AgentId, conn: u64) {
+    if owners.get(id).is_some_and(|o| o.conn == conn) {
+        owners.remove(id);
     }
 }

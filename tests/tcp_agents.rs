@@ -65,6 +65,20 @@ impl Client {
     }
 }
 
+/// The agent's record as the runtime holds it.
+async fn record(rt: &Runtime, id: &str) -> vigil_actors::AgentRecord {
+    match rt
+        .admin(vigil_actors::AdminRequest::Get {
+            id: AgentId::new(id).unwrap(),
+        })
+        .await
+        .unwrap()
+    {
+        vigil_actors::AdminResponse::Agent(a) => *a,
+        other => panic!("{other:?}"),
+    }
+}
+
 async fn setup(cfg: ServerConfig) -> (Server, Arc<Runtime>) {
     let rt = Arc::new(
         Runtime::start(RuntimeConfig::default(), MemStore::new())
@@ -267,16 +281,7 @@ async fn bad_frames_are_answered_change_nothing_and_too_many_close_the_connectio
     c.expect_error("bad_frame").await;
     assert_eq!(c.recv().await, None);
     // Nothing the bad frames said changed the agent.
-    let record = match rt
-        .admin(vigil_actors::AdminRequest::Get {
-            id: AgentId::new("ok").unwrap(),
-        })
-        .await
-        .unwrap()
-    {
-        vigil_actors::AdminResponse::Agent(a) => a,
-        other => panic!("{other:?}"),
-    };
+    let record = record(&rt, "ok").await;
     assert_eq!((record.status, record.incarnation), (Status::Online, 1));
     server.stop().await;
 }
@@ -408,16 +413,7 @@ async fn garbage_over_the_socket_changes_nothing() {
         .send(json!({"type":"heartbeat","id":"victim","ref":1}))
         .await;
     owner.expect("ack").await;
-    let record = match rt
-        .admin(vigil_actors::AdminRequest::Get {
-            id: AgentId::new("victim").unwrap(),
-        })
-        .await
-        .unwrap()
-    {
-        vigil_actors::AdminResponse::Agent(a) => a,
-        other => panic!("{other:?}"),
-    };
+    let record = record(&rt, "victim").await;
     assert_eq!((record.status, record.incarnation), (Status::Online, 1));
     server.stop().await;
 }

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
-use vigil_actors::{AgentId, Reported, Status};
+use serde_json::Value;
+use vigil_actors::{AgentId, Filter, Metrics, Reported};
 
 /// The protocol version this server speaks.
 pub const PROTOCOL_VERSION: u64 = 1;
@@ -103,7 +103,7 @@ pub struct Heartbeat {
     #[serde(default)]
     pub status: Reported,
     #[serde(default)]
-    pub metrics: Option<BTreeMap<String, f64>>,
+    pub metrics: Option<Metrics>,
     #[serde(default)]
     pub activity: Option<String>,
 }
@@ -150,23 +150,12 @@ pub struct Deregister {
     pub reason: Option<String>,
 }
 
-/// A monitor's filter: empty lists match everything.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct SubscribeFilter {
-    #[serde(default)]
-    pub ids: Vec<String>,
-    #[serde(default)]
-    pub kinds: Vec<String>,
-    #[serde(default)]
-    pub statuses: Vec<Status>,
-}
-
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Subscribe {
     #[serde(default)]
     pub topics: Option<Vec<String>>,
     #[serde(default)]
-    pub filter: SubscribeFilter,
+    pub filter: Filter,
     #[serde(default)]
     pub since: Option<u64>,
     #[serde(default)]
@@ -224,12 +213,27 @@ fn agent_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<AgentId, D::Error>
         .map_err(|_| serde::de::Error::custom("id must be 1-128 characters of A-Z a-z 0-9 . _ : -"))
 }
 
+/// The fields every frame has; a first pass over the line reads only these (the others are
+/// skipped, not built), then the frame of that type is read straight from the bytes.
+#[derive(Deserialize)]
+struct Head {
+    /// Present-but-null is kept apart from absent (it is `invalid_field`, not `missing_field`).
+    #[serde(rename = "type", default, deserialize_with = "present")]
+    ty: Option<Value>,
+    #[serde(rename = "ref", default)]
+    reference: Option<Value>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
 fn typed<T: DeserializeOwned>(
     ty: &str,
-    obj: Map<String, Value>,
+    line: &[u8],
     reference: &Option<Value>,
 ) -> Result<T, FrameError> {
-    serde_json::from_value(Value::Object(obj)).map_err(|e| {
+    serde_json::from_slice(line).map_err(|e| {
         let msg = e.to_string();
         let code = if msg.starts_with("missing field") {
             ErrorCode::MissingField
@@ -245,17 +249,19 @@ pub fn decode(line: &[u8]) -> Result<Option<Frame>, FrameError> {
     if line.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let value: Value = serde_json::from_slice(line)
-        .map_err(|e| FrameError::new(ErrorCode::BadFrame, format!("not JSON: {e}"), None))?;
-    let Value::Object(mut obj) = value else {
+    // Checked first: serde would also read a struct from an array.
+    if line.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(FrameError::new(
             ErrorCode::BadFrame,
             "a frame must be a JSON object",
             None,
         ));
-    };
-    let reference = match obj.remove("ref") {
-        None | Some(Value::Null) => None,
+    }
+    let head: Head = serde_json::from_slice(line).map_err(|e| {
+        FrameError::new(ErrorCode::BadFrame, format!("not a JSON object: {e}"), None)
+    })?;
+    let reference = match head.reference {
+        None => None,
         Some(r @ (Value::String(_) | Value::Number(_))) => Some(r),
         Some(_) => {
             return Err(FrameError::new(
@@ -265,7 +271,7 @@ pub fn decode(line: &[u8]) -> Result<Option<Frame>, FrameError> {
             ))
         }
     };
-    let ty = match obj.remove("type") {
+    let ty = match head.ty {
         Some(Value::String(t)) => t,
         Some(_) => {
             return Err(FrameError::new(
@@ -283,16 +289,16 @@ pub fn decode(line: &[u8]) -> Result<Option<Frame>, FrameError> {
         }
     };
     let body = match ty.as_str() {
-        "hello" => ClientFrame::Hello(typed(&ty, obj, &reference)?),
-        "register" => ClientFrame::Register(typed(&ty, obj, &reference)?),
-        "heartbeat" => ClientFrame::Heartbeat(typed(&ty, obj, &reference)?),
-        "activity" => ClientFrame::Activity(typed(&ty, obj, &reference)?),
-        "job" => ClientFrame::Job(typed(&ty, obj, &reference)?),
-        "deregister" => ClientFrame::Deregister(typed(&ty, obj, &reference)?),
+        "hello" => ClientFrame::Hello(typed(&ty, line, &reference)?),
+        "register" => ClientFrame::Register(typed(&ty, line, &reference)?),
+        "heartbeat" => ClientFrame::Heartbeat(typed(&ty, line, &reference)?),
+        "activity" => ClientFrame::Activity(typed(&ty, line, &reference)?),
+        "job" => ClientFrame::Job(typed(&ty, line, &reference)?),
+        "deregister" => ClientFrame::Deregister(typed(&ty, line, &reference)?),
         "ping" => ClientFrame::Ping,
-        "subscribe" => ClientFrame::Subscribe(typed(&ty, obj, &reference)?),
+        "subscribe" => ClientFrame::Subscribe(typed(&ty, line, &reference)?),
         "unsubscribe" => ClientFrame::Unsubscribe,
-        "admin" => ClientFrame::Admin(typed(&ty, obj, &reference)?),
+        "admin" => ClientFrame::Admin(typed(&ty, line, &reference)?),
         other => {
             let shown: String = other.chars().take(64).collect();
             return Err(FrameError::new(
@@ -305,21 +311,29 @@ pub fn decode(line: &[u8]) -> Result<Option<Frame>, FrameError> {
     Ok(Some(Frame { reference, body }))
 }
 
-/// The `error` frame for a decoding failure (or any protocol error), as one line.
-pub fn error_line(code: ErrorCode, message: &str, reference: Option<&Value>) -> String {
-    let mut v = serde_json::json!({ "type": "error", "code": code, "message": message });
+/// A server frame as one line, with the `ref` of the frame it answers.
+pub fn line(mut frame: Value, reference: Option<&Value>) -> String {
     if let Some(r) = reference {
-        v["ref"] = r.clone();
+        frame["ref"] = r.clone();
     }
-    let mut s = v.to_string();
+    let mut s = frame.to_string();
     s.push('\n');
     s
+}
+
+/// The `error` frame for a decoding failure (or any protocol error), as one line.
+pub fn error_line(code: ErrorCode, message: &str, reference: Option<&Value>) -> String {
+    line(
+        serde_json::json!({ "type": "error", "code": code, "message": message }),
+        reference,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use serde_json::Map;
 
     fn code(line: &str) -> ErrorCode {
         decode(line.as_bytes()).expect_err(line).code

@@ -770,6 +770,19 @@ impl Store for SurrealStore {
 mod tests {
     use super::*;
 
+    /// Events 1.. for agent "a", each online → degraded.
+    fn degradations(seqs: std::ops::RangeInclusive<u64>) -> Vec<Arc<Event>> {
+        seqs.map(|i| {
+            crate::store::conformance::event(
+                i,
+                "a",
+                crate::model::Status::Online,
+                crate::model::Status::Degraded,
+            )
+        })
+        .collect()
+    }
+
     #[tokio::test]
     async fn surreal_mem_store_passes_the_conformance_suite() {
         crate::store::conformance::run_all(|| async {
@@ -785,16 +798,7 @@ mod tests {
         let s = SurrealStore::open("mem://", SurrealOptions::default())
             .await
             .expect("open mem://");
-        let ev: Vec<_> = (1..=3)
-            .map(|i| {
-                crate::store::conformance::event(
-                    i,
-                    "a",
-                    crate::model::Status::Online,
-                    crate::model::Status::Degraded,
-                )
-            })
-            .collect();
+        let ev = degradations(1..=3);
         s.write(
             "CREATE type::record('segment', $k) CONTENT $segment RETURN NONE",
             json!({ "k": 3, "segment": { "first_seq": 1, "last_seq": 3, "events": ev } }),
@@ -862,16 +866,7 @@ mod tests {
         // Write, close, reopen: everything is there and the log continues.
         let url = format!("surrealkv://{}/reopen", dir.display());
         let s = SurrealStore::open(&url, small.clone()).await.expect("open");
-        let ev: Vec<_> = (1..=5)
-            .map(|i| {
-                crate::store::conformance::event(
-                    i,
-                    "a",
-                    crate::model::Status::Online,
-                    crate::model::Status::Degraded,
-                )
-            })
-            .collect();
+        let ev = degradations(1..=5);
         s.append(&ev[..2]).await.expect("append");
         s.append(&ev[2..]).await.expect("append");
         s.checkpoint(
