@@ -46,6 +46,16 @@ pub struct Server {
     pub max_connections: usize,
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
+    /// Frames per second one connection may send (a token bucket; 0: no limit).
+    pub rate_limit: u32,
+    /// Frames a connection may send at once above the rate (the bucket's size).
+    pub rate_burst: u32,
+    /// At shutdown, how long connections get to receive their last replies.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// TLS on the agent listener: both PEM files, or neither.
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 impl Default for Server {
@@ -58,6 +68,11 @@ impl Default for Server {
             max_agents_per_connection: 10_000,
             max_connections: 10_000,
             handshake_timeout: Duration::from_secs(10),
+            rate_limit: 50_000,
+            rate_burst: 50_000,
+            drain_timeout: Duration::from_secs(2),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -254,6 +269,11 @@ impl Config {
                 "[policy] min_heartbeat_interval is above max_heartbeat_interval".into(),
             ));
         }
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            return Err(ConfigError::Invalid(
+                "[server] tls_cert and tls_key go together: give both or neither".into(),
+            ));
+        }
         // Listening beyond this machine with any role open to everyone is refused.
         for (what, addr) in [
             ("agent_listen", self.server.agent_listen),
@@ -302,6 +322,10 @@ impl Config {
             max_agents_per_connection: self.server.max_agents_per_connection,
             max_connections: self.server.max_connections,
             handshake_timeout: self.server.handshake_timeout,
+            rate_limit: self.server.rate_limit,
+            rate_burst: self.server.rate_burst,
+            drain_timeout: self.server.drain_timeout,
+            tls: None,
             agent_tokens: self.auth.agent_tokens.clone(),
             monitor_tokens: self.auth.monitor_tokens.clone(),
             admin_tokens: self.auth.admin_tokens.clone(),

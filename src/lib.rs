@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //!
+//! - [`client`]: a Rust client for protocol v1 (agents written in Rust, the simulator).
+//! - [`server`]: the TCP listener for protocol v1.
 //! - [`config`]: the TOML configuration (defaults, file, environment, flags).
 //! - [`bench`], [`bench_store`]: the benchmark scenarios behind `vigil bench`.
 //! - [`storm`]: `vigil storm`, the crash-test workload.
@@ -12,6 +14,7 @@
 
 pub mod bench;
 pub mod bench_store;
+pub mod client;
 pub mod config;
 pub mod protocol;
 pub mod server;

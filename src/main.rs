@@ -105,16 +105,23 @@ fn serve(config: Config) -> anyhow::Result<()> {
             .await
             .context("starting the supervision runtime")?;
         let runtime = std::sync::Arc::new(runtime);
+        let mut server_config = config.server_config();
+        if let (Some(cert), Some(key)) = (&config.server.tls_cert, &config.server.tls_key) {
+            server_config.tls = Some(
+                vigil::server::tls_config(cert, key).context("setting up TLS on agent_listen")?,
+            );
+        }
         let server = vigil::server::Server::start(
             config.server.agent_listen,
             runtime.clone(),
-            config.server_config(),
+            server_config,
         )
         .await
         .with_context(|| format!("listening on {}", config.server.agent_listen))?;
         info!(
             store = %config.store.url,
             agents = %server.local_addr(),
+            tls = config.server.tls_cert.is_some(),
             start_ms = started.elapsed().as_millis() as u64,
             "vigil is supervising; press Ctrl-C to stop"
         );

@@ -8,10 +8,17 @@
 //! takeover) can tell this one that it lost an agent. A bad frame is answered and changes
 //! nothing; after `max_bad_frames` in a row the connection is closed.
 //!
-//! Not yet here: the monitor and admin roles' frames, `activity` and `job`, per-connection
-//! rate limits, TLS, and draining connections at shutdown.
+//! Each connection has a token bucket (`rate_limit` frames/s, `rate_burst` at once); a frame
+//! that finds it empty is refused with `rate_limited` and counts as a bad frame. With TLS
+//! configured, every connection is TLS (rustls). At shutdown the listener stops accepting,
+//! each connection stops reading, its last replies are written (for up to `drain_timeout`),
+//! and it is closed; its agents are not marked disconnected (the runtime stops with them, and
+//! the restart grace covers the reconnection).
+//!
+//! Not yet here: the monitor and admin roles' frames (they are answered `unknown_type`).
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,12 +27,17 @@ use std::time::Duration;
 use chrono::{SecondsFormat, Utc};
 use futures::StreamExt;
 use serde_json::{json, Value};
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_rustls::rustls;
 use tokio_util::codec::FramedRead;
 use tracing::{debug, info, warn};
-use vigil_actors::{AgentHandle, AgentId, Beat, RegisterError, Registration, Runtime};
+use vigil_actors::{
+    AgentHandle, AgentId, Beat, BeatError, EventBody, EventKind, Filter, JobReport, Reason,
+    RegisterError, Registration, Runtime, SubscribeOptions, SubscriptionItem,
+};
 
 use crate::protocol::framing::{Line, LineFrames};
 use crate::protocol::{
@@ -42,6 +54,14 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// How long a new connection may take to send `hello`.
     pub handshake_timeout: Duration,
+    /// Frames per second per connection (0: no limit).
+    pub rate_limit: u32,
+    /// Frames a connection may send at once above the rate.
+    pub rate_burst: u32,
+    /// At shutdown, how long connections get to receive their last replies.
+    pub drain_timeout: Duration,
+    /// TLS for every connection (see [`tls_config`]).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     pub agent_tokens: Vec<String>,
     pub monitor_tokens: Vec<String>,
     pub admin_tokens: Vec<String>,
@@ -57,6 +77,10 @@ impl Default for ServerConfig {
             max_agents_per_connection: 10_000,
             max_connections: 10_000,
             handshake_timeout: Duration::from_secs(10),
+            rate_limit: 50_000,
+            rate_burst: 50_000,
+            drain_timeout: Duration::from_secs(2),
+            tls: None,
             agent_tokens: Vec::new(),
             monitor_tokens: Vec::new(),
             admin_tokens: Vec::new(),
@@ -88,10 +112,60 @@ impl ServerConfig {
     }
 }
 
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Pem { path: String, message: String },
+    #[error("TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+/// A TLS server configuration from a certificate chain and a private key (PEM files).
+pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|source| TlsError::Read {
+            path: p.display().to_string(),
+            source,
+        })
+    };
+    let pem_err = |p: &Path, e: rustls::pki_types::pem::Error| TlsError::Pem {
+        path: p.display().to_string(),
+        message: e.to_string(),
+    };
+    let cert_pem = read(cert)?;
+    let chain = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_err(cert, e))?;
+    if chain.is_empty() {
+        return Err(TlsError::Pem {
+            path: cert.display().to_string(),
+            message: "no certificate in the file".into(),
+        });
+    }
+    let key_pem = read(key)?;
+    let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| pem_err(key, e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)?;
+    Ok(Arc::new(cfg))
+}
+
 /// Messages to a connection from elsewhere.
 enum Control {
     /// Another connection took this agent over.
     TakenOver(AgentId),
+    /// An operator evicted this agent.
+    Evicted(AgentId),
 }
 
 struct Owner {
@@ -131,7 +205,8 @@ impl Server {
             next_conn: AtomicU64::new(1),
         });
         info!(%local, "agent listener up");
-        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+        let (stop_tx, mut stop_rx) = watch::channel(false);
+        let evictions = tokio::spawn(tell_evicted(shared.clone()));
         let task = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             loop {
@@ -157,9 +232,19 @@ impl Server {
                         Ok((stream, peer)) => {
                             let _ = stream.set_nodelay(true);
                             let shared = shared.clone();
+                            let stop = stop_rx.clone();
                             conns.spawn(async move {
-                                if let Err(e) = connection(shared, stream).await {
-                                    debug!(%peer, error = %e, "connection ended with an error");
+                                match shared.cfg.tls.clone() {
+                                    None => connection(shared, stream, stop).await,
+                                    Some(tls) => {
+                                        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+                                        let limit = shared.cfg.handshake_timeout;
+                                        match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                                            Ok(Ok(s)) => connection(shared, s, stop).await,
+                                            Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                                            Err(_) => debug!(%peer, "TLS handshake timed out"),
+                                        }
+                                    }
                                 }
                             });
                         }
@@ -170,7 +255,14 @@ impl Server {
                     },
                 }
             }
-            // Every connection ends with the listener (and with them their runtime handles).
+            // Drain: every connection has seen the stop, stops reading and writes its last
+            // replies; the ones still at it after the drain timeout are cut.
+            evictions.abort();
+            let limit = shared.cfg.drain_timeout + Duration::from_millis(500);
+            let _ = tokio::time::timeout(limit, async {
+                while conns.join_next().await.is_some() {}
+            })
+            .await;
             conns.shutdown().await;
         });
         Ok(Self {
@@ -185,7 +277,7 @@ impl Server {
         self.local
     }
 
-    /// Stops accepting, closes every connection, and returns when they are gone.
+    /// Stops accepting, drains and closes every connection, and returns when they are gone.
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);
         if let Some(t) = self.task.take() {
@@ -206,18 +298,98 @@ fn now_text() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// One connection: handshake, then frames until the peer closes or is closed.
-async fn connection(shared: Arc<Shared>, stream: TcpStream) -> std::io::Result<()> {
-    let (read, mut write) = stream.into_split();
+/// Tells the owners of evicted agents (the `evicted` frame).
+async fn tell_evicted(shared: Arc<Shared>) {
+    let filter = Filter {
+        events: vec![EventKind::Deregistered],
+        ..Filter::default()
+    };
+    let mut since = None;
+    loop {
+        let opts = SubscribeOptions {
+            filter: filter.clone(),
+            since,
+            snapshot: false,
+        };
+        let Ok(mut sub) = shared.rt.subscribe(opts).await else {
+            return; // the runtime is stopping
+        };
+        while let Some(item) = sub.next().await {
+            match item {
+                SubscriptionItem::Event(e) => {
+                    since = Some(e.seq);
+                    let evicted = matches!(
+                        e.body,
+                        EventBody::Deregistered {
+                            reason: Reason::Evicted,
+                            ..
+                        }
+                    );
+                    if let (true, Some(id)) = (evicted, &e.agent) {
+                        let owners = shared.owners.lock().unwrap_or_else(|e| e.into_inner());
+                        if let Some(o) = owners.get(id) {
+                            let _ = o.tx.try_send(Control::Evicted(id.clone()));
+                        }
+                    }
+                }
+                SubscriptionItem::Lagged { last_seq } => since = Some(last_seq),
+                SubscriptionItem::ResyncRequired { .. } => since = None,
+                SubscriptionItem::Snapshot(_) => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A connection's token bucket.
+struct Bucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(rate: u32, burst: u32) -> Option<Self> {
+        (rate > 0).then(|| Self {
+            rate: rate as f64,
+            burst: burst.max(1) as f64,
+            tokens: burst.max(1) as f64,
+            at: Instant::now(),
+        })
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// One connection: handshake, then frames until the peer closes, is closed, or the listener
+/// stops.
+async fn connection<S>(shared: Arc<Shared>, stream: S, mut stop: watch::Receiver<bool>)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (read, mut write) = tokio::io::split(stream);
     let mut frames = FramedRead::new(read, LineFrames::new(shared.cfg.max_frame_bytes));
     let (out_tx, mut out_rx) = mpsc::channel::<String>(1024);
+    let drain = shared.cfg.drain_timeout;
     let writer = tokio::spawn(async move {
         while let Some(line) = out_rx.recv().await {
             if write.write_all(line.as_bytes()).await.is_err() {
                 break;
             }
         }
-        let _ = write.shutdown().await;
+        let _ = tokio::time::timeout(drain, write.shutdown()).await;
     });
 
     // Handshake: the first frame must be `hello`.
@@ -281,9 +453,11 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) -> std::io::Result<(
             out: out_tx.clone(),
             owned: HashMap::new(),
             bad: 0,
+            bucket: Bucket::new(shared.cfg.rate_limit, shared.cfg.rate_burst),
         };
         let (ctl_tx, mut ctl_rx) = mpsc::channel::<Control>(256);
-        loop {
+        let mut stopping = *stop.borrow();
+        while !stopping {
             tokio::select! {
                 item = next_frame(&mut frames) => {
                     let Some(item) = item else { break };
@@ -292,19 +466,20 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) -> std::io::Result<(
                     }
                 }
                 Some(ctl) = ctl_rx.recv() => session.control(ctl).await,
+                r = stop.changed() => stopping = r.is_err() || *stop.borrow(),
             }
         }
-        session.closed();
+        session.closed(!stopping);
     }
     drop(out_tx);
-    let _ = writer.await;
-    Ok(())
+    // The writer sends what is queued, then closes (bounded by the drain timeout).
+    let _ = tokio::time::timeout(drain + Duration::from_millis(100), writer).await;
 }
 
 /// The next item: a decoded frame, a blank line (`Ok(None)`), or a decoding error; `None` at
 /// the end of the stream (or a read error).
-async fn next_frame(
-    frames: &mut FramedRead<tokio::net::tcp::OwnedReadHalf, LineFrames>,
+async fn next_frame<R: AsyncRead>(
+    frames: &mut FramedRead<ReadHalf<R>, LineFrames>,
 ) -> Option<Result<Option<Frame>, protocol::FrameError>> {
     match frames.next().await? {
         Ok(Line::Frame(bytes)) => Some(protocol::decode(&bytes)),
@@ -347,6 +522,7 @@ struct Session {
     out: mpsc::Sender<String>,
     owned: HashMap<AgentId, AgentHandle>,
     bad: u32,
+    bucket: Option<Bucket>,
 }
 
 impl Session {
@@ -367,21 +543,19 @@ impl Session {
         let frame = match item {
             Ok(None) => return true,
             Ok(Some(f)) => f,
-            Err(e) => {
-                self.bad += 1;
-                self.error(e.code, &e.message, &e.reference).await;
-                if self.bad >= self.shared.cfg.max_bad_frames {
-                    self.error(
-                        ErrorCode::BadFrame,
-                        "too many bad frames in a row; closing",
-                        &None,
-                    )
-                    .await;
-                    return false;
-                }
-                return true;
-            }
+            Err(e) => return self.bad_frame(e.code, &e.message, &e.reference).await,
         };
+        if let Some(b) = &mut self.bucket {
+            if !b.take() {
+                let msg = format!(
+                    "more than {} frames per second; frame refused",
+                    self.shared.cfg.rate_limit
+                );
+                return self
+                    .bad_frame(ErrorCode::RateLimited, &msg, &frame.reference)
+                    .await;
+            }
+        }
         self.bad = 0;
         let reference = frame.reference;
         if let Some(needed) = frame.body.role() {
@@ -405,21 +579,53 @@ impl Session {
             }
             ClientFrame::Register(r) => self.register(r, reference, ctl).await,
             ClientFrame::Heartbeat(h) => {
+                if let Some(Err(msg)) = h.activity.as_deref().map(|a| check_activity(a, None)) {
+                    self.error(ErrorCode::InvalidField, &msg, &reference).await;
+                    return true;
+                }
                 let beat = Beat {
                     reported: h.status,
                     metrics: h.metrics,
                 };
                 match self.owned.get(&h.id).map(|handle| handle.heartbeat(beat)) {
-                    Some(Ok(())) if reference.is_some() => {
-                        self.send(line(json!({"type": "ack"}), reference.as_ref()))
-                            .await
+                    Some(Ok(())) => {
+                        if let Some(a) = h.activity {
+                            let _ = self.shared.rt.report_activity(&h.id, a, None);
+                        }
+                        self.ack(&reference).await
                     }
-                    Some(Ok(())) => {}
-                    Some(Err(e)) => {
-                        self.error(ErrorCode::Internal, &e.to_string(), &reference)
-                            .await
-                    }
+                    Some(Err(e)) => self.beat_failed(&h.id, e, &reference).await,
                     None => self.not_owned(&h.id, &reference).await,
+                }
+            }
+            ClientFrame::Activity(a) => {
+                if !self.owned.contains_key(&a.id) {
+                    self.not_owned(&a.id, &reference).await;
+                } else if let Err(msg) = check_activity(&a.activity, a.detail.as_deref()) {
+                    self.error(ErrorCode::InvalidField, &msg, &reference).await;
+                } else {
+                    match self.shared.rt.report_activity(&a.id, a.activity, a.detail) {
+                        Ok(()) => self.ack(&reference).await,
+                        Err(e) => self.beat_failed(&a.id, e, &reference).await,
+                    }
+                }
+            }
+            ClientFrame::Job(j) => {
+                if !self.owned.contains_key(&j.id) {
+                    self.not_owned(&j.id, &reference).await;
+                } else if let Err(msg) = check_job(&j) {
+                    self.error(ErrorCode::InvalidField, &msg, &reference).await;
+                } else {
+                    let report = JobReport {
+                        job: j.job,
+                        state: j.state,
+                        progress: j.progress,
+                        error: j.error,
+                    };
+                    match self.shared.rt.report_job(&j.id, report) {
+                        Ok(()) => self.ack(&reference).await,
+                        Err(e) => self.beat_failed(&j.id, e, &reference).await,
+                    }
                 }
             }
             ClientFrame::Deregister(d) => {
@@ -442,9 +648,7 @@ impl Session {
                     }
                 }
             }
-            ClientFrame::Activity(_)
-            | ClientFrame::Job(_)
-            | ClientFrame::Subscribe(_)
+            ClientFrame::Subscribe(_)
             | ClientFrame::Unsubscribe
             | ClientFrame::Admin(_) => {
                 self.error(
@@ -456,6 +660,30 @@ impl Session {
             }
         }
         true
+    }
+
+    /// Answers a refused frame; `false` (close) after `max_bad_frames` in a row.
+    async fn bad_frame(&mut self, code: ErrorCode, msg: &str, reference: &Option<Value>) -> bool {
+        self.bad += 1;
+        self.error(code, msg, reference).await;
+        if self.bad >= self.shared.cfg.max_bad_frames {
+            self.error(
+                ErrorCode::BadFrame,
+                "too many bad frames in a row; closing",
+                &None,
+            )
+            .await;
+            return false;
+        }
+        true
+    }
+
+    /// Acknowledges a frame that carried a `ref`.
+    async fn ack(&self, reference: &Option<Value>) {
+        if reference.is_some() {
+            self.send(line(json!({"type": "ack"}), reference.as_ref()))
+                .await
+        }
     }
 
     /// Answers a frame about an agent this connection does not own.
@@ -474,6 +702,20 @@ impl Session {
             ),
         };
         self.error(code, msg, reference).await;
+    }
+
+    /// A report the runtime did not take: the agent's actor is gone (it left, was evicted, or
+    /// is restarting after a crash).
+    async fn beat_failed(&mut self, id: &AgentId, e: BeatError, reference: &Option<Value>) {
+        let left = self.shared.rt.agent(id).is_none();
+        if left {
+            self.disown(id);
+            self.error(ErrorCode::NotRegistered, &e.to_string(), reference)
+                .await
+        } else {
+            self.error(ErrorCode::Internal, &e.to_string(), reference)
+                .await
+        }
     }
 
     async fn register(
@@ -565,6 +807,14 @@ impl Session {
                     self.send(line(evicted, None)).await;
                 }
             }
+            Control::Evicted(id) => {
+                if self.owned.contains_key(&id) {
+                    self.disown(&id);
+                    let evicted =
+                        json!({"type": "evicted", "id": id.as_str(), "reason": "evicted"});
+                    self.send(line(evicted, None)).await;
+                }
+            }
         }
     }
 
@@ -575,11 +825,14 @@ impl Session {
         release(&mut owners, id, self.conn);
     }
 
-    /// The connection is gone: its agents are disconnected (their deadlines run on).
-    fn closed(&mut self) {
+    /// The connection is gone: its claims are released and, unless the listener is stopping,
+    /// its agents are disconnected (their deadlines run on).
+    fn closed(&mut self, disconnect: bool) {
         let mut owners = self.shared.owners.lock().unwrap_or_else(|e| e.into_inner());
         for (id, handle) in self.owned.drain() {
-            let _ = handle.disconnected();
+            if disconnect {
+                let _ = handle.disconnected();
+            }
             release(&mut owners, &id, self.conn);
         }
     }
@@ -590,4 +843,32 @@ fn release(owners: &mut HashMap<AgentId, Owner>, id: &AgentId, conn: u64) {
     if owners.get(id).is_some_and(|o| o.conn == conn) {
         owners.remove(id);
     }
+}
+
+/// Longest activity name and detail, and job id.
+const MAX_ACTIVITY: usize = 64;
+const MAX_DETAIL: usize = 1024;
+const MAX_JOB_ID: usize = 128;
+
+fn check_activity(activity: &str, detail: Option<&str>) -> Result<(), String> {
+    if activity.is_empty() || activity.len() > MAX_ACTIVITY {
+        return Err(format!("activity must be 1-{MAX_ACTIVITY} bytes"));
+    }
+    if detail.is_some_and(|d| d.len() > MAX_DETAIL) {
+        return Err(format!("detail must be at most {MAX_DETAIL} bytes"));
+    }
+    Ok(())
+}
+
+fn check_job(j: &protocol::Job) -> Result<(), String> {
+    if j.job.is_empty() || j.job.len() > MAX_JOB_ID {
+        return Err(format!("job must be 1-{MAX_JOB_ID} bytes"));
+    }
+    if j.progress.is_some_and(|p| !(0.0..=1.0).contains(&p)) {
+        return Err("progress must be between 0 and 1".into());
+    }
+    if j.error.as_ref().is_some_and(|e| e.len() > MAX_DETAIL) {
+        return Err(format!("error must be at most {MAX_DETAIL} bytes"));
+    }
+    Ok(())
 }

@@ -46,6 +46,7 @@ mod cell;
 pub mod clock;
 mod fleet;
 pub mod fsm;
+mod jobs;
 pub mod lag;
 pub mod model;
 mod registry;
@@ -58,6 +59,7 @@ pub use broadcaster::{
     BroadcastStats, Filter, Snapshot, SubscribeOptions, Subscription, SubscriptionItem,
 };
 pub use fleet::Registered;
+pub use jobs::{FINISHED_KEPT, PROGRESS_STEP};
 pub use lag::LagConfig;
 pub use model::*;
 pub use registry::RegistryStats;

@@ -268,6 +268,17 @@ pub struct AgentRecord {
     /// The agent's own heartbeat interval, when it asked for one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat_interval_ms: Option<u64>,
+    /// The agent's unfinished jobs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub jobs: BTreeMap<String, OpenJob>,
+}
+
+/// An unfinished job, as its agent's record holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpenJob {
+    pub state: JobState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f64>,
 }
 
 /// What an agent gives when it registers.
@@ -309,6 +320,55 @@ impl Registration {
     pub(crate) fn kind_or_default(&self) -> &str {
         self.kind.as_deref().unwrap_or("default")
     }
+}
+
+/// The states of a job an agent reports (PROTOCOL.md, `job`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Submitted,
+    Assigned,
+    Running,
+    Completed,
+    Failed,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Submitted => "submitted",
+            JobState::Assigned => "assigned",
+            JobState::Running => "running",
+            JobState::Completed => "completed",
+            JobState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "submitted" => JobState::Submitted,
+            "assigned" => JobState::Assigned,
+            "running" => JobState::Running,
+            "completed" => JobState::Completed,
+            "failed" => JobState::Failed,
+            _ => return None,
+        })
+    }
+
+    /// Completed or failed: nothing more happens to the job.
+    pub fn is_final(self) -> bool {
+        matches!(self, JobState::Completed | JobState::Failed)
+    }
+}
+
+/// What an agent reports about one of its jobs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobReport {
+    pub job: String,
+    pub state: JobState,
+    /// 0..=1.
+    pub progress: Option<f64>,
+    pub error: Option<String>,
 }
 
 /// Severity of an alert.

@@ -30,7 +30,10 @@ use crate::admin::{AdminError, AdminResponse};
 use crate::broadcaster::{BroadcastMsg, Filter, Snapshot, Start, SubscribeOptions, Subscription};
 use crate::cell::AgentCell;
 use crate::clock::Clock;
-use crate::model::{AgentId, AgentRecord, Event, EventBody, Registration, Status};
+use crate::jobs::JobBook;
+use crate::model::{
+    AgentId, AgentRecord, Event, EventBody, JobReport, JobState, Registration, Status,
+};
 use crate::store::{Retention, Store, StoreError};
 
 /// A change to sequence, from an agent actor or the runtime.
@@ -56,6 +59,19 @@ pub(crate) enum RegistryMsg {
         reply: RpcReplyPort<RegisterReply>,
     },
     Append(Change),
+    /// An agent reported its activity; an event only when it really changed.
+    Activity {
+        id: AgentId,
+        activity: String,
+        detail: Option<String>,
+        at: DateTime<Utc>,
+    },
+    /// An agent reported on one of its jobs.
+    Job {
+        id: AgentId,
+        report: JobReport,
+        at: DateTime<Utc>,
+    },
     /// The record as the registry holds it (for restarting a crashed agent actor).
     Record(AgentId, RpcReplyPort<Option<AgentRecord>>),
     Query(Query, RpcReplyPort<Result<AdminResponse, AdminError>>),
@@ -112,6 +128,9 @@ pub struct RegistryStats {
     pub store_errors: u64,
     pub store_healthy: bool,
     pub batches: u64,
+    /// Jobs by state (finished ones as far as they are remembered).
+    #[serde(default)]
+    pub jobs: BTreeMap<JobState, usize>,
 }
 
 pub(crate) struct RegistryArgs {
@@ -210,6 +229,7 @@ pub(crate) struct RegistryState {
     parked: Vec<(u64, Snapshot, Filter, RpcReplyPort<Subscription>)>,
     drains: Vec<RpcReplyPort<Result<(), StoreError>>>,
     flush_queued: bool,
+    jobs: JobBook,
 }
 
 pub(crate) struct RegistryActor;
@@ -257,8 +277,10 @@ impl Actor for RegistryActor {
             parked: Vec::new(),
             drains: Vec::new(),
             flush_queued: false,
+            jobs: JobBook::default(),
         };
         for record in args.loaded.agents {
+            st.jobs.load(&record.id, &record.jobs);
             st.insert(Entry {
                 record: Box::new(record),
                 cell: None,
@@ -298,6 +320,51 @@ impl Actor for RegistryActor {
             RegistryMsg::Append(change) => {
                 st.sequence(change);
                 st.schedule_flush(&myself);
+            }
+            RegistryMsg::Activity {
+                id,
+                activity,
+                detail,
+                at,
+            } => {
+                let Some(e) = st
+                    .agents
+                    .get(&id)
+                    .filter(|e| e.record.status != Status::Left)
+                else {
+                    return Ok(());
+                };
+                if e.record.activity.as_deref() != Some(activity.as_str()) {
+                    let body = EventBody::Activity {
+                        from: e.record.activity.clone(),
+                        to: activity,
+                        detail,
+                    };
+                    st.sequence(Change {
+                        agent: Some(id),
+                        at,
+                        body,
+                    });
+                    st.schedule_flush(&myself);
+                }
+            }
+            RegistryMsg::Job { id, report, at } => {
+                if !st
+                    .agents
+                    .get(&id)
+                    .is_some_and(|e| e.record.status != Status::Left)
+                {
+                    return Ok(());
+                }
+                if let Some(body) = st.jobs.report(&id, report) {
+                    st.sync_jobs();
+                    st.sequence(Change {
+                        agent: Some(id),
+                        at,
+                        body,
+                    });
+                    st.schedule_flush(&myself);
+                }
             }
             RegistryMsg::Record(id, reply) => {
                 let _ = reply.send(st.agents.get(&id).map(|e| e.view(&st.clock)));
@@ -388,12 +455,14 @@ impl RegistryState {
                 incarnation,
                 ..
             } => {
+                let old = self.agents.get(id).map(|x| &x.record);
                 let record = AgentRecord {
                     id: id.clone(),
                     name: name.clone(),
                     kind: e.kind.clone().unwrap_or_else(|| "default".into()),
                     status: *status,
-                    activity: None,
+                    activity: old.and_then(|r| r.activity.clone()),
+                    jobs: old.map(|r| r.jobs.clone()).unwrap_or_default(),
                     reported: Default::default(),
                     metadata: metadata.clone(),
                     capabilities: capabilities.clone(),
@@ -403,10 +472,7 @@ impl RegistryState {
                     incarnation: *incarnation,
                     registered_at: e.at,
                     updated_at: e.at,
-                    heartbeat_interval_ms: self
-                        .agents
-                        .get(id)
-                        .and_then(|x| x.record.heartbeat_interval_ms),
+                    heartbeat_interval_ms: old.and_then(|r| r.heartbeat_interval_ms),
                 };
                 if let Some(old) = self.agents.remove(id) {
                     if let Some(c) = self.counts.get_mut(&old.record.status) {
@@ -419,11 +485,35 @@ impl RegistryState {
                 });
                 self.touch(id);
             }
+            EventBody::Activity { to, .. } => self.set_activity(id, to, e.at),
+            job @ EventBody::Job { .. } => {
+                self.jobs.apply(id, job);
+                self.sync_jobs();
+            }
             other => {
                 if let Some(s) = other.status_after() {
                     self.set_status(id, s, e.at);
                 }
             }
+        }
+    }
+
+    /// Copies the unfinished jobs that changed into their agents' records.
+    fn sync_jobs(&mut self) {
+        for id in self.jobs.take_touched() {
+            let open = self.jobs.open_of(&id);
+            if let Some(e) = self.agents.get_mut(&id) {
+                e.record.jobs = open;
+                self.touch(&id);
+            }
+        }
+    }
+
+    fn set_activity(&mut self, id: &AgentId, activity: &str, at: DateTime<Utc>) {
+        if let Some(e) = self.agents.get_mut(id) {
+            e.record.activity = Some(activity.to_string());
+            e.record.updated_at = at;
+            self.touch(id);
         }
     }
 
@@ -448,6 +538,7 @@ impl RegistryState {
             kind: kind.clone(),
             status: Status::Online,
             activity: prev.and_then(|e| e.record.activity.clone()),
+            jobs: prev.map(|e| e.record.jobs.clone()).unwrap_or_default(),
             reported: Default::default(),
             metadata: reg.metadata.clone(),
             capabilities: reg.capabilities.clone(),
@@ -488,7 +579,28 @@ impl RegistryState {
         if let (Some(id), Some(status)) = (&change.agent, change.body.status_after()) {
             self.set_status(id, status, change.at);
         }
-        self.push_event(change)
+        if let (Some(id), EventBody::Activity { to, .. }) = (&change.agent, &change.body) {
+            self.set_activity(id, to, change.at);
+        }
+        let gone = match change.body.status_after() {
+            Some(Status::Offline) => Some("agent_offline"),
+            Some(Status::Left) => Some("agent_left"),
+            _ => None,
+        };
+        let (agent, at) = (change.agent.clone(), change.at);
+        let seq = self.push_event(change);
+        // The unfinished jobs of an agent that went offline or left fail, after its change.
+        if let (Some(id), Some(error)) = (agent, gone) {
+            for body in self.jobs.fail_all(&id, error) {
+                self.push_event(Change {
+                    agent: Some(id.clone()),
+                    at,
+                    body,
+                });
+            }
+            self.sync_jobs();
+        }
+        seq
     }
 
     fn push_event(&mut self, change: Change) -> u64 {
@@ -830,6 +942,7 @@ impl RegistryState {
                 .map(|s| (*s, self.counts.get(s).copied().unwrap_or(0)))
                 .collect(),
             total: self.agents.len(),
+            jobs: self.jobs.counts(),
             last_seq: self.next_seq - 1,
             durable_seq: self.durable_seq,
             pending_events: self.pending.len()

@@ -22,7 +22,9 @@ use crate::cell::AgentCell;
 use crate::clock::Clock;
 use crate::fleet::{Directory, FleetArgs, FleetMsg, FleetSupervisor, Policies, Registered};
 use crate::lag::{LagConfig, LagMonitor};
-use crate::model::{AgentId, EventBody, Metrics, Policy, Registration, Reported, Severity};
+use crate::model::{
+    AgentId, EventBody, JobReport, Metrics, Policy, Registration, Reported, Severity,
+};
 use crate::registry::{Change, RegistryActor, RegistryArgs, RegistryMsg};
 use crate::store::{Retention, Store, StoreError};
 use crate::wheel::Wheel;
@@ -387,6 +389,39 @@ impl Runtime {
             .cloned()
             .ok_or_else(|| BeatError::UnknownAgent(id.clone()))?;
         beat_cell(&cell, beat)
+    }
+
+    /// The agent reports its activity (`idle`, `working`, ...). An `activity` event is
+    /// recorded only when it differs from the last one; an unknown or departed agent's report
+    /// is dropped.
+    pub fn report_activity(
+        &self,
+        id: &AgentId,
+        activity: impl Into<String>,
+        detail: Option<String>,
+    ) -> Result<(), BeatError> {
+        let at = self.clock.utc(self.clock.now());
+        self.registry
+            .cast(RegistryMsg::Activity {
+                id: id.clone(),
+                activity: activity.into(),
+                detail,
+                at,
+            })
+            .map_err(|_| BeatError::NotSupervised(id.clone()))
+    }
+
+    /// The agent reports on one of its jobs. A `job` event is recorded when the state (or the
+    /// agent) changes, or the progress moves by [`crate::PROGRESS_STEP`] or more.
+    pub fn report_job(&self, id: &AgentId, report: JobReport) -> Result<(), BeatError> {
+        let at = self.clock.utc(self.clock.now());
+        self.registry
+            .cast(RegistryMsg::Job {
+                id: id.clone(),
+                report,
+                at,
+            })
+            .map_err(|_| BeatError::NotSupervised(id.clone()))
     }
 
     /// The agent deregisters itself: it leaves (`deregistered`, status `left`).

@@ -664,3 +664,141 @@ async fn two_runtimes_live_in_one_process() {
     r1.shutdown().await.unwrap();
     r2.shutdown().await.unwrap();
 }
+
+fn job(j: &str, state: JobState, progress: Option<f64>) -> JobReport {
+    JobReport {
+        job: j.into(),
+        state,
+        progress,
+        error: None,
+    }
+}
+
+fn job_event(e: &Event) -> (String, Option<String>, String, Option<String>) {
+    match &e.body {
+        EventBody::Job {
+            job, from, to, error, ..
+        } => (job.clone(), from.clone(), to.clone(), error.clone()),
+        other => panic!("expected a job event, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn activity_and_jobs_are_events_only_on_change_and_jobs_fail_with_their_agent() {
+    let store = MemStore::new();
+    let rt = Runtime::start(config(), store.clone()).await.unwrap();
+    let mut sub = live(&rt).await;
+    let a = id("a");
+    rt.register(Registration::new(a.clone())).await.unwrap();
+    next_event(&mut sub).await; // registered
+
+    rt.report_activity(&a, "working", Some("step 1".into()))
+        .unwrap();
+    rt.report_activity(&a, "working", Some("step 2".into()))
+        .unwrap(); // same activity: no event
+    rt.report_activity(&a, "tool_calling", None).unwrap();
+    let e = next_event(&mut sub).await;
+    assert_eq!(
+        e.body,
+        EventBody::Activity {
+            from: None,
+            to: "working".into(),
+            detail: Some("step 1".into())
+        }
+    );
+    let e = next_event(&mut sub).await;
+    assert_eq!(
+        e.body,
+        EventBody::Activity {
+            from: Some("working".into()),
+            to: "tool_calling".into(),
+            detail: None
+        }
+    );
+    assert_eq!(get(&rt, "a").await.activity.as_deref(), Some("tool_calling"));
+
+    rt.report_job(&a, job("j1", JobState::Running, Some(0.2)))
+        .unwrap();
+    rt.report_job(&a, job("j1", JobState::Running, Some(0.2)))
+        .unwrap(); // no change
+    rt.report_job(&a, job("j2", JobState::Assigned, None)).unwrap();
+    rt.report_job(&a, job("j2", JobState::Completed, Some(1.0)))
+        .unwrap();
+    let got: Vec<_> = [
+        next_event(&mut sub).await,
+        next_event(&mut sub).await,
+        next_event(&mut sub).await,
+    ]
+    .iter()
+    .map(|e| job_event(e))
+    .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("j1".into(), None, "running".into(), None),
+            ("j2".into(), None, "assigned".into(), None),
+            (
+                "j2".into(),
+                Some("assigned".into()),
+                "completed".into(),
+                None
+            ),
+        ]
+    );
+
+    // Silent: degraded, then offline; j1 (unfinished) fails right after the offline.
+    let (_, _, to, _) = next_transition(&mut sub).await;
+    assert_eq!(to, Status::Degraded);
+    let (_, _, to, _) = next_transition(&mut sub).await;
+    assert_eq!(to, Status::Offline);
+    let e = next_event(&mut sub).await;
+    assert_eq!(
+        job_event(&e),
+        (
+            "j1".into(),
+            Some("running".into()),
+            "failed".into(),
+            Some("agent_offline".into())
+        )
+    );
+    let stats = rt.stats().await.unwrap();
+    assert_eq!(stats.registry.jobs.get(&JobState::Failed), Some(&1));
+    assert_eq!(stats.registry.jobs.get(&JobState::Completed), Some(&1));
+    // Back online with a job under way when the runtime stops.
+    rt.register(Registration::new(a.clone())).await.unwrap();
+    rt.report_job(&a, job("j3", JobState::Running, Some(0.5)))
+        .unwrap();
+    let last = rt.stats().await.unwrap().registry.last_seq;
+    assert_eq!(get(&rt, "a").await.jobs.len(), 1);
+    rt.shutdown().await.unwrap();
+
+    // After a restart (from the checkpoint) the activity and the unfinished job are as they
+    // were: repeating them makes no event, and the job fails when its agent leaves.
+    let rt = Runtime::start(config(), store.clone()).await.unwrap();
+    assert_eq!(get(&rt, "a").await.activity.as_deref(), Some("tool_calling"));
+    rt.register(Registration::new(a.clone())).await.unwrap();
+    rt.report_activity(&a, "tool_calling", None).unwrap();
+    rt.report_job(&a, job("j3", JobState::Running, Some(0.5)))
+        .unwrap();
+    rt.deregister(&a).await.unwrap();
+    let events = all_events(&rt).await;
+    let after: Vec<_> = events.iter().filter(|e| e.seq > last).collect();
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert!(matches!(after[0].body, EventBody::Registered { .. }));
+    assert!(matches!(after[1].body, EventBody::Deregistered { .. }));
+    assert_eq!(
+        job_event(after[2]),
+        (
+            "j3".into(),
+            Some("running".into()),
+            "failed".into(),
+            Some("agent_left".into())
+        )
+    );
+    assert!(get(&rt, "a").await.jobs.is_empty());
+    // A departed agent's reports are dropped.
+    rt.report_activity(&a, "idle", None).unwrap();
+    rt.report_job(&a, job("j4", JobState::Running, None)).unwrap();
+    rt.shutdown().await.unwrap();
+    assert_eq!(store.len() as u64, last + 3);
+}

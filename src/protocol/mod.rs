@@ -117,16 +117,7 @@ pub struct Activity {
     pub detail: Option<String>,
 }
 
-/// The states of a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobState {
-    Submitted,
-    Assigned,
-    Running,
-    Completed,
-    Failed,
-}
+pub use vigil_actors::JobState;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Job {

@@ -35,6 +35,7 @@ pub fn event(seq: u64, agent: &str, from: Status, to: Status) -> Arc<Event> {
 pub fn record(agent: &str, status: Status) -> AgentRecord {
     let t = Utc.timestamp_millis_opt(1_700_000_000_000).unwrap();
     AgentRecord {
+        jobs: Default::default(),
         id: id(agent),
         name: agent.into(),
         kind: "worker".into(),
