@@ -300,7 +300,8 @@ impl Connection {
 impl FrameWriter {
     /// Sends one frame (one line).
     pub async fn send(&mut self, frame: &Value) -> Result<(), ClientError> {
-        let mut line = serde_json::to_vec(frame).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let mut line =
+            serde_json::to_vec(frame).map_err(|e| ClientError::Protocol(e.to_string()))?;
         line.push(b'\n');
         self.send_raw(&line).await
     }

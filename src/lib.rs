@@ -5,19 +5,22 @@
 //!
 //! - [`client`]: a Rust client for protocol v1 (agents written in Rust, the simulator).
 //! - [`server`]: the TCP listener for protocol v1.
+//! - [`simulate`]: `vigil simulate`, simulated agents over TCP (also the ingest load).
 //! - [`config`]: the TOML configuration (defaults, file, environment, flags).
-//! - [`bench`], [`bench_store`]: the benchmark scenarios behind `vigil bench`.
+//! - [`bench`], [`bench_store`], [`bench_ingest`]: the benchmark scenarios behind `vigil bench`.
 //! - [`storm`]: `vigil storm`, the crash-test workload.
 //! - [`store`]: opens the configured store (`store.url`).
 //! - [`protocol`]: the wire protocol v1: line framing and typed client frames.
 //! - `main.rs`: the `vigil` command (serve, bench, config check).
 
 pub mod bench;
+pub mod bench_ingest;
 pub mod bench_store;
 pub mod client;
 pub mod config;
 pub mod protocol;
 pub mod server;
+pub mod simulate;
 pub mod store;
 pub mod storm;
 

@@ -36,6 +36,8 @@ enum Command {
     /// prints every delivered event as a JSON line.
     #[command(hide = true)]
     Storm(vigil::storm::StormArgs),
+    /// A fleet of simulated agents over TCP, with failure injection (also a load generator).
+    Simulate(vigil::simulate::SimulateArgs),
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -54,6 +56,9 @@ enum BenchCmd {
     Storm(vigil::bench_store::FleetBench),
     /// Restore time and RSS for N persisted agents; transitions caused by a restart.
     Restart(vigil::bench_store::FleetBench),
+    /// Heartbeats/s over loopback TCP (vigil simulate as the load), CPU of each side, and
+    /// detection lateness under that load.
+    Ingest(vigil::bench_ingest::IngestBench),
 }
 
 #[derive(Subcommand)]
@@ -80,8 +85,10 @@ fn main() -> anyhow::Result<()> {
             BenchCmd::Store(args) => vigil::bench_store::run_store(args),
             BenchCmd::Storm(args) => vigil::bench_store::run_storm(args),
             BenchCmd::Restart(args) => vigil::bench_store::run_restart(args),
+            BenchCmd::Ingest(args) => vigil::bench_ingest::run(args),
         },
         Command::Storm(args) => vigil::storm::run(config, args),
+        Command::Simulate(args) => vigil::simulate::run(args),
         Command::Config {
             cmd: ConfigCmd::Check,
         } => {

@@ -18,8 +18,8 @@
 //! Not yet here: the monitor and admin roles' frames (they are answered `unknown_type`).
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -180,11 +180,16 @@ struct Shared {
     /// Which live connection owns each agent.
     owners: Mutex<HashMap<AgentId, Owner>>,
     next_conn: AtomicU64,
+    /// Frames received after handshakes (all connections).
+    frames: AtomicU64,
+    /// Connections open now.
+    open: AtomicU64,
 }
 
 /// The agent listener.
 pub struct Server {
     local: SocketAddr,
+    shared: Arc<Shared>,
     task: Option<tokio::task::JoinHandle<()>>,
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -203,10 +208,13 @@ impl Server {
             cfg,
             owners: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
+            frames: AtomicU64::new(0),
+            open: AtomicU64::new(0),
         });
         info!(%local, "agent listener up");
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let evictions = tokio::spawn(tell_evicted(shared.clone()));
+        let counters = shared.clone();
         let task = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             loop {
@@ -259,14 +267,14 @@ impl Server {
             // replies; the ones still at it after the drain timeout are cut.
             evictions.abort();
             let limit = shared.cfg.drain_timeout + Duration::from_millis(500);
-            let _ = tokio::time::timeout(limit, async {
-                while conns.join_next().await.is_some() {}
-            })
-            .await;
+            let _ =
+                tokio::time::timeout(limit, async { while conns.join_next().await.is_some() {} })
+                    .await;
             conns.shutdown().await;
         });
         Ok(Self {
             local,
+            shared: counters,
             task: Some(task),
             stop: stop_tx,
         })
@@ -275,6 +283,16 @@ impl Server {
     /// The address it listens on (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// Frames received so far (after handshakes, every connection).
+    pub fn frames(&self) -> u64 {
+        self.shared.frames.load(Ordering::Relaxed)
+    }
+
+    /// Connections open now (including those still in their handshake).
+    pub fn connections(&self) -> u64 {
+        self.shared.open.load(Ordering::Relaxed)
     }
 
     /// Stops accepting, drains and closes every connection, and returns when they are gone.
@@ -379,6 +397,7 @@ async fn connection<S>(shared: Arc<Shared>, stream: S, mut stop: watch::Receiver
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
+    shared.open.fetch_add(1, Ordering::Relaxed);
     let (read, mut write) = tokio::io::split(stream);
     let mut frames = FramedRead::new(read, LineFrames::new(shared.cfg.max_frame_bytes));
     let (out_tx, mut out_rx) = mpsc::channel::<String>(1024);
@@ -474,6 +493,7 @@ where
     drop(out_tx);
     // The writer sends what is queued, then closes (bounded by the drain timeout).
     let _ = tokio::time::timeout(drain + Duration::from_millis(100), writer).await;
+    shared.open.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// The next item: a decoded frame, a blank line (`Ok(None)`), or a decoding error; `None` at
@@ -540,6 +560,7 @@ impl Session {
         item: Result<Option<Frame>, protocol::FrameError>,
         ctl: &mpsc::Sender<Control>,
     ) -> bool {
+        self.shared.frames.fetch_add(1, Ordering::Relaxed);
         let frame = match item {
             Ok(None) => return true,
             Ok(Some(f)) => f,
@@ -648,9 +669,7 @@ impl Session {
                     }
                 }
             }
-            ClientFrame::Subscribe(_)
-            | ClientFrame::Unsubscribe
-            | ClientFrame::Admin(_) => {
+            ClientFrame::Subscribe(_) | ClientFrame::Unsubscribe | ClientFrame::Admin(_) => {
                 self.error(
                     ErrorCode::UnknownType,
                     "not served on this listener yet",

@@ -677,7 +677,11 @@ fn job(j: &str, state: JobState, progress: Option<f64>) -> JobReport {
 fn job_event(e: &Event) -> (String, Option<String>, String, Option<String>) {
     match &e.body {
         EventBody::Job {
-            job, from, to, error, ..
+            job,
+            from,
+            to,
+            error,
+            ..
         } => (job.clone(), from.clone(), to.clone(), error.clone()),
         other => panic!("expected a job event, got {other:?}"),
     }
@@ -715,13 +719,17 @@ async fn activity_and_jobs_are_events_only_on_change_and_jobs_fail_with_their_ag
             detail: None
         }
     );
-    assert_eq!(get(&rt, "a").await.activity.as_deref(), Some("tool_calling"));
+    assert_eq!(
+        get(&rt, "a").await.activity.as_deref(),
+        Some("tool_calling")
+    );
 
     rt.report_job(&a, job("j1", JobState::Running, Some(0.2)))
         .unwrap();
     rt.report_job(&a, job("j1", JobState::Running, Some(0.2)))
         .unwrap(); // no change
-    rt.report_job(&a, job("j2", JobState::Assigned, None)).unwrap();
+    rt.report_job(&a, job("j2", JobState::Assigned, None))
+        .unwrap();
     rt.report_job(&a, job("j2", JobState::Completed, Some(1.0)))
         .unwrap();
     let got: Vec<_> = [
@@ -775,7 +783,10 @@ async fn activity_and_jobs_are_events_only_on_change_and_jobs_fail_with_their_ag
     // After a restart (from the checkpoint) the activity and the unfinished job are as they
     // were: repeating them makes no event, and the job fails when its agent leaves.
     let rt = Runtime::start(config(), store.clone()).await.unwrap();
-    assert_eq!(get(&rt, "a").await.activity.as_deref(), Some("tool_calling"));
+    assert_eq!(
+        get(&rt, "a").await.activity.as_deref(),
+        Some("tool_calling")
+    );
     rt.register(Registration::new(a.clone())).await.unwrap();
     rt.report_activity(&a, "tool_calling", None).unwrap();
     rt.report_job(&a, job("j3", JobState::Running, Some(0.5)))
@@ -798,7 +809,8 @@ async fn activity_and_jobs_are_events_only_on_change_and_jobs_fail_with_their_ag
     assert!(get(&rt, "a").await.jobs.is_empty());
     // A departed agent's reports are dropped.
     rt.report_activity(&a, "idle", None).unwrap();
-    rt.report_job(&a, job("j4", JobState::Running, None)).unwrap();
+    rt.report_job(&a, job("j4", JobState::Running, None))
+        .unwrap();
     rt.shutdown().await.unwrap();
     assert_eq!(store.len() as u64, last + 3);
 }
