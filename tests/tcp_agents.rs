@@ -417,3 +417,344 @@ async fn garbage_over_the_socket_changes_nothing() {
     assert_eq!((record.status, record.incarnation), (Status::Online, 1));
     server.stop().await;
 }
+
+/// Every event the runtime has recorded, oldest first.
+async fn events(rt: &Runtime) -> Vec<vigil_actors::Event> {
+    match rt
+        .admin(vigil_actors::AdminRequest::Events {
+            id: None,
+            since: Some(0),
+            limit: Some(10_000),
+        })
+        .await
+        .unwrap()
+    {
+        vigil_actors::AdminResponse::Events(e) => e,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn activity_and_job_frames_are_acked_recorded_once_and_checked() {
+    let (server, rt) = setup(ServerConfig::default()).await;
+    let mut c = Client::agent(&server).await;
+    c.send(json!({"type":"register","id":"w1","ref":1})).await;
+    c.expect("registered").await;
+
+    c.send(json!({"type":"activity","id":"w1","activity":"working","detail":"step 1","ref":"a1"}))
+        .await;
+    assert_eq!(c.expect("ack").await["ref"], "a1");
+    // The same activity again (and on a heartbeat): no new event.
+    c.send(json!({"type":"activity","id":"w1","activity":"working","ref":"a2"}))
+        .await;
+    c.expect("ack").await;
+    c.send(json!({"type":"heartbeat","id":"w1","activity":"working","ref":"a3"}))
+        .await;
+    c.expect("ack").await;
+    c.send(json!({"type":"heartbeat","id":"w1","activity":"tool_calling","ref":"a4"}))
+        .await;
+    c.expect("ack").await;
+
+    c.send(json!({"type":"job","id":"w1","job":"j1","state":"running","progress":0.25,"ref":"j1"}))
+        .await;
+    assert_eq!(c.expect("ack").await["ref"], "j1");
+    c.send(json!({"type":"job","id":"w1","job":"j1","state":"completed","result":{"n":1}}))
+        .await;
+    // Checks: a progress outside 0..1, an unknown state, an empty activity, another's agent.
+    c.send(json!({"type":"job","id":"w1","job":"j2","state":"running","progress":1.5,"ref":"b1"}))
+        .await;
+    assert_eq!(c.expect_error("invalid_field").await["ref"], "b1");
+    c.send(json!({"type":"job","id":"w1","job":"j2","state":"paused","ref":"b2"}))
+        .await;
+    c.expect_error("invalid_field").await;
+    c.send(json!({"type":"activity","id":"w1","activity":"","ref":"b3"}))
+        .await;
+    c.expect_error("invalid_field").await;
+    c.send(json!({"type":"job","id":"nobody","job":"j3","state":"running","ref":"b4"}))
+        .await;
+    c.expect_error("not_registered").await;
+    c.send(json!({"type":"activity","id":"w1","ref":"b5"}))
+        .await;
+    c.expect_error("missing_field").await;
+    // A ping after everything: the casts before it have reached the registry.
+    c.send(json!({"type":"ping","ref":"end"})).await;
+    c.expect("pong").await;
+
+    let got: Vec<_> = loop {
+        let e = events(&rt).await;
+        if e.len() >= 5 {
+            break e.into_iter().map(|e| e.body).collect();
+        }
+        tokio::task::yield_now().await;
+    };
+    use vigil_actors::EventBody;
+    assert!(matches!(got[0], EventBody::Registered { .. }));
+    assert_eq!(
+        got[1],
+        EventBody::Activity {
+            from: None,
+            to: "working".into(),
+            detail: Some("step 1".into())
+        }
+    );
+    assert_eq!(
+        got[2],
+        EventBody::Activity {
+            from: Some("working".into()),
+            to: "tool_calling".into(),
+            detail: None
+        }
+    );
+    assert!(
+        matches!(&got[3], EventBody::Job { job, from: None, to, progress: Some(p), .. } if job == "j1" && to == "running" && *p == 0.25),
+        "{:?}",
+        got[3]
+    );
+    assert!(
+        matches!(&got[4], EventBody::Job { from: Some(f), to, .. } if f == "running" && to == "completed"),
+        "{:?}",
+        got[4]
+    );
+    assert_eq!(got.len(), 5, "{got:?}");
+    assert_eq!(
+        record(&rt, "w1").await.activity.as_deref(),
+        Some("tool_calling")
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn frames_beyond_the_rate_limit_are_refused_with_rate_limited() {
+    let cfg = ServerConfig {
+        rate_limit: 5,
+        rate_burst: 10,
+        max_bad_frames: 1000,
+        ..ServerConfig::default()
+    };
+    let (server, _rt) = setup(cfg).await;
+    let mut c = Client::agent(&server).await;
+    let mut burst = String::new();
+    for i in 0..40 {
+        burst.push_str(&format!("{{\"type\":\"ping\",\"ref\":{i}}}\n"));
+    }
+    c.raw(burst.as_bytes()).await;
+    let (mut pongs, mut limited) = (0, 0);
+    for i in 0..40 {
+        let v = c.recv().await.expect("an answer to every frame");
+        assert_eq!(v["ref"], i, "answers in order: {v}");
+        match v["type"].as_str() {
+            Some("pong") => pongs += 1,
+            Some("error") if v["code"] == "rate_limited" => limited += 1,
+            _ => panic!("{v}"),
+        }
+    }
+    // The burst of 10 passes (and at 5/s at most a few more while the 40 are read).
+    assert!((10..=15).contains(&pongs), "{pongs} pongs");
+    assert_eq!(pongs + limited, 40);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn too_many_refused_frames_in_a_row_close_a_flooding_connection() {
+    let cfg = ServerConfig {
+        rate_limit: 1,
+        rate_burst: 1,
+        max_bad_frames: 5,
+        ..ServerConfig::default()
+    };
+    let (server, _rt) = setup(cfg).await;
+    let mut c = Client::agent(&server).await;
+    let flood = "{\"type\":\"ping\"}\n".repeat(50);
+    c.raw(flood.as_bytes()).await;
+    c.expect("pong").await;
+    for _ in 0..5 {
+        c.expect_error("rate_limited").await;
+    }
+    c.expect_error("bad_frame").await;
+    assert_eq!(c.recv().await, None, "closed");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_operator_eviction_reaches_the_owning_connection() {
+    let (server, rt) = setup(ServerConfig::default()).await;
+    let mut c = Client::agent(&server).await;
+    c.send(json!({"type":"register","id":"e1","ref":1})).await;
+    c.expect("registered").await;
+    rt.admin(vigil_actors::AdminRequest::Evict {
+        id: AgentId::new("e1").unwrap(),
+        reason: Some("decommissioned".into()),
+    })
+    .await
+    .unwrap();
+    let v = c.expect("evicted").await;
+    assert_eq!(
+        (v["id"].as_str(), v["reason"].as_str()),
+        (Some("e1"), Some("evicted"))
+    );
+    c.send(json!({"type":"heartbeat","id":"e1","ref":2})).await;
+    c.expect_error("not_registered").await;
+    // It may register again and is online again.
+    c.send(json!({"type":"register","id":"e1","ref":3})).await;
+    assert_eq!(c.expect("registered").await["incarnation"], 2);
+    assert_eq!(record(&rt, "e1").await.status, Status::Online);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn stopping_the_listener_closes_connections_without_disconnecting_their_agents() {
+    let (server, rt) = setup(ServerConfig::default()).await;
+    let mut c = Client::agent(&server).await;
+    c.send(json!({"type":"register","id":"d1","ref":1})).await;
+    c.expect("registered").await;
+    let stopped = tokio::spawn(server.stop());
+    assert_eq!(c.recv().await, None, "the connection is closed");
+    tokio::time::timeout(Duration::from_secs(5), stopped)
+        .await
+        .expect("the listener stops within the drain timeout")
+        .unwrap();
+    let r = record(&rt, "d1").await;
+    assert!(r.connected, "a shutdown is not the agent's disconnection");
+    assert_eq!(r.status, Status::Online);
+}
+
+#[tokio::test]
+async fn tls_connections_speak_the_same_protocol() {
+    use vigil::client::{ClientConfig, ClientTls, Connection, ServerFrame};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let tls = vigil::server::tls_config(&dir.join("cert.pem"), &dir.join("key.pem")).unwrap();
+    let cfg = ServerConfig {
+        tls: Some(tls),
+        ..ServerConfig::default()
+    };
+    let (server, rt) = setup(cfg).await;
+    let ca = std::fs::read(dir.join("ca.pem")).unwrap();
+    let client_cfg = ClientConfig::new(server.local_addr().to_string())
+        .tls(ClientTls::with_root_pem(&ca, "localhost").unwrap());
+    let mut conn = Connection::connect(&client_cfg, vigil::protocol::Role::Agent)
+        .await
+        .unwrap();
+    assert_eq!(conn.welcome.protocol, 1);
+    conn.send(&json!({"type":"register","id":"t1","ref":"r"}))
+        .await
+        .unwrap();
+    match conn.recv().await.unwrap() {
+        Some(ServerFrame::Registered { id, .. }) => assert_eq!(id, "t1"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(record(&rt, "t1").await.status, Status::Online);
+
+    // A client that does not speak TLS gets nowhere (and nothing registers).
+    let mut plain = Client::connect(&server).await;
+    plain
+        .send(json!({"type":"hello","protocol":1,"role":"agent"}))
+        .await;
+    let answer = tokio::time::timeout(Duration::from_secs(5), plain.lines.next_line()).await;
+    assert!(
+        !matches!(answer, Ok(Ok(Some(ref l))) if l.contains("welcome")),
+        "{answer:?}"
+    );
+    // A wrong name is refused by the client.
+    let wrong = ClientConfig::new(server.local_addr().to_string())
+        .tls(ClientTls::with_root_pem(&ca, "example.com").unwrap());
+    assert!(Connection::connect(&wrong, vigil::protocol::Role::Agent)
+        .await
+        .is_err());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_rust_client_registers_beats_and_comes_back_after_the_server_does() {
+    use vigil::client::{AgentClient, AgentSpec, ClientConfig, ClientEvent};
+    let rt = Arc::new(
+        Runtime::start(
+            RuntimeConfig {
+                min_heartbeat_interval: Duration::from_millis(100),
+                ..RuntimeConfig::default()
+            },
+            MemStore::new(),
+        )
+        .await
+        .unwrap(),
+    );
+    let server = Server::start(
+        ([127, 0, 0, 1], 0).into(),
+        rt.clone(),
+        ServerConfig::default(),
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addr();
+    let mut cfg = ClientConfig::new(addr.to_string());
+    cfg.backoff_min = Duration::from_millis(20);
+    cfg.backoff_max = Duration::from_millis(200);
+    let every = Duration::from_secs(1);
+    let mut client = AgentClient::start(
+        cfg,
+        vec![
+            AgentSpec::new("rc-1")
+                .kind("worker")
+                .heartbeat_interval(every),
+            AgentSpec::new("rc-2").heartbeat_interval(every),
+        ],
+    )
+    .unwrap();
+    let mut seen = std::collections::BTreeMap::new();
+    while seen.len() < 2 {
+        match client.next_event().await.expect("events") {
+            ClientEvent::Registered {
+                id, incarnation, ..
+            } => {
+                seen.insert(id, incarnation);
+            }
+            ClientEvent::Connected { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(seen.values().copied().collect::<Vec<_>>(), vec![1, 1]);
+    // Beating keeps them online; the first event after subscribing is the activity.
+    let mut sub = rt.subscribe(Default::default()).await.unwrap();
+    client.activity("rc-1", "working", None).await;
+    let e = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .unwrap()
+        .unwrap();
+    match e {
+        vigil_actors::SubscriptionItem::Event(e) => assert!(
+            matches!(&e.body, vigil_actors::EventBody::Activity { to, .. } if to == "working"),
+            "no transition before the activity: {e:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(record(&rt, "rc-2").await.status, Status::Online);
+
+    // The server goes away and comes back on the same address: the client reconnects and
+    // registers its agents again.
+    server.stop().await;
+    let server = Server::start(addr, rt.clone(), ServerConfig::default())
+        .await
+        .unwrap();
+    let mut again = std::collections::BTreeMap::new();
+    let mut disconnected = false;
+    while again.len() < 2 {
+        match tokio::time::timeout(Duration::from_secs(10), client.next_event())
+            .await
+            .expect("the client comes back")
+            .expect("events")
+        {
+            ClientEvent::Registered {
+                id, incarnation, ..
+            } => {
+                again.insert(id, incarnation);
+            }
+            ClientEvent::Disconnected { .. } => disconnected = true,
+            ClientEvent::Connected { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(disconnected);
+    assert_eq!(again.values().copied().collect::<Vec<_>>(), vec![2, 2]);
+    client.stop().await;
+    assert_eq!(record(&rt, "rc-1").await.status, Status::Left);
+    server.stop().await;
+}
