@@ -88,6 +88,9 @@ pub struct IngestResult {
     pub max_lag_ms: u64,
 }
 
+/// A transition as the subscriber got it: agent, new status, event time, time received.
+type Seen = (AgentId, Status, DateTime<Utc>, DateTime<Utc>);
+
 pub fn run(mut args: IngestBench) -> anyhow::Result<()> {
     if args.quick {
         args.agents = args.agents.min(2_000);
@@ -145,7 +148,7 @@ async fn ingest(args: IngestBench) -> anyhow::Result<IngestResult> {
     .await?;
 
     // Every transition, as the subscriber receives it.
-    let seen: Arc<Mutex<Vec<(AgentId, Status, DateTime<Utc>, DateTime<Utc>)>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let mut sub = runtime
         .subscribe(SubscribeOptions {
             filter: Filter {

@@ -349,11 +349,8 @@ impl Actor for RegistryActor {
                 }
             }
             RegistryMsg::Job { id, report, at } => {
-                if !st
-                    .agents
-                    .get(&id)
-                    .is_some_and(|e| e.record.status != Status::Left)
-                {
+                let live = st.agents.get(&id).map(|e| e.record.status);
+                if live.is_none_or(|s| s == Status::Left) {
                     return Ok(());
                 }
                 if let Some(body) = st.jobs.report(&id, report) {
