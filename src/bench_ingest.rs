@@ -39,6 +39,10 @@ pub struct IngestBench {
     pub beat_ratio: f64,
     #[arg(long, default_value_t = 0.05)]
     pub jitter: f64,
+    /// The generator's tick: beats due within one go out in one write per connection.
+    #[arg(long, default_value = "5ms", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub tick: Duration,
     /// Policy grace.
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
@@ -194,6 +198,7 @@ async fn ingest(args: IngestBench) -> anyhow::Result<IngestResult> {
         .args(["--measure-from", &format!("{}ms", args.warmup.as_millis())])
         .args(["--fail-after", &format!("{}ms", fail_after.as_millis())])
         .args(["--stop-share", &args.stop_share.to_string()])
+        .args(["--tick", &format!("{}ms", args.tick.as_millis())])
         .args(["--prefix", "ing"])
         .arg("--quiet")
         .arg("--json")

@@ -470,13 +470,23 @@ where
             conn,
             role,
             out: out_tx.clone(),
-            owned: HashMap::new(),
+            owned: HashMap::default(),
             bad: 0,
             bucket: Bucket::new(shared.cfg.rate_limit, shared.cfg.rate_burst),
         };
         let (ctl_tx, mut ctl_rx) = mpsc::channel::<Control>(256);
-        let mut stopping = *stop.borrow();
-        while !stopping {
+        // One future for the stop, made once: a new `changed()` per frame would register
+        // with the listener's shared watch (a lock) on every heartbeat.
+        let stopped = async {
+            while !*stop.borrow_and_update() {
+                if stop.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        tokio::pin!(stopped);
+        let mut stopping = false;
+        loop {
             tokio::select! {
                 item = next_frame(&mut frames) => {
                     let Some(item) = item else { break };
@@ -485,7 +495,10 @@ where
                     }
                 }
                 Some(ctl) = ctl_rx.recv() => session.control(ctl).await,
-                r = stop.changed() => stopping = r.is_err() || *stop.borrow(),
+                () = &mut stopped => {
+                    stopping = true;
+                    break;
+                }
             }
         }
         session.closed(!stopping);
@@ -540,7 +553,9 @@ struct Session {
     conn: u64,
     role: Role,
     out: mpsc::Sender<String>,
-    owned: HashMap<AgentId, AgentHandle>,
+    /// Looked up on every heartbeat: a fast seeded hash (ids come from this connection's own
+    /// client, and at most `max_agents_per_connection` of them).
+    owned: HashMap<AgentId, AgentHandle, foldhash::fast::RandomState>,
     bad: u32,
     bucket: Option<Bucket>,
 }

@@ -89,6 +89,13 @@ pub struct SimulateArgs {
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
     pub measure_from: Duration,
+    /// Registrations one connection has in flight at once.
+    #[arg(long, default_value_t = 4)]
+    pub register_window: usize,
+    /// Beats due within one tick go out in one write per connection.
+    #[arg(long, default_value = "5ms", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub tick: Duration,
     /// Write the summary as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -315,11 +322,6 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<SimulateSummary> {
     })
 }
 
-/// Registrations a connection has in flight at once.
-const REGISTER_WINDOW: usize = 16;
-
-/// The tick of the beat ring.
-const TICK: Duration = Duration::from_millis(5);
 
 struct SimAgent {
     line: Vec<u8>,
@@ -370,7 +372,8 @@ async fn connection_task(
         .collect();
     let drops = picked(c, args.disconnect_share, 0);
     let period = args.interval.mul_f64(args.beat_ratio.clamp(0.05, 1.0));
-    let period_ticks = (period.as_secs_f64() / TICK.as_secs_f64()).max(1.0);
+    let tick = args.tick.max(Duration::from_millis(1));
+    let period_ticks = (period.as_secs_f64() / tick.as_secs_f64()).max(1.0);
     let ring_len = (period_ticks * (1.0 + args.jitter.clamp(0.0, 0.5))).ceil() as usize + 2;
     let index: Arc<std::collections::HashMap<String, u32>> = Arc::new(
         ids.iter()
@@ -452,7 +455,7 @@ async fn connection_task(
 
         let mut ring: Vec<Vec<u32>> = vec![Vec::new(); ring_len];
         let mut slot = 0usize;
-        let mut tick = tokio::time::interval(TICK);
+        let mut tick = tokio::time::interval(tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         let mut batch = Vec::with_capacity(64 * 1024);
         let mut due = Vec::new();
@@ -499,7 +502,7 @@ async fn connection_task(
             }
             std::mem::swap(&mut due, &mut ring[slot]);
             batch.clear();
-            while in_flight < REGISTER_WINDOW && next_reg < registers.len() {
+            while in_flight < args.register_window.max(1) && next_reg < registers.len() {
                 batch.extend_from_slice(&registers[next_reg]);
                 next_reg += 1;
                 in_flight += 1;

@@ -109,6 +109,8 @@ async fn a_hostile_flood_changes_nothing_for_well_behaved_agents() {
         disconnect_share: 0.0,
         reconnect_after: Duration::from_secs(1),
         measure_from: Duration::ZERO,
+        register_window: 4,
+        tick: Duration::from_millis(5),
         json: None,
         quiet: true,
     }));
