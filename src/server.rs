@@ -553,9 +553,8 @@ struct Session {
     conn: u64,
     role: Role,
     out: mpsc::Sender<String>,
-    /// Looked up on every heartbeat: a fast seeded hash (ids come from this connection's own
-    /// client, and at most `max_agents_per_connection` of them).
-    owned: HashMap<AgentId, AgentHandle, foldhash::fast::RandomState>,
+    /// Looked up on every heartbeat; SipHash, as the ids are the client's choice.
+    owned: HashMap<AgentId, AgentHandle>,
     bad: u32,
     bucket: Option<Bucket>,
 }
