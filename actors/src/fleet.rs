@@ -148,10 +148,7 @@ impl Actor for FleetSupervisor {
         st: &mut FleetState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            FleetMsg::Register(reg, reply) => {
-                let r = st.register(reg, &myself).await;
-                let _ = reply.send(r);
-            }
+            FleetMsg::Register(reg, reply) => st.register(reg, reply, &myself).await,
             FleetMsg::Admin(req, reply) => st.admin(req, reply, &myself).await,
             FleetMsg::Deregister(id, reply) => {
                 let r = st.leave(id, Reason::Deregistered).await;
@@ -255,29 +252,43 @@ impl FleetState {
             .for_agent(reg.kind_or_default(), reg.heartbeat_interval))
     }
 
+    /// Registers an agent. A new agent costs the supervisor no wait: the registry's `Register`
+    /// is queued before the agent's actor exists (so it precedes anything the actor sends),
+    /// the actor is spawned without waiting for its start, and the answer (the incarnation,
+    /// from the registry) is relayed to the caller by a small task. Under load, each wait here
+    /// was a round of the scheduler, and registrations queued behind one another timed out.
     async fn register(
         &mut self,
         reg: Registration,
+        reply: RpcReplyPort<Result<Registered, RegisterError>>,
         myself: &ActorRef<FleetMsg>,
-    ) -> Result<Registered, RegisterError> {
-        let id = reg
-            .id
-            .clone()
-            .ok_or_else(|| RegisterError::MissingField("id".into()))?;
-        let policy = self.policy_for(&reg)?;
+    ) {
+        let Some(id) = reg.id.clone() else {
+            let _ = reply.send(Err(RegisterError::MissingField("id".into())));
+            return;
+        };
+        let policy = match self.policy_for(&reg) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
         let interval = policy.heartbeat_interval;
         let timeout = Some(self.ctx.call_timeout);
         if let Some(cell) = self.lookup(&id) {
-            let actor = cell
-                .actor()
-                .ok_or_else(|| RegisterError::Unavailable("agent actor restarting".into()))?;
+            let Some(actor) = cell.actor() else {
+                let e = RegisterError::Unavailable("agent actor restarting".into());
+                let _ = reply.send(Err(e));
+                return;
+            };
             let out = actor
                 .call(
                     |reply| AgentMsg::Reregister(Box::new((reg, policy, reply))),
                     timeout,
                 )
                 .await;
-            return match out {
+            let _ = reply.send(match out {
                 Ok(CallResult::Success(out)) => Ok(Registered {
                     id,
                     incarnation: out.incarnation,
@@ -287,7 +298,8 @@ impl FleetState {
                 _ => Err(RegisterError::Unavailable(
                     "agent actor did not answer".into(),
                 )),
-            };
+            });
+            return;
         }
         let cell = AgentCell::new(
             id.clone(),
@@ -298,35 +310,47 @@ impl FleetState {
         let now = self.ctx.clock.now();
         cell.record_seen(now);
         let at = self.ctx.clock.utc(now);
-        let c = cell.clone();
-        let rid = id.clone();
-        let out = self
-            .ctx
-            .registry
-            .call(
-                |reply| RegistryMsg::Register {
-                    reg,
-                    id: rid,
-                    at,
-                    cell: c,
-                    reply,
-                },
-                timeout,
-            )
-            .await;
-        let out = match out {
-            Ok(CallResult::Success(out)) => out,
-            _ => return Err(RegisterError::Unavailable("registry did not answer".into())),
+        let (tx, rx) = ractor::concurrency::oneshot();
+        let queued = self.ctx.registry.cast(RegistryMsg::Register {
+            reg,
+            id: id.clone(),
+            at,
+            cell: cell.clone(),
+            reply: tx.into(),
+        });
+        if queued.is_err() {
+            let e = RegisterError::Unavailable("registry is gone".into());
+            let _ = reply.send(Err(e));
+            return;
+        }
+        let args = AgentArgs {
+            cell: cell.clone(),
+            policy,
+            mode: Mode::Fresh,
+            ctx: self.ctx.clone(),
         };
-        self.spawn(cell.clone(), policy, Mode::Fresh, myself)
-            .await?;
+        // Its `pre_start` cannot fail; messages sent before it runs wait in its mailbox.
+        match ractor::ActorRuntime::spawn_linked_instant(None, AgentActor, args, myself.get_cell()) {
+            Ok((actor, _)) => cell.set_actor(Some(actor)),
+            Err(e) => {
+                let _ = reply.send(Err(RegisterError::Unavailable(e.to_string())));
+                return;
+            }
+        }
         self.dir_write().insert(id.clone(), cell.clone());
-        Ok(Registered {
-            id,
-            incarnation: out.incarnation,
-            heartbeat_interval: interval,
-            cell,
-        })
+        let limit = self.ctx.call_timeout;
+        tokio::spawn(async move {
+            let out = match tokio::time::timeout(limit, rx).await {
+                Ok(Ok(out)) => Ok(Registered {
+                    id,
+                    incarnation: out.incarnation,
+                    heartbeat_interval: interval,
+                    cell,
+                }),
+                _ => Err(RegisterError::Unavailable("registry did not answer".into())),
+            };
+            let _ = reply.send(out);
+        });
     }
 
     async fn leave(&mut self, id: AgentId, reason: Reason) -> Result<AdminResponse, AdminError> {
