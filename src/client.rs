@@ -589,7 +589,9 @@ async fn session(
                         let interval = Duration::from_millis(heartbeat_interval_ms.max(1));
                         if let Some(a) = agents.get_mut(&id) {
                             a.interval = interval;
-                            a.next = Some(Instant::now() + period(cfg, interval));
+                            // The first beat soon: the server's deadline runs from the
+                            // registration, before this reply arrived.
+                            a.next = Some(Instant::now() + period(cfg, interval) / 4);
                         }
                         *backoff = cfg.backoff_min;
                         let _ = events.send(ClientEvent::Registered { id, incarnation, heartbeat_interval: interval }).await;

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf};
 use tokio::net::TcpListener;
@@ -266,6 +266,7 @@ impl Server {
             // Drain: every connection has seen the stop, stops reading and writes its last
             // replies; the ones still at it after the drain timeout are cut.
             evictions.abort();
+            let _ = evictions.await; // it holds the runtime: gone before `stop` returns
             let limit = shared.cfg.drain_timeout + Duration::from_millis(500);
             let _ =
                 tokio::time::timeout(limit, async { while conns.join_next().await.is_some() {} })
@@ -491,6 +492,18 @@ where
                 item = next_frame(&mut frames) => {
                     let Some(item) = item else { break };
                     if !session.handle(item, &ctl_tx).await {
+                        break;
+                    }
+                    // The frames already read go through without a trip round the `select!`
+                    // (each trip polls the stop and control branches too).
+                    let mut open = true;
+                    while let Some(Some(item)) = next_frame(&mut frames).now_or_never() {
+                        if !session.handle(item, &ctl_tx).await {
+                            open = false;
+                            break;
+                        }
+                    }
+                    if !open {
                         break;
                     }
                 }

@@ -322,7 +322,6 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<SimulateSummary> {
     })
 }
 
-
 struct SimAgent {
     line: Vec<u8>,
     degraded_line: Vec<u8>,
@@ -475,12 +474,13 @@ async fn connection_task(
                 next_drop = Some(now + args.reconnect_after + args.interval * 4);
                 break true;
             }
-            // Newly registered agents: first beat within one period.
+            // Newly registered agents: a first beat soon (within a quarter period), as the
+            // server's deadline runs from the registration, before the reply got here.
             {
                 let mut rng = rand::rng();
                 while let Ok(k) = reg_rx.try_recv() {
                     in_flight = in_flight.saturating_sub(1);
-                    let d = rng.random_range(1..=(period_ticks as usize).max(1));
+                    let d = rng.random_range(1..=((period_ticks / 4.0) as usize).max(1));
                     ring[(slot + d) % ring_len].push(k);
                 }
             }

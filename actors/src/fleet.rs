@@ -330,7 +330,8 @@ impl FleetState {
             ctx: self.ctx.clone(),
         };
         // Its `pre_start` cannot fail; messages sent before it runs wait in its mailbox.
-        match ractor::ActorRuntime::spawn_linked_instant(None, AgentActor, args, myself.get_cell()) {
+        match ractor::ActorRuntime::spawn_linked_instant(None, AgentActor, args, myself.get_cell())
+        {
             Ok((actor, _)) => cell.set_actor(Some(actor)),
             Err(e) => {
                 let _ = reply.send(Err(RegisterError::Unavailable(e.to_string())));

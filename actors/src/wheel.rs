@@ -304,7 +304,11 @@ mod tests {
         for (k, at) in wakes {
             let (_, when) = fired.iter().find(|(x, _)| *x == k).copied().unwrap();
             assert!(when >= at, "entry {k} fired early");
-            assert!(when <= at.max(t0) + ms(1), "entry {k} fired {:?} late", when - at);
+            assert!(
+                when <= at.max(t0) + ms(1),
+                "entry {k} fired {:?} late",
+                when - at
+            );
         }
         assert_eq!(fired.len(), wakes.len(), "each once");
         assert_eq!(w.next_tick(), None);
