@@ -39,8 +39,9 @@ pub struct IngestBench {
     pub beat_ratio: f64,
     #[arg(long, default_value_t = 0.05)]
     pub jitter: f64,
-    /// The generator's tick: beats due within one go out in one write per connection.
-    #[arg(long, default_value = "5ms", value_parser = humantime::parse_duration)]
+    /// The generator's tick: beats due within one go out in one write per connection (a
+    /// gateway multiplexing 100 agents writes their beats together).
+    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
     pub tick: Duration,
     /// Policy grace.

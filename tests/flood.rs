@@ -209,6 +209,7 @@ async fn a_hostile_flood_changes_nothing_for_well_behaved_agents() {
     // Memory: 2,000+ connections (both ends in this process) and 1 MiB frames cost at most a
     // bounded amount: oversized lines are discarded, not buffered.
     let grew = rss_bytes().saturating_sub(rss0);
+    eprintln!("RSS grew by {} MiB during the flood", grew >> 20);
     assert!(
         grew < 256 << 20,
         "RSS grew by {} MiB during the flood",
