@@ -1,5 +1,6 @@
-//! The `vigil` binary end to end: it serves with defaults, stops cleanly on SIGINT, and refuses
-//! a bad configuration with a clear message.
+//! The `vigil` binary end to end: it serves with defaults, `vigil simulate` runs a fleet
+//! against it, it stops cleanly on SIGINT, and it refuses a bad configuration with a clear
+//! message.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -50,6 +51,34 @@ fn serve_runs_with_defaults_and_stops_gracefully_on_sigint() {
     let registered = replies.next().expect("a reply").expect("readable");
     assert!(registered.contains("\"registered\""), "{registered}");
     drop(conn);
+    // `vigil simulate` runs a small fleet against it, with a stop injected, and reports.
+    let json = dir.with_extension("sim.json");
+    let sim = vigil()
+        .args([
+            "simulate",
+            "--connect",
+            &addr,
+            "--agents",
+            "40",
+            "--connections",
+            "4",
+        ])
+        .args(["--interval", "1s", "--duration", "3s", "--fail-after", "1s"])
+        .args(["--stop-share", "0.1", "--quiet", "--json"])
+        .arg(&json)
+        .output()
+        .expect("vigil simulate runs");
+    assert!(
+        sim.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sim.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("the summary is written")).unwrap();
+    assert_eq!(summary["errors"], 0, "{summary}");
+    // 36 agents beat every ~0.75 s for 3 s, 4 for the first second only.
+    assert!(summary["beats"].as_u64().unwrap() >= 100, "{summary}");
+    let _ = std::fs::remove_file(&json);
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
