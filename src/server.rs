@@ -15,7 +15,10 @@
 //! and it is closed; its agents are not marked disconnected (the runtime stops with them, and
 //! the restart grace covers the reconnection).
 //!
-//! Not yet here: the monitor and admin roles' frames (they are answered `unknown_type`).
+//! A monitor's `subscribe` (topics, filter, `snapshot`, `since`) forwards the core's
+//! subscription as `snapshot` / `event` / `lagged` / `resync_required` frames; `unsubscribe`
+//! ends it. Not yet here: `stats` frames, and the admin role's `admin` frames (answered
+//! `unknown_type`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -474,6 +477,7 @@ where
             owned: HashMap::default(),
             bad: 0,
             bucket: Bucket::new(shared.cfg.rate_limit, shared.cfg.rate_burst),
+            subscription: None,
         };
         let (ctl_tx, mut ctl_rx) = mpsc::channel::<Control>(256);
         // One future for the stop, made once: a new `changed()` per frame would register
@@ -570,6 +574,8 @@ struct Session {
     owned: HashMap<AgentId, AgentHandle>,
     bad: u32,
     bucket: Option<Bucket>,
+    /// A monitor's subscription: the task that forwards its items to the writer.
+    subscription: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Session {
@@ -696,7 +702,14 @@ impl Session {
                     }
                 }
             }
-            ClientFrame::Subscribe(_) | ClientFrame::Unsubscribe | ClientFrame::Admin(_) => {
+            ClientFrame::Subscribe(sub) => self.subscribe(sub, reference).await,
+            ClientFrame::Unsubscribe => {
+                if let Some(task) = self.subscription.take() {
+                    task.abort();
+                }
+                self.ack(&reference).await
+            }
+            ClientFrame::Admin(_) => {
                 self.error(
                     ErrorCode::UnknownType,
                     "not served on this listener yet",
@@ -748,6 +761,86 @@ impl Session {
             ),
         };
         self.error(code, msg, reference).await;
+    }
+
+    /// A monitor subscribes (replacing any subscription it had): a snapshot or a replay as
+    /// asked, then live events, each as a frame; `lagged` or `resync_required` end it. The
+    /// items go through the connection's bounded reply queue, so a monitor that does not read
+    /// falls behind in its own subscription and gets `lagged`, delaying nobody else.
+    async fn subscribe(&mut self, sub: protocol::Subscribe, reference: Option<Value>) {
+        let mut filter = sub.filter;
+        if let Some(topics) = &sub.topics {
+            let mut kinds = Vec::new();
+            for t in topics {
+                match t.as_str() {
+                    "agents" => kinds.extend([
+                        EventKind::Registered,
+                        EventKind::Transition,
+                        EventKind::Activity,
+                        EventKind::Deregistered,
+                    ]),
+                    "jobs" => kinds.push(EventKind::Job),
+                    "alerts" => kinds.push(EventKind::Alert),
+                    "stats" => {} // stats frames are not sent yet
+                    other => {
+                        let msg = format!("unknown topic {other:?} (agents, jobs, stats, alerts)");
+                        self.error(ErrorCode::InvalidField, &msg, &reference).await;
+                        return;
+                    }
+                }
+            }
+            filter.events = kinds;
+        }
+        if let Some(task) = self.subscription.take() {
+            task.abort();
+        }
+        let opts = SubscribeOptions {
+            filter,
+            since: sub.since,
+            snapshot: sub.snapshot,
+        };
+        let mut subscription = match self.shared.rt.subscribe(opts).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.error(ErrorCode::Internal, &e.to_string(), &reference)
+                    .await;
+                return;
+            }
+        };
+        self.ack(&reference).await;
+        let out = self.out.clone();
+        self.subscription = Some(tokio::spawn(async move {
+            while let Some(item) = subscription.next().await {
+                let (frame, last) = match item {
+                    SubscriptionItem::Snapshot(s) => (
+                        json!({
+                            "type": "snapshot",
+                            "seq": s.seq,
+                            "agents": s.agents,
+                            "jobs": [],
+                            "stats": {},
+                        }),
+                        false,
+                    ),
+                    SubscriptionItem::Event(e) => match serde_json::to_value(&*e) {
+                        Ok(mut v) => {
+                            v["type"] = json!("event");
+                            (v, false)
+                        }
+                        Err(_) => continue,
+                    },
+                    SubscriptionItem::Lagged { last_seq } => {
+                        (json!({"type": "lagged", "last_seq": last_seq}), true)
+                    }
+                    SubscriptionItem::ResyncRequired { oldest } => {
+                        (json!({"type": "resync_required", "oldest": oldest}), true)
+                    }
+                };
+                if out.send(line(frame, None)).await.is_err() || last {
+                    break;
+                }
+            }
+        }));
     }
 
     /// A report the runtime did not take: the agent's actor is gone (it left, was evicted, or
@@ -874,6 +967,9 @@ impl Session {
     /// The connection is gone: its claims are released and, unless the listener is stopping,
     /// its agents are disconnected (their deadlines run on).
     fn closed(&mut self, disconnect: bool) {
+        if let Some(task) = self.subscription.take() {
+            task.abort();
+        }
         let mut owners = self.shared.owners.lock().unwrap_or_else(|e| e.into_inner());
         for (id, handle) in self.owned.drain() {
             if disconnect {

@@ -758,3 +758,77 @@ async fn the_rust_client_registers_beats_and_comes_back_after_the_server_does() 
     assert_eq!(record(&rt, "rc-1").await.status, Status::Left);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_monitor_gets_a_snapshot_then_every_later_event_and_can_replay_since() {
+    let (server, _rt) = setup(ServerConfig::default()).await;
+    let mut agent = Client::agent(&server).await;
+    agent
+        .send(json!({"type":"register","id":"m1","ref":1}))
+        .await;
+    agent.expect("registered").await;
+
+    let monitor = |server: &Server| {
+        let addr = server.local_addr();
+        async move {
+            let s = TcpStream::connect(addr).await.unwrap();
+            let (r, w) = s.into_split();
+            let mut c = Client {
+                lines: BufReader::new(r).lines(),
+                write: w,
+            };
+            c.send(json!({"type":"hello","protocol":1,"role":"monitor"}))
+                .await;
+            c.expect("welcome").await;
+            c
+        }
+    };
+    let mut m = monitor(&server).await;
+    // Agent frames are not a monitor's; an unknown topic is refused.
+    m.send(json!({"type":"heartbeat","id":"m1","ref":"x"}))
+        .await;
+    m.expect_error("forbidden").await;
+    m.send(json!({"type":"subscribe","topics":["weather"],"ref":"t"}))
+        .await;
+    m.expect_error("invalid_field").await;
+
+    m.send(json!({"type":"subscribe","topics":["agents"],"snapshot":true,"ref":"s"}))
+        .await;
+    assert_eq!(m.expect("ack").await["ref"], "s");
+    let snap = m.expect("snapshot").await;
+    assert_eq!(snap["seq"], 1);
+    assert_eq!(snap["agents"][0]["id"], "m1");
+    assert_eq!(snap["agents"][0]["status"], "online");
+
+    agent
+        .send(json!({"type":"activity","id":"m1","activity":"working"}))
+        .await;
+    agent
+        .send(json!({"type":"deregister","id":"m1","ref":2}))
+        .await;
+    agent.expect("deregistered").await;
+    let e = m.expect("event").await;
+    assert_eq!(
+        (e["seq"].as_u64(), e["event"].as_str()),
+        (Some(2), Some("activity"))
+    );
+    let e = m.expect("event").await;
+    assert_eq!(
+        (e["seq"].as_u64(), e["event"].as_str(), e["agent"].as_str()),
+        (Some(3), Some("deregistered"), Some("m1"))
+    );
+    m.send(json!({"type":"unsubscribe","ref":"u"})).await;
+    m.expect("ack").await;
+
+    // Another monitor replays from seq 1: exactly the later events, in order.
+    let mut r = monitor(&server).await;
+    r.send(json!({"type":"subscribe","since":1})).await;
+    let seqs: Vec<u64> = [r.expect("event").await, r.expect("event").await]
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![2, 3]);
+    r.send(json!({"type":"ping","ref":"p"})).await;
+    r.expect("pong").await;
+    server.stop().await;
+}
