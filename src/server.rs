@@ -73,22 +73,9 @@ pub struct ServerConfig {
 }
 
 impl Default for ServerConfig {
+    /// The configuration file's defaults (`config/vigil.toml`).
     fn default() -> Self {
-        Self {
-            max_frame_bytes: 65536,
-            max_bad_frames: 20,
-            max_agents_per_connection: 10_000,
-            max_connections: 10_000,
-            handshake_timeout: Duration::from_secs(10),
-            rate_limit: 50_000,
-            rate_burst: 50_000,
-            drain_timeout: Duration::from_secs(2),
-            tls: None,
-            agent_tokens: Vec::new(),
-            monitor_tokens: Vec::new(),
-            admin_tokens: Vec::new(),
-            heartbeat_interval: Duration::from_secs(30),
-        }
+        crate::config::Config::default().server_config()
     }
 }
 
@@ -494,19 +481,22 @@ where
         loop {
             tokio::select! {
                 item = next_frame(&mut frames) => {
-                    let Some(item) = item else { break };
-                    if !session.handle(item, &ctl_tx).await {
-                        break;
-                    }
+                    let Some(mut item) = item else { break };
                     // The frames already read go through without a trip round the `select!`
-                    // (each trip polls the stop and control branches too).
-                    let mut open = true;
-                    while let Some(Some(item)) = next_frame(&mut frames).now_or_never() {
+                    // (each trip polls the stop and control branches too), and the frame
+                    // counter every connection shares is added to once per batch.
+                    let mut n = 0;
+                    let open = loop {
+                        n += 1;
                         if !session.handle(item, &ctl_tx).await {
-                            open = false;
-                            break;
+                            break false;
                         }
-                    }
+                        match next_frame(&mut frames).now_or_never() {
+                            Some(Some(more)) => item = more,
+                            _ => break true,
+                        }
+                    };
+                    shared.frames.fetch_add(n, Ordering::Relaxed);
                     if !open {
                         break;
                     }
@@ -593,7 +583,6 @@ impl Session {
         item: Result<Option<Frame>, protocol::FrameError>,
         ctl: &mpsc::Sender<Control>,
     ) -> bool {
-        self.shared.frames.fetch_add(1, Ordering::Relaxed);
         let frame = match item {
             Ok(None) => return true,
             Ok(Some(f)) => f,
@@ -811,32 +800,43 @@ impl Session {
         let out = self.out.clone();
         self.subscription = Some(tokio::spawn(async move {
             while let Some(item) = subscription.next().await {
-                let (frame, last) = match item {
-                    SubscriptionItem::Snapshot(s) => (
-                        json!({
+                let (text, last) = match item {
+                    SubscriptionItem::Snapshot(s) => {
+                        let frame = json!({
                             "type": "snapshot",
                             "seq": s.seq,
                             "agents": s.agents,
                             "jobs": [],
                             "stats": {},
-                        }),
-                        false,
-                    ),
-                    SubscriptionItem::Event(e) => match serde_json::to_value(&*e) {
-                        Ok(mut v) => {
-                            v["type"] = json!("event");
-                            (v, false)
-                        }
-                        Err(_) => continue,
-                    },
-                    SubscriptionItem::Lagged { last_seq } => {
-                        (json!({"type": "lagged", "last_seq": last_seq}), true)
+                        });
+                        (line(frame, None), false)
                     }
+                    // Straight to the line, in one pass: this runs per event per subscriber.
+                    SubscriptionItem::Event(e) => {
+                        match serde_json::to_string(&EventFrame {
+                            kind: "event",
+                            event: &e,
+                        }) {
+                            Ok(mut l) => {
+                                l.push('\n');
+                                (l, false)
+                            }
+                            Err(err) => {
+                                warn!(error = %err, seq = e.seq, "an event could not be serialized");
+                                continue;
+                            }
+                        }
+                    }
+                    SubscriptionItem::Lagged { last_seq } => (
+                        line(json!({"type": "lagged", "last_seq": last_seq}), None),
+                        true,
+                    ),
                     SubscriptionItem::ResyncRequired { oldest } => {
-                        (json!({"type": "resync_required", "oldest": oldest}), true)
+                        let frame = json!({"type": "resync_required", "oldest": oldest});
+                        (line(frame, None), true)
                     }
                 };
-                if out.send(line(frame, None)).await.is_err() || last {
+                if out.send(text).await.is_err() || last {
                     break;
                 }
             }
@@ -985,6 +985,15 @@ fn release(owners: &mut HashMap<AgentId, Owner>, id: &AgentId, conn: u64) {
     if owners.get(id).is_some_and(|o| o.conn == conn) {
         owners.remove(id);
     }
+}
+
+/// An event as a monitor frame: `{"type": "event", "seq": ..., "event": ..., ...}`.
+#[derive(serde::Serialize)]
+struct EventFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    event: &'a vigil_actors::Event,
 }
 
 /// Longest activity name and detail, and job id.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use vigil::bench::rss_bytes;
 use vigil::server::{Server, ServerConfig};
 use vigil::simulate::{simulate, SimulateArgs};
 use vigil_actors::{
@@ -18,16 +19,6 @@ const SLOW_HANDSHAKES: usize = 100;
 const OVERSIZED: usize = 20;
 const GARBAGE: usize = 20;
 const AGENTS: usize = 1_000;
-
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .unwrap_or(0)
-        * 1024
-}
 
 async fn hello(addr: std::net::SocketAddr) -> TcpStream {
     let mut s = TcpStream::connect(addr).await.unwrap();

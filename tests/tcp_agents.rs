@@ -56,12 +56,17 @@ impl Client {
         v
     }
 
-    async fn agent(server: &Server) -> Self {
+    /// Connected, with hello said and welcome received.
+    async fn hello(server: &Server, role: &str) -> Self {
         let mut c = Self::connect(server).await;
-        c.send(json!({"type":"hello","protocol":1,"role":"agent"}))
+        c.send(json!({"type":"hello","protocol":1,"role":role}))
             .await;
         c.expect("welcome").await;
         c
+    }
+
+    async fn agent(server: &Server) -> Self {
+        Self::hello(server, "agent").await
     }
 }
 
@@ -80,11 +85,11 @@ async fn record(rt: &Runtime, id: &str) -> vigil_actors::AgentRecord {
 }
 
 async fn setup(cfg: ServerConfig) -> (Server, Arc<Runtime>) {
-    let rt = Arc::new(
-        Runtime::start(RuntimeConfig::default(), MemStore::new())
-            .await
-            .unwrap(),
-    );
+    setup_with(RuntimeConfig::default(), cfg).await
+}
+
+async fn setup_with(rt_cfg: RuntimeConfig, cfg: ServerConfig) -> (Server, Arc<Runtime>) {
+    let rt = Arc::new(Runtime::start(rt_cfg, MemStore::new()).await.unwrap());
     let server = Server::start(([127, 0, 0, 1], 0).into(), rt.clone(), cfg)
         .await
         .unwrap();
@@ -480,13 +485,18 @@ async fn activity_and_job_frames_are_acked_recorded_once_and_checked() {
     c.send(json!({"type":"ping","ref":"end"})).await;
     c.expect("pong").await;
 
-    let got: Vec<_> = loop {
-        let e = events(&rt).await;
-        if e.len() >= 5 {
-            break e.into_iter().map(|e| e.body).collect();
+    // The events are visible once durable.
+    let got: Vec<_> = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let e = events(&rt).await;
+            if e.len() >= 5 {
+                break e.into_iter().map(|e| e.body).collect();
+            }
+            tokio::task::yield_now().await;
         }
-        tokio::task::yield_now().await;
-    };
+    })
+    .await
+    .expect("five events within 10 s");
     use vigil_actors::EventBody;
     assert!(matches!(got[0], EventBody::Registered { .. }));
     assert_eq!(
@@ -666,24 +676,14 @@ async fn tls_connections_speak_the_same_protocol() {
 #[tokio::test]
 async fn the_rust_client_registers_beats_and_comes_back_after_the_server_does() {
     use vigil::client::{AgentClient, AgentSpec, ClientConfig, ClientEvent};
-    let rt = Arc::new(
-        Runtime::start(
-            RuntimeConfig {
-                min_heartbeat_interval: Duration::from_millis(100),
-                ..RuntimeConfig::default()
-            },
-            MemStore::new(),
-        )
-        .await
-        .unwrap(),
-    );
-    let server = Server::start(
-        ([127, 0, 0, 1], 0).into(),
-        rt.clone(),
+    let (server, rt) = setup_with(
+        RuntimeConfig {
+            min_heartbeat_interval: Duration::from_millis(100),
+            ..RuntimeConfig::default()
+        },
         ServerConfig::default(),
     )
-    .await
-    .unwrap();
+    .await;
     let addr = server.local_addr();
     let mut cfg = ClientConfig::new(addr.to_string());
     cfg.backoff_min = Duration::from_millis(20);
@@ -768,22 +768,7 @@ async fn a_monitor_gets_a_snapshot_then_every_later_event_and_can_replay_since()
         .await;
     agent.expect("registered").await;
 
-    let monitor = |server: &Server| {
-        let addr = server.local_addr();
-        async move {
-            let s = TcpStream::connect(addr).await.unwrap();
-            let (r, w) = s.into_split();
-            let mut c = Client {
-                lines: BufReader::new(r).lines(),
-                write: w,
-            };
-            c.send(json!({"type":"hello","protocol":1,"role":"monitor"}))
-                .await;
-            c.expect("welcome").await;
-            c
-        }
-    };
-    let mut m = monitor(&server).await;
+    let mut m = Client::hello(&server, "monitor").await;
     // Agent frames are not a monitor's; an unknown topic is refused.
     m.send(json!({"type":"heartbeat","id":"m1","ref":"x"}))
         .await;
@@ -821,7 +806,7 @@ async fn a_monitor_gets_a_snapshot_then_every_later_event_and_can_replay_since()
     m.expect("ack").await;
 
     // Another monitor replays from seq 1: exactly the later events, in order.
-    let mut r = monitor(&server).await;
+    let mut r = Client::hello(&server, "monitor").await;
     r.send(json!({"type":"subscribe","since":1})).await;
     let seqs: Vec<u64> = [r.expect("event").await, r.expect("event").await]
         .iter()
