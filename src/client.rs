@@ -291,6 +291,11 @@ impl Connection {
         self.reader.recv().await
     }
 
+    /// The next frame as JSON, whatever its type (see [`FrameReader::recv_value`]).
+    pub async fn recv_value(&mut self) -> Result<Option<Value>, ClientError> {
+        self.reader.recv_value().await
+    }
+
     /// The two halves, to read and write from different tasks.
     pub fn split(self) -> (FrameReader, FrameWriter) {
         (self.reader, self.writer)
@@ -321,6 +326,17 @@ impl FrameWriter {
 impl FrameReader {
     /// The next frame; `None` when the server closed the connection.
     pub async fn recv(&mut self) -> Result<Option<ServerFrame>, ClientError> {
+        self.recv_as().await
+    }
+
+    /// The next frame as JSON, whatever its type: monitors and operators read frames
+    /// (`event`, `snapshot`, `result`, ...) that [`ServerFrame`] leaves as `Other`. `None`
+    /// when the server closed the connection.
+    pub async fn recv_value(&mut self) -> Result<Option<Value>, ClientError> {
+        self.recv_as().await
+    }
+
+    async fn recv_as<T: serde::de::DeserializeOwned>(&mut self) -> Result<Option<T>, ClientError> {
         loop {
             match self.frames.next().await {
                 None => return Ok(None),

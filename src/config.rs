@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
-use vigil_actors::{LagConfig, OnDisconnect, Policy, Retention, RuntimeConfig};
+use vigil_actors::{HealthConfig, LagConfig, OnDisconnect, Policy, Retention, RuntimeConfig};
 
 /// A configuration error, said so that the operator can fix the file.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +33,7 @@ pub struct Config {
     pub auth: Auth,
     pub broadcast: Broadcast,
     pub runtime: RuntimeSection,
+    pub health: HealthSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -199,6 +200,9 @@ pub struct Auth {
 pub struct Broadcast {
     pub subscriber_queue: usize,
     pub event_window: usize,
+    /// `stats` frames are sent when a count changed, at most this often.
+    #[serde(with = "humantime_serde")]
+    pub stats_interval: Duration,
 }
 
 impl Default for Broadcast {
@@ -206,6 +210,7 @@ impl Default for Broadcast {
         Self {
             subscriber_queue: 4096,
             event_window: 65_536,
+            stats_interval: Duration::from_secs(1),
         }
     }
 }
@@ -227,6 +232,55 @@ impl Default for RuntimeSection {
             lag_awareness: lag.enabled,
             lag_threshold: lag.threshold,
             lag_probe_interval: lag.probe_interval,
+        }
+    }
+}
+
+/// The fleet health check and the mass-failure guard.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthSection {
+    /// How often the fleet is checked.
+    #[serde(with = "humantime_serde")]
+    pub check_interval: Duration,
+    /// A connected agent with no heartbeat for this long is a `stale_connection`.
+    #[serde(with = "humantime_serde")]
+    pub stale_connection: Duration,
+    /// An agent offline longer than this is an `extended_offline`.
+    #[serde(with = "humantime_serde")]
+    pub extended_offline: Duration,
+    /// `mass_offline` when more than this share of the fleet (0..=1) ...
+    pub mass_offline_share: f64,
+    /// ... goes offline within this window ...
+    #[serde(with = "humantime_serde")]
+    pub mass_offline_window: Duration,
+    /// ... and at least this many agents.
+    pub mass_offline_min: usize,
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        let h = HealthConfig::default();
+        Self {
+            check_interval: h.check_interval,
+            stale_connection: h.stale_connection,
+            extended_offline: h.extended_offline,
+            mass_offline_share: h.mass_offline_share,
+            mass_offline_window: h.mass_offline_window,
+            mass_offline_min: h.mass_offline_min,
+        }
+    }
+}
+
+impl HealthSection {
+    pub fn to_health(&self) -> HealthConfig {
+        HealthConfig {
+            check_interval: self.check_interval,
+            stale_connection: self.stale_connection,
+            extended_offline: self.extended_offline,
+            mass_offline_share: self.mass_offline_share,
+            mass_offline_window: self.mass_offline_window,
+            mass_offline_min: self.mass_offline_min,
         }
     }
 }
@@ -306,6 +360,10 @@ impl Config {
                 "[server] max_frame_bytes must be at least 64 and max_bad_frames at least 1".into(),
             ));
         }
+        self.health
+            .to_health()
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("[health] {e}")))?;
         if self.broadcast.subscriber_queue == 0 {
             return Err(ConfigError::Invalid(
                 "[broadcast] subscriber_queue must be at least 1".into(),
@@ -315,6 +373,15 @@ impl Config {
     }
 
     /// The agent listener's settings.
+    /// Settings of the HTTP listener.
+    pub fn http_config(&self) -> crate::http::HttpConfig {
+        crate::http::HttpConfig {
+            monitor_tokens: self.auth.monitor_tokens.clone(),
+            admin_tokens: self.auth.admin_tokens.clone(),
+            ws_queue: 256,
+        }
+    }
+
     pub fn server_config(&self) -> crate::server::ServerConfig {
         crate::server::ServerConfig {
             max_frame_bytes: self.server.max_frame_bytes,
@@ -360,6 +427,7 @@ impl Config {
                 probe_interval: self.runtime.lag_probe_interval,
                 ..LagConfig::default()
             },
+            health: self.health.to_health(),
             ..RuntimeConfig::default()
         }
     }
@@ -433,5 +501,39 @@ mod tests {
         c.policy.default.offline_after = 0;
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("offline_after"), "{e}");
+    }
+
+    #[test]
+    fn the_health_section_is_read_validated_and_handed_to_the_runtime() {
+        let t: toml::Table = "[health]\ncheck_interval = \"10s\"\nstale_connection = \"90s\"\n\
+             extended_offline = \"2h\"\nmass_offline_share = 0.5\n\
+             mass_offline_window = \"1m\"\nmass_offline_min = 3\n"
+            .parse()
+            .unwrap();
+        let c: Config = toml::Value::Table(t).try_into().unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c.runtime().health,
+            HealthConfig {
+                check_interval: Duration::from_secs(10),
+                stale_connection: Duration::from_secs(90),
+                extended_offline: Duration::from_secs(7200),
+                mass_offline_share: 0.5,
+                mass_offline_window: Duration::from_secs(60),
+                mass_offline_min: 3,
+            }
+        );
+        assert_eq!(Config::default().runtime().health, HealthConfig::default());
+        for (key, value) in [
+            ("mass_offline_share", "1.5"),
+            ("mass_offline_share", "-0.1"),
+            ("check_interval", "\"0s\""),
+            ("mass_offline_window", "\"0s\""),
+        ] {
+            let t: toml::Table = format!("[health]\n{key} = {value}\n").parse().unwrap();
+            let c: Config = toml::Value::Table(t).try_into().unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("[health]") && e.contains(key), "{key}: {e}");
+        }
     }
 }

@@ -6,22 +6,29 @@
 //! - [`client`]: a Rust client for protocol v1 (agents written in Rust, the simulator).
 //! - [`server`]: the TCP listener for protocol v1.
 //! - [`simulate`]: `vigil simulate`, simulated agents over TCP (also the ingest load).
+//! - [`admin_cli`]: `vigil agents`, the operator's commands over the admin role.
+//! - [`watch`]: `vigil watch`, a terminal monitor that resumes without gaps.
 //! - [`config`]: the TOML configuration (defaults, file, environment, flags).
 //! - [`bench`], [`bench_store`], [`bench_ingest`]: the benchmark scenarios behind `vigil bench`.
 //! - [`storm`]: `vigil storm`, the crash-test workload.
 //! - [`store`]: opens the configured store (`store.url`).
 //! - [`protocol`]: the wire protocol v1: line framing and typed client frames.
-//! - `main.rs`: the `vigil` command (serve, bench, config check).
+//! - `main.rs`: the `vigil` command (serve, bench, simulate, agents, watch, config check).
 
+pub mod admin_cli;
 pub mod bench;
 pub mod bench_ingest;
 pub mod bench_store;
 pub mod client;
 pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod monitor;
 pub mod protocol;
 pub mod server;
 pub mod simulate;
 pub mod store;
 pub mod storm;
+pub mod watch;
 
 pub use vigil_actors as core;

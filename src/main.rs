@@ -38,6 +38,12 @@ enum Command {
     Storm(vigil::storm::StormArgs),
     /// A fleet of simulated agents over TCP, with failure injection (also a load generator).
     Simulate(vigil::simulate::SimulateArgs),
+    /// Operate on agents over the admin role: list, get, events, evict, status, maintenance,
+    /// health, stats.
+    Agents(vigil::admin_cli::AgentsArgs),
+    /// Follow the fleet's events live (role monitor); resumes without gaps after a
+    /// disconnection.
+    Watch(vigil::watch::WatchArgs),
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -77,9 +83,10 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
+    // The clients (`agents`, `watch`) do not read the server's configuration.
+    let config = || Config::load(cli.config.as_deref()).context("loading configuration");
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(config),
+        Command::Serve => serve(config()?),
         Command::Bench { scenario } => match scenario {
             BenchCmd::Core(args) => bench::run_core(args),
             BenchCmd::Store(args) => vigil::bench_store::run_store(args),
@@ -87,15 +94,27 @@ fn main() -> anyhow::Result<()> {
             BenchCmd::Restart(args) => vigil::bench_store::run_restart(args),
             BenchCmd::Ingest(args) => vigil::bench_ingest::run(args),
         },
-        Command::Storm(args) => vigil::storm::run(config, args),
+        Command::Storm(args) => vigil::storm::run(config()?, args),
         Command::Simulate(args) => vigil::simulate::run(args),
+        Command::Agents(args) => client_exit(vigil::admin_cli::run(args)),
+        Command::Watch(args) => client_exit(vigil::watch::run(args)),
         Command::Config {
             cmd: ConfigCmd::Check,
         } => {
-            println!("{config:#?}");
+            println!("{:#?}", config()?);
             Ok(())
         }
     }
+}
+
+/// The operator clients end with one line that says what went wrong (the error and its
+/// causes, no backtrace) and exit status 1.
+fn client_exit(result: anyhow::Result<()>) -> anyhow::Result<()> {
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
@@ -118,16 +137,25 @@ fn serve(config: Config) -> anyhow::Result<()> {
                 vigil::server::tls_config(cert, key).context("setting up TLS on agent_listen")?,
             );
         }
-        let server = vigil::server::Server::start(
+        let hub = vigil::monitor::Hub::new(runtime.clone(), config.broadcast.stats_interval);
+        let server = vigil::server::Server::start_with(
             config.server.agent_listen,
-            runtime.clone(),
+            hub.clone(),
             server_config,
         )
         .await
         .with_context(|| format!("listening on {}", config.server.agent_listen))?;
+        let http = vigil::http::HttpServer::start(
+            config.server.http_listen,
+            hub.clone(),
+            config.http_config(),
+        )
+        .await
+        .with_context(|| format!("listening on {}", config.server.http_listen))?;
         info!(
             store = %config.store.url,
             agents = %server.local_addr(),
+            http = %http.local_addr(),
             tls = config.server.tls_cert.is_some(),
             start_ms = started.elapsed().as_millis() as u64,
             "vigil is supervising; press Ctrl-C to stop"
@@ -136,10 +164,23 @@ fn serve(config: Config) -> anyhow::Result<()> {
             .await
             .context("waiting for Ctrl-C")?;
         info!("shutting down");
+        http.stop().await;
         server.stop().await;
-        let runtime = std::sync::Arc::try_unwrap(runtime).map_err(|_| {
-            anyhow::anyhow!("the runtime is still in use after the listener stopped")
-        })?;
+        drop(hub);
+        // The listeners' last tasks (aborted subscriptions) let go of the runtime promptly.
+        let mut runtime = runtime;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let runtime = loop {
+            match std::sync::Arc::try_unwrap(runtime) {
+                Ok(rt) => break rt,
+                Err(shared) if std::time::Instant::now() < deadline => {
+                    runtime = shared;
+                    tokio::task::yield_now().await;
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                Err(_) => anyhow::bail!("the runtime is still in use after the listeners stopped"),
+            }
+        };
         runtime.shutdown().await.context("shutting down")?;
         Ok(())
     })

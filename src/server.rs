@@ -17,8 +17,8 @@
 //!
 //! A monitor's `subscribe` (topics, filter, `snapshot`, `since`) forwards the core's
 //! subscription as `snapshot` / `event` / `lagged` / `resync_required` frames; `unsubscribe`
-//! ends it. Not yet here: `stats` frames, and the admin role's `admin` frames (answered
-//! `unknown_type`).
+//! ends it; the frames come from [`crate::monitor`], shared with WebSocket and SSE. An
+//! admin's `admin` frame runs one [`AdminRequest`] and is answered with `result`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -38,9 +38,11 @@ use tokio_rustls::rustls;
 use tokio_util::codec::FramedRead;
 use tracing::{debug, info, warn};
 use vigil_actors::{
-    AgentHandle, AgentId, Beat, BeatError, EventBody, EventKind, Filter, JobReport, Reason,
-    RegisterError, Registration, Runtime, SubscribeOptions, SubscriptionItem,
+    AdminError, AdminRequest, AgentHandle, AgentId, Beat, BeatError, EventBody, EventKind, Filter,
+    JobReport, Reason, RegisterError, Registration, Runtime, SubscribeOptions, SubscriptionItem,
 };
+
+use crate::monitor::Hub;
 
 use crate::protocol::framing::{Line, LineFrames};
 use crate::protocol::{
@@ -166,14 +168,12 @@ struct Owner {
 /// State shared by every connection of a listener.
 struct Shared {
     rt: Arc<Runtime>,
+    /// Monitor streams, and the frame and connection counters (`frames`, `tcp_connections`).
+    hub: Arc<Hub>,
     cfg: ServerConfig,
     /// Which live connection owns each agent.
     owners: Mutex<HashMap<AgentId, Owner>>,
     next_conn: AtomicU64,
-    /// Frames received after handshakes (all connections).
-    frames: AtomicU64,
-    /// Connections open now.
-    open: AtomicU64,
 }
 
 /// The agent listener.
@@ -185,21 +185,31 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `addr` and serves connections until [`Server::stop`].
+    /// Binds `addr` and serves connections until [`Server::stop`], with a hub of its own
+    /// (`stats` frames at most once a second).
     pub async fn start(
         addr: SocketAddr,
         rt: Arc<Runtime>,
         cfg: ServerConfig,
     ) -> std::io::Result<Self> {
+        Self::start_with(addr, Hub::new(rt, Duration::from_secs(1)), cfg).await
+    }
+
+    /// Binds `addr` and serves connections until [`Server::stop`], sharing `hub` with the
+    /// other surfaces (HTTP).
+    pub async fn start_with(
+        addr: SocketAddr,
+        hub: Arc<Hub>,
+        cfg: ServerConfig,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
         let shared = Arc::new(Shared {
-            rt,
+            rt: hub.runtime().clone(),
+            hub,
             cfg,
             owners: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
-            frames: AtomicU64::new(0),
-            open: AtomicU64::new(0),
         });
         info!(%local, "agent listener up");
         let (stop_tx, mut stop_rx) = watch::channel(false);
@@ -278,12 +288,12 @@ impl Server {
 
     /// Frames received so far (after handshakes, every connection).
     pub fn frames(&self) -> u64 {
-        self.shared.frames.load(Ordering::Relaxed)
+        self.shared.hub.frames.load(Ordering::Relaxed)
     }
 
     /// Connections open now (including those still in their handshake).
     pub fn connections(&self) -> u64 {
-        self.shared.open.load(Ordering::Relaxed)
+        self.shared.hub.tcp_connections.load(Ordering::Relaxed)
     }
 
     /// Stops accepting, drains and closes every connection, and returns when they are gone.
@@ -388,7 +398,7 @@ async fn connection<S>(shared: Arc<Shared>, stream: S, mut stop: watch::Receiver
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    shared.open.fetch_add(1, Ordering::Relaxed);
+    shared.hub.tcp_connections.fetch_add(1, Ordering::Relaxed);
     let (read, mut write) = tokio::io::split(stream);
     let mut frames = FramedRead::new(read, LineFrames::new(shared.cfg.max_frame_bytes));
     let (out_tx, mut out_rx) = mpsc::channel::<String>(1024);
@@ -465,6 +475,7 @@ where
             bad: 0,
             bucket: Bucket::new(shared.cfg.rate_limit, shared.cfg.rate_burst),
             subscription: None,
+            beats: 0,
         };
         let (ctl_tx, mut ctl_rx) = mpsc::channel::<Control>(256);
         // One future for the stop, made once: a new `changed()` per frame would register
@@ -496,7 +507,11 @@ where
                             _ => break true,
                         }
                     };
-                    shared.frames.fetch_add(n, Ordering::Relaxed);
+                    shared.hub.frames.fetch_add(n, Ordering::Relaxed);
+                    if session.beats > 0 {
+                        shared.hub.heartbeats.fetch_add(session.beats, Ordering::Relaxed);
+                        session.beats = 0;
+                    }
                     if !open {
                         break;
                     }
@@ -513,7 +528,7 @@ where
     drop(out_tx);
     // The writer sends what is queued, then closes (bounded by the drain timeout).
     let _ = tokio::time::timeout(drain + Duration::from_millis(100), writer).await;
-    shared.open.fetch_sub(1, Ordering::Relaxed);
+    shared.hub.tcp_connections.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// The next item: a decoded frame, a blank line (`Ok(None)`), or a decoding error; `None` at
@@ -566,6 +581,8 @@ struct Session {
     bucket: Option<Bucket>,
     /// A monitor's subscription: the task that forwards its items to the writer.
     subscription: Option<tokio::task::JoinHandle<()>>,
+    /// Heartbeats taken since the shared counter was last added to.
+    beats: u64,
 }
 
 impl Session {
@@ -632,6 +649,7 @@ impl Session {
                 };
                 match self.owned.get(&h.id).map(|handle| handle.heartbeat(beat)) {
                     Some(Ok(())) => {
+                        self.beats += 1;
                         if let Some(a) = h.activity {
                             let _ = self.shared.rt.report_activity(&h.id, a, None);
                         }
@@ -698,14 +716,7 @@ impl Session {
                 }
                 self.ack(&reference).await
             }
-            ClientFrame::Admin(_) => {
-                self.error(
-                    ErrorCode::UnknownType,
-                    "not served on this listener yet",
-                    &reference,
-                )
-                .await
-            }
+            ClientFrame::Admin(a) => self.admin(a, reference).await,
         }
         true
     }
@@ -754,93 +765,36 @@ impl Session {
 
     /// A monitor subscribes (replacing any subscription it had): a snapshot or a replay as
     /// asked, then live events, each as a frame; `lagged` or `resync_required` end it. The
-    /// items go through the connection's bounded reply queue, so a monitor that does not read
-    /// falls behind in its own subscription and gets `lagged`, delaying nobody else.
+    /// frames go through the connection's bounded reply queue, so a monitor that does not
+    /// read falls behind in its own subscription and gets `lagged`, delaying nobody else.
     async fn subscribe(&mut self, sub: protocol::Subscribe, reference: Option<Value>) {
-        let mut filter = sub.filter;
-        if let Some(topics) = &sub.topics {
-            let mut kinds = Vec::new();
-            for t in topics {
-                match t.as_str() {
-                    "agents" => kinds.extend([
-                        EventKind::Registered,
-                        EventKind::Transition,
-                        EventKind::Activity,
-                        EventKind::Deregistered,
-                    ]),
-                    "jobs" => kinds.push(EventKind::Job),
-                    "alerts" => kinds.push(EventKind::Alert),
-                    "stats" => {} // stats frames are not sent yet
-                    other => {
-                        let msg = format!("unknown topic {other:?} (agents, jobs, stats, alerts)");
-                        self.error(ErrorCode::InvalidField, &msg, &reference).await;
-                        return;
-                    }
-                }
-            }
-            filter.events = kinds;
-        }
         if let Some(task) = self.subscription.take() {
             task.abort();
         }
-        let opts = SubscribeOptions {
-            filter,
-            since: sub.since,
-            snapshot: sub.snapshot,
-        };
-        let mut subscription = match self.shared.rt.subscribe(opts).await {
+        let stream = match self.shared.hub.subscribe(sub).await {
             Ok(s) => s,
-            Err(e) => {
-                self.error(ErrorCode::Internal, &e.to_string(), &reference)
-                    .await;
+            Err((code, msg)) => {
+                self.error(code, &msg, &reference).await;
                 return;
             }
         };
         self.ack(&reference).await;
         let out = self.out.clone();
-        self.subscription = Some(tokio::spawn(async move {
-            while let Some(item) = subscription.next().await {
-                let (text, last) = match item {
-                    SubscriptionItem::Snapshot(s) => {
-                        let frame = json!({
-                            "type": "snapshot",
-                            "seq": s.seq,
-                            "agents": s.agents,
-                            "jobs": [],
-                            "stats": {},
-                        });
-                        (line(frame, None), false)
-                    }
-                    // Straight to the line, in one pass: this runs per event per subscriber.
-                    SubscriptionItem::Event(e) => {
-                        match serde_json::to_string(&EventFrame {
-                            kind: "event",
-                            event: &e,
-                        }) {
-                            Ok(mut l) => {
-                                l.push('\n');
-                                (l, false)
-                            }
-                            Err(err) => {
-                                warn!(error = %err, seq = e.seq, "an event could not be serialized");
-                                continue;
-                            }
-                        }
-                    }
-                    SubscriptionItem::Lagged { last_seq } => (
-                        line(json!({"type": "lagged", "last_seq": last_seq}), None),
-                        true,
-                    ),
-                    SubscriptionItem::ResyncRequired { oldest } => {
-                        let frame = json!({"type": "resync_required", "oldest": oldest});
-                        (line(frame, None), true)
-                    }
-                };
-                if out.send(text).await.is_err() || last {
-                    break;
-                }
+        self.subscription = Some(tokio::spawn(stream.run(move |frame| {
+            let out = out.clone();
+            async move { out.send(frame.line()).await.is_ok() }
+        })));
+    }
+
+    /// An admin operation, answered with `result` or the protocol's error.
+    async fn admin(&mut self, a: protocol::Admin, reference: Option<Value>) {
+        match admin_op(&self.shared.rt, &a.op, a.args).await {
+            Ok(data) => {
+                let frame = json!({"type": "result", "ok": true, "data": data});
+                self.send(line(frame, reference.as_ref())).await
             }
-        }));
+            Err((code, msg)) => self.error(code, &msg, &reference).await,
+        }
     }
 
     /// A report the runtime did not take: the agent's actor is gone (it left, was evicted, or
@@ -987,13 +941,32 @@ fn release(owners: &mut HashMap<AgentId, Owner>, id: &AgentId, conn: u64) {
     }
 }
 
-/// An event as a monitor frame: `{"type": "event", "seq": ..., "event": ..., ...}`.
-#[derive(serde::Serialize)]
-struct EventFrame<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    #[serde(flatten)]
-    event: &'a vigil_actors::Event,
+/// Runs one admin operation (`op` and its `args`, as the protocol's `admin` frame and the
+/// REST endpoints give them) and returns its data, or the protocol's error code and message.
+pub async fn admin_op(rt: &Runtime, op: &str, args: Value) -> Result<Value, (ErrorCode, String)> {
+    let mut req = serde_json::Map::new();
+    req.insert("op".into(), Value::String(op.into()));
+    if !args.is_null() {
+        req.insert("args".into(), args);
+    }
+    let req: AdminRequest = serde_json::from_value(Value::Object(req)).map_err(|e| {
+        let msg = e.to_string();
+        let code = match msg.starts_with("missing field") {
+            true => ErrorCode::MissingField,
+            false => ErrorCode::InvalidField,
+        };
+        (code, format!("admin {op}: {msg}"))
+    })?;
+    let res = rt.admin(req).await.map_err(|e| {
+        let code = match e {
+            AdminError::UnknownAgent(_) => ErrorCode::UnknownAgent,
+            AdminError::InvalidField(_) => ErrorCode::InvalidField,
+            AdminError::Forbidden(_) => ErrorCode::Forbidden,
+            AdminError::Unavailable(_) => ErrorCode::Internal,
+        };
+        (code, e.to_string())
+    })?;
+    serde_json::to_value(res).map_err(|e| (ErrorCode::Internal, e.to_string()))
 }
 
 /// Longest activity name and detail, and job id.

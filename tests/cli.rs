@@ -170,3 +170,309 @@ fn strip_ansi(s: &str) -> String {
     }
     out
 }
+
+/// A `vigil serve` on an in-memory store and free ports, killed when dropped.
+struct Served {
+    child: std::process::Child,
+    /// The protocol listener, `host:port`.
+    addr: String,
+}
+
+impl Served {
+    fn start(env: &[(&str, &str)]) -> Self {
+        let mut child = vigil()
+            .arg("serve")
+            .env("RUST_LOG", "info")
+            .env("VIGIL_STORE__URL", "mem://")
+            .env("VIGIL_SERVER__AGENT_LISTEN", "127.0.0.1:0")
+            .env("VIGIL_SERVER__HTTP_LISTEN", "127.0.0.1:0")
+            .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("vigil starts");
+        let lines = lines_of(child.stderr.take().expect("stderr piped"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let ready = loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(l) if l.contains("vigil is supervising") => break l,
+                Ok(_) => continue,
+                Err(e) => panic!("vigil serve never said it was supervising: {e}"),
+            }
+        };
+        let addr = strip_ansi(&ready)
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("agents="))
+            .expect("the ready line names the agent listener")
+            .to_string();
+        Self { child, addr }
+    }
+
+    /// `vigil agents ARGS --addr ADDR`.
+    fn agents(&self, args: &[&str]) -> std::process::Output {
+        vigil()
+            .arg("agents")
+            .args(args)
+            .args(["--addr", &self.addr])
+            .env_remove("VIGIL_TOKEN")
+            .output()
+            .expect("vigil agents runs")
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The lines of a child's output, read on a thread, so that a test can wait for one with a
+/// bound.
+fn lines_of(r: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The first line that `pred` accepts, within `secs`; panics with what came before otherwise.
+fn wait_line(
+    rx: &std::sync::mpsc::Receiver<String>,
+    secs: u64,
+    what: &str,
+    pred: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) if pred(&l) => return l,
+            Ok(l) => seen.push(l),
+            Err(e) => panic!("no {what} within {secs} s ({e}); lines before: {seen:#?}"),
+        }
+    }
+}
+
+fn stdout_of(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}; stderr: {}; stdout: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn vigil_agents_lists_gets_and_evicts_and_vigil_watch_prints_the_eviction() {
+    let srv = Served::start(&[]);
+
+    // A monitor, subscribed (its snapshot printed) before anything happens.
+    let mut watch = vigil()
+        .args(["watch", "--json", "--addr", &srv.addr])
+        .env_remove("VIGIL_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("vigil watch starts");
+    let watched = lines_of(watch.stdout.take().expect("stdout piped"));
+    let watch_err = lines_of(watch.stderr.take().expect("stderr piped"));
+    let snapshot = wait_line(&watched, 30, "snapshot from vigil watch", |l| {
+        l.contains("\"snapshot\"")
+    });
+    let snapshot: serde_json::Value = serde_json::from_str(&snapshot).expect("a JSON frame");
+    assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
+
+    // An agent registers over TCP.
+    let mut conn = std::net::TcpStream::connect(&srv.addr).expect("the listener accepts");
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    conn.write_all(
+        b"{\"type\":\"hello\",\"protocol\":1,\"role\":\"agent\"}\n\
+          {\"type\":\"register\",\"id\":\"cli-a1\",\"kind\":\"worker\",\"name\":\"first\"}\n",
+    )
+    .unwrap();
+    let mut replies = BufReader::new(conn.try_clone().unwrap()).lines();
+    let welcome = replies.next().expect("a reply").expect("readable");
+    assert!(welcome.contains("\"welcome\""), "{welcome}");
+    let registered = replies.next().expect("a reply").expect("readable");
+    assert!(registered.contains("\"registered\""), "{registered}");
+
+    // `list --json` shows it, as the protocol's agent record.
+    let list: serde_json::Value =
+        serde_json::from_str(&stdout_of(&srv.agents(&["list", "--json"]))).expect("JSON");
+    let agents = list.as_array().expect("an array of agents");
+    let a1 = agents
+        .iter()
+        .find(|a| a["id"] == "cli-a1")
+        .unwrap_or_else(|| panic!("cli-a1 is listed: {list}"));
+    assert_eq!(
+        (&a1["kind"], &a1["status"], &a1["connected"]),
+        (
+            &serde_json::json!("worker"),
+            &serde_json::json!("online"),
+            &serde_json::json!(true)
+        ),
+        "{a1}"
+    );
+    // Filters go to the server.
+    let offline: serde_json::Value = serde_json::from_str(&stdout_of(
+        &srv.agents(&["list", "--status", "offline", "--json"]),
+    ))
+    .unwrap();
+    assert_eq!(offline, serde_json::json!([]), "no agent is offline");
+
+    // The table for people.
+    let table = stdout_of(&srv.agents(&["list"]));
+    let mut rows = table.lines();
+    let header = rows.next().unwrap_or_default();
+    assert!(
+        header.starts_with("ID") && header.contains("STATUS") && header.contains("LAST SEEN"),
+        "{table}"
+    );
+    let row = rows
+        .find(|r| r.starts_with("cli-a1 "))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        row.contains("first") && row.contains("worker") && row.contains("online"),
+        "{table}"
+    );
+
+    // `get` prints the record.
+    let got = stdout_of(&srv.agents(&["get", "cli-a1"]));
+    for want in ["cli-a1", "first", "worker", "online", "incarnation:"] {
+        assert!(got.contains(want), "{want} missing from: {got}");
+    }
+    assert!(
+        got.lines()
+            .any(|l| l.starts_with("status:") && l.ends_with("online")),
+        "{got}"
+    );
+
+    // `evict` evicts it: the command says so, the agent's connection is told, and the
+    // monitor prints the event.
+    let evicted = stdout_of(&srv.agents(&["evict", "cli-a1", "--reason", "test"]));
+    assert!(evicted.contains("evicted cli-a1"), "{evicted}");
+    let told = replies.next().expect("a frame").expect("readable");
+    assert!(
+        told.contains("\"evicted\"") && told.contains("cli-a1"),
+        "{told}"
+    );
+    let event = wait_line(&watched, 30, "the eviction from vigil watch", |l| {
+        l.contains("cli-a1") && l.contains("\"deregistered\"")
+    });
+    let event: serde_json::Value = serde_json::from_str(&event).expect("a JSON frame");
+    assert_eq!(
+        (&event["type"], &event["reason"], &event["from"]),
+        (
+            &serde_json::json!("event"),
+            &serde_json::json!("evicted"),
+            &serde_json::json!("online")
+        ),
+        "{event}"
+    );
+    assert!(
+        event["seq"].as_u64().unwrap() > snapshot["seq"].as_u64().unwrap(),
+        "{event}"
+    );
+
+    // Errors: non-zero, with the protocol's code.
+    for args in [&["evict", "cli-a1"][..], &["get", "nobody-here"][..]] {
+        let out = srv.agents(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded: {err}");
+        assert!(err.contains("unknown_agent"), "{args:?}: {err}");
+    }
+
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let errs: Vec<String> = watch_err.try_iter().collect();
+    assert!(
+        errs.iter().all(|l| !l.contains("disconnected")),
+        "the watch never lost its connection: {errs:?}"
+    );
+}
+
+#[test]
+fn vigil_agents_says_why_it_cannot_operate() {
+    // Nothing listens on port 1.
+    let out = vigil()
+        .args(["agents", "list", "--addr", "127.0.0.1:1"])
+        .env_remove("VIGIL_TOKEN")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("cannot reach the server at 127.0.0.1:1")
+            && err.contains("is `vigil serve` running there?"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one line, no backtrace: {err}");
+
+    // A server that wants an admin token.
+    let srv = Served::start(&[("VIGIL_AUTH__ADMIN_TOKENS", "[\"op-secret\"]")]);
+    let out = srv.agents(&["list"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("unauthorized"), "{err}");
+    let out = srv.agents(&["list", "--json", "--token", "op-secret"]);
+    assert_eq!(stdout_of(&out).trim(), "[]");
+    // The token may come from the environment.
+    let out = vigil()
+        .args(["agents", "stats", "--addr", &srv.addr])
+        .env("VIGIL_TOKEN", "op-secret")
+        .output()
+        .unwrap();
+    let stats = stdout_of(&out);
+    assert!(stats.contains("registry."), "{stats}");
+}
+
+#[test]
+fn vigil_agents_and_vigil_watch_connect_over_tls_with_ca() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let (cert, key, ca) = (
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+        dir.join("ca.pem"),
+    );
+    let srv = Served::start(&[
+        ("VIGIL_SERVER__TLS_CERT", cert.to_str().unwrap()),
+        ("VIGIL_SERVER__TLS_KEY", key.to_str().unwrap()),
+    ]);
+    let ca = ca.to_str().unwrap();
+    let tls = ["--ca", ca, "--tls-name", "localhost"];
+    let mut args = vec!["stats", "--json"];
+    args.extend_from_slice(&tls);
+    let stats: serde_json::Value = serde_json::from_str(&stdout_of(&srv.agents(&args))).unwrap();
+    assert!(stats["registry"].is_object(), "{stats}");
+    // Without --ca it does not speak TLS, and says that it got no answer.
+    let out = srv.agents(&["stats", "--timeout", "3s"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("cannot reach the server"), "{err}");
+
+    let mut watch = vigil()
+        .args(["watch", "--json", "--addr", &srv.addr])
+        .args(tls)
+        .env_remove("VIGIL_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("vigil watch starts");
+    let watched = lines_of(watch.stdout.take().expect("stdout piped"));
+    wait_line(&watched, 30, "a snapshot over TLS", |l| {
+        l.contains("\"snapshot\"")
+    });
+    let _ = watch.kill();
+    let _ = watch.wait();
+}

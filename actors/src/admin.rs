@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::broadcaster::BroadcastStats;
+use crate::health::HealthReport;
 use crate::model::{AgentId, AgentRecord, Event, Policy, PolicyPatch, Status};
 use crate::registry::RegistryStats;
 
@@ -53,6 +54,8 @@ pub enum AdminRequest {
         patch: PolicyPatch,
     },
     Stats,
+    /// The fleet health check, now (`{"op": "health_report"}`).
+    HealthReport,
 }
 
 /// Runtime-wide counters.
@@ -83,6 +86,9 @@ pub enum AdminResponse {
     },
     Registry(RegistryStats),
     Stats(Box<Stats>),
+    /// Last: `untagged` tries the variants in order, and every earlier one needs a field a
+    /// report does not have, so neither shadows the other.
+    Health(Box<HealthReport>),
 }
 
 /// Why an admin operation failed. Codes match the protocol's error codes.
@@ -143,5 +149,76 @@ mod tests {
         }
         let r: AdminRequest = serde_json::from_value(serde_json::json!({"op":"stats"})).unwrap();
         assert_eq!(r, AdminRequest::Stats);
+        let r: AdminRequest =
+            serde_json::from_value(serde_json::json!({"op":"health_report"})).unwrap();
+        assert_eq!(r, AdminRequest::HealthReport);
+        assert_eq!(
+            serde_json::to_value(AdminRequest::HealthReport).unwrap(),
+            serde_json::json!({"op":"health_report"})
+        );
+    }
+
+    /// Every response, serialized and read back, is the same variant: the untagged enum
+    /// tells them apart by their fields.
+    #[test]
+    fn every_response_survives_a_roundtrip() {
+        use crate::health::{check, HealthConfig};
+        use crate::model::{EventBody, Reported, Severity};
+        use crate::store::conformance::record;
+
+        let at = "2026-01-01T00:10:00Z".parse().unwrap();
+        let mut offline = record("a2", Status::Offline);
+        offline.connected = true;
+        let mut degraded = record("a3", Status::Degraded);
+        degraded.reported = Reported::Degraded;
+        let report = check(
+            &[record("a1", Status::Online), offline, degraded],
+            at,
+            &HealthConfig::default(),
+        );
+        assert!(!report.agents.is_empty());
+        let event = Event {
+            seq: 7,
+            at,
+            agent: None,
+            kind: None,
+            body: EventBody::Alert {
+                severity: Severity::High,
+                issue: "mass_offline".into(),
+                detail: "x".into(),
+            },
+        };
+        let mut registry = RegistryStats {
+            total: 3,
+            ..RegistryStats::default()
+        };
+        registry.agents.insert(Status::Online, 3);
+        let responses = [
+            AdminResponse::Agents(vec![record("a1", Status::Online)]),
+            AdminResponse::Agents(vec![]),
+            AdminResponse::Agent(Box::new(record("a1", Status::Online))),
+            AdminResponse::Events(vec![event]),
+            AdminResponse::Changed {
+                id: AgentId::new("a1").unwrap(),
+                status: Status::Offline,
+                changed: true,
+            },
+            AdminResponse::Policy {
+                kind: "worker".into(),
+                policy: Policy::default(),
+            },
+            AdminResponse::Registry(registry.clone()),
+            AdminResponse::Stats(Box::new(Stats {
+                registry,
+                ..Stats::default()
+            })),
+            AdminResponse::Health(Box::new(report)),
+            AdminResponse::Health(Box::new(check(&[], at, &HealthConfig::default()))),
+        ];
+        for r in responses {
+            let json = serde_json::to_string(&r).unwrap();
+            let back: AdminResponse = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, r, "{json}");
+        }
     }
 }

@@ -21,6 +21,8 @@ use crate::admin::{AdminError, AdminRequest, AdminResponse, Stats};
 use crate::agent::{AgentActor, AgentArgs, AgentMsg, AgentOp, Ctx, Mode};
 use crate::broadcaster::BroadcastMsg;
 use crate::cell::AgentCell;
+use crate::health::HealthConfig;
+use crate::health_task;
 use crate::model::{AgentId, Policy, Reason, Registration};
 use crate::registry::{Query, RegistryMsg};
 use crate::RegisterError;
@@ -109,6 +111,7 @@ pub(crate) struct FleetArgs {
     pub ctx: Ctx,
     pub broadcaster: ActorRef<BroadcastMsg>,
     pub directory: Directory,
+    pub health: Arc<HealthConfig>,
     pub policies: Policies,
 }
 
@@ -116,6 +119,7 @@ pub(crate) struct FleetState {
     ctx: Arc<Ctx>,
     broadcaster: ActorRef<BroadcastMsg>,
     directory: Directory,
+    health: Arc<HealthConfig>,
     policies: Policies,
     kinds: HashMap<String, Arc<str>>,
 }
@@ -136,6 +140,7 @@ impl Actor for FleetSupervisor {
             ctx: Arc::new(args.ctx),
             broadcaster: args.broadcaster,
             directory: args.directory,
+            health: args.health,
             policies: args.policies,
             kinds: HashMap::new(),
         })
@@ -553,6 +558,17 @@ impl FleetState {
                         _ => Err(AdminError::Unavailable("stats not available".into())),
                     };
                     let _ = reply.send(answer);
+                });
+            }
+            AdminRequest::HealthReport => {
+                // Read off the actor: a large fleet takes many pages.
+                let registry = self.ctx.registry.clone();
+                let clock = self.ctx.clock;
+                let health = self.health.clone();
+                let timeout = self.ctx.call_timeout;
+                tokio::spawn(async move {
+                    let r = health_task::report(&registry, &clock, &health, timeout).await;
+                    let _ = reply.send(r.map(|r| AdminResponse::Health(Box::new(r))));
                 });
             }
             AdminRequest::Evict { id, reason } => {

@@ -32,6 +32,8 @@
 //! - `cell`: what an agent actor shares with heartbeat callers (the fast path).
 //! - `wheel`: the deadline wheel, one task holding every agent's pending deadline.
 //! - [`lag`]: local health awareness (the runtime's own scheduling lag).
+//! - [`health`]: the fleet health check, its alerter and the mass-failure guard (pure).
+//! - `health_task`: the task that runs the health check every `check_interval`.
 //! - `fleet`: the FleetSupervisor — spawns, links, finds and restarts agent actors.
 //! - `registry`: the RegistryActor — sequencer, group commit, live view, queries.
 //! - [`broadcaster`]: the BroadcasterActor — subscribers, filters, resume, lag.
@@ -46,6 +48,8 @@ mod cell;
 pub mod clock;
 mod fleet;
 pub mod fsm;
+pub mod health;
+mod health_task;
 mod jobs;
 pub mod lag;
 pub mod model;
@@ -59,10 +63,14 @@ pub use broadcaster::{
     BroadcastStats, Filter, Snapshot, SubscribeOptions, Subscription, SubscriptionItem,
 };
 pub use fleet::Registered;
+pub use health::{
+    Alerter, Finding, HealthConfig, HealthIssue, HealthReport, HealthSummary, MassOffline,
+    MassOfflineAlert,
+};
 pub use jobs::{FINISHED_KEPT, PROGRESS_STEP};
 pub use lag::LagConfig;
 pub use model::*;
-pub use registry::RegistryStats;
+pub use registry::{LatencyHistogram, RegistryStats};
 pub use runtime::{
     AgentHandle, Beat, BeatError, RegisterError, Runtime, RuntimeConfig, RuntimeError,
 };

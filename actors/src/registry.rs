@@ -15,6 +15,10 @@
 //! restore reads at most about twice the fleet. The store's queryable copy of the agents (the
 //! mirror) is refreshed in small chunks when the pipeline is otherwise idle, so a large
 //! refresh never delays an event's durability by more than one chunk.
+//!
+//! The mass-failure guard ([`MassOffline`]) sits here too: each offline transition is counted
+//! as it is sequenced, and a `mass_offline` alert is sequenced right after the transition that
+//! makes the failure massive. Every transition is still sequenced and published.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,9 +34,11 @@ use crate::admin::{AdminError, AdminResponse};
 use crate::broadcaster::{BroadcastMsg, Filter, Snapshot, Start, SubscribeOptions, Subscription};
 use crate::cell::AgentCell;
 use crate::clock::Clock;
+use crate::health::{MassOffline, MASS_OFFLINE};
 use crate::jobs::JobBook;
 use crate::model::{
-    AgentId, AgentRecord, Event, EventBody, JobReport, JobState, Registration, Status,
+    AgentId, AgentRecord, Event, EventBody, EventKind, JobReport, JobState, Registration, Severity,
+    Status,
 };
 use crate::store::{Retention, Store, StoreError};
 
@@ -131,6 +137,52 @@ pub struct RegistryStats {
     /// Jobs by state (finished ones as far as they are remembered).
     #[serde(default)]
     pub jobs: BTreeMap<JobState, usize>,
+    /// Agents by kind, then by status (kinds with no agents left out).
+    #[serde(default)]
+    pub by_kind: BTreeMap<String, BTreeMap<Status, usize>>,
+    /// Events persisted since start, by kind.
+    #[serde(default)]
+    pub persisted: BTreeMap<EventKind, u64>,
+    /// How long the store took to write each group of events.
+    #[serde(default)]
+    pub batch_latency: LatencyHistogram,
+}
+
+/// A histogram of durations with fixed bucket bounds (seconds), for `/metrics`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LatencyHistogram {
+    /// Upper bounds of the buckets, in seconds; a last, unbounded bucket follows.
+    pub bounds: Vec<f64>,
+    /// Observations per bucket (not cumulative); one more than `bounds`.
+    pub counts: Vec<u64>,
+    pub sum_seconds: f64,
+    pub count: u64,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        let bounds = vec![
+            0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        ];
+        Self {
+            counts: vec![0; bounds.len() + 1],
+            bounds,
+            sum_seconds: 0.0,
+            count: 0,
+        }
+    }
+}
+
+impl LatencyHistogram {
+    pub fn observe(&mut self, d: Duration) {
+        let s = d.as_secs_f64();
+        let i = self.bounds.partition_point(|b| *b < s);
+        if let Some(c) = self.counts.get_mut(i) {
+            *c += 1;
+        }
+        self.sum_seconds += s;
+        self.count += 1;
+    }
 }
 
 pub(crate) struct RegistryArgs {
@@ -143,6 +195,7 @@ pub(crate) struct RegistryArgs {
     pub retention: Retention,
     pub loaded: crate::store::Loaded,
     pub store_ok: Arc<AtomicBool>,
+    pub mass_offline: MassOffline,
 }
 
 struct Entry {
@@ -201,6 +254,14 @@ pub(crate) struct RegistryState {
     retention: Retention,
     agents: BTreeMap<AgentId, Entry>,
     counts: HashMap<Status, usize>,
+    /// Agents by kind, then by status (indexed as `Status::ALL`).
+    by_kind: HashMap<Arc<str>, [usize; 6]>,
+    /// Persisted events by kind.
+    persisted: BTreeMap<EventKind, u64>,
+    /// How long segment writes took.
+    batch_latency: LatencyHistogram,
+    /// When the write in flight started.
+    write_started: Option<tokio::time::Instant>,
     next_seq: u64,
     durable_seq: u64,
     pending: Vec<Arc<Event>>,
@@ -230,6 +291,11 @@ pub(crate) struct RegistryState {
     drains: Vec<RpcReplyPort<Result<(), StoreError>>>,
     flush_queued: bool,
     jobs: JobBook,
+    /// Fed every offline transition as it is sequenced. A hook here rather than a
+    /// subscription: it costs a comparison per event and no copy of it, the fleet size is at
+    /// hand (`counts`), and it cannot fall behind — a subscriber's bounded queue would be
+    /// ended with `lagged` in exactly the storm it is there to see.
+    mass_offline: MassOffline,
 }
 
 pub(crate) struct RegistryActor;
@@ -256,6 +322,10 @@ impl Actor for RegistryActor {
             retention: args.retention,
             agents: BTreeMap::new(),
             counts: HashMap::new(),
+            by_kind: HashMap::new(),
+            persisted: BTreeMap::new(),
+            batch_latency: LatencyHistogram::default(),
+            write_started: None,
             next_seq: args.loaded.last_seq + 1,
             durable_seq: args.loaded.last_seq,
             pending: Vec::new(),
@@ -278,6 +348,7 @@ impl Actor for RegistryActor {
             drains: Vec::new(),
             flush_queued: false,
             jobs: JobBook::default(),
+            mass_offline: args.mass_offline,
         };
         for record in args.loaded.agents {
             st.jobs.load(&record.id, &record.jobs);
@@ -416,19 +487,38 @@ impl Actor for RegistryActor {
 
 impl RegistryState {
     fn insert(&mut self, entry: Entry) {
-        *self.counts.entry(entry.record.status).or_default() += 1;
+        self.count(&entry.record.kind, entry.record.status, true);
         self.agents.insert(entry.record.id.clone(), entry);
+    }
+
+    /// Counts an agent of `kind` in `status` in (`add`) or out.
+    fn count(&mut self, kind: &Arc<str>, status: Status, add: bool) {
+        let c = self.counts.entry(status).or_default();
+        let k = match self.by_kind.get_mut(kind) {
+            Some(k) => k,
+            None => self.by_kind.entry(kind.clone()).or_default(),
+        };
+        let slot = &mut k[status as usize];
+        match add {
+            true => {
+                *c += 1;
+                *slot += 1;
+            }
+            false => {
+                *c = c.saturating_sub(1);
+                *slot = slot.saturating_sub(1);
+            }
+        }
     }
 
     fn set_status(&mut self, id: &AgentId, status: Status, at: DateTime<Utc>) {
         if let Some(e) = self.agents.get_mut(id) {
-            if let Some(c) = self.counts.get_mut(&e.record.status) {
-                *c = c.saturating_sub(1);
-            }
-            *self.counts.entry(status).or_default() += 1;
+            let (kind, before) = (e.record.kind.clone(), e.record.status);
             e.record.status = status;
             e.record.updated_at = at;
             self.touch(id);
+            self.count(&kind, before, false);
+            self.count(&kind, status, true);
         }
     }
 
@@ -472,9 +562,7 @@ impl RegistryState {
                     heartbeat_interval_ms: old.and_then(|r| r.heartbeat_interval_ms),
                 };
                 if let Some(old) = self.agents.remove(id) {
-                    if let Some(c) = self.counts.get_mut(&old.record.status) {
-                        *c = c.saturating_sub(1);
-                    }
+                    self.count(&old.record.kind, old.record.status, false);
                 }
                 self.insert(Entry {
                     record: Box::new(record),
@@ -548,9 +636,7 @@ impl RegistryState {
             heartbeat_interval_ms: reg.heartbeat_interval.map(|d| d.as_millis() as u64),
         };
         if let Some(old) = self.agents.remove(&id) {
-            if let Some(c) = self.counts.get_mut(&old.record.status) {
-                *c = c.saturating_sub(1);
-            }
+            self.count(&old.record.kind, old.record.status, false);
         }
         self.insert(Entry {
             record: Box::new(record),
@@ -584,6 +670,14 @@ impl RegistryState {
             Some(Status::Left) => Some("agent_left"),
             _ => None,
         };
+        let went_offline = change.agent.is_some()
+            && matches!(
+                change.body,
+                EventBody::Transition {
+                    to: Status::Offline,
+                    ..
+                }
+            );
         let (agent, at) = (change.agent.clone(), change.at);
         let seq = self.push_event(change);
         // The unfinished jobs of an agent that went offline or left fail, after its change.
@@ -597,7 +691,34 @@ impl RegistryState {
             }
             self.sync_jobs();
         }
+        if went_offline {
+            self.guard_mass_offline(at);
+        }
         seq
+    }
+
+    /// Counts an offline transition; sequences one `mass_offline` alert when it makes the
+    /// failure massive (the transition itself is already sequenced, as are all the others).
+    fn guard_mass_offline(&mut self, at: DateTime<Utc>) {
+        let left = self.counts.get(&Status::Left).copied().unwrap_or(0);
+        let fleet = self.agents.len().saturating_sub(left);
+        if let Some(alert) = self.mass_offline.observe(at, fleet) {
+            warn!(
+                offline = alert.offline,
+                fleet = alert.fleet_size,
+                window_ms = alert.window.as_millis() as u64,
+                "mass offline: a large share of the fleet went offline at once"
+            );
+            self.push_event(Change {
+                agent: None,
+                at,
+                body: EventBody::Alert {
+                    severity: Severity::High,
+                    issue: MASS_OFFLINE.into(),
+                    detail: alert.detail(),
+                },
+            });
+        }
     }
 
     fn push_event(&mut self, change: Change) -> u64 {
@@ -765,6 +886,7 @@ impl RegistryState {
             None => return,
         };
         self.running = true;
+        self.write_started = Some(tokio::time::Instant::now());
         tokio::spawn(async move {
             let r = job.await;
             if myself.cast(RegistryMsg::Committed(r)).is_err() {
@@ -788,6 +910,12 @@ impl RegistryState {
                             self.durable_seq = last.seq;
                         }
                         self.batches += 1;
+                        if let Some(t) = self.write_started.take() {
+                            self.batch_latency.observe(t.elapsed());
+                        }
+                        for e in batch.iter() {
+                            *self.persisted.entry(e.body.kind()).or_default() += 1;
+                        }
                         let _ = self.broadcaster.cast(BroadcastMsg::Publish(batch));
                         self.release_parked();
                     }
@@ -955,6 +1083,17 @@ impl RegistryState {
             store_errors: self.store_errors,
             store_healthy: self.store_ok.load(Ordering::SeqCst),
             batches: self.batches,
+            by_kind: self
+                .by_kind
+                .iter()
+                .filter(|(_, c)| c.iter().any(|n| *n > 0))
+                .map(|(k, c)| {
+                    let counts = Status::ALL.iter().map(|s| (*s, c[*s as usize])).collect();
+                    (k.to_string(), counts)
+                })
+                .collect(),
+            persisted: self.persisted.clone(),
+            batch_latency: self.batch_latency.clone(),
         }
     }
 }

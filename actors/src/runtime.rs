@@ -1,5 +1,6 @@
 //! `Runtime`: the embedding API. A value that owns one actor tree (fleet supervisor, agent
-//! actors, registry, broadcaster), its deadline wheel and lag probe, and its store. Nothing is
+//! actors, registry, broadcaster), its deadline wheel, lag probe and health check, and its
+//! store. Nothing is
 //! process-global: two runtimes can live in one process.
 
 use std::collections::HashMap;
@@ -21,6 +22,8 @@ use crate::broadcaster::{
 use crate::cell::AgentCell;
 use crate::clock::Clock;
 use crate::fleet::{Directory, FleetArgs, FleetMsg, FleetSupervisor, Policies, Registered};
+use crate::health::{HealthConfig, HealthReport, MassOffline};
+use crate::health_task;
 use crate::lag::{LagConfig, LagMonitor};
 use crate::model::{
     AgentId, EventBody, JobReport, Metrics, Policy, Registration, Reported, Severity,
@@ -53,6 +56,8 @@ pub struct RuntimeConfig {
     /// How much of the event log to keep (applied after each checkpoint).
     pub event_retention: Retention,
     pub lag: LagConfig,
+    /// The fleet health check and the mass-failure guard.
+    pub health: HealthConfig,
     /// How long internal request/reply calls may take.
     pub call_timeout: Duration,
 }
@@ -71,6 +76,7 @@ impl Default for RuntimeConfig {
             flush_interval: Duration::ZERO,
             event_retention: Retention::default(),
             lag: LagConfig::default(),
+            health: HealthConfig::default(),
             call_timeout: Duration::from_secs(10),
         }
     }
@@ -230,6 +236,11 @@ impl Runtime {
             p.validate()
                 .map_err(|e| RuntimeError::Config(format!("policy of kind {kind}: {e}")))?;
         }
+        config
+            .health
+            .validate()
+            .map_err(|e| RuntimeError::Config(format!("health: {e}")))?;
+        let health = Arc::new(config.health.clone());
         let clock = Clock::start();
         let lag = Arc::new(LagMonitor::new(config.lag.clone(), clock.now()));
         let t_load = std::time::Instant::now();
@@ -265,6 +276,7 @@ impl Runtime {
                 retention: config.event_retention.clone(),
                 loaded,
                 store_ok: store_ok.clone(),
+                mass_offline: MassOffline::new(&health),
             },
         )
         .await
@@ -285,6 +297,7 @@ impl Runtime {
                 ctx,
                 broadcaster: broadcaster.clone(),
                 directory: directory.clone(),
+                health: health.clone(),
                 policies: Policies {
                     default: Arc::new(config.policy.clone()),
                     kinds: config
@@ -308,6 +321,12 @@ impl Runtime {
                 clock,
             )));
         }
+        tasks.push(tokio::spawn(health_task::run(
+            registry.clone(),
+            clock,
+            health,
+            config.call_timeout,
+        )));
         let rt = Self {
             fleet,
             registry,
@@ -494,9 +513,20 @@ impl Runtime {
         self.lag.observe(lag, Instant::now());
     }
 
+    /// The fleet's health as of now: a summary by status and every finding (the same check
+    /// the health task runs every `check_interval`).
+    pub async fn health_report(&self) -> Result<HealthReport, AdminError> {
+        match self.admin(AdminRequest::HealthReport).await? {
+            AdminResponse::Health(r) => Ok(*r),
+            other => Err(AdminError::Unavailable(format!(
+                "unexpected answer {other:?}"
+            ))),
+        }
+    }
+
     /// Emits an alert event (sequenced and persisted like any other).
     pub fn alert(&self, severity: Severity, issue: &str, detail: String) {
-        emit_alert(&self.registry, &self.clock, severity, issue, detail);
+        emit_alert(&self.registry, &self.clock, severity, issue, None, detail);
     }
 
     /// Stops gracefully: stops the agent actors, writes every pending event and a full
@@ -530,15 +560,17 @@ impl Runtime {
     }
 }
 
-fn emit_alert(
+/// Sequences an alert; with `agent`, the event names that agent (and its kind).
+pub(crate) fn emit_alert(
     registry: &ActorRef<RegistryMsg>,
     clock: &Clock,
     severity: Severity,
     issue: &str,
+    agent: Option<AgentId>,
     detail: String,
 ) {
     let change = Change {
-        agent: None,
+        agent,
         at: clock.utc(clock.now()),
         body: EventBody::Alert {
             severity,
@@ -572,6 +604,7 @@ async fn probe_lag(lag: Arc<LagMonitor>, registry: ActorRef<RegistryMsg>, clock:
                 &clock,
                 Severity::High,
                 "runtime_lagging",
+                None,
                 format!(
                     "the runtime's scheduling lag is {} ms; deadlines are extended by it",
                     slack.as_millis()

@@ -1,0 +1,119 @@
+//! Helpers shared by the socket tests: a line client, and a runtime with both listeners.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use vigil::http::{HttpConfig, HttpServer};
+use vigil::monitor::Hub;
+use vigil::server::{Server, ServerConfig};
+use vigil_actors::{AgentId, Registration, Runtime, RuntimeConfig, Store};
+
+/// A protocol client over TCP, one JSON frame per line.
+pub struct Client {
+    pub lines: tokio::io::Lines<BufReader<OwnedReadHalf>>,
+    pub write: OwnedWriteHalf,
+}
+
+impl Client {
+    pub async fn hello(addr: std::net::SocketAddr, role: &str, token: Option<&str>) -> Self {
+        let s = TcpStream::connect(addr).await.unwrap();
+        let (r, w) = s.into_split();
+        let mut c = Self {
+            lines: BufReader::new(r).lines(),
+            write: w,
+        };
+        c.send(json!({"type":"hello","protocol":1,"role":role,"token":token}))
+            .await;
+        c.expect("welcome").await;
+        c
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        let mut s = v.to_string();
+        s.push('\n');
+        self.write.write_all(s.as_bytes()).await.unwrap();
+    }
+
+    /// The next frame; `None` when the server closed the connection.
+    pub async fn recv(&mut self) -> Option<Value> {
+        let line = tokio::time::timeout(Duration::from_secs(20), self.lines.next_line())
+            .await
+            .expect("the server answers within 20 s")
+            .ok()??;
+        Some(serde_json::from_str(&line).expect("the server sends JSON lines"))
+    }
+
+    pub async fn expect(&mut self, ty: &str) -> Value {
+        let v = self.recv().await.expect("a frame, not the end");
+        assert_eq!(v["type"], ty, "{v}");
+        v
+    }
+}
+
+/// A runtime with the TCP and HTTP listeners on loopback ports of their own.
+pub struct Node {
+    pub rt: Arc<Runtime>,
+    pub hub: Arc<Hub>,
+    pub tcp: Server,
+    pub http: HttpServer,
+}
+
+impl Node {
+    pub async fn start(rt_cfg: RuntimeConfig, store: Arc<dyn Store>) -> Self {
+        Self::start_with(
+            rt_cfg,
+            store,
+            ServerConfig::default(),
+            HttpConfig::default(),
+        )
+        .await
+    }
+
+    pub async fn start_with(
+        rt_cfg: RuntimeConfig,
+        store: Arc<dyn Store>,
+        tcp: ServerConfig,
+        http: HttpConfig,
+    ) -> Self {
+        let rt = Arc::new(Runtime::start(rt_cfg, store).await.unwrap());
+        let hub = Hub::new(rt.clone(), Duration::from_millis(50));
+        let tcp = Server::start_with(([127, 0, 0, 1], 0).into(), hub.clone(), tcp)
+            .await
+            .unwrap();
+        let http = HttpServer::start(([127, 0, 0, 1], 0).into(), hub.clone(), http)
+            .await
+            .unwrap();
+        Self { rt, hub, tcp, http }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http.local_addr(), path)
+    }
+
+    /// Registers in-process agents `{prefix}{0..n}` of `kind`.
+    pub async fn agents(&self, prefix: &str, kind: &str, n: usize) -> Vec<AgentId> {
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let id = AgentId::new(format!("{prefix}{i}")).unwrap();
+            self.rt
+                .register(Registration::new(id.clone()).kind(kind))
+                .await
+                .unwrap();
+            ids.push(id);
+        }
+        ids
+    }
+
+    /// Puts `id` in or out of maintenance: one transition.
+    pub async fn flip(&self, id: &AgentId, on: bool) {
+        self.rt
+            .admin(vigil_actors::AdminRequest::Maintenance { id: id.clone(), on })
+            .await
+            .unwrap();
+    }
+}

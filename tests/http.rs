@@ -1,0 +1,513 @@
+//! The HTTP listener over real sockets, with a real HTTP client: REST against its OpenAPI
+//! document, tokens, metrics, readiness, SSE resume with `Last-Event-ID`, and WebSocket.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::Node;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+use vigil::http::{HttpConfig, OPENAPI, REST_ROUTES};
+use vigil::server::ServerConfig;
+use vigil_actors::{FailingStore, MemStore, RuntimeConfig};
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// Follows a local `$ref`.
+fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema["$ref"].as_str() {
+        Some(r) => {
+            let name = r.trim_start_matches("#/components/schemas/");
+            &doc["components"]["schemas"][name]
+        }
+        None => schema,
+    }
+}
+
+/// Checks `v` against the subset of JSON Schema the document uses.
+fn check(doc: &Value, schema: &Value, v: &Value, at: &str) {
+    let s = resolve(doc, schema);
+    if v.is_null() && s["nullable"] == true {
+        return;
+    }
+    if let Some(t) = s["type"].as_str() {
+        let ok = match t {
+            "object" => v.is_object(),
+            "array" => v.is_array(),
+            "string" => v.is_string(),
+            "integer" => v.is_u64() || v.is_i64(),
+            "number" => v.is_number(),
+            "boolean" => v.is_boolean(),
+            other => panic!("schema type {other} at {at}"),
+        };
+        assert!(ok, "{at}: expected {t}, got {v}");
+    }
+    if let Some(options) = s["enum"].as_array() {
+        assert!(options.contains(v), "{at}: {v} not in {options:?}");
+    }
+    if let Some(req) = s["required"].as_array() {
+        for k in req {
+            let k = k.as_str().unwrap();
+            assert!(v.get(k).is_some(), "{at}: missing {k} in {v}");
+        }
+    }
+    if let (Some(props), Some(obj)) = (s["properties"].as_object(), v.as_object()) {
+        for (k, ps) in props {
+            if let Some(x) = obj.get(k) {
+                check(doc, ps, x, &format!("{at}.{k}"));
+            }
+        }
+    }
+    if let (Some(items), Some(arr)) = (s.get("items"), v.as_array()) {
+        for (i, x) in arr.iter().enumerate() {
+            check(doc, items, x, &format!("{at}[{i}]"));
+        }
+    }
+}
+
+#[test]
+fn the_openapi_document_lists_exactly_the_routes_served() {
+    let doc: Value = serde_json::from_str(OPENAPI).unwrap();
+    let documented: BTreeSet<(String, String)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(p, ops)| {
+            ops.as_object()
+                .unwrap()
+                .keys()
+                .map(move |m| (m.clone(), p.clone()))
+        })
+        .collect();
+    let served: BTreeSet<(String, String)> = REST_ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(documented, served);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_route_answers_as_documented() {
+    let node = Node::start(RuntimeConfig::default(), MemStore::new()).await;
+    node.agents("w", "worker", 3).await;
+    let doc: Value = serde_json::from_str(OPENAPI).unwrap();
+    let http = client();
+    // One request per route (in an order where the writes come last).
+    let calls: Vec<(&str, String, Option<Value>, u16)> = vec![
+        (
+            "get",
+            "/api/v1/agents?kind=worker&status=online".into(),
+            None,
+            200,
+        ),
+        ("get", "/api/v1/agents?limit=x".into(), None, 400),
+        ("get", "/api/v1/agents/w0".into(), None, 200),
+        ("get", "/api/v1/agents/nobody".into(), None, 404),
+        ("get", "/api/v1/agents/w0/events?since=0".into(), None, 200),
+        ("get", "/api/v1/health-report".into(), None, 200),
+        ("get", "/api/v1/stats".into(), None, 200),
+        ("get", "/api/v1/openapi.json".into(), None, 200),
+        ("get", "/healthz".into(), None, 200),
+        ("get", "/readyz".into(), None, 200),
+        ("get", "/metrics".into(), None, 200),
+        (
+            "post",
+            "/api/v1/agents/w1/status".into(),
+            Some(json!({"status":"degraded"})),
+            200,
+        ),
+        (
+            "post",
+            "/api/v1/agents/w1/status".into(),
+            Some(json!({"status":"sideways"})),
+            400,
+        ),
+        (
+            "post",
+            "/api/v1/agents/w2/maintenance".into(),
+            Some(json!({"on":true})),
+            200,
+        ),
+        (
+            "post",
+            "/api/v1/agents/nobody/maintenance".into(),
+            Some(json!({"on":true})),
+            404,
+        ),
+        (
+            "put",
+            "/api/v1/policies/worker".into(),
+            Some(json!({"recovery":3})),
+            200,
+        ),
+        (
+            "delete",
+            "/api/v1/agents/w0?reason=decommissioned".into(),
+            None,
+            200,
+        ),
+    ];
+    let mut covered = BTreeSet::new();
+    for (method, path, body, want) in calls {
+        let mut req = match method {
+            "get" => http.get(node.url(&path)),
+            "post" => http.post(node.url(&path)),
+            "put" => http.put(node.url(&path)),
+            "delete" => http.delete(node.url(&path)),
+            _ => unreachable!(),
+        };
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        assert_eq!(status, want, "{method} {path}");
+        // The documented route this path is.
+        let bare = path.split('?').next().unwrap();
+        let (_, route) = REST_ROUTES
+            .iter()
+            .find(|(m, r)| {
+                *m == method && {
+                    let a: Vec<&str> = r.split('/').collect();
+                    let b: Vec<&str> = bare.split('/').collect();
+                    a.len() == b.len()
+                        && a.iter().zip(&b).all(|(x, y)| x.starts_with('{') || x == y)
+                }
+            })
+            .unwrap_or_else(|| panic!("{method} {path} is not a documented route"));
+        covered.insert((method, *route));
+        let spec = &doc["paths"][route][method]["responses"][status.to_string()];
+        assert!(
+            spec.is_object(),
+            "{method} {route}: status {status} is not documented"
+        );
+        let ctype = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let text = resp.text().await.unwrap();
+        if let Some(schema) = spec["content"].get("application/json") {
+            assert!(
+                ctype.starts_with("application/json"),
+                "{method} {path}: {ctype}"
+            );
+            let v: Value = serde_json::from_str(&text).unwrap();
+            check(&doc, &schema["schema"], &v, &format!("{method} {path}"));
+        } else {
+            let documented = spec["content"].as_object().unwrap().keys().next().unwrap();
+            assert!(
+                ctype.starts_with(documented.as_str()),
+                "{method} {path}: {ctype}"
+            );
+        }
+    }
+    // The event stream is exercised below; every other route was called.
+    let missed: Vec<_> = REST_ROUTES
+        .iter()
+        .filter(|(m, r)| *r != "/api/v1/events" && !covered.contains(&(*m, *r)))
+        .collect();
+    assert!(missed.is_empty(), "routes not called: {missed:?}");
+}
+
+#[tokio::test]
+async fn tokens_gate_reads_and_writes() {
+    let tokens = HttpConfig {
+        monitor_tokens: vec!["mon".into()],
+        admin_tokens: vec!["adm".into()],
+        ws_queue: 0,
+    };
+    let node = Node::start_with(
+        RuntimeConfig::default(),
+        MemStore::new(),
+        ServerConfig::default(),
+        tokens,
+    )
+    .await;
+    node.agents("t", "worker", 1).await;
+    let http = client();
+    let code = |r: reqwest::Response| r.status().as_u16();
+    let list = node.url("/api/v1/agents");
+    assert_eq!(code(http.get(&list).send().await.unwrap()), 401);
+    assert_eq!(
+        code(http.get(&list).bearer_auth("nope").send().await.unwrap()),
+        401
+    );
+    assert_eq!(
+        code(http.get(&list).bearer_auth("mon").send().await.unwrap()),
+        200
+    );
+    assert_eq!(
+        code(http.get(&list).bearer_auth("adm").send().await.unwrap()),
+        200
+    );
+    assert_eq!(
+        code(http.get(format!("{list}?token=mon")).send().await.unwrap()),
+        200
+    );
+    let evict = node.url("/api/v1/agents/t0");
+    let r = http.delete(&evict).bearer_auth("mon").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "forbidden");
+    assert_eq!(
+        code(http.delete(&evict).bearer_auth("adm").send().await.unwrap()),
+        200
+    );
+    // No token for these.
+    for open in ["/healthz", "/readyz", "/metrics", "/api/v1/openapi.json"] {
+        assert_eq!(
+            code(http.get(node.url(open)).send().await.unwrap()),
+            200,
+            "{open}"
+        );
+    }
+    let sse = node.url("/api/v1/events");
+    assert_eq!(code(http.get(&sse).send().await.unwrap()), 401);
+}
+
+#[tokio::test]
+async fn metrics_report_the_fleet_in_prometheus_text() {
+    let node = Node::start(RuntimeConfig::default(), MemStore::new()).await;
+    let ids = node.agents("m", "worker", 3).await;
+    node.agents("g", "gpu", 1).await;
+    node.flip(&ids[0], true).await;
+    let mut text = String::new();
+    // Written events show up once they are durable.
+    for _ in 0..200 {
+        text = client()
+            .get(node.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains("vigil_transitions_total 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for want in [
+        "vigil_agents{kind=\"worker\",status=\"online\"} 2",
+        "vigil_agents{kind=\"worker\",status=\"maintenance\"} 1",
+        "vigil_agents{kind=\"gpu\",status=\"online\"} 1",
+        "vigil_transitions_total 1",
+        "vigil_events_persisted_total{event=\"registered\"} 4",
+        "vigil_store_healthy 1",
+        "vigil_store_errors_total 0",
+        "# TYPE vigil_store_batch_seconds histogram",
+        "vigil_store_batch_seconds_bucket{le=\"+Inf\"}",
+        "vigil_connections 0",
+        "# TYPE vigil_heartbeats counter",
+        "# TYPE vigil_lagged_subscribers counter",
+        "vigil_monitor_subscribers 0",
+        "# EOF",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn readyz_is_false_while_the_store_fails() {
+    let store = FailingStore::new(MemStore::new());
+    let node = Node::start(RuntimeConfig::default(), store.clone()).await;
+    let http = client();
+    assert_eq!(
+        http.get(node.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    store.fail_writes(true);
+    node.agents("f", "worker", 1).await; // a write that fails
+    let mut status = 0;
+    for _ in 0..500 {
+        let r = http.get(node.url("/readyz")).send().await.unwrap();
+        status = r.status().as_u16();
+        if status == 503 {
+            let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+            assert_eq!(body, json!({"ready": false, "store": "failing"}));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(status, 503);
+    assert_eq!(
+        http.get(node.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200,
+        "alive all the same"
+    );
+    store.fail_writes(false);
+    for _ in 0..1000 {
+        status = http
+            .get(node.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(status, 200, "ready again once writes succeed");
+}
+
+/// Reads SSE events (`id`, `event`, `data`) from a response until `stop` says so.
+async fn sse_events(
+    resp: &mut reqwest::Response,
+    mut stop: impl FnMut(&[(Option<u64>, String, Value)]) -> bool,
+) -> Vec<(Option<u64>, String, Value)> {
+    let mut buf = String::new();
+    let mut out = Vec::new();
+    while !stop(&out) {
+        let chunk = tokio::time::timeout(Duration::from_secs(20), resp.chunk())
+            .await
+            .expect("SSE data within 20 s")
+            .unwrap()
+            .expect("the stream goes on");
+        buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let (mut id, mut name, mut data) = (None, String::from("message"), None);
+            for l in block.lines() {
+                if let Some(v) = l.strip_prefix("id:") {
+                    id = Some(v.trim().parse().unwrap());
+                } else if let Some(v) = l.strip_prefix("event:") {
+                    name = v.trim().into();
+                } else if let Some(v) = l.strip_prefix("data:") {
+                    data = Some(serde_json::from_str(v.trim()).unwrap());
+                }
+            }
+            if let Some(d) = data {
+                out.push((id, name, d));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_resumes_with_last_event_id() {
+    let node = Node::start(RuntimeConfig::default(), MemStore::new()).await;
+    let ids = node.agents("e", "worker", 5).await;
+    let http = client();
+    let url = node.url("/api/v1/events?topics=agents&snapshot=true");
+    let mut resp = http.get(&url).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let first = sse_events(&mut resp, |e| !e.is_empty()).await;
+    let (snap_id, name, snap) = &first[0];
+    assert_eq!(name, "snapshot");
+    assert_eq!(snap["agents"].as_array().unwrap().len(), 5);
+    assert_eq!(*snap_id, Some(5));
+    for (i, id) in ids.iter().enumerate() {
+        node.flip(id, i % 2 == 0).await;
+    }
+    // Event 6 is the first flip (e0 on); take 6 and 7, then drop the connection.
+    let seen = sse_events(&mut resp, |e| e.len() >= 2).await;
+    assert_eq!(seen[0].0, Some(6));
+    assert_eq!(seen[0].1, "event");
+    assert_eq!(seen[0].2["agent"], "e0");
+    let last = seen[1].0.unwrap();
+    drop(resp);
+
+    // More happens while it is away; then it resumes as a browser would.
+    node.flip(&ids[0], false).await;
+    node.flip(&ids[2], false).await;
+    let mut resp = http
+        .get(&url)
+        .header("Last-Event-ID", last.to_string())
+        .send()
+        .await
+        .unwrap();
+    let rest = sse_events(&mut resp, |e| {
+        e.last().and_then(|(id, _, _)| *id) == Some(8)
+    })
+    .await;
+    let got: Vec<u64> = rest.iter().map(|(id, _, _)| id.unwrap()).collect();
+    // e1 was already off, so 6 flips made 3 events (e0, e2, e4 on) and the two later ones
+    // turned e0 and e2 off: seqs 6, 7, 8, 9, 10. It saw 6 and 7 and gets exactly 8.. on.
+    assert_eq!(got, vec![8], "no snapshot again, nothing seen twice");
+    let more = sse_events(&mut resp, |e| e.len() >= 2).await;
+    let got: Vec<u64> = more.iter().map(|(id, _, _)| id.unwrap()).collect();
+    assert_eq!(got, vec![9, 10]);
+    assert!(more.iter().all(|(_, name, _)| name == "event"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_monitors_get_the_same_frames() {
+    let node = Node::start(RuntimeConfig::default(), MemStore::new()).await;
+    let ids = node.agents("ws", "worker", 2).await;
+    let url = format!("ws://{}/ws", node.http.local_addr());
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    ws.send(Message::Text(
+        json!({"type":"subscribe","topics":["agents"],"snapshot":true,"ref":"s"})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    let mut frames = vec![ws_frame(&mut ws).await, ws_frame(&mut ws).await];
+    node.flip(&ids[1], true).await;
+    frames.push(ws_frame(&mut ws).await);
+    assert_eq!(frames[0], json!({"type":"ack","ref":"s"}));
+    assert_eq!(frames[1]["type"], "snapshot");
+    let snap_seq = frames[1]["seq"].as_u64().unwrap();
+    assert_eq!(frames[2]["type"], "event");
+    assert_eq!(frames[2]["seq"].as_u64().unwrap(), snap_seq + 1);
+    assert_eq!(frames[2]["agent"], "ws1");
+    assert_eq!(frames[2]["to"], "maintenance");
+
+    // Admin frames need an admin token; with none configured, any stream may send them.
+    ws.send(Message::Text(
+        json!({"type":"admin","op":"get","args":{"id":"ws0"},"ref":2})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    let v = ws_frame(&mut ws).await;
+    assert_eq!(v["type"], "result", "{v}");
+    assert_eq!(v["data"]["id"], "ws0");
+}
+
+/// The next text frame of a WebSocket, as JSON.
+async fn ws_frame<S>(ws: &mut S) -> Value
+where
+    S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .expect("a frame")
+            .unwrap()
+            .unwrap();
+        if let Message::Text(t) = m {
+            return serde_json::from_str(t.as_str()).unwrap();
+        }
+    }
+}
