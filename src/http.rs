@@ -458,8 +458,22 @@ async fn ws_session(st: AppState, socket: WebSocket, admin: bool) {
     let (mut sink, mut source) = socket.split();
     let (out, mut rx) = mpsc::channel::<String>(st.cfg.ws_queue);
     let writer = tokio::spawn(async move {
-        while let Some(text) = rx.recv().await {
-            if sink.send(Message::Text(text.into())).await.is_err() {
+        // The frames already queued are written, then flushed once.
+        'out: while let Some(text) = rx.recv().await {
+            if sink.feed(Message::Text(text.into())).await.is_err() {
+                break;
+            }
+            for _ in 0..64 {
+                match rx.try_recv() {
+                    Ok(more) => {
+                        if sink.feed(Message::Text(more.into())).await.is_err() {
+                            break 'out;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            if sink.flush().await.is_err() {
                 break;
             }
         }

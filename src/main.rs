@@ -65,6 +65,12 @@ enum BenchCmd {
     /// Heartbeats/s over loopback TCP (vigil simulate as the load), CPU of each side, and
     /// detection lateness under that load.
     Ingest(vigil::bench_ingest::IngestBench),
+    /// M monitors (TCP and WebSocket) while E transitions/s happen: delivery delay, memory
+    /// per subscriber.
+    Fanout(vigil::bench_fanout::FanoutBench),
+    /// The monitors' side of `bench fanout` (run by it).
+    #[command(hide = true)]
+    FanoutMonitors(vigil::bench_fanout::FanoutMonitors),
 }
 
 #[derive(Subcommand)]
@@ -93,6 +99,8 @@ fn main() -> anyhow::Result<()> {
             BenchCmd::Storm(args) => vigil::bench_store::run_storm(args),
             BenchCmd::Restart(args) => vigil::bench_store::run_restart(args),
             BenchCmd::Ingest(args) => vigil::bench_ingest::run(args),
+            BenchCmd::Fanout(args) => vigil::bench_fanout::run(args),
+            BenchCmd::FanoutMonitors(args) => vigil::bench_fanout::run_monitors(args),
         },
         Command::Storm(args) => vigil::storm::run(config()?, args),
         Command::Simulate(args) => vigil::simulate::run(args),

@@ -404,8 +404,19 @@ where
     let (out_tx, mut out_rx) = mpsc::channel::<String>(1024);
     let drain = shared.cfg.drain_timeout;
     let writer = tokio::spawn(async move {
+        // The lines already queued go out in one write (a monitor's burst of events is one
+        // syscall, not one per event).
+        let mut buf = Vec::with_capacity(4096);
         while let Some(line) = out_rx.recv().await {
-            if write.write_all(line.as_bytes()).await.is_err() {
+            buf.clear();
+            buf.extend_from_slice(line.as_bytes());
+            while buf.len() < WRITE_BATCH {
+                match out_rx.try_recv() {
+                    Ok(more) => buf.extend_from_slice(more.as_bytes()),
+                    Err(_) => break,
+                }
+            }
+            if write.write_all(&buf).await.is_err() {
                 break;
             }
         }
@@ -968,6 +979,9 @@ pub async fn admin_op(rt: &Runtime, op: &str, args: Value) -> Result<Value, (Err
     })?;
     serde_json::to_value(res).map_err(|e| (ErrorCode::Internal, e.to_string()))
 }
+
+/// Most bytes of queued lines a connection's writer puts in one write.
+const WRITE_BATCH: usize = 64 * 1024;
 
 /// Longest activity name and detail, and job id.
 const MAX_ACTIVITY: usize = 64;

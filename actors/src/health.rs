@@ -536,8 +536,10 @@ mod tests {
     fn a_connected_agent_is_stale_only_after_stale_connection() {
         let cfg = HealthConfig::default();
         let r = rec("a", Status::Online);
-        assert!(check(&[r.clone()], secs(119), &cfg).agents.is_empty());
-        let report = check(&[r.clone()], secs(120), &cfg);
+        assert!(check(std::slice::from_ref(&r), secs(119), &cfg)
+            .agents
+            .is_empty());
+        let report = check(std::slice::from_ref(&r), secs(120), &cfg);
         assert_eq!(issues(&report), [("a", HealthIssue::StaleConnection)]);
         assert_eq!(report.agents[0].severity, Severity::Warning);
         assert_eq!(report.agents[0].kind.as_ref(), "worker");
@@ -554,7 +556,7 @@ mod tests {
     fn a_connected_offline_agent_is_a_mismatch_not_also_stale() {
         let cfg = HealthConfig::default();
         let r = rec("a", Status::Offline);
-        let report = check(&[r.clone()], secs(300), &cfg);
+        let report = check(std::slice::from_ref(&r), secs(300), &cfg);
         assert_eq!(issues(&report), [("a", HealthIssue::HeartbeatMismatch)]);
         assert_eq!(report.agents[0].severity, Severity::High);
         let closed = AgentRecord {
@@ -574,8 +576,10 @@ mod tests {
             ..rec("a", Status::Offline)
         };
         // Last seen two hours ago, but offline only since t0.
-        assert!(check(&[r.clone()], secs(3600), &cfg).agents.is_empty());
-        let report = check(&[r.clone()], secs(3601), &cfg);
+        assert!(check(std::slice::from_ref(&r), secs(3600), &cfg)
+            .agents
+            .is_empty());
+        let report = check(std::slice::from_ref(&r), secs(3601), &cfg);
         assert_eq!(issues(&report), [("a", HealthIssue::ExtendedOffline)]);
         assert_eq!(report.agents[0].severity, Severity::High);
         assert!(report.agents[0].detail.contains("1h00m"), "{report:?}");
@@ -729,7 +733,7 @@ mod tests {
         }
         assert!(alerter.is_alerted(&off.id, HealthIssue::HeartbeatMismatch));
         // A new issue of the same agent is a new finding.
-        let r = check(&[off.clone()], secs(3700), &cfg);
+        let r = check(std::slice::from_ref(&off), secs(3700), &cfg);
         assert_eq!(
             ids(alerter.update(&r)),
             [("a".to_string(), HealthIssue::ExtendedOffline)]
