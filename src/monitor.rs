@@ -25,10 +25,13 @@ use crate::protocol::{self, ErrorCode};
 /// Events whose frames are kept for reuse (a power of two).
 const LINE_SLOTS: usize = 4096;
 
+/// One event's frame, by seq.
+type LineSlot = Mutex<Option<(u64, Arc<str>)>>;
+
 /// Shared by every monitor surface of one runtime.
 pub struct Hub {
     rt: Arc<Runtime>,
-    lines: Box<[Mutex<Option<(u64, Arc<str>)>>]>,
+    lines: Box<[LineSlot]>,
     stats: watch::Receiver<Option<Arc<Value>>>,
     stats_task: tokio::task::JoinHandle<()>,
     /// TCP connections open now (the listener keeps it).

@@ -20,6 +20,7 @@ fn serve_runs_with_defaults_and_stops_gracefully_on_sigint() {
             format!("surrealkv://{}/db", dir.display()),
         )
         .env("VIGIL_SERVER__AGENT_LISTEN", "127.0.0.1:0")
+        .env("VIGIL_SERVER__HTTP_LISTEN", "127.0.0.1:0")
         .env("NO_COLOR", "1")
         .stderr(Stdio::piped())
         .spawn()
@@ -38,6 +39,21 @@ fn serve_runs_with_defaults_and_stops_gracefully_on_sigint() {
         .find_map(|w| w.strip_prefix("agents="))
         .expect("the ready line names the agent listener")
         .to_string();
+    // The HTTP listener answers too.
+    let http = strip_ansi(&ready)
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http="))
+        .expect("the ready line names the HTTP listener")
+        .to_string();
+    let mut h = std::net::TcpStream::connect(&http).expect("the HTTP listener accepts");
+    h.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    h.write_all(b"GET /healthz HTTP/1.1\r\nHost: vigil\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut h, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"status\":\"ok\""), "{answer}");
     let mut conn = std::net::TcpStream::connect(&addr).expect("the agent listener accepts");
     conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();
