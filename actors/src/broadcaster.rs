@@ -256,6 +256,18 @@ impl Actor for BroadcasterActor {
             } => {
                 let (tx, rx) = mpsc::channel(st.queue);
                 let shared = Arc::new(SubShared::default());
+                // A `since` beyond every published seq comes from another log (a store that
+                // was replaced): waiting for that seq would show nothing until the log got
+                // there, so the subscriber is told to start again from a snapshot.
+                if let (Start::After(seq), None) = (start, &snapshot) {
+                    if seq > st.published {
+                        let oldest = st.window.front().map_or(st.published + 1, |e| e.seq);
+                        shared.end_with(SubscriptionItem::ResyncRequired { oldest });
+                        drop(tx);
+                        let _ = reply.send(Subscription { rx, shared });
+                        return Ok(());
+                    }
+                }
                 let next = match start {
                     Start::Live => st.published + 1,
                     Start::After(seq) => seq + 1,
