@@ -120,8 +120,13 @@ impl HttpServer {
     /// Stops accepting, ends every stream, and returns when the connections are closed.
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);
-        if let Some(t) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        if let Some(mut t) = self.task.take() {
+            if tokio::time::timeout(Duration::from_secs(5), &mut t)
+                .await
+                .is_err()
+            {
+                t.abort();
+            }
         }
     }
 }
@@ -152,6 +157,13 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/stats", get(stats))
         .fallback(|| async {
             ApiError::new(ErrorCode::UnknownType, "no such route").into_response()
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                ErrorCode::UnknownType,
+                "this route does not take that method",
+            )
+            .into_response()
         })
         .with_state(state)
 }
@@ -231,7 +243,8 @@ fn authorize(
     let monitor = cfg.monitor_tokens.is_empty() || one_of(&cfg.monitor_tokens, given);
     match access {
         Access::Write if admin => Ok(true),
-        Access::Write if monitor && given.is_some() => Err(ApiError::new(
+        // A monitor's own token: known, but not enough.
+        Access::Write if one_of(&cfg.monitor_tokens, given) => Err(ApiError::new(
             ErrorCode::Forbidden,
             "this needs an admin token",
         )),
@@ -337,11 +350,50 @@ async fn evict_agent(
     Query(q): Params,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&st.cfg, &headers, &q, Access::Write)?;
+    write_guard(&headers, false)?;
     let mut args = json!({"id": id});
     if let Some(reason) = q.get("reason") {
         args["reason"] = json!(reason);
     }
     run_op(&st, "evict", args).await
+}
+
+/// Whether a browser request comes from a page served elsewhere (its `Origin` names another
+/// host than the one it asked). Such a page may not drive this API: with no tokens
+/// configured (loopback), anything the operator's browser opened could otherwise evict agents.
+fn foreign_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let origin_host = origin.split_once("://").map_or(origin, |(_, h)| h);
+    origin_host != host
+}
+
+/// A write's checks beyond its token: a JSON content type (so a cross-site form or
+/// `text/plain` fetch cannot send one without a CORS preflight, which is never granted) and
+/// no foreign `Origin`.
+fn write_guard(headers: &HeaderMap, has_body: bool) -> Result<(), ApiError> {
+    if foreign_origin(headers) {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "requests from pages of another origin are refused",
+        ));
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if has_body && !json {
+        return Err(ApiError::new(
+            ErrorCode::BadFrame,
+            "the body must be JSON (Content-Type: application/json)",
+        ));
+    }
+    Ok(())
 }
 
 /// A JSON request body, or the protocol's error for a bad one.
@@ -367,6 +419,7 @@ async fn set_status(
     raw: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&st.cfg, &headers, &q, Access::Write)?;
+    write_guard(&headers, true)?;
     let mut args = body(&raw)?;
     args.insert("id".into(), json!(id));
     run_op(&st, "set_status", Value::Object(args)).await
@@ -380,6 +433,7 @@ async fn maintenance(
     raw: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&st.cfg, &headers, &q, Access::Write)?;
+    write_guard(&headers, true)?;
     let mut args = body(&raw)?;
     args.insert("id".into(), json!(id));
     run_op(&st, "maintenance", Value::Object(args)).await
@@ -393,6 +447,7 @@ async fn set_policy(
     raw: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&st.cfg, &headers, &q, Access::Write)?;
+    write_guard(&headers, true)?;
     let mut args = body(&raw)?;
     args.insert("kind".into(), json!(kind));
     run_op(&st, "set_policy", Value::Object(args)).await
@@ -448,6 +503,12 @@ async fn ws(
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let admin = authorize(&st.cfg, &headers, &q, Access::Read)?;
+    if foreign_origin(&headers) {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "WebSockets from pages of another origin are refused",
+        ));
+    }
     Ok(upgrade
         .max_message_size(1 << 20)
         .on_upgrade(move |socket| ws_session(st, socket, admin)))
@@ -513,25 +574,33 @@ async fn ws_session(st: AppState, socket: WebSocket, admin: bool) {
         };
         let answer = match frame.body {
             ClientFrame::Hello(_) => reply(json!({
-                "type": "welcome", "protocol": PROTOCOL_VERSION, "server": "vigil",
-                "time": now_text(),
+                "type": "welcome", "protocol": PROTOCOL_VERSION,
+                "server": concat!("vigil/", env!("CARGO_PKG_VERSION")), "time": now_text(),
             })),
             ClientFrame::Ping => reply(json!({"type": "pong", "time": now_text()})),
+            ClientFrame::Subscribe(_) if out.capacity() < out.max_capacity() / 2 => error_text(
+                ErrorCode::Overloaded,
+                "replies are not being read; subscribe again once they are",
+                &reference,
+            ),
             ClientFrame::Subscribe(sub) => {
                 if let Some(t) = subscription.take() {
                     t.abort();
+                    let _ = t.await; // none of its frames come after this
                 }
                 match st.hub.subscribe(sub).await {
                     Ok(stream) => {
+                        // The ack goes first, then the stream's frames.
+                        let ack = reply(json!({"type": "ack"}));
+                        if reference.is_some() && out.send(ack).await.is_err() {
+                            break;
+                        }
                         let o = out.clone();
                         subscription = Some(tokio::spawn(stream.run(move |f: MonitorFrame| {
                             let o = o.clone();
                             async move { o.send(f.text.to_string()).await.is_ok() }
                         })));
-                        match reference {
-                            Some(_) => reply(json!({"type": "ack"})),
-                            None => continue,
-                        }
+                        continue;
                     }
                     Err((code, msg)) => error_text(code, &msg, &reference),
                 }
@@ -539,6 +608,7 @@ async fn ws_session(st: AppState, socket: WebSocket, admin: bool) {
             ClientFrame::Unsubscribe => {
                 if let Some(t) = subscription.take() {
                     t.abort();
+                    let _ = t.await;
                 }
                 reply(json!({"type": "ack"}))
             }
@@ -553,7 +623,11 @@ async fn ws_session(st: AppState, socket: WebSocket, admin: bool) {
                 &reference,
             ),
         };
-        if out.send(answer).await.is_err() {
+        let sent = tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            sent = out.send(answer) => sent,
+        };
+        if sent.is_err() {
             break;
         }
     }

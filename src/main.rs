@@ -175,21 +175,9 @@ fn serve(config: Config) -> anyhow::Result<()> {
         http.stop().await;
         server.stop().await;
         drop(hub);
-        // The listeners' last tasks (aborted subscriptions) let go of the runtime promptly.
-        let mut runtime = runtime;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        let runtime = loop {
-            match std::sync::Arc::try_unwrap(runtime) {
-                Ok(rt) => break rt,
-                Err(shared) if std::time::Instant::now() < deadline => {
-                    runtime = shared;
-                    tokio::task::yield_now().await;
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                }
-                Err(_) => anyhow::bail!("the runtime is still in use after the listeners stopped"),
-            }
-        };
-        runtime.shutdown().await.context("shutting down")?;
+        // Every pending event is written even if a listener's last task still holds the
+        // runtime.
+        runtime.shutdown_shared().await.context("shutting down")?;
         Ok(())
     })
 }

@@ -38,6 +38,21 @@ impl EncodeMetric for Counted {
     }
 }
 
+/// A label value escaped as the text format needs (the encoder writes values verbatim, and an
+/// agent's kind is the agent's choice).
+fn label(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn gauge(v: i64) -> Gauge {
     let g = Gauge::default();
     g.set(v);
@@ -67,7 +82,7 @@ pub fn render(stats: &Stats, hub: &Hub, lag: Duration) -> Result<String, std::fm
             let n = counts.get(&status).copied().unwrap_or(0);
             agents
                 .get_or_create(&vec![
-                    ("kind", kind.clone()),
+                    ("kind", label(kind)),
                     ("status", status.to_string()),
                 ])
                 .set(n as i64);
@@ -203,4 +218,16 @@ pub fn render(stats: &Stats, hub: &Hub, lag: Duration) -> Result<String, std::fm
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &reg)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn label_values_cannot_break_out_of_their_quotes() {
+        assert_eq!(super::label("gpu"), "gpu");
+        assert_eq!(
+            super::label("x\"} 1\nvigil_store_healthy 1\\"),
+            "x\\\"} 1\\nvigil_store_healthy 1\\\\"
+        );
+    }
 }

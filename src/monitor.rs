@@ -62,6 +62,22 @@ impl Drop for Hub {
     }
 }
 
+/// Counts something open while it lives (a connection, a stream).
+pub struct Counted<'a>(&'a AtomicU64);
+
+impl<'a> Counted<'a> {
+    pub fn new(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Which frames a subscriber asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Topics {
@@ -298,7 +314,6 @@ impl MonitorStream {
     pub async fn next(&mut self) -> Option<MonitorFrame> {
         loop {
             tokio::select! {
-                biased;
                 item = next_item(&mut self.sub) => return self.frame(item?),
                 changed = self.stats.changed(), if self.topics.stats => {
                     if changed.is_err() {

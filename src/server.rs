@@ -291,7 +291,7 @@ impl Server {
         self.shared.hub.frames.load(Ordering::Relaxed)
     }
 
-    /// Connections open now (including those still in their handshake).
+    /// Connections open now (past their TLS handshake, including those still in `hello`).
     pub fn connections(&self) -> u64 {
         self.shared.hub.tcp_connections.load(Ordering::Relaxed)
     }
@@ -398,7 +398,7 @@ async fn connection<S>(shared: Arc<Shared>, stream: S, mut stop: watch::Receiver
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    shared.hub.tcp_connections.fetch_add(1, Ordering::Relaxed);
+    let _open = crate::monitor::Counted::new(&shared.hub.tcp_connections);
     let (read, mut write) = tokio::io::split(stream);
     let mut frames = FramedRead::new(read, LineFrames::new(shared.cfg.max_frame_bytes));
     let (out_tx, mut out_rx) = mpsc::channel::<String>(1024);
@@ -418,6 +418,10 @@ where
             }
             if write.write_all(&buf).await.is_err() {
                 break;
+            }
+            // A snapshot or a long list can be megabytes: not kept for the connection's life.
+            if buf.capacity() > 4 * WRITE_BATCH {
+                buf = Vec::with_capacity(4096);
             }
         }
         let _ = tokio::time::timeout(drain, write.shutdown()).await;
@@ -539,7 +543,6 @@ where
     drop(out_tx);
     // The writer sends what is queued, then closes (bounded by the drain timeout).
     let _ = tokio::time::timeout(drain + Duration::from_millis(100), writer).await;
-    shared.hub.tcp_connections.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// The next item: a decoded frame, a blank line (`Ok(None)`), or a decoding error; `None` at
@@ -724,6 +727,7 @@ impl Session {
             ClientFrame::Unsubscribe => {
                 if let Some(task) = self.subscription.take() {
                     task.abort();
+                    let _ = task.await;
                 }
                 self.ack(&reference).await
             }
@@ -779,8 +783,16 @@ impl Session {
     /// frames go through the connection's bounded reply queue, so a monitor that does not
     /// read falls behind in its own subscription and gets `lagged`, delaying nobody else.
     async fn subscribe(&mut self, sub: protocol::Subscribe, reference: Option<Value>) {
+        // A client that subscribes again and again without reading would queue a snapshot
+        // each time.
+        if self.out.capacity() < self.out.max_capacity() / 2 {
+            let msg = "replies are not being read; subscribe again once they are";
+            self.error(ErrorCode::Overloaded, msg, &reference).await;
+            return;
+        }
         if let Some(task) = self.subscription.take() {
             task.abort();
+            let _ = task.await; // none of its frames come after this
         }
         let stream = match self.shared.hub.subscribe(sub).await {
             Ok(s) => s,
@@ -941,6 +953,15 @@ impl Session {
                 let _ = handle.disconnected();
             }
             release(&mut owners, &id, self.conn);
+        }
+    }
+}
+
+impl Drop for Session {
+    /// A connection cut at shutdown never reaches `closed`: its subscription ends here.
+    fn drop(&mut self) {
+        if let Some(task) = self.subscription.take() {
+            task.abort();
         }
     }
 }

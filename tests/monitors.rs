@@ -376,24 +376,25 @@ async fn stats_frames_come_on_a_change_and_snapshots_carry_jobs() {
     let mut m = Client::hello(node.tcp.local_addr(), "monitor", None).await;
     m.send(json!({"type":"subscribe","topics":["agents","jobs","stats"],"snapshot":true}))
         .await;
-    let mut snapshot = None;
-    let mut stats = None;
+    // The snapshot, and stats frames until one shows the running job (the first one may
+    // have been computed before the job was reported).
+    let (mut snapshot, mut stats) = (None, None);
     while snapshot.is_none() || stats.is_none() {
         let v = m.recv().await.unwrap();
         match v["type"].as_str().unwrap() {
             "snapshot" => snapshot = Some(v),
-            "stats" => stats = Some(v),
+            "stats" if v["jobs"]["running"] == 1 => stats = Some(v),
+            "stats" => {}
             other => panic!("unexpected {other}"),
         }
     }
-    let snapshot = snapshot.unwrap();
     assert_eq!(
-        snapshot["jobs"],
+        snapshot.unwrap()["jobs"],
         json!([{"agent":"j0","job":"build-7","state":"running","progress":0.5}])
     );
     let stats = stats.unwrap();
     assert_eq!(stats["agents"]["online"], 1);
-    assert_eq!(stats["jobs"]["running"], 1);
+    assert!(stats["connections"].as_u64().unwrap() >= 1);
 
     // A change: a new stats frame with the new counts.
     node.flip(&ids[0], true).await;

@@ -507,6 +507,9 @@ impl RegistryState {
             false => {
                 *c = c.saturating_sub(1);
                 *slot = slot.saturating_sub(1);
+                if k.iter().all(|n| *n == 0) {
+                    self.by_kind.remove(kind);
+                }
             }
         }
     }

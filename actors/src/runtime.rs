@@ -532,6 +532,29 @@ impl Runtime {
     /// Stops gracefully: stops the agent actors, writes every pending event and a full
     /// checkpoint, ends every subscription, and stops the actors.
     pub async fn shutdown(self) -> Result<(), RuntimeError> {
+        let drained = self.stop_and_drain().await;
+        for t in self.actor_tasks {
+            let _ = t.await;
+        }
+        self.store.close().await;
+        drained
+    }
+
+    /// [`Runtime::shutdown`] for a runtime that may still be shared (a listener's last task
+    /// may hold it): every pending event is written and checkpointed all the same; only the
+    /// wait for the actors' tasks is skipped when others still hold it.
+    pub async fn shutdown_shared(self: Arc<Self>) -> Result<(), RuntimeError> {
+        match Arc::try_unwrap(self) {
+            Ok(rt) => rt.shutdown().await,
+            Err(rt) => {
+                let drained = rt.stop_and_drain().await;
+                rt.store.close().await;
+                drained
+            }
+        }
+    }
+
+    async fn stop_and_drain(&self) -> Result<(), RuntimeError> {
         for t in &self.tasks {
             t.abort();
         }
@@ -546,10 +569,6 @@ impl Runtime {
         self.fleet.stop(None);
         self.registry.stop(None);
         self.broadcaster.stop(None);
-        for t in self.actor_tasks {
-            let _ = t.await;
-        }
-        self.store.close().await;
         match drained {
             Ok(CallResult::Success(Ok(()))) => Ok(()),
             Ok(CallResult::Success(Err(e))) => Err(e.into()),
