@@ -379,6 +379,7 @@ impl Config {
             monitor_tokens: self.auth.monitor_tokens.clone(),
             admin_tokens: self.auth.admin_tokens.clone(),
             ws_queue: 256,
+            tls: None,
         }
     }
 

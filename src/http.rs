@@ -54,6 +54,7 @@ pub const REST_ROUTES: &[(&str, &str)] = &[
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
+    ("get", "/ws"),
 ];
 
 /// Settings of the HTTP listener.
@@ -63,6 +64,67 @@ pub struct HttpConfig {
     pub admin_tokens: Vec<String>,
     /// Frames queued for one WebSocket before its subscription falls behind.
     pub ws_queue: usize,
+    /// TLS for every connection (see [`crate::server::tls_config`]).
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+}
+
+/// TLS handshakes in progress at once; more connections wait in the kernel's backlog.
+const MAX_HANDSHAKES: usize = 1024;
+
+/// A listener whose connections are TLS: handshakes run beside each other (a slow client
+/// holds up no one), each within a time limit.
+struct TlsListener {
+    tcp: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    handshakes: tokio::task::JoinSet<Option<(TlsStream, SocketAddr)>>,
+}
+
+type TlsStream = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            tokio::select! {
+                accepted = self.tcp.accept(), if self.handshakes.len() < MAX_HANDSHAKES => {
+                    match accepted {
+                        Ok((stream, peer)) => {
+                            let acceptor = self.acceptor.clone();
+                            self.handshakes.spawn(async move {
+                                let limit = Duration::from_secs(10);
+                                match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                                    Ok(Ok(tls)) => Some((tls, peer)),
+                                    Ok(Err(e)) => {
+                                        debug!(%peer, error = %e, "TLS handshake failed");
+                                        None
+                                    }
+                                    Err(_) => {
+                                        debug!(%peer, "TLS handshake timed out");
+                                        None
+                                    }
+                                }
+                            });
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+                Some(done) = self.handshakes.join_next(), if !self.handshakes.is_empty() => {
+                    if let Ok(Some(conn)) = done {
+                        return conn;
+                    }
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
 }
 
 #[derive(Clone)]
@@ -89,23 +151,41 @@ impl HttpServer {
             hub,
             cfg: Arc::new(HttpConfig {
                 ws_queue: cfg.ws_queue.max(16),
-                ..cfg
+                ..cfg.clone()
             }),
             stop: stop_rx.clone(),
         };
         let app = router(state);
         let mut stop = stop_rx;
-        info!(%local, "HTTP listener up");
-        let task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        info!(%local, tls = cfg.tls.is_some(), "HTTP listener up");
+        let task = match cfg.tls {
+            None => tokio::spawn(async move {
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "HTTP listener failed");
+                }
+            }),
+            Some(tls) => {
+                let listener = TlsListener {
+                    tcp: listener,
+                    acceptor: tokio_rustls::TlsAcceptor::from(tls),
+                    handshakes: tokio::task::JoinSet::new(),
+                };
+                tokio::spawn(async move {
+                    let served = axum::serve(listener, app)
+                        .with_graceful_shutdown(stopped)
+                        .await;
+                    if let Err(e) = served {
+                        tracing::error!(error = %e, "HTTP listener failed");
+                    }
                 })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "HTTP listener failed");
             }
-        });
+        };
         Ok(Self {
             local,
             task: Some(task),

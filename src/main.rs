@@ -142,9 +142,10 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let mut server_config = config.server_config();
         if let (Some(cert), Some(key)) = (&config.server.tls_cert, &config.server.tls_key) {
             server_config.tls = Some(
-                vigil::server::tls_config(cert, key).context("setting up TLS on agent_listen")?,
+                vigil::server::tls_config(cert, key).context("setting up TLS on the listeners")?,
             );
         }
+        let server_tls = server_config.tls.clone();
         let hub = vigil::monitor::Hub::new(runtime.clone(), config.broadcast.stats_interval);
         let server = vigil::server::Server::start_with(
             config.server.agent_listen,
@@ -153,13 +154,12 @@ fn serve(config: Config) -> anyhow::Result<()> {
         )
         .await
         .with_context(|| format!("listening on {}", config.server.agent_listen))?;
-        let http = vigil::http::HttpServer::start(
-            config.server.http_listen,
-            hub.clone(),
-            config.http_config(),
-        )
-        .await
-        .with_context(|| format!("listening on {}", config.server.http_listen))?;
+        let mut http_config = config.http_config();
+        http_config.tls = server_tls;
+        let http =
+            vigil::http::HttpServer::start(config.server.http_listen, hub.clone(), http_config)
+                .await
+                .with_context(|| format!("listening on {}", config.server.http_listen))?;
         info!(
             store = %config.store.url,
             agents = %server.local_addr(),

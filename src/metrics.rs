@@ -81,10 +81,7 @@ pub fn render(stats: &Stats, hub: &Hub, lag: Duration) -> Result<String, std::fm
         for status in Status::ALL {
             let n = counts.get(&status).copied().unwrap_or(0);
             agents
-                .get_or_create(&vec![
-                    ("kind", label(kind)),
-                    ("status", status.to_string()),
-                ])
+                .get_or_create(&vec![("kind", label(kind)), ("status", status.to_string())])
                 .set(n as i64);
         }
     }

@@ -112,6 +112,7 @@ async fn every_documented_route_answers_as_documented() {
         ("get", "/api/v1/agents/w0".into(), None, 200),
         ("get", "/api/v1/agents/nobody".into(), None, 404),
         ("get", "/api/v1/agents/w0/events?since=0".into(), None, 200),
+        ("get", "/api/v1/agents/nobody/events".into(), None, 404),
         ("get", "/api/v1/health-report".into(), None, 200),
         ("get", "/api/v1/stats".into(), None, 200),
         ("get", "/api/v1/openapi.json".into(), None, 200),
@@ -212,10 +213,10 @@ async fn every_documented_route_answers_as_documented() {
             );
         }
     }
-    // The event stream is exercised below; every other route was called.
+    // The streams are exercised below; every other route was called.
     let missed: Vec<_> = REST_ROUTES
         .iter()
-        .filter(|(m, r)| *r != "/api/v1/events" && !covered.contains(&(*m, *r)))
+        .filter(|(m, r)| !["/api/v1/events", "/ws"].contains(r) && !covered.contains(&(*m, *r)))
         .collect();
     assert!(missed.is_empty(), "routes not called: {missed:?}");
 }
@@ -225,7 +226,7 @@ async fn tokens_gate_reads_and_writes() {
     let tokens = HttpConfig {
         monitor_tokens: vec!["mon".into()],
         admin_tokens: vec!["adm".into()],
-        ws_queue: 0,
+        ..HttpConfig::default()
     };
     let node = Node::start_with(
         RuntimeConfig::default(),
@@ -544,7 +545,10 @@ async fn sse_resumes_with_last_event_id() {
     );
     assert!(rest.iter().all(|(_, name, _)| name == "event"));
     assert_eq!(rest[3].2["agent"], "e0");
-    assert_eq!(rest[3].2["to"], "unknown", "out of maintenance: unknown until it beats");
+    assert_eq!(
+        rest[3].2["to"], "unknown",
+        "out of maintenance: unknown until it beats"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -599,4 +603,34 @@ where
             return serde_json::from_str(t.as_str()).unwrap();
         }
     }
+}
+
+#[tokio::test]
+async fn the_http_listener_speaks_tls_when_configured() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let tls = vigil::server::tls_config(&dir.join("cert.pem"), &dir.join("key.pem")).unwrap();
+    let node = Node::start_with(
+        RuntimeConfig::default(),
+        MemStore::new(),
+        ServerConfig::default(),
+        HttpConfig {
+            tls: Some(tls),
+            ..HttpConfig::default()
+        },
+    )
+    .await;
+    let addr = node.http.local_addr();
+    let ca = std::fs::read(dir.join("ca.pem")).unwrap();
+    let https = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .resolve("localhost", addr)
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{}/healthz", addr.port());
+    let r = https.get(&url).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // Plain HTTP gets no answer from a TLS listener.
+    let plain = client().get(format!("http://{addr}/healthz")).send().await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
 }
