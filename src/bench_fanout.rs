@@ -258,9 +258,7 @@ async fn fanout(args: FanoutBench) -> anyhow::Result<FanoutResult> {
     http.stop().await;
     tcp.stop().await;
     drop(hub);
-    if let Ok(rt) = Arc::try_unwrap(runtime) {
-        let _ = rt.shutdown().await;
-    }
+    let _ = runtime.shutdown_shared().await;
     let _ = std::fs::remove_dir_all(&dir);
 
     Ok(FanoutResult {

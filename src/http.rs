@@ -91,6 +91,7 @@ impl axum::serve::Listener for TlsListener {
                 accepted = self.tcp.accept(), if self.handshakes.len() < MAX_HANDSHAKES => {
                     match accepted {
                         Ok((stream, peer)) => {
+                            let _ = stream.set_nodelay(true);
                             let acceptor = self.acceptor.clone();
                             self.handshakes.spawn(async move {
                                 let limit = Duration::from_secs(10);
@@ -163,6 +164,10 @@ impl HttpServer {
         info!(%local, tls = cfg.tls.is_some(), "HTTP listener up");
         let task = match cfg.tls {
             None => tokio::spawn(async move {
+                // Frames are small and must not wait for the peer's delayed ACK (Nagle).
+                let listener = axum::serve::ListenerExt::tap_io(listener, |s| {
+                    let _ = s.set_nodelay(true);
+                });
                 let served = axum::serve(listener, app)
                     .with_graceful_shutdown(stopped)
                     .await;
@@ -589,7 +594,11 @@ async fn ws(
             "WebSockets from pages of another origin are refused",
         ));
     }
+    // Small buffers: a monitor sends little, and what it receives is flushed as it goes
+    // (the library's defaults of 128 KiB each would be most of a subscriber's memory).
     Ok(upgrade
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(16 * 1024)
         .max_message_size(1 << 20)
         .on_upgrade(move |socket| ws_session(st, socket, admin)))
 }

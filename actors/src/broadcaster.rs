@@ -209,6 +209,11 @@ pub(crate) struct BroadcasterState {
     window: VecDeque<Arc<Event>>,
     published: u64,
     subs: HashMap<u64, Sub>,
+    /// Subscribers by the agent kinds their filter names, and those that name none: an
+    /// event is offered only to the subscribers that could want it (with 1,000 monitors of
+    /// one kind each, an event looks at a handful of filters, not 1,000).
+    by_kind: HashMap<Arc<str>, Vec<u64>>,
+    any_kind: Vec<u64>,
     next_sub: u64,
     lagged_total: u64,
 }
@@ -235,6 +240,8 @@ impl Actor for BroadcasterActor {
             window: VecDeque::new(),
             published: args.published_seq,
             subs: HashMap::new(),
+            by_kind: HashMap::new(),
+            any_kind: Vec::new(),
             next_sub: 0,
             lagged_total: 0,
         })
@@ -278,6 +285,7 @@ impl Actor for BroadcasterActor {
                 }
                 st.next_sub += 1;
                 let id = st.next_sub;
+                st.index(id, &filter);
                 st.subs.insert(
                     id,
                     Sub {
@@ -289,14 +297,14 @@ impl Actor for BroadcasterActor {
                     },
                 );
                 if reply.send(Subscription { rx, shared }).is_err() {
-                    st.subs.remove(&id);
+                    st.remove(id);
                     return Ok(());
                 }
                 st.catch_up(id, &myself);
             }
             BroadcastMsg::Replayed { sub, next, ended } => {
                 if ended {
-                    st.subs.remove(&sub);
+                    st.remove(sub);
                 } else if let Some(s) = st.subs.get_mut(&sub) {
                     s.next = next;
                     s.replaying = false;
@@ -325,38 +333,82 @@ impl BroadcasterState {
             self.window.pop_front();
         }
         self.published = last.seq;
+        // A live subscriber is owed every matching event from its `next` on; its `next` is
+        // not advanced here (it only matters until the subscriber is live: a replay's end, or
+        // a start after the head).
         let mut gone = Vec::new();
-        for (id, sub) in self.subs.iter_mut() {
-            if sub.replaying {
-                continue;
-            }
-            for e in batch {
-                if e.seq < sub.next {
+        for e in batch {
+            let of_kind = e.kind.as_ref().and_then(|k| self.by_kind.get(&**k));
+            for id in self.any_kind.iter().chain(of_kind.into_iter().flatten()) {
+                let Some(sub) = self.subs.get_mut(id) else {
+                    continue;
+                };
+                if sub.replaying || e.seq < sub.next || !sub.filter.matches(e) {
                     continue;
                 }
-                debug_assert_eq!(e.seq, sub.next, "a live subscriber never skips a seq");
-                if sub.filter.matches(e) {
-                    match sub.tx.try_send(SubscriptionItem::Event(e.clone())) {
-                        Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            let last_seq = sub.next - 1;
-                            sub.shared.end_with(SubscriptionItem::Lagged { last_seq });
-                            debug!(subscriber = id, last_seq, "subscriber lagged");
-                            self.lagged_total += 1;
-                            gone.push(*id);
-                            break;
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => {
-                            gone.push(*id);
-                            break;
-                        }
+                match sub.tx.try_send(SubscriptionItem::Event(e.clone())) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        // Everything before this event was given (or filtered out).
+                        let last_seq = e.seq - 1;
+                        sub.shared.end_with(SubscriptionItem::Lagged { last_seq });
+                        debug!(subscriber = id, last_seq, "subscriber lagged");
+                        self.lagged_total += 1;
+                        // Offered nothing more: it is out of `subs` from here on.
+                        self.subs.remove(id);
+                        gone.push(*id);
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        self.subs.remove(id);
+                        gone.push(*id);
                     }
                 }
-                sub.next = e.seq + 1;
             }
         }
         for id in gone {
-            self.subs.remove(&id);
+            self.remove(id);
+        }
+    }
+
+    /// Files a new subscriber under the kinds its filter names.
+    fn index(&mut self, id: u64, filter: &Filter) {
+        if filter.kinds.is_empty() {
+            self.any_kind.push(id);
+        }
+        for k in &filter.kinds {
+            let list = self.by_kind.entry(Arc::from(k.as_str())).or_default();
+            if !list.contains(&id) {
+                list.push(id);
+            }
+        }
+    }
+
+    /// Forgets a subscriber (its queue's sender goes with it).
+    fn remove(&mut self, id: u64) {
+        let filter = match self.subs.remove(&id) {
+            Some(sub) => Some(sub.filter),
+            None => None,
+        };
+        match filter {
+            Some(f) if !f.kinds.is_empty() => {
+                for k in &f.kinds {
+                    if let Some(list) = self.by_kind.get_mut(k.as_str()) {
+                        list.retain(|x| *x != id);
+                        if list.is_empty() {
+                            self.by_kind.remove(k.as_str());
+                        }
+                    }
+                }
+            }
+            Some(_) => self.any_kind.retain(|x| *x != id),
+            // Already out of `subs`: clear it from every list.
+            None => {
+                self.any_kind.retain(|x| *x != id);
+                self.by_kind.retain(|_, list| {
+                    list.retain(|x| *x != id);
+                    !list.is_empty()
+                });
+            }
         }
     }
 
