@@ -244,11 +244,13 @@ fn router(state: AppState) -> Router {
             ApiError::new(ErrorCode::UnknownType, "no such route").into_response()
         })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(
+            let e = ApiError::new(
                 ErrorCode::UnknownType,
                 "this route does not take that method",
-            )
-            .into_response()
+            );
+            let mut r = e.into_response();
+            *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+            r
         })
         .with_state(state)
 }

@@ -345,11 +345,15 @@ impl MonitorStream {
                     true => open_jobs(&s.agents),
                     false => vec![],
                 };
-                let stats = self
+                // The counts of the latest `stats` frame (and its `at`), without its `type`.
+                let mut stats = self
                     .hub
                     .latest_stats()
                     .map(|v| (*v).clone())
                     .unwrap_or_else(|| json!({}));
+                if let Some(m) = stats.as_object_mut() {
+                    m.remove("type");
+                }
                 let frame = json!({
                     "type": "snapshot",
                     "seq": s.seq,

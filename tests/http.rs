@@ -265,6 +265,11 @@ async fn tokens_gate_reads_and_writes() {
         code(http.delete(&evict).bearer_auth("adm").send().await.unwrap()),
         200
     );
+    // A method a route does not take: 405, in the API's error shape.
+    let r = http.patch(node.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "unknown_type");
     // No token for these.
     for open in ["/healthz", "/readyz", "/metrics", "/api/v1/openapi.json"] {
         assert_eq!(

@@ -393,9 +393,15 @@ async fn stats_frames_come_on_a_change_and_snapshots_carry_jobs() {
             other => panic!("unexpected {other}"),
         }
     }
+    let snapshot = snapshot.unwrap();
     assert_eq!(
-        snapshot.unwrap()["jobs"],
+        snapshot["jobs"],
         json!([{"agent":"j0","job":"build-7","state":"running","progress":0.5}])
+    );
+    assert!(
+        snapshot["stats"].get("type").is_none(),
+        "{}",
+        snapshot["stats"]
     );
     let stats = stats.unwrap();
     assert_eq!(stats["agents"]["online"], 1);
