@@ -192,6 +192,24 @@ fn agent_id(i: usize) -> AgentId {
     AgentId::new(format!("agent-{i:07}")).expect("generated id is valid")
 }
 
+/// An async runtime for a scenario, with `workers` threads (`None`: one per core).
+pub fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        b.worker_threads(n.max(1));
+    }
+    b.enable_all().build().context("starting the async runtime")
+}
+
+/// Writes a scenario's result as JSON where `--json` asked.
+pub fn write_json<T: Serialize>(path: &Option<PathBuf>, v: &T) -> anyhow::Result<()> {
+    if let Some(p) = path {
+        std::fs::write(p, serde_json::to_vec_pretty(v)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
+
 fn agent_index(id: &AgentId) -> Option<usize> {
     id.as_str().strip_prefix("agent-")?.parse().ok()
 }
@@ -202,16 +220,9 @@ pub fn run_core(mut args: CoreBench) -> anyhow::Result<()> {
         args.warmup = args.warmup.min(Duration::from_secs(2));
     }
     let command = std::env::args().collect::<Vec<_>>().join(" ");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.workers.max(1))
-        .enable_all()
-        .build()?;
-    let result = rt.block_on(core(args.clone(), command))?;
+    let result = runtime(Some(args.workers))?.block_on(core(args.clone(), command))?;
     print_core(&result);
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_vec_pretty(&result)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
+    write_json(&args.json, &result)?;
     anyhow::ensure!(
         result.spurious == 0,
         "{} spurious transitions",

@@ -25,7 +25,7 @@ use vigil_actors::{
     AdminRequest, AgentId, EventKind, MemStore, Registration, Runtime, RuntimeConfig,
 };
 
-use crate::bench::{cpu_time, rss_bytes, Machine, Quantiles};
+use crate::bench::{cpu_time, rss_bytes, runtime, write_json, Machine, Quantiles};
 use crate::http::{HttpConfig, HttpServer};
 use crate::monitor::Hub;
 use crate::server::{Server, ServerConfig};
@@ -111,17 +111,9 @@ pub fn run(mut args: FanoutBench) -> anyhow::Result<()> {
         args.kinds >= 1 && args.agents >= args.kinds,
         "--agents must be at least --kinds"
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.workers.max(1))
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let r = rt.block_on(fanout(args.clone()))?;
+    let r = runtime(Some(args.workers))?.block_on(fanout(args.clone()))?;
     print_table(&r);
-    if let Some(p) = &args.json {
-        std::fs::write(p, serde_json::to_vec_pretty(&r)?)
-            .with_context(|| format!("writing {}", p.display()))?;
-    }
+    write_json(&args.json, &r)?;
     anyhow::ensure!(r.lagged == 0, "{} monitors lagged", r.lagged);
     anyhow::ensure!(r.gaps == 0, "{} gaps in the full streams", r.gaps);
     anyhow::ensure!(r.delivered.n > 0, "no event was delivered in the window");
@@ -349,11 +341,7 @@ struct FrameHead<'a> {
 }
 
 pub fn run_monitors(args: FanoutMonitors) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    rt.block_on(monitors(args))
+    runtime(Some(2))?.block_on(monitors(args))
 }
 
 async fn monitors(args: FanoutMonitors) -> anyhow::Result<()> {
@@ -361,7 +349,7 @@ async fn monitors(args: FanoutMonitors) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let ws_count = (args.monitors as f64 * args.ws_share).round() as usize;
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<anyhow::Result<()>>(args.monitors);
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(args.monitors.max(1));
     for i in 0..args.monitors {
         // The full streams take every event (alerts take seqs too), so a gap is a real one.
         let subscribe = match i < args.firehose {
@@ -370,24 +358,32 @@ async fn monitors(args: FanoutMonitors) -> anyhow::Result<()> {
                 "filter":{"kinds": [format!("k{}", i % args.kinds)]},"ref":1}),
         }
         .to_string();
-        let (rec, stop, ready) = (recording.clone(), stop_rx.clone(), ready_tx.clone());
-        let full = i < args.firehose;
+        let w = Watcher {
+            subscribe,
+            full: i < args.firehose,
+            recording: recording.clone(),
+            stop: stop_rx.clone(),
+            ready: ready_tx.clone(),
+        };
         // Spread the WebSocket ones evenly among the others.
         let m = args.monitors.max(1);
         if i * ws_count / m != (i + 1) * ws_count / m {
-            let url = format!("ws://{}/ws", args.ws);
-            tasks.spawn(async move { ws_monitor(url, subscribe, full, rec, stop, ready).await });
+            tasks.spawn(ws_monitor(format!("ws://{}/ws", args.ws), w));
         } else {
-            let addr = args.tcp.clone();
-            tasks.spawn(async move { tcp_monitor(addr, subscribe, full, rec, stop, ready).await });
+            tasks.spawn(tcp_monitor(args.tcp.clone(), w));
         }
     }
     drop(ready_tx);
-    for _ in 0..args.monitors {
-        ready_rx
-            .recv()
-            .await
-            .context("a monitor ended before subscribing")??;
+    // Every monitor subscribed, or the first one to end (before the stop, an error) says why.
+    let mut subscribed = 0;
+    while subscribed < args.monitors {
+        tokio::select! {
+            Some(()) = ready_rx.recv() => subscribed += 1,
+            Some(done) = tasks.join_next() => {
+                done??;
+                anyhow::bail!("a monitor ended before subscribing");
+            }
+        }
     }
     println!("ready");
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
@@ -434,6 +430,30 @@ async fn monitors(args: FanoutMonitors) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What one monitor task is given.
+struct Watcher {
+    /// Its `subscribe` frame.
+    subscribe: String,
+    /// It takes every event, so a jump in seq is a gap.
+    full: bool,
+    recording: Arc<AtomicBool>,
+    stop: tokio::sync::watch::Receiver<bool>,
+    /// Told once it is subscribed.
+    ready: tokio::sync::mpsc::Sender<()>,
+}
+
+impl Watcher {
+    fn note(&self, text: &str, seen: &mut Seen, last: &mut u64) {
+        note(
+            text,
+            seen,
+            last,
+            self.full,
+            self.recording.load(Ordering::Relaxed),
+        );
+    }
+}
+
 /// Notes one frame: its delay while recording, `lagged`, and gaps of a full stream.
 fn note(text: &str, seen: &mut Seen, last: &mut u64, full: bool, recording: bool) {
     let Ok(f) = serde_json::from_str::<FrameHead>(text) else {
@@ -461,25 +481,14 @@ fn note(text: &str, seen: &mut Seen, last: &mut u64, full: bool, recording: bool
     }
 }
 
-async fn tcp_monitor(
-    addr: String,
-    subscribe: String,
-    full: bool,
-    rec: Arc<AtomicBool>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-    ready: tokio::sync::mpsc::Sender<anyhow::Result<()>>,
-) -> anyhow::Result<Seen> {
+async fn tcp_monitor(addr: String, w: Watcher) -> anyhow::Result<Seen> {
     let stream = tokio::net::TcpStream::connect(&addr).await?;
-    let (r, mut w) = stream.into_split();
+    let (r, mut write) = stream.into_split();
     let mut lines = BufReader::new(r).lines();
-    w.write_all(
-        format!(
-            "{}\n{subscribe}\n",
-            json!({"type":"hello","protocol":1,"role":"monitor"})
-        )
-        .as_bytes(),
-    )
-    .await?;
+    let hello = json!({"type":"hello","protocol":1,"role":"monitor"});
+    write
+        .write_all(format!("{hello}\n{}\n", w.subscribe).as_bytes())
+        .await?;
     loop {
         let l = lines.next_line().await?.context("closed before the ack")?;
         if l.contains("\"ack\"") {
@@ -487,30 +496,23 @@ async fn tcp_monitor(
         }
         anyhow::ensure!(l.contains("\"welcome\""), "monitor: {l}");
     }
-    let _ = ready.send(Ok(())).await;
-    let (mut seen, mut last) = (Seen::default(), 0);
+    let _ = w.ready.send(()).await;
+    let (mut seen, mut last, mut stop) = (Seen::default(), 0, w.stop.clone());
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return Ok(seen),
             l = lines.next_line() => match l? {
-                Some(l) => note(&l, &mut seen, &mut last, full, rec.load(Ordering::Relaxed)),
+                Some(l) => w.note(&l, &mut seen, &mut last),
                 None => return Ok(seen),
             },
         }
     }
 }
 
-async fn ws_monitor(
-    url: String,
-    subscribe: String,
-    full: bool,
-    rec: Arc<AtomicBool>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-    ready: tokio::sync::mpsc::Sender<anyhow::Result<()>>,
-) -> anyhow::Result<Seen> {
+async fn ws_monitor(url: String, w: Watcher) -> anyhow::Result<Seen> {
     use tokio_tungstenite::tungstenite::Message;
     let (mut ws, _) = tokio_tungstenite::connect_async(&url).await?;
-    ws.send(Message::Text(subscribe.into())).await?;
+    ws.send(Message::Text(w.subscribe.clone().into())).await?;
     loop {
         match ws.next().await.context("closed before the ack")?? {
             Message::Text(t) if t.contains("\"ack\"") => break,
@@ -518,15 +520,13 @@ async fn ws_monitor(
             _ => {}
         }
     }
-    let _ = ready.send(Ok(())).await;
-    let (mut seen, mut last) = (Seen::default(), 0);
+    let _ = w.ready.send(()).await;
+    let (mut seen, mut last, mut stop) = (Seen::default(), 0, w.stop.clone());
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return Ok(seen),
             m = ws.next() => match m {
-                Some(Ok(Message::Text(t))) => {
-                    note(t.as_str(), &mut seen, &mut last, full, rec.load(Ordering::Relaxed))
-                }
+                Some(Ok(Message::Text(t))) => w.note(t.as_str(), &mut seen, &mut last),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(e.into()),
                 None => return Ok(seen),

@@ -21,7 +21,7 @@ use vigil_actors::{
     Policy, Runtime, RuntimeConfig, Status, SubscribeOptions, SubscriptionItem,
 };
 
-use crate::bench::{cpu_time, Machine, Quantiles};
+use crate::bench::{cpu_time, runtime, write_json, Machine, Quantiles};
 use crate::server::{Server, ServerConfig};
 use crate::simulate::{agent_id, picked};
 
@@ -111,17 +111,9 @@ pub fn run(mut args: IngestBench) -> anyhow::Result<()> {
         args.measure > Duration::from_secs(2) + args.interval * 4,
         "--measure must leave room for the stopped agents to go offline (over 2 s + 4 intervals)"
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.workers.max(1))
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let r = rt.block_on(ingest(args.clone()))?;
+    let r = runtime(Some(args.workers))?.block_on(ingest(args.clone()))?;
     print_table(&r);
-    if let Some(p) = &args.json {
-        std::fs::write(p, serde_json::to_vec_pretty(&r)?)
-            .with_context(|| format!("writing {}", p.display()))?;
-    }
+    write_json(&args.json, &r)?;
     anyhow::ensure!(r.missing == 0, "{} expected transitions missing", r.missing);
     anyhow::ensure!(r.spurious == 0, "{} spurious transitions", r.spurious);
     anyhow::ensure!(r.generator_errors == 0, "the generator saw errors");

@@ -23,7 +23,7 @@ use vigil_actors::{
     RuntimeConfig, Status, Store, SubscribeOptions, SubscriptionItem,
 };
 
-use crate::bench::{rss_bytes, Machine, Quantiles};
+use crate::bench::{rss_bytes, write_json, Machine, Quantiles};
 
 #[derive(Debug, Clone, clap::Args, Serialize)]
 pub struct StoreBench {
@@ -68,18 +68,8 @@ fn scratch(dir: &Option<PathBuf>, name: &str) -> anyhow::Result<PathBuf> {
     Ok(p)
 }
 
-fn write_json<T: Serialize>(path: &Option<PathBuf>, v: &T) -> anyhow::Result<()> {
-    if let Some(p) = path {
-        std::fs::write(p, serde_json::to_vec_pretty(v)?)
-            .with_context(|| format!("writing {}", p.display()))?;
-    }
-    Ok(())
-}
-
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
+    crate::bench::runtime(None)
 }
 
 fn command() -> String {

@@ -30,7 +30,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info};
 
-use crate::monitor::{now_text, Hub, MonitorFrame};
+use crate::monitor::{now_text, Hub, MonitorFrame, Open};
 use crate::protocol::{self, ClientFrame, ErrorCode, PROTOCOL_VERSION};
 use crate::server::admin_op;
 
@@ -505,11 +505,7 @@ async fn set_status(
     Query(q): Params,
     raw: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&st.cfg, &headers, &q, Access::Write)?;
-    write_guard(&headers, true)?;
-    let mut args = body(&raw)?;
-    args.insert("id".into(), json!(id));
-    run_op(&st, "set_status", Value::Object(args)).await
+    body_op(&st, &headers, &q, &raw, "set_status", ("id", id)).await
 }
 
 async fn maintenance(
@@ -519,11 +515,7 @@ async fn maintenance(
     Query(q): Params,
     raw: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&st.cfg, &headers, &q, Access::Write)?;
-    write_guard(&headers, true)?;
-    let mut args = body(&raw)?;
-    args.insert("id".into(), json!(id));
-    run_op(&st, "maintenance", Value::Object(args)).await
+    body_op(&st, &headers, &q, &raw, "maintenance", ("id", id)).await
 }
 
 async fn set_policy(
@@ -533,11 +525,23 @@ async fn set_policy(
     Query(q): Params,
     raw: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&st.cfg, &headers, &q, Access::Write)?;
-    write_guard(&headers, true)?;
-    let mut args = body(&raw)?;
-    args.insert("kind".into(), json!(kind));
-    run_op(&st, "set_policy", Value::Object(args)).await
+    body_op(&st, &headers, &q, &raw, "set_policy", ("kind", kind)).await
+}
+
+/// A REST write whose JSON body holds the op's arguments, with the one the path names.
+async fn body_op(
+    st: &AppState,
+    headers: &HeaderMap,
+    q: &HashMap<String, String>,
+    raw: &[u8],
+    op: &str,
+    (key, value): (&str, String),
+) -> Result<Json<Value>, ApiError> {
+    authorize(&st.cfg, headers, q, Access::Write)?;
+    write_guard(headers, true)?;
+    let mut args = body(raw)?;
+    args.insert(key.into(), json!(value));
+    run_op(st, op, Value::Object(args)).await
 }
 
 async fn health_report(
@@ -562,22 +566,6 @@ async fn stats(
     data["monitor_subscribers"] = json!(hub.subscribers.load(Ordering::Relaxed));
     data["frames"] = json!(hub.frames.load(Ordering::Relaxed));
     Ok(Json(data))
-}
-
-/// Counts an open WebSocket or SSE stream while it lives.
-struct StreamGuard(Arc<Hub>);
-
-impl StreamGuard {
-    fn new(hub: &Arc<Hub>) -> Self {
-        hub.http_streams.fetch_add(1, Ordering::Relaxed);
-        Self(hub.clone())
-    }
-}
-
-impl Drop for StreamGuard {
-    fn drop(&mut self) {
-        self.0.http_streams.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// `/ws`: the monitor protocol over WebSocket, one JSON frame per text message. The token
@@ -606,7 +594,7 @@ async fn ws(
 }
 
 async fn ws_session(st: AppState, socket: WebSocket, admin: bool) {
-    let _guard = StreamGuard::new(&st.hub);
+    let _open = Open::new(&st.hub, |h| &h.http_streams);
     let (mut sink, mut source) = socket.split();
     let (out, mut rx) = mpsc::channel::<String>(st.cfg.ws_queue);
     let writer = tokio::spawn(async move {
@@ -810,7 +798,7 @@ async fn sse(
     authorize(&st.cfg, &headers, &q, Access::Read)?;
     let req = sse_subscribe(&headers, &q)?;
     let stream = st.hub.subscribe(req).await.map_err(ApiError::from)?;
-    let guard = StreamGuard::new(&st.hub);
+    let guard = Open::new(&st.hub, |h| &h.http_streams);
     let stop = st.stop.clone();
     let events = futures::stream::unfold(
         (stream, false, guard, stop),

@@ -62,19 +62,26 @@ impl Drop for Hub {
     }
 }
 
-/// Counts something open while it lives (a connection, a stream).
-pub struct Counted<'a>(&'a AtomicU64);
+/// Counts something open (a connection, a stream) in one of the hub's counters while it
+/// lives.
+pub struct Open {
+    hub: Arc<Hub>,
+    counter: fn(&Hub) -> &AtomicU64,
+}
 
-impl<'a> Counted<'a> {
-    pub fn new(counter: &'a AtomicU64) -> Self {
-        counter.fetch_add(1, Ordering::Relaxed);
-        Self(counter)
+impl Open {
+    pub fn new(hub: &Arc<Hub>, counter: fn(&Hub) -> &AtomicU64) -> Self {
+        counter(hub).fetch_add(1, Ordering::Relaxed);
+        Self {
+            hub: hub.clone(),
+            counter,
+        }
     }
 }
 
-impl Drop for Counted<'_> {
+impl Drop for Open {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        (self.counter)(&self.hub).fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -105,16 +112,6 @@ pub struct MonitorFrame {
     pub seq: Option<u64>,
     /// The subscription ends after this frame.
     pub last: bool,
-}
-
-impl MonitorFrame {
-    /// The frame as one protocol line.
-    pub fn line(&self) -> String {
-        let mut s = String::with_capacity(self.text.len() + 1);
-        s.push_str(&self.text);
-        s.push('\n');
-        s
-    }
 }
 
 impl Hub {

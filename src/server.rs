@@ -42,7 +42,7 @@ use vigil_actors::{
     JobReport, Reason, RegisterError, Registration, Runtime, SubscribeOptions, SubscriptionItem,
 };
 
-use crate::monitor::Hub;
+use crate::monitor::{Hub, Open};
 
 use crate::protocol::framing::{Line, LineFrames};
 use crate::protocol::{
@@ -398,21 +398,21 @@ async fn connection<S>(shared: Arc<Shared>, stream: S, mut stop: watch::Receiver
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let _open = crate::monitor::Counted::new(&shared.hub.tcp_connections);
+    let _open = Open::new(&shared.hub, |h| &h.tcp_connections);
     let (read, mut write) = tokio::io::split(stream);
     let mut frames = FramedRead::new(read, LineFrames::new(shared.cfg.max_frame_bytes));
-    let (out_tx, mut out_rx) = mpsc::channel::<String>(1024);
+    let (out_tx, mut out_rx) = mpsc::channel::<Out>(1024);
     let drain = shared.cfg.drain_timeout;
     let writer = tokio::spawn(async move {
         // The lines already queued go out in one write (a monitor's burst of events is one
         // syscall, not one per event).
         let mut buf = Vec::with_capacity(4096);
-        while let Some(line) = out_rx.recv().await {
+        while let Some(out) = out_rx.recv().await {
             buf.clear();
-            buf.extend_from_slice(line.as_bytes());
+            out.append_to(&mut buf);
             while buf.len() < WRITE_BATCH {
                 match out_rx.try_recv() {
-                    Ok(more) => buf.extend_from_slice(more.as_bytes()),
+                    Ok(more) => more.append_to(&mut buf),
                     Err(_) => break,
                 }
             }
@@ -432,11 +432,14 @@ where
     let hello = match first {
         Err(_) => {
             let _ = out_tx
-                .send(error_line(
-                    ErrorCode::HelloRequired,
-                    "no hello within the handshake timeout",
-                    None,
-                ))
+                .send(
+                    error_line(
+                        ErrorCode::HelloRequired,
+                        "no hello within the handshake timeout",
+                        None,
+                    )
+                    .into(),
+                )
                 .await;
             None
         }
@@ -447,11 +450,14 @@ where
         })))) => Some((h, reference)),
         Ok(Some(Ok(_) | Err(_))) => {
             let _ = out_tx
-                .send(error_line(
-                    ErrorCode::HelloRequired,
-                    "the first frame must be hello",
-                    None,
-                ))
+                .send(
+                    error_line(
+                        ErrorCode::HelloRequired,
+                        "the first frame must be hello",
+                        None,
+                    )
+                    .into(),
+                )
                 .await;
             None
         }
@@ -467,12 +473,12 @@ where
                     "heartbeat_interval_ms": shared.cfg.heartbeat_interval.as_millis() as u64,
                     "time": now_text(),
                 });
-                let _ = out_tx.send(line(welcome, reference.as_ref())).await;
+                let _ = out_tx.send(line(welcome, reference.as_ref()).into()).await;
                 Some(h.role)
             }
             Err((code, msg)) => {
                 let _ = out_tx
-                    .send(error_line(code, &msg, reference.as_ref()))
+                    .send(error_line(code, &msg, reference.as_ref()).into())
                     .await;
                 None
             }
@@ -588,7 +594,7 @@ struct Session {
     shared: Arc<Shared>,
     conn: u64,
     role: Role,
-    out: mpsc::Sender<String>,
+    out: mpsc::Sender<Out>,
     /// Looked up on every heartbeat; SipHash, as the ids are the client's choice.
     owned: HashMap<AgentId, AgentHandle>,
     bad: u32,
@@ -601,7 +607,7 @@ struct Session {
 
 impl Session {
     async fn send(&self, line: String) {
-        let _ = self.out.send(line).await;
+        let _ = self.out.send(Out::Line(line)).await;
     }
 
     async fn error(&self, code: ErrorCode, msg: &str, reference: &Option<Value>) {
@@ -805,7 +811,7 @@ impl Session {
         let out = self.out.clone();
         self.subscription = Some(tokio::spawn(stream.run(move |frame| {
             let out = out.clone();
-            async move { out.send(frame.line()).await.is_ok() }
+            async move { out.send(Out::Frame(frame.text)).await.is_ok() }
         })));
     }
 
@@ -999,6 +1005,32 @@ pub async fn admin_op(rt: &Runtime, op: &str, args: Value) -> Result<Value, (Err
         (code, e.to_string())
     })?;
     serde_json::to_value(res).map_err(|e| (ErrorCode::Internal, e.to_string()))
+}
+
+/// What a connection's writer writes: a reply of its own, or a monitor frame that every
+/// subscriber of its event shares (its line ending is added as it is written, so no
+/// subscriber copies it).
+enum Out {
+    Line(String),
+    Frame(Arc<str>),
+}
+
+impl Out {
+    fn append_to(&self, buf: &mut Vec<u8>) {
+        match self {
+            Out::Line(l) => buf.extend_from_slice(l.as_bytes()),
+            Out::Frame(f) => {
+                buf.extend_from_slice(f.as_bytes());
+                buf.push(b'\n');
+            }
+        }
+    }
+}
+
+impl From<String> for Out {
+    fn from(line: String) -> Self {
+        Out::Line(line)
+    }
 }
 
 /// Most bytes of queued lines a connection's writer puts in one write.

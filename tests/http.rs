@@ -309,13 +309,7 @@ async fn tokens_gate_reads_and_writes() {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("{ws_url}?token=mon"))
         .await
         .unwrap();
-    ws.send(Message::Text(
-        json!({"type":"admin","op":"stats","ref":1})
-            .to_string()
-            .into(),
-    ))
-    .await
-    .unwrap();
+    ws_send(&mut ws, json!({"type":"admin","op":"stats","ref":1})).await;
     let v = ws_frame(&mut ws).await;
     assert_eq!(
         (v["type"].clone(), v["code"].clone()),
@@ -324,13 +318,7 @@ async fn tokens_gate_reads_and_writes() {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("{ws_url}?token=adm"))
         .await
         .unwrap();
-    ws.send(Message::Text(
-        json!({"type":"admin","op":"stats","ref":1})
-            .to_string()
-            .into(),
-    ))
-    .await
-    .unwrap();
+    ws_send(&mut ws, json!({"type":"admin","op":"stats","ref":1})).await;
     assert_eq!(ws_frame(&mut ws).await["type"], "result");
 }
 
@@ -562,13 +550,11 @@ async fn websocket_monitors_get_the_same_frames() {
     let ids = node.agents("ws", "worker", 2).await;
     let url = format!("ws://{}/ws", node.http.local_addr());
     let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-    ws.send(Message::Text(
-        json!({"type":"subscribe","topics":["agents"],"snapshot":true,"ref":"s"})
-            .to_string()
-            .into(),
-    ))
-    .await
-    .unwrap();
+    ws_send(
+        &mut ws,
+        json!({"type":"subscribe","topics":["agents"],"snapshot":true,"ref":"s"}),
+    )
+    .await;
     let mut frames = vec![ws_frame(&mut ws).await, ws_frame(&mut ws).await];
     node.flip(&ids[1], true).await;
     frames.push(ws_frame(&mut ws).await);
@@ -581,16 +567,24 @@ async fn websocket_monitors_get_the_same_frames() {
     assert_eq!(frames[2]["to"], "maintenance");
 
     // Admin frames need an admin token; with none configured, any stream may send them.
-    ws.send(Message::Text(
-        json!({"type":"admin","op":"get","args":{"id":"ws0"},"ref":2})
-            .to_string()
-            .into(),
-    ))
-    .await
-    .unwrap();
+    ws_send(
+        &mut ws,
+        json!({"type":"admin","op":"get","args":{"id":"ws0"},"ref":2}),
+    )
+    .await;
     let v = ws_frame(&mut ws).await;
     assert_eq!(v["type"], "result", "{v}");
     assert_eq!(v["data"]["id"], "ws0");
+}
+
+/// Sends one frame as a WebSocket text message.
+async fn ws_send<S>(ws: &mut S, frame: Value)
+where
+    S: futures::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+{
+    ws.send(Message::Text(frame.to_string().into()))
+        .await
+        .unwrap();
 }
 
 /// The next text frame of a WebSocket, as JSON.

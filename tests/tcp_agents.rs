@@ -1,74 +1,14 @@
 //! Protocol v1 over real sockets: handshake, agent frames, ownership, and bad input.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use common::Client;
+use serde_json::json;
 use vigil::server::{Server, ServerConfig};
 use vigil_actors::{AgentId, MemStore, Runtime, RuntimeConfig, Status};
-
-struct Client {
-    lines: tokio::io::Lines<BufReader<OwnedReadHalf>>,
-    write: OwnedWriteHalf,
-}
-
-impl Client {
-    async fn connect(server: &Server) -> Self {
-        let s = TcpStream::connect(server.local_addr()).await.unwrap();
-        let (r, w) = s.into_split();
-        Self {
-            lines: BufReader::new(r).lines(),
-            write: w,
-        }
-    }
-
-    async fn raw(&mut self, bytes: &[u8]) {
-        self.write.write_all(bytes).await.unwrap();
-    }
-
-    async fn send(&mut self, v: Value) {
-        let mut s = v.to_string();
-        s.push('\n');
-        self.raw(s.as_bytes()).await;
-    }
-
-    /// The next frame from the server; `None` when it closed the connection.
-    async fn recv(&mut self) -> Option<Value> {
-        let line = tokio::time::timeout(Duration::from_secs(10), self.lines.next_line())
-            .await
-            .expect("the server answers within 10 s")
-            .ok()??;
-        Some(serde_json::from_str(&line).expect("the server sends JSON lines"))
-    }
-
-    async fn expect(&mut self, ty: &str) -> Value {
-        let v = self.recv().await.expect("a frame, not the end");
-        assert_eq!(v["type"], ty, "{v}");
-        v
-    }
-
-    async fn expect_error(&mut self, code: &str) -> Value {
-        let v = self.expect("error").await;
-        assert_eq!(v["code"], code, "{v}");
-        v
-    }
-
-    /// Connected, with hello said and welcome received.
-    async fn hello(server: &Server, role: &str) -> Self {
-        let mut c = Self::connect(server).await;
-        c.send(json!({"type":"hello","protocol":1,"role":role}))
-            .await;
-        c.expect("welcome").await;
-        c
-    }
-
-    async fn agent(server: &Server) -> Self {
-        Self::hello(server, "agent").await
-    }
-}
 
 /// The agent's record as the runtime holds it.
 async fn record(rt: &Runtime, id: &str) -> vigil_actors::AgentRecord {
@@ -104,36 +44,36 @@ async fn the_handshake_admits_only_hello_with_the_right_protocol_and_token() {
     };
     let (server, _rt) = setup(cfg).await;
 
-    let mut c = Client::connect(&server).await;
+    let mut c = Client::connect(server.local_addr()).await;
     c.send(json!({"type":"ping"})).await;
     c.expect_error("hello_required").await;
     assert_eq!(c.recv().await, None, "closed after hello_required");
 
-    let mut c = Client::connect(&server).await;
+    let mut c = Client::connect(server.local_addr()).await;
     c.send(json!({"type":"hello","protocol":2,"role":"agent","token":"s3cret"}))
         .await;
     c.expect_error("unsupported_protocol").await;
     assert_eq!(c.recv().await, None);
 
-    let mut c = Client::connect(&server).await;
+    let mut c = Client::connect(server.local_addr()).await;
     c.send(json!({"type":"hello","protocol":1,"role":"agent","token":"guess"}))
         .await;
     c.expect_error("unauthorized").await;
     assert_eq!(c.recv().await, None);
 
-    let mut c = Client::connect(&server).await;
+    let mut c = Client::connect(server.local_addr()).await;
     c.send(json!({"type":"hello","protocol":1,"role":"agent"}))
         .await;
     c.expect_error("unauthorized").await;
 
     // Monitors have no tokens configured: any token is fine.
-    let mut c = Client::connect(&server).await;
+    let mut c = Client::connect(server.local_addr()).await;
     c.send(json!({"type":"hello","protocol":1,"role":"monitor","ref":1}))
         .await;
     let w = c.expect("welcome").await;
     assert_eq!(w["ref"], 1);
 
-    let mut c = Client::connect(&server).await;
+    let mut c = Client::connect(server.local_addr()).await;
     c.send(json!({"type":"hello","protocol":1,"role":"agent","token":"s3cret","client":"t/1"}))
         .await;
     let w = c.expect("welcome").await;
@@ -148,7 +88,7 @@ async fn the_handshake_admits_only_hello_with_the_right_protocol_and_token() {
 #[tokio::test]
 async fn an_agent_registers_beats_and_deregisters() {
     let (server, rt) = setup(ServerConfig::default()).await;
-    let mut c = Client::agent(&server).await;
+    let mut c = Client::hello(server.local_addr(), "agent", None).await;
     c.send(json!({"type":"register","id":"a1","kind":"worker","metadata":{"zone":"eu"},"ref":"r"}))
         .await;
     let r = c.expect("registered").await;
@@ -200,8 +140,8 @@ async fn an_agent_registers_beats_and_deregisters() {
 #[tokio::test]
 async fn one_connection_owns_an_agent_until_another_takes_it_over() {
     let (server, rt) = setup(ServerConfig::default()).await;
-    let mut a = Client::agent(&server).await;
-    let mut b = Client::agent(&server).await;
+    let mut a = Client::hello(server.local_addr(), "agent", None).await;
+    let mut b = Client::hello(server.local_addr(), "agent", None).await;
     a.send(json!({"type":"register","id":"x"})).await;
     a.expect("registered").await;
 
@@ -245,7 +185,7 @@ async fn bad_frames_are_answered_change_nothing_and_too_many_close_the_connectio
         ..ServerConfig::default()
     };
     let (server, rt) = setup(cfg).await;
-    let mut c = Client::agent(&server).await;
+    let mut c = Client::hello(server.local_addr(), "agent", None).await;
     c.send(json!({"type":"register","id":"ok"})).await;
     c.expect("registered").await;
 
@@ -298,15 +238,15 @@ async fn a_connection_that_never_says_hello_is_closed_after_the_handshake_timeou
         ..ServerConfig::default()
     };
     let (server, _rt) = setup(cfg).await;
-    let mut idle = Client::connect(&server).await;
-    let mut partial = Client::connect(&server).await;
+    let mut idle = Client::connect(server.local_addr()).await;
+    let mut partial = Client::connect(server.local_addr()).await;
     partial.raw(b"{\"type\":\"hel").await; // half a frame, never finished
     idle.expect_error("hello_required").await;
     assert_eq!(idle.recv().await, None);
     partial.expect_error("hello_required").await;
     assert_eq!(partial.recv().await, None);
     // Meanwhile a well-behaved agent is served.
-    let mut c = Client::agent(&server).await;
+    let mut c = Client::hello(server.local_addr(), "agent", None).await;
     c.send(json!({"type":"ping"})).await;
     c.expect("pong").await;
     server.stop().await;
@@ -319,9 +259,9 @@ async fn connections_beyond_the_limit_are_refused_with_overloaded() {
         ..ServerConfig::default()
     };
     let (server, _rt) = setup(cfg).await;
-    let a = Client::agent(&server).await;
-    let mut b = Client::agent(&server).await;
-    let mut c = Client::connect(&server).await;
+    let a = Client::hello(server.local_addr(), "agent", None).await;
+    let mut b = Client::hello(server.local_addr(), "agent", None).await;
+    let mut c = Client::connect(server.local_addr()).await;
     c.expect_error("overloaded").await;
     assert_eq!(c.recv().await, None);
     // The two admitted connections are unaffected.
@@ -331,7 +271,7 @@ async fn connections_beyond_the_limit_are_refused_with_overloaded() {
     drop(a);
     let mut admitted = false;
     for _ in 0..200 {
-        let mut d = Client::connect(&server).await;
+        let mut d = Client::connect(server.local_addr()).await;
         d.send(json!({"type":"hello","protocol":1,"role":"agent"}))
             .await;
         match d.recv().await {
@@ -359,7 +299,7 @@ async fn garbage_over_the_socket_changes_nothing() {
         ..ServerConfig::default()
     })
     .await;
-    let mut owner = Client::agent(&server).await;
+    let mut owner = Client::hello(server.local_addr(), "agent", None).await;
     owner.send(json!({"type":"register","id":"victim"})).await;
     owner.expect("registered").await;
 
@@ -385,7 +325,7 @@ async fn garbage_over_the_socket_changes_nothing() {
         seed
     };
     for _ in 0..40 {
-        let mut c = Client::agent(&server).await;
+        let mut c = Client::hello(server.local_addr(), "agent", None).await;
         let mut bytes = Vec::new();
         for _ in 0..(next() % 40) {
             match next() % 3 {
@@ -442,7 +382,7 @@ async fn events(rt: &Runtime) -> Vec<vigil_actors::Event> {
 #[tokio::test]
 async fn activity_and_job_frames_are_acked_recorded_once_and_checked() {
     let (server, rt) = setup(ServerConfig::default()).await;
-    let mut c = Client::agent(&server).await;
+    let mut c = Client::hello(server.local_addr(), "agent", None).await;
     c.send(json!({"type":"register","id":"w1","ref":1})).await;
     c.expect("registered").await;
 
@@ -542,7 +482,7 @@ async fn frames_beyond_the_rate_limit_are_refused_with_rate_limited() {
         ..ServerConfig::default()
     };
     let (server, _rt) = setup(cfg).await;
-    let mut c = Client::agent(&server).await;
+    let mut c = Client::hello(server.local_addr(), "agent", None).await;
     let mut burst = String::new();
     for i in 0..40 {
         burst.push_str(&format!("{{\"type\":\"ping\",\"ref\":{i}}}\n"));
@@ -573,7 +513,7 @@ async fn too_many_refused_frames_in_a_row_close_a_flooding_connection() {
         ..ServerConfig::default()
     };
     let (server, _rt) = setup(cfg).await;
-    let mut c = Client::agent(&server).await;
+    let mut c = Client::hello(server.local_addr(), "agent", None).await;
     let flood = "{\"type\":\"ping\"}\n".repeat(50);
     c.raw(flood.as_bytes()).await;
     c.expect("pong").await;
@@ -588,7 +528,7 @@ async fn too_many_refused_frames_in_a_row_close_a_flooding_connection() {
 #[tokio::test]
 async fn an_operator_eviction_reaches_the_owning_connection() {
     let (server, rt) = setup(ServerConfig::default()).await;
-    let mut c = Client::agent(&server).await;
+    let mut c = Client::hello(server.local_addr(), "agent", None).await;
     c.send(json!({"type":"register","id":"e1","ref":1})).await;
     c.expect("registered").await;
     rt.admin(vigil_actors::AdminRequest::Evict {
@@ -614,7 +554,7 @@ async fn an_operator_eviction_reaches_the_owning_connection() {
 #[tokio::test]
 async fn stopping_the_listener_closes_connections_without_disconnecting_their_agents() {
     let (server, rt) = setup(ServerConfig::default()).await;
-    let mut c = Client::agent(&server).await;
+    let mut c = Client::hello(server.local_addr(), "agent", None).await;
     c.send(json!({"type":"register","id":"d1","ref":1})).await;
     c.expect("registered").await;
     let stopped = tokio::spawn(server.stop());
@@ -655,7 +595,7 @@ async fn tls_connections_speak_the_same_protocol() {
     assert_eq!(record(&rt, "t1").await.status, Status::Online);
 
     // A client that does not speak TLS gets nowhere (and nothing registers).
-    let mut plain = Client::connect(&server).await;
+    let mut plain = Client::connect(server.local_addr()).await;
     plain
         .send(json!({"type":"hello","protocol":1,"role":"agent"}))
         .await;
@@ -762,13 +702,13 @@ async fn the_rust_client_registers_beats_and_comes_back_after_the_server_does() 
 #[tokio::test]
 async fn a_monitor_gets_a_snapshot_then_every_later_event_and_can_replay_since() {
     let (server, _rt) = setup(ServerConfig::default()).await;
-    let mut agent = Client::agent(&server).await;
+    let mut agent = Client::hello(server.local_addr(), "agent", None).await;
     agent
         .send(json!({"type":"register","id":"m1","ref":1}))
         .await;
     agent.expect("registered").await;
 
-    let mut m = Client::hello(&server, "monitor").await;
+    let mut m = Client::hello(server.local_addr(), "monitor", None).await;
     // Agent frames are not a monitor's; an unknown topic is refused.
     m.send(json!({"type":"heartbeat","id":"m1","ref":"x"}))
         .await;
@@ -806,7 +746,7 @@ async fn a_monitor_gets_a_snapshot_then_every_later_event_and_can_replay_since()
     m.expect("ack").await;
 
     // Another monitor replays from seq 1: exactly the later events, in order.
-    let mut r = Client::hello(&server, "monitor").await;
+    let mut r = Client::hello(server.local_addr(), "monitor", None).await;
     r.send(json!({"type":"subscribe","since":1})).await;
     let seqs: Vec<u64> = [r.expect("event").await, r.expect("event").await]
         .iter()

@@ -20,23 +20,32 @@ pub struct Client {
 }
 
 impl Client {
-    pub async fn hello(addr: std::net::SocketAddr, role: &str, token: Option<&str>) -> Self {
+    pub async fn connect(addr: std::net::SocketAddr) -> Self {
         let s = TcpStream::connect(addr).await.unwrap();
         let (r, w) = s.into_split();
-        let mut c = Self {
+        Self {
             lines: BufReader::new(r).lines(),
             write: w,
-        };
+        }
+    }
+
+    /// Connected, with hello said and welcome received.
+    pub async fn hello(addr: std::net::SocketAddr, role: &str, token: Option<&str>) -> Self {
+        let mut c = Self::connect(addr).await;
         c.send(json!({"type":"hello","protocol":1,"role":role,"token":token}))
             .await;
         c.expect("welcome").await;
         c
     }
 
+    pub async fn raw(&mut self, bytes: &[u8]) {
+        self.write.write_all(bytes).await.unwrap();
+    }
+
     pub async fn send(&mut self, v: Value) {
         let mut s = v.to_string();
         s.push('\n');
-        self.write.write_all(s.as_bytes()).await.unwrap();
+        self.raw(s.as_bytes()).await;
     }
 
     /// The next frame; `None` when the server closed the connection.
@@ -51,6 +60,12 @@ impl Client {
     pub async fn expect(&mut self, ty: &str) -> Value {
         let v = self.recv().await.expect("a frame, not the end");
         assert_eq!(v["type"], ty, "{v}");
+        v
+    }
+
+    pub async fn expect_error(&mut self, code: &str) -> Value {
+        let v = self.expect("error").await;
+        assert_eq!(v["code"], code, "{v}");
         v
     }
 }
