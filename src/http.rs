@@ -1,7 +1,7 @@
 //! The HTTP listener (axum): the monitor protocol over WebSocket (`/ws`), the event stream as
 //! Server-Sent Events (`/api/v1/events`, `id:` = seq so `Last-Event-ID` resumes), the REST
 //! admin API (`/api/v1/...`, described by `/api/v1/openapi.json`), Prometheus metrics
-//! (`/metrics`), and liveness and readiness (`/healthz`, `/readyz`).
+//! (`/metrics`), liveness and readiness (`/healthz`, `/readyz`), and the dashboard (`/`).
 //!
 //! Tokens (`docs/protocol.md`, "HTTP and tokens"): `Authorization: Bearer TOKEN` or
 //! `?token=TOKEN`. Streams and REST reads take a monitor or an admin token, REST writes an
@@ -55,6 +55,9 @@ pub const REST_ROUTES: &[(&str, &str)] = &[
     ("get", "/readyz"),
     ("get", "/metrics"),
     ("get", "/ws"),
+    ("get", "/"),
+    ("get", "/dashboard/app.js"),
+    ("get", "/dashboard/app.css"),
 ];
 
 /// Settings of the HTTP listener.
@@ -226,6 +229,9 @@ impl Drop for HttpServer {
 
 fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(crate::dashboard::index))
+        .route("/dashboard/app.js", get(crate::dashboard::script))
+        .route("/dashboard/app.css", get(crate::dashboard::style))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -22,6 +22,7 @@ pub mod bench_ingest;
 pub mod bench_store;
 pub mod client;
 pub mod config;
+pub mod dashboard;
 pub mod http;
 pub mod metrics;
 pub mod monitor;

@@ -119,6 +119,9 @@ async fn every_documented_route_answers_as_documented() {
         ("get", "/healthz".into(), None, 200),
         ("get", "/readyz".into(), None, 200),
         ("get", "/metrics".into(), None, 200),
+        ("get", "/".into(), None, 200),
+        ("get", "/dashboard/app.js".into(), None, 200),
+        ("get", "/dashboard/app.css".into(), None, 200),
         (
             "post",
             "/api/v1/agents/w1/status".into(),
@@ -271,7 +274,14 @@ async fn tokens_gate_reads_and_writes() {
     let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
     assert_eq!(body["error"]["code"], "unknown_type");
     // No token for these.
-    for open in ["/healthz", "/readyz", "/metrics", "/api/v1/openapi.json"] {
+    for open in [
+        "/",
+        "/dashboard/app.js",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/api/v1/openapi.json",
+    ] {
         assert_eq!(
             code(http.get(node.url(open)).send().await.unwrap()),
             200,
