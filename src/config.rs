@@ -34,6 +34,8 @@ pub struct Config {
     pub broadcast: Broadcast,
     pub runtime: RuntimeSection,
     pub health: HealthSection,
+    /// Outbound channels (`[[sinks]]`).
+    pub sinks: Vec<crate::sinks::SinkSection>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -364,6 +366,17 @@ impl Config {
             .to_health()
             .validate()
             .map_err(|e| ConfigError::Invalid(format!("[health] {e}")))?;
+        let mut names = std::collections::HashSet::new();
+        for s in &self.sinks {
+            s.validate()
+                .map_err(|e| ConfigError::Invalid(format!("[[sinks]] {e}")))?;
+            if !names.insert(&s.name) {
+                return Err(ConfigError::Invalid(format!(
+                    "[[sinks]] two sinks are named {}",
+                    s.name
+                )));
+            }
+        }
         if self.broadcast.subscriber_queue == 0 {
             return Err(ConfigError::Invalid(
                 "[broadcast] subscriber_queue must be at least 1".into(),

@@ -50,6 +50,9 @@ pub const REST_ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/events"),
     ("get", "/api/v1/health-report"),
     ("get", "/api/v1/stats"),
+    ("get", "/api/v1/sinks"),
+    ("get", "/api/v1/sinks/{name}/dead-letters"),
+    ("post", "/api/v1/sinks/{name}/replay"),
     ("get", "/api/v1/openapi.json"),
     ("get", "/healthz"),
     ("get", "/readyz"),
@@ -246,6 +249,9 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/policies/{kind}", axum::routing::put(set_policy))
         .route("/api/v1/health-report", get(health_report))
         .route("/api/v1/stats", get(stats))
+        .route("/api/v1/sinks", get(list_sinks))
+        .route("/api/v1/sinks/{name}/dead-letters", get(dead_letters))
+        .route("/api/v1/sinks/{name}/replay", post(replay))
         .fallback(|| async {
             ApiError::new(ErrorCode::UnknownType, "no such route").into_response()
         })
@@ -559,6 +565,40 @@ async fn health_report(
     run_op(&st, "health_report", Value::Null).await
 }
 
+async fn list_sinks(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Params,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&st.cfg, &headers, &q, Access::Read)?;
+    run_op(&st, "sinks", Value::Null).await
+}
+
+async fn dead_letters(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    Query(q): Params,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&st.cfg, &headers, &q, Access::Read)?;
+    run_op(&st, "dead_letters", json!({ "sink": name })).await
+}
+
+async fn replay(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    Query(q): Params,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&st.cfg, &headers, &q, Access::Write)?;
+    write_guard(&headers, false)?;
+    let mut args = json!({ "sink": name });
+    if let Some(id) = num(&q, "id")? {
+        args["id"] = json!(id);
+    }
+    run_op(&st, "replay", args).await
+}
+
 async fn stats(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -833,7 +873,8 @@ async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
         .stats()
         .await
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
-    let text = crate::metrics::render(&stats, &st.hub, st.hub.runtime().lag())
+    let sinks = st.hub.runtime().sinks().await;
+    let text = crate::metrics::render(&stats, &st.hub, st.hub.runtime().lag(), &sinks)
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
     Ok((
         [(

@@ -29,6 +29,7 @@ pub mod monitor;
 pub mod protocol;
 pub mod server;
 pub mod simulate;
+pub mod sinks;
 pub mod store;
 pub mod storm;
 pub mod watch;

@@ -138,6 +138,9 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let runtime = Runtime::start(config.runtime(), store)
             .await
             .context("starting the supervision runtime")?;
+        vigil::sinks::start(&runtime, &config.sinks)
+            .await
+            .context("starting the sinks")?;
         let runtime = std::sync::Arc::new(runtime);
         let mut server_config = config.server_config();
         if let (Some(cert), Some(key)) = (&config.server.tls_cert, &config.server.tls_key) {

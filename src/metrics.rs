@@ -72,7 +72,12 @@ fn counter(v: u64) -> Counter {
 }
 
 /// The text exposition of the current figures.
-pub fn render(stats: &Stats, hub: &Hub, lag: Duration) -> Result<String, std::fmt::Error> {
+pub fn render(
+    stats: &Stats,
+    hub: &Hub,
+    lag: Duration,
+    sinks: &[vigil_actors::SinkStatus],
+) -> Result<String, std::fmt::Error> {
     let mut reg = Registry::with_prefix("vigil");
     let r = &stats.registry;
 
@@ -210,6 +215,50 @@ pub fn render(stats: &Stats, hub: &Hub, lag: Duration) -> Result<String, std::fm
         "The runtime's scheduling-lag estimate",
         Unit::Seconds,
         gauge_f(lag.as_secs_f64()),
+    );
+
+    let delivered_seq = Family::<Labels, Gauge>::default();
+    let sink_lag = Family::<Labels, Gauge>::default();
+    let delivered = Family::<Labels, Counter>::default();
+    let failures = Family::<Labels, Gauge>::default();
+    let dead = Family::<Labels, Gauge>::default();
+    let up = Family::<Labels, Gauge>::default();
+    for s in sinks {
+        let l = vec![("sink", label(&s.name)), ("type", label(&s.kind))];
+        delivered_seq.get_or_create(&l).set(s.delivered_seq as i64);
+        sink_lag.get_or_create(&l).set(s.lag as i64);
+        delivered.get_or_create(&l).inc_by(s.delivered);
+        failures
+            .get_or_create(&l)
+            .set(s.consecutive_failures as i64);
+        dead.get_or_create(&l).set(s.dead_letters as i64);
+        up.get_or_create(&l).set((s.state == "ok") as i64);
+    }
+    reg.register(
+        "sink_delivered_seq",
+        "Every event up to this seq is delivered, filtered out or dead-lettered, by sink",
+        delivered_seq,
+    );
+    reg.register(
+        "sink_lag",
+        "Events published after the sink's cursor",
+        sink_lag,
+    );
+    reg.register(
+        "sink_delivered_events",
+        "Events a sink's receiver accepted",
+        delivered,
+    );
+    reg.register(
+        "sink_consecutive_failures",
+        "Failed deliveries in a row, by sink",
+        failures,
+    );
+    reg.register("sink_dead_letters", "Dead letters a sink holds", dead);
+    reg.register(
+        "sink_up",
+        "1 while the sink delivers, 0 while it retries",
+        up,
     );
 
     let mut out = String::new();

@@ -181,13 +181,19 @@ impl Hub {
     /// The counts a `stats` frame carries (without `type` and `at`).
     async fn counts(&self) -> Option<Value> {
         let stats = self.rt.stats().await.ok()?;
-        Some(json!({
+        let mut counts = json!({
             "agents": stats.registry.agents,
             "jobs": stats.registry.jobs,
             "connections": self.tcp_connections.load(Ordering::Relaxed)
                 + self.http_streams.load(Ordering::Relaxed),
             "subscribers": self.subscribers.load(Ordering::Relaxed),
-        }))
+        });
+        // The outbound channels' status, when there are any (the dashboard shows them).
+        let sinks = self.rt.sinks().await;
+        if !sinks.is_empty() {
+            counts["sinks"] = serde_json::to_value(sinks).ok()?;
+        }
+        Some(counts)
     }
 
     /// The latest `stats` frame, if one has been computed.

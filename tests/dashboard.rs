@@ -59,6 +59,15 @@ async fn the_dashboard_follows_the_fleet_live_in_a_real_browser() {
     )
     .await;
 
+    // The outbound channel is listed, delivering.
+    b.wait_for(
+        "the log sink in the channels panel",
+        "!document.getElementById('channels').hidden && \
+         document.querySelector('#channels-body tr[data-sink=trail]')?.children[2].textContent === 'ok'",
+        Duration::from_secs(10),
+    )
+    .await;
+
     // The table is virtualised: a few dozen rows in the document for 1,000 agents.
     let rows = b
         .eval("document.querySelectorAll('#viewport .row:not([hidden])').length")
@@ -675,9 +684,14 @@ struct Serve {
 
 impl Serve {
     fn start(bin: &str, dir: &Path) -> Self {
+        // One outbound channel, a log sink, for the page's channels panel.
+        let config = dir.join("vigil.toml");
+        std::fs::write(&config, "[[sinks]]\nname = \"trail\"\ntype = \"log\"\n").unwrap();
         let mut child = Command::new(bin)
             .arg("serve")
-            .env("RUST_LOG", "info")
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info,vigil::sink=warn")
             .env("NO_COLOR", "1")
             .env(
                 "VIGIL_STORE__URL",

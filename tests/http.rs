@@ -97,6 +97,13 @@ fn the_openapi_document_lists_exactly_the_routes_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_documented_route_answers_as_documented() {
     let node = Node::start(RuntimeConfig::default(), MemStore::new()).await;
+    node.rt
+        .add_sink(
+            vigil_actors::SinkConfig::new("trail", "log"),
+            std::sync::Arc::new(vigil_actors::LogSink::default()),
+        )
+        .await
+        .unwrap();
     node.agents("w", "worker", 3).await;
     let doc: Value = serde_json::from_str(OPENAPI).unwrap();
     let http = client();
@@ -115,6 +122,9 @@ async fn every_documented_route_answers_as_documented() {
         ("get", "/api/v1/agents/nobody/events".into(), None, 404),
         ("get", "/api/v1/health-report".into(), None, 200),
         ("get", "/api/v1/stats".into(), None, 200),
+        ("get", "/api/v1/sinks".into(), None, 200),
+        ("get", "/api/v1/sinks/trail/dead-letters".into(), None, 200),
+        ("get", "/api/v1/sinks/nope/dead-letters".into(), None, 400),
         ("get", "/api/v1/openapi.json".into(), None, 200),
         ("get", "/healthz".into(), None, 200),
         ("get", "/readyz".into(), None, 200),
@@ -152,6 +162,8 @@ async fn every_documented_route_answers_as_documented() {
             Some(json!({"recovery":3})),
             200,
         ),
+        ("post", "/api/v1/sinks/trail/replay".into(), None, 200),
+        ("post", "/api/v1/sinks/nope/replay".into(), None, 400),
         (
             "delete",
             "/api/v1/agents/w0?reason=decommissioned".into(),
@@ -335,6 +347,10 @@ async fn tokens_gate_reads_and_writes() {
 #[tokio::test]
 async fn metrics_report_the_fleet_in_prometheus_text() {
     let node = Node::start(RuntimeConfig::default(), MemStore::new()).await;
+    let mut trail = vigil_actors::SinkConfig::new("trail", "log");
+    trail.start = vigil_actors::StartAt::Beginning;
+    let log = std::sync::Arc::new(vigil_actors::LogSink::default());
+    node.rt.add_sink(trail, log).await.unwrap();
     let ids = node.agents("m", "worker", 3).await;
     node.agents("g", "gpu", 1).await;
     node.flip(&ids[0], true).await;
@@ -349,7 +365,8 @@ async fn metrics_report_the_fleet_in_prometheus_text() {
             .text()
             .await
             .unwrap();
-        if text.contains("vigil_transitions_total 1") {
+        let sink = "vigil_sink_delivered_seq{sink=\"trail\",type=\"log\"} 5";
+        if text.contains("vigil_transitions_total 1") && text.contains(sink) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -368,6 +385,10 @@ async fn metrics_report_the_fleet_in_prometheus_text() {
         "# TYPE vigil_heartbeats counter",
         "# TYPE vigil_lagged_subscribers counter",
         "vigil_monitor_subscribers 0",
+        "vigil_sink_lag{sink=\"trail\",type=\"log\"} 0",
+        "vigil_sink_delivered_events_total{sink=\"trail\",type=\"log\"} 5",
+        "vigil_sink_up{sink=\"trail\",type=\"log\"} 1",
+        "vigil_sink_dead_letters{sink=\"trail\",type=\"log\"} 0",
         "# EOF",
     ] {
         assert!(text.contains(want), "missing {want:?} in\n{text}");

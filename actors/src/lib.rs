@@ -55,10 +55,13 @@ pub mod lag;
 pub mod model;
 mod registry;
 pub mod runtime;
+pub mod sink;
 pub mod store;
 mod wheel;
 
 pub use admin::{AdminError, AdminRequest, AdminResponse, Stats};
+/// For implementing [`Sink`] (and [`Store`]) outside this crate.
+pub use async_trait::async_trait;
 pub use broadcaster::{
     BroadcastStats, Filter, Snapshot, SubscribeOptions, Subscription, SubscriptionItem,
 };
@@ -74,4 +77,5 @@ pub use registry::{LatencyHistogram, RegistryStats};
 pub use runtime::{
     AgentHandle, Beat, BeatError, RegisterError, Runtime, RuntimeConfig, RuntimeError,
 };
+pub use sink::{DeadLetter, LogSink, Sink, SinkConfig, SinkError, SinkFilter, SinkStatus, StartAt};
 pub use store::{FailingStore, MemStore, Retention, Store, StoreError};

@@ -28,7 +28,8 @@ use crate::lag::{LagConfig, LagMonitor};
 use crate::model::{
     AgentId, EventBody, JobReport, Metrics, Policy, Registration, Reported, Severity,
 };
-use crate::registry::{Change, RegistryActor, RegistryArgs, RegistryMsg};
+use crate::registry::{Change, Query, RegistryActor, RegistryArgs, RegistryMsg};
+use crate::sink::{Control, DeadLetter, LogSource, Sink, SinkConfig, SinkHandle, SinkStatus};
 use crate::store::{Retention, Store, StoreError};
 use crate::wheel::Wheel;
 
@@ -225,6 +226,7 @@ pub struct Runtime {
     tasks: Vec<JoinHandle<()>>,
     actor_tasks: Vec<JoinHandle<()>>,
     store: Arc<dyn Store>,
+    sinks: tokio::sync::Mutex<Vec<SinkHandle>>,
 }
 
 impl Runtime {
@@ -339,6 +341,7 @@ impl Runtime {
             tasks,
             actor_tasks: vec![f_task, r_task, b_task],
             store: store.clone(),
+            sinks: tokio::sync::Mutex::new(Vec::new()),
         };
         let t_restore = std::time::Instant::now();
         let restored = match rt
@@ -531,6 +534,90 @@ impl Runtime {
 
     /// Stops gracefully: stops the agent actors, writes every pending event and a full
     /// checkpoint, ends every subscription, and stops the actors.
+    /// Adds an outbound channel (see [`crate::sink`]): it resumes from its saved cursor, or
+    /// starts as `cfg.start` says.
+    pub async fn add_sink(&self, cfg: SinkConfig, sink: Arc<dyn Sink>) -> Result<(), RuntimeError> {
+        cfg.validate().map_err(RuntimeError::Config)?;
+        let mut sinks = self.sinks.lock().await;
+        if sinks.iter().any(|s| s.name == cfg.name) {
+            return Err(RuntimeError::Config(format!(
+                "a sink named {} already exists",
+                cfg.name
+            )));
+        }
+        let source = Arc::new(RegistrySource {
+            registry: self.registry.clone(),
+            call_timeout: self.call_timeout,
+        });
+        sinks.push(SinkHandle::spawn(cfg, sink, source, self.store.clone()));
+        Ok(())
+    }
+
+    /// Every sink's status, with its lag behind the last published event.
+    pub async fn sinks(&self) -> Vec<SinkStatus> {
+        let last = RegistrySource {
+            registry: self.registry.clone(),
+            call_timeout: self.call_timeout,
+        }
+        .last_seq()
+        .await;
+        let sinks = self.sinks.lock().await;
+        sinks
+            .iter()
+            .map(|s| {
+                let mut st = s.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                if let Some(last) = last {
+                    st.lag = last.saturating_sub(st.delivered_seq);
+                }
+                st
+            })
+            .collect()
+    }
+
+    /// The dead letters a sink holds.
+    pub async fn dead_letters(&self, sink: &str) -> Result<Vec<DeadLetter>, AdminError> {
+        let control = self.sink_control(sink).await?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        control
+            .send(Control::DeadLetters(tx))
+            .await
+            .map_err(|_| AdminError::Unavailable(format!("sink {sink} has stopped")))?;
+        rx.await
+            .map_err(|_| AdminError::Unavailable(format!("sink {sink} has stopped")))
+    }
+
+    /// Delivers a sink's dead letters again (all, or the one with `id`); returns how many
+    /// were delivered and how many are still held. The events keep their seqs (receivers that
+    /// de-duplicate by seq may see them after later ones).
+    pub async fn replay_dead_letters(
+        &self,
+        sink: &str,
+        id: Option<u64>,
+    ) -> Result<(usize, usize), AdminError> {
+        let control = self.sink_control(sink).await?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        control
+            .send(Control::Replay(id, tx))
+            .await
+            .map_err(|_| AdminError::Unavailable(format!("sink {sink} has stopped")))?;
+        rx.await
+            .map_err(|_| AdminError::Unavailable(format!("sink {sink} has stopped")))?
+            .map_err(AdminError::InvalidField)
+    }
+
+    async fn sink_control(
+        &self,
+        sink: &str,
+    ) -> Result<tokio::sync::mpsc::Sender<Control>, AdminError> {
+        self.sinks
+            .lock()
+            .await
+            .iter()
+            .find(|s| s.name == sink)
+            .map(|s| s.control.clone())
+            .ok_or_else(|| AdminError::InvalidField(format!("unknown sink {sink}")))
+    }
+
     pub async fn shutdown(self) -> Result<(), RuntimeError> {
         let drained = self.stop_and_drain().await;
         for t in self.actor_tasks {
@@ -555,6 +642,10 @@ impl Runtime {
     }
 
     async fn stop_and_drain(&self) -> Result<(), RuntimeError> {
+        // Sinks first: each saves its cursor, and resumes from it after a restart.
+        for s in self.sinks.lock().await.iter_mut() {
+            s.stop().await;
+        }
         for t in &self.tasks {
             t.abort();
         }
@@ -632,6 +723,43 @@ async fn probe_lag(lag: Arc<LagMonitor>, registry: ActorRef<RegistryMsg>, clock:
         } else if slack.is_zero() && lagging {
             lagging = false;
             info!("runtime lag back to normal");
+        }
+    }
+}
+
+/// A sink's view of the runtime: subscriptions and the last seq, through the registry.
+struct RegistrySource {
+    registry: ActorRef<RegistryMsg>,
+    call_timeout: Duration,
+}
+
+#[async_trait::async_trait]
+impl LogSource for RegistrySource {
+    async fn subscribe(&self, opts: SubscribeOptions) -> Option<Subscription> {
+        match self
+            .registry
+            .call(
+                |reply| RegistryMsg::Subscribe(opts, reply),
+                Some(self.call_timeout),
+            )
+            .await
+        {
+            Ok(CallResult::Success(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    async fn last_seq(&self) -> Option<u64> {
+        match self
+            .registry
+            .call(
+                |reply| RegistryMsg::Query(Query::Stats, reply),
+                Some(self.call_timeout),
+            )
+            .await
+        {
+            Ok(CallResult::Success(Ok(AdminResponse::Registry(r)))) => Some(r.last_seq),
+            _ => None,
         }
     }
 }

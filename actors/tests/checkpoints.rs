@@ -83,6 +83,14 @@ impl Store for Recording {
     async fn oldest_seq(&self) -> Result<Option<u64>, StoreError> {
         self.inner.oldest_seq().await
     }
+
+    async fn sink_state(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.inner.sink_state(key).await
+    }
+
+    async fn put_sink_state(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.inner.put_sink_state(key, value).await
+    }
     async fn retain(&self, retention: &Retention) -> Result<Option<u64>, StoreError> {
         self.inner.retain(retention).await
     }

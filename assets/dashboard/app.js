@@ -404,6 +404,44 @@
     const s = state.serverStats;
     if (!s) return;
     $('server-stats').textContent = `${s.connections ?? 0} connections · ${s.subscribers ?? 0} subscribers`;
+    showChannels(s.sinks || []);
+  }
+
+  // The outbound channels (webhooks, logs) as the server's stats frames report them.
+  function showChannels(sinks) {
+    $('channels').hidden = sinks.length === 0;
+    const rows = sinks.map((k) => {
+      const tr = el('tr');
+      tr.dataset.sink = k.name;
+      tr.appendChild(el('td', '', k.name));
+      tr.appendChild(el('td', '', k.type));
+      const st = el('td');
+      st.appendChild(el('span', `badge c-${k.state}`, k.state));
+      tr.appendChild(st);
+      tr.appendChild(el('td', '', k.delivered_seq));
+      tr.appendChild(el('td', '', k.lag));
+      tr.appendChild(el('td', '', k.consecutive_failures));
+      tr.appendChild(el('td', '', k.dead_letters));
+      const errCell = el('td', '', k.last_error && k.consecutive_failures ? k.last_error : '');
+      tr.appendChild(errCell);
+      const act = el('td');
+      if (state.admin && k.dead_letters > 0) {
+        const b = el('button', '', 'Replay dead letters');
+        b.type = 'button';
+        b.addEventListener('click', async () => {
+          try {
+            const r = await admin('replay', { sink: k.name });
+            toast(`${k.name}: ${r.delivered} delivered, ${r.held} still held`);
+          } catch (e) {
+            toast(`Replay of ${k.name} failed: ${e.message}`, true);
+          }
+        });
+        act.appendChild(b);
+      }
+      tr.appendChild(act);
+      return tr;
+    });
+    $('channels-body').replaceChildren(...rows);
   }
 
   function setAdmin(on) {

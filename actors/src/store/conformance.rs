@@ -67,6 +67,27 @@ where
     checkpoint_and_replay(&*make().await).await;
     agent_history(&*make().await).await;
     retention_drops_whole_segments_never_past_the_checkpoint(&*make().await).await;
+    sink_state_round_trips(&*make().await).await;
+}
+
+async fn sink_state_round_trips(s: &dyn Store) {
+    assert_eq!(s.sink_state("hook").await.expect("read"), None);
+    s.put_sink_state("hook", r#"{"cursor":7}"#)
+        .await
+        .expect("put");
+    s.put_sink_state("hook.dead", "[]").await.expect("put");
+    s.put_sink_state("hook", r#"{"cursor":9}"#)
+        .await
+        .expect("replace");
+    assert_eq!(
+        s.sink_state("hook").await.expect("read").as_deref(),
+        Some(r#"{"cursor":9}"#)
+    );
+    assert_eq!(
+        s.sink_state("hook.dead").await.expect("read").as_deref(),
+        Some("[]")
+    );
+    assert_eq!(s.sink_state("other").await.expect("read"), None);
 }
 
 async fn empty_store_loads_nothing(s: &dyn Store) {

@@ -26,6 +26,7 @@ struct Inner {
     checkpoint_seq: u64,
     /// The last seq ever written (survives retention).
     last_seq: u64,
+    sinks: std::collections::HashMap<String, String>,
 }
 
 impl Inner {
@@ -145,6 +146,15 @@ impl Store for MemStore {
 
     async fn oldest_seq(&self) -> Result<Option<u64>, StoreError> {
         Ok(self.lock().segments.front().map(|s| s.first_seq))
+    }
+
+    async fn sink_state(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.lock().sinks.get(key).cloned())
+    }
+
+    async fn put_sink_state(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.lock().sinks.insert(key.to_string(), value.to_string());
+        Ok(())
     }
 
     async fn retain(&self, retention: &Retention) -> Result<Option<u64>, StoreError> {

@@ -139,6 +139,11 @@ pub trait Store: Send + Sync + 'static {
     async fn oldest_seq(&self) -> Result<Option<u64>, StoreError>;
     /// Drops whole segments as `retention` allows; returns the oldest seq still retained.
     async fn retain(&self, retention: &Retention) -> Result<Option<u64>, StoreError>;
+    /// The state a sink saved under `key` (its cursor, its dead letters; see
+    /// [`crate::sink`]), as the JSON text it saved.
+    async fn sink_state(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Saves a sink's state under `key`, replacing what was there, durably.
+    async fn put_sink_state(&self, key: &str, value: &str) -> Result<(), StoreError>;
     /// Flushes and releases the store (the runtime calls it last, at shutdown).
     async fn close(&self) {}
 }

@@ -16,11 +16,14 @@
 //!   with indexes on `kind`, `status`, `kind`+`status`. It is refreshed in small chunks when
 //!   the registry is idle and restore never reads it; `meta:mirror` (`clean`, `seq`) says
 //!   whether it was complete when the store was closed;
-//! - `meta:schema.version`; an index on `segment.last_seq` for retention.
+//! - `meta:schema.version`; an index on `segment.last_seq` for retention;
+//! - `cursor:<key>` `{v}`: a sink's saved state (its cursor; its dead letters under
+//!   `<name>.dead`), as JSON text, written by the sink's task (the one writer besides the
+//!   registry, of its own records only).
 //!
 //! Reads find segments through an in-memory index of segment boundaries (loaded at open), so
 //! resuming from a seq is point reads, never a scan. Every parameter is bound, never formatted
-//! into query text. The registry is the only writer.
+//! into query text. The registry is the only writer of the log and the agents.
 //!
 //! A write that fails marks the connection suspect: SurrealKV may have damaged its log (a full
 //! disk), and writes that succeed afterwards in the same process can be lost at the next open.
@@ -724,6 +727,28 @@ impl Store for SurrealStore {
     ) -> Result<Vec<Event>, StoreError> {
         self.scan(since + 1, limit, |e| e.agent.as_ref() == Some(id))
             .await
+    }
+
+    async fn sink_state(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let mut r = self
+            .read(
+                "SELECT v FROM type::record('cursor', $k)",
+                json!({ "k": key }),
+            )
+            .await?;
+        let rows: Vec<Value> = r.take(0).map_err(read_err)?;
+        Ok(rows
+            .first()
+            .and_then(|v| v["v"].as_str().map(str::to_string)))
+    }
+
+    async fn put_sink_state(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.write(
+            "UPSERT type::record('cursor', $k) CONTENT { v: $v } RETURN NONE",
+            json!({ "k": key, "v": value }),
+        )
+        .await?;
+        Ok(())
     }
 
     async fn oldest_seq(&self) -> Result<Option<u64>, StoreError> {

@@ -1,0 +1,313 @@
+//! The configured outbound channels (`[[sinks]]` in `config/vigil.toml`): webhooks and logs,
+//! run by the core's sink machinery ([`vigil_actors::sink`]): durable cursors, retries with
+//! backoff and jitter, dead letters, per-channel status.
+//!
+//! A webhook delivery is one `POST` of `{"sink": NAME, "events": [...]}` where each event is
+//! the monitor stream's event object (`"type": "event"`, `seq`, ...), plus `title` when the
+//! sink has a title template. With a `secret`, `X-Vigil-Signature: sha256=<hex>` carries the
+//! HMAC-SHA256 of the body. 2xx is delivered; 408, 429, 5xx and network errors are retried;
+//! any other status is a rejection and the batch becomes a dead letter at once.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::Sha256;
+use vigil_actors::{
+    async_trait, Event, EventKind, LogSink, Runtime, Sink, SinkConfig, SinkError, SinkFilter,
+    StartAt, Status,
+};
+
+/// One `[[sinks]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkSection {
+    pub name: String,
+    /// `webhook` or `log`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Webhook: where to POST.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Webhook: the HMAC-SHA256 key of `X-Vigil-Signature`.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Webhook: extra request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Webhook: a title added to each event, e.g. `"{agent} ({kind}) is {to}"`. Placeholders:
+    /// `{seq} {at} {event} {agent} {kind} {from} {to} {reason} {issue} {severity} {detail}`.
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Only these event kinds (`transition`, `registered`, `deregistered`, `activity`, `job`,
+    /// `alert`); empty: all.
+    #[serde(default)]
+    pub events: Vec<EventKind>,
+    /// Only agents of these kinds; empty: all.
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// Only changes to these statuses; empty: all.
+    #[serde(default)]
+    pub statuses: Vec<Status>,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    #[serde(default = "default_backoff_initial", with = "humantime_serde")]
+    pub backoff_initial: Duration,
+    #[serde(default = "default_backoff_max", with = "humantime_serde")]
+    pub backoff_max: Duration,
+    #[serde(default = "default_dead")]
+    pub max_dead_letters: usize,
+    /// `now` (default) or `beginning`: where a sink with no saved cursor starts.
+    #[serde(default)]
+    pub start: StartAt,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_batch() -> usize {
+    100
+}
+fn default_attempts() -> u32 {
+    10
+}
+fn default_backoff_initial() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_backoff_max() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_dead() -> usize {
+    1000
+}
+
+impl SinkSection {
+    /// The core's settings for this sink.
+    pub fn config(&self) -> SinkConfig {
+        let mut c = SinkConfig::new(&self.name, &self.kind);
+        c.filter = SinkFilter {
+            events: self.events.clone(),
+            kinds: self.kinds.clone(),
+            statuses: self.statuses.clone(),
+        };
+        c.batch_size = self.batch_size;
+        c.max_attempts = self.max_attempts;
+        c.backoff_initial = self.backoff_initial;
+        c.backoff_max = self.backoff_max;
+        c.max_dead_letters = self.max_dead_letters;
+        c.start = self.start;
+        c
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        self.config().validate()?;
+        match self.kind.as_str() {
+            "log" => Ok(()),
+            "webhook" => {
+                let url = self
+                    .url
+                    .as_deref()
+                    .ok_or_else(|| format!("sink {}: a webhook needs a url", self.name))?;
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(format!(
+                        "sink {}: url must be http:// or https://",
+                        self.name
+                    ));
+                }
+                Ok(())
+            }
+            other => Err(format!(
+                "sink {}: unknown type {other:?} (webhook or log)",
+                self.name
+            )),
+        }
+    }
+
+    /// The sink itself.
+    pub fn build(&self) -> Result<Arc<dyn Sink>, String> {
+        self.validate()?;
+        Ok(match self.kind.as_str() {
+            "webhook" => Arc::new(WebhookSink::new(self)?),
+            _ => Arc::new(LogSink {
+                name: self.name.clone(),
+            }),
+        })
+    }
+}
+
+/// Starts every configured sink on `rt`.
+pub async fn start(rt: &Runtime, sinks: &[SinkSection]) -> anyhow::Result<()> {
+    for s in sinks {
+        let sink = s.build().map_err(anyhow::Error::msg)?;
+        rt.add_sink(s.config(), sink).await?;
+    }
+    Ok(())
+}
+
+/// HTTP POST of event batches, signed.
+pub struct WebhookSink {
+    name: String,
+    url: String,
+    secret: Option<String>,
+    title: Option<String>,
+    client: reqwest::Client,
+    headers: reqwest::header::HeaderMap,
+}
+
+impl WebhookSink {
+    pub fn new(s: &SinkSection) -> Result<Self, String> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (k, v) in &s.headers {
+            let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
+                .map_err(|e| format!("sink {}: header {k:?}: {e}", s.name))?;
+            let value = reqwest::header::HeaderValue::from_str(v)
+                .map_err(|e| format!("sink {}: header {k:?}: {e}", s.name))?;
+            headers.insert(name, value);
+        }
+        let client = reqwest::Client::builder()
+            .timeout(s.timeout)
+            .connect_timeout(s.timeout.min(Duration::from_secs(5)))
+            .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("sink {}: {e}", s.name))?;
+        Ok(Self {
+            name: s.name.clone(),
+            url: s.url.clone().unwrap_or_default(),
+            secret: s.secret.clone(),
+            title: s.title.clone(),
+            client,
+            headers,
+        })
+    }
+
+    /// The request body for `events`.
+    pub fn body(&self, events: &[Arc<Event>]) -> Result<String, serde_json::Error> {
+        let mut list = Vec::with_capacity(events.len());
+        for e in events {
+            let mut v = serde_json::to_value(&**e)?;
+            v["type"] = json!("event");
+            if let Some(t) = &self.title {
+                v["title"] = json!(render_title(t, &v));
+            }
+            list.push(v);
+        }
+        serde_json::to_string(&json!({ "sink": self.name, "events": list }))
+    }
+}
+
+/// `sha256=<hex of HMAC-SHA256(secret, body)>`, the `X-Vigil-Signature` header.
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    // An HMAC takes a key of any length; `new_from_slice` cannot fail for it.
+    let mut mac = match Hmac::<Sha256>::new_from_slice(secret.as_bytes()) {
+        Ok(m) => m,
+        Err(_) => unreachable!("HMAC accepts keys of any length"),
+    };
+    mac.update(body);
+    let tag = mac.finalize().into_bytes();
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256=");
+    for b in tag {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+fn render_title(template: &str, event: &Value) -> String {
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        match after.find('}') {
+            Some(close) => {
+                let key = &after[..close];
+                match &event[key] {
+                    Value::String(s) => out.push_str(s),
+                    Value::Null => {}
+                    v => out.push_str(&v.to_string()),
+                }
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push_str(&rest[open..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[async_trait]
+impl Sink for WebhookSink {
+    async fn deliver(&self, events: &[Arc<Event>]) -> Result<(), SinkError> {
+        let body = self
+            .body(events)
+            .map_err(|e| SinkError::Reject(format!("body not serializable: {e}")))?;
+        let mut req = self
+            .client
+            .post(&self.url)
+            .headers(self.headers.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        if let Some(secret) = &self.secret {
+            req = req.header("X-Vigil-Signature", signature(secret, body.as_bytes()));
+        }
+        let resp = req
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| SinkError::Retry(describe(&e)))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let msg = format!("{} answered {status}", self.url);
+        if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
+            Err(SinkError::Retry(msg))
+        } else {
+            Err(SinkError::Reject(msg))
+        }
+    }
+}
+
+/// A request error with its cause (reqwest's own message stops at "error sending request").
+fn describe(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(c) = source {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        source = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_is_hmac_sha256_in_hex() {
+        // RFC 4231, test case 2.
+        assert_eq!(
+            signature("Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn titles_fill_their_placeholders() {
+        let e = json!({"agent":"a1","kind":"worker","to":"offline","seq":7,"reason":"heartbeat_missed"});
+        assert_eq!(
+            render_title("{agent} ({kind}) is {to} #{seq}: {reason}{nothing} {", &e),
+            "a1 (worker) is offline #7: heartbeat_missed {"
+        );
+    }
+}
