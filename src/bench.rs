@@ -214,6 +214,61 @@ fn agent_index(id: &AgentId) -> Option<usize> {
     id.as_str().strip_prefix("agent-")?.parse().ok()
 }
 
+/// `vigil bench` with no scenario: every scenario in turn, each in a child process (so one's
+/// memory does not count in the next one's RSS), each checking its own invariants (no
+/// spurious transition, every expected transition seen); a summary at the end. With `quick`,
+/// the CI's small sizes. The peers' comparison is `bench/peers/run.sh` (it needs etcd and
+/// Redis running).
+pub fn run_all(quick: bool, json_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("finding the vigil binary")?;
+    let dir = json_dir.unwrap_or_else(|| std::env::temp_dir().join("vigil-bench"));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let q = |full: &[&'static str], small: &[&'static str]| -> Vec<&'static str> {
+        if quick {
+            small.to_vec()
+        } else {
+            full.to_vec()
+        }
+    };
+    let scenarios: Vec<(&str, Vec<&str>)> = vec![
+        ("detect", q(&[], &["--quick"])),
+        ("ingest", q(&[], &["--quick"])),
+        ("fanout", q(&[], &["--quick"])),
+        ("storm", q(&[], &["--agents", "2000"])),
+        ("restart", q(&[], &["--agents", "2000"])),
+        ("memory", q(&[], &["--quick"])),
+        ("store", q(&[], &["--sizes", "1,100", "--each", "1s"])),
+    ];
+    let mut summary = Vec::new();
+    for (name, args) in &scenarios {
+        let json = dir.join(format!("{name}.json"));
+        eprintln!("== vigil bench {name} {}", args.join(" "));
+        let t = Instant::now();
+        let status = std::process::Command::new(&exe)
+            .arg("bench")
+            .arg(name)
+            .args(args)
+            .arg("--json")
+            .arg(&json)
+            .status()
+            .with_context(|| format!("starting bench {name}"))?;
+        summary.push((name, status.success(), t.elapsed(), json));
+    }
+    println!("| scenario | result | took | JSON |");
+    println!("| --- | --- | --- | --- |");
+    for (name, ok, took, json) in &summary {
+        let result = if *ok { "ok" } else { "FAILED" };
+        println!(
+            "| {name} | {result} | {:.1} s | {} |",
+            took.as_secs_f64(),
+            json.display()
+        );
+    }
+    let failed: Vec<_> = summary.iter().filter(|s| !s.1).map(|s| *s.0).collect();
+    anyhow::ensure!(failed.is_empty(), "scenarios failed: {}", failed.join(", "));
+    Ok(())
+}
+
 pub fn run_core(mut args: CoreBench) -> anyhow::Result<()> {
     if args.quick {
         args.agents = args.agents.min(2_000);

@@ -19,6 +19,7 @@ pub mod admin_cli;
 pub mod bench;
 pub mod bench_fanout;
 pub mod bench_ingest;
+pub mod bench_memory;
 pub mod bench_store;
 pub mod client;
 pub mod config;

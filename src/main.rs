@@ -27,10 +27,17 @@ struct Cli {
 enum Command {
     /// Run the supervision runtime (the default).
     Serve,
-    /// Benchmark scenarios.
+    /// Benchmark scenarios. Without one, runs every scenario in turn (each in a process of
+    /// its own): `vigil bench --quick` is the CI's run, with small sizes.
     Bench {
+        /// Small sizes, for CI (with no scenario named).
+        #[arg(long)]
+        quick: bool,
+        /// Where every scenario's JSON goes (with no scenario named).
+        #[arg(long)]
+        json_dir: Option<PathBuf>,
         #[command(subcommand)]
-        scenario: BenchCmd,
+        scenario: Option<BenchCmd>,
     },
     /// A crash-test workload: agents on the configured store, then a storm of transitions;
     /// prints every delivered event as a JSON line.
@@ -53,9 +60,11 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCmd {
-    /// In-process agents heartbeating; a share stop; detection lateness, spurious
-    /// transitions, memory per agent.
-    Core(CoreBench),
+    /// N in-process agents heartbeating; K stop at once: the delay from each one's true
+    /// deadline to a subscriber seeing degraded and offline, spurious transitions, memory per
+    /// agent. (`core` is its former name.)
+    #[command(alias = "core")]
+    Detect(CoreBench),
     /// Durable events/s and commit latency of the segmented log against segment size.
     Store(vigil::bench_store::StoreBench),
     /// A storm of N offline transitions: time until all are durable and delivered.
@@ -68,6 +77,12 @@ enum BenchCmd {
     /// M monitors (TCP and WebSocket) while E transitions/s happen: delivery delay, memory
     /// per subscriber.
     Fanout(vigil::bench_fanout::FanoutBench),
+    /// RSS per supervised agent at several fleet sizes (10k, 100k, 1M), each in a fresh
+    /// process.
+    Memory(vigil::bench_memory::MemoryBench),
+    /// One size of `bench memory` (run by it).
+    #[command(hide = true)]
+    MemoryOne(vigil::bench_memory::MemoryOne),
     /// The monitors' side of `bench fanout` (run by it).
     #[command(hide = true)]
     FanoutMonitors(vigil::bench_fanout::FanoutMonitors),
@@ -93,8 +108,18 @@ fn main() -> anyhow::Result<()> {
     let config = || Config::load(cli.config.as_deref()).context("loading configuration");
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config()?),
-        Command::Bench { scenario } => match scenario {
-            BenchCmd::Core(args) => bench::run_core(args),
+        Command::Bench {
+            quick,
+            json_dir,
+            scenario: None,
+        } => bench::run_all(quick, json_dir),
+        Command::Bench {
+            scenario: Some(scenario),
+            ..
+        } => match scenario {
+            BenchCmd::Detect(args) => bench::run_core(args),
+            BenchCmd::Memory(args) => vigil::bench_memory::run(args),
+            BenchCmd::MemoryOne(args) => vigil::bench_memory::run_one(args),
             BenchCmd::Store(args) => vigil::bench_store::run_store(args),
             BenchCmd::Storm(args) => vigil::bench_store::run_storm(args),
             BenchCmd::Restart(args) => vigil::bench_store::run_restart(args),
