@@ -517,7 +517,7 @@ async fn core(args: CoreBench, command: String) -> anyhow::Result<CoreResult> {
 }
 
 fn print_core(r: &CoreResult) {
-    println!("vigil bench core — {} agents, interval {:?} (grace {:?}), {} stopped, {} CPU hogs, {} cpus ({})",
+    println!("vigil bench detect — {} agents, interval {:?} (grace {:?}), {} stopped, {} CPU hogs, {} cpus ({})",
         r.params.agents, r.params.interval, r.params.grace, r.stopped, r.params.hog, r.machine.cpus, r.machine.model);
     println!("| figure | value |");
     println!("| --- | --- |");
