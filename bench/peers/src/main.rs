@@ -124,7 +124,41 @@ impl Quantiles {
 }
 
 #[derive(Debug, Serialize)]
+struct Machine {
+    cpus: usize,
+    model: String,
+    memory_kib: u64,
+}
+
+impl Machine {
+    fn read() -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let model = cpuinfo
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("model name")
+                    .and_then(|r| r.split(':').nth(1))
+            })
+            .unwrap_or("unknown")
+            .trim()
+            .to_string();
+        let memory_kib = std::fs::read_to_string("/proc/meminfo")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|r| r.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
+        Machine {
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            model,
+            memory_kib,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
 struct Report {
+    machine: Machine,
     system: System,
     command: String,
     params: Args,
@@ -284,6 +318,7 @@ async fn run(args: Args) -> anyhow::Result<Report> {
         _ => None,
     };
     Ok(Report {
+        machine: Machine::read(),
         system: args.system,
         command: std::env::args().collect::<Vec<_>>().join(" "),
         register_secs,
