@@ -6,7 +6,8 @@
 //! the monitor stream's event object (`"type": "event"`, `seq`, ...), plus `title` when the
 //! sink has a title template. With a `secret`, `X-Vigil-Signature: sha256=<hex>` carries the
 //! HMAC-SHA256 of the body. 2xx is delivered; 408, 429, 5xx and network errors are retried;
-//! any other status is a rejection and the batch becomes a dead letter at once.
+//! any other status (a redirect too: they are not followed) is a rejection and the batch
+//! becomes a dead letter at once.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -171,7 +172,16 @@ impl WebhookSink {
                 .map_err(|e| format!("sink {}: header {k:?}: {e}", s.name))?;
             headers.insert(name, value);
         }
+        if !headers.contains_key(reqwest::header::CONTENT_TYPE) {
+            headers.insert(
+                reqwest::header::CONTENT_TYPE,
+                reqwest::header::HeaderValue::from_static("application/json"),
+            );
+        }
+        // A redirect would turn the POST into a bodiless GET whose 2xx looked like a
+        // delivery: redirects are not followed, and a 3xx is a rejection.
         let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(s.timeout)
             .connect_timeout(s.timeout.min(Duration::from_secs(5)))
             .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")))
@@ -251,11 +261,7 @@ impl Sink for WebhookSink {
         let body = self
             .body(events)
             .map_err(|e| SinkError::Reject(format!("body not serializable: {e}")))?;
-        let mut req = self
-            .client
-            .post(&self.url)
-            .headers(self.headers.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        let mut req = self.client.post(&self.url).headers(self.headers.clone());
         if let Some(secret) = &self.secret {
             req = req.header("X-Vigil-Signature", signature(secret, body.as_bytes()));
         }

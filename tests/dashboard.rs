@@ -198,10 +198,12 @@ async fn the_dashboard_follows_the_fleet_live_in_a_real_browser() {
     )
     .await;
     let page = b
-        .eval("JSON.stringify({counts: vigilDashboard.counts, gaps: vigilDashboard.gaps})")
+        .eval("JSON.stringify({counts: vigilDashboard.counts, gaps: vigilDashboard.gaps, snapshots: vigilDashboard.snapshots})")
         .await;
     let page: Value = serde_json::from_str(page.as_str().unwrap()).unwrap();
     assert_eq!(page["gaps"], 0);
+    // It resumed from its last seq: the reconnection took no second snapshot.
+    assert_eq!(page["snapshots"], 1, "{page}");
     for (status, n) in server["agents"].as_object().unwrap() {
         assert_eq!(
             page["counts"][status], *n,

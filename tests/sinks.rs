@@ -295,6 +295,7 @@ async fn a_failing_receiver_down_across_a_restart_gets_every_event_in_order() {
     assert!(last > before_restart && before_restart > first);
 
     // The receiver comes back: every event arrives.
+    let before_return = rx.seen.lock().unwrap().accepted.len();
     rx.restart().await;
     rx.wait_for_seq(last).await;
     wait_until("the sink to report itself caught up", || async {
@@ -321,6 +322,16 @@ async fn a_failing_receiver_down_across_a_restart_gets_every_event_in_order() {
         }
     }
     assert_eq!(order, (1..=last).collect::<Vec<_>>());
+    // The cursor was saved: after the restart, nothing already delivered was sent again.
+    for (_, events) in &seen.accepted[before_return..] {
+        for e in events {
+            assert!(
+                e["seq"].as_u64().unwrap() > first,
+                "seq {} sent again",
+                e["seq"]
+            );
+        }
+    }
     // Titles come from the template.
     let t = seen.accepted[0]
         .1

@@ -553,7 +553,7 @@ impl Runtime {
         Ok(())
     }
 
-    /// Every sink's status, with its lag behind the last published event.
+    /// Every sink's status, with its lag behind the last durable (published) event.
     pub async fn sinks(&self) -> Vec<SinkStatus> {
         let last = RegistrySource {
             registry: self.registry.clone(),
@@ -582,8 +582,7 @@ impl Runtime {
             .send(Control::DeadLetters(tx))
             .await
             .map_err(|_| AdminError::Unavailable(format!("sink {sink} has stopped")))?;
-        rx.await
-            .map_err(|_| AdminError::Unavailable(format!("sink {sink} has stopped")))
+        control_reply(sink, rx).await
     }
 
     /// Delivers a sink's dead letters again (all, or the one with `id`); returns how many
@@ -600,8 +599,8 @@ impl Runtime {
             .send(Control::Replay(id, tx))
             .await
             .map_err(|_| AdminError::Unavailable(format!("sink {sink} has stopped")))?;
-        rx.await
-            .map_err(|_| AdminError::Unavailable(format!("sink {sink} has stopped")))?
+        control_reply(sink, rx)
+            .await?
             .map_err(AdminError::InvalidField)
     }
 
@@ -727,6 +726,21 @@ async fn probe_lag(lag: Arc<LagMonitor>, registry: ActorRef<RegistryMsg>, clock:
     }
 }
 
+/// A sink task's answer, within 30 s: a sink in the middle of a delivery answers after it, and
+/// a replay delivers every dead letter first.
+async fn control_reply<T>(
+    sink: &str,
+    rx: tokio::sync::oneshot::Receiver<T>,
+) -> Result<T, AdminError> {
+    match tokio::time::timeout(Duration::from_secs(30), rx).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(_)) => Err(AdminError::Unavailable(format!("sink {sink} has stopped"))),
+        Err(_) => Err(AdminError::Unavailable(format!(
+            "sink {sink} did not answer within 30 s (it is delivering); try again"
+        ))),
+    }
+}
+
 /// A sink's view of the runtime: subscriptions and the last seq, through the registry.
 struct RegistrySource {
     registry: ActorRef<RegistryMsg>,
@@ -758,7 +772,9 @@ impl LogSource for RegistrySource {
             )
             .await
         {
-            Ok(CallResult::Success(Ok(AdminResponse::Registry(r)))) => Some(r.last_seq),
+            // The last seq durable and published: a sink starting "now" must not start past
+            // events that a crash could still give to others.
+            Ok(CallResult::Success(Ok(AdminResponse::Registry(r)))) => Some(r.durable_seq),
             _ => None,
         }
     }

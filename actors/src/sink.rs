@@ -180,7 +180,7 @@ pub struct SinkStatus {
     pub name: String,
     #[serde(rename = "type")]
     pub kind: String,
-    /// `starting`, `ok`, `retrying`, `stopped`.
+    /// `starting`, `ok`, `retrying`, `stopped`, `failed` (its saved state is unreadable).
     pub state: String,
     /// Every event up to this seq has been delivered, filtered out or dead-lettered.
     pub delivered_seq: u64,
@@ -309,6 +309,12 @@ impl Drop for SinkHandle {
     }
 }
 
+/// Where a sink's dead letters are saved: `/` is not allowed in a sink's name, so no sink's
+/// cursor can share the key.
+fn dead_key(name: &str) -> String {
+    format!("{name}/dead")
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -345,12 +351,27 @@ impl Runner {
     async fn restore(&mut self) -> Result<(), Stopped> {
         let key = self.cfg.name.clone();
         let saved = self.load_state(&key).await?;
-        let dead = self.load_state(&format!("{key}.dead")).await?;
-        if let Some(d) = dead.and_then(|t| serde_json::from_str::<SavedDead>(&t).ok()) {
-            self.dead = d;
+        let dead = self.load_state(&dead_key(&key)).await?;
+        // State that cannot be read is not taken for "no state": a fresh start would skip
+        // events (`start = "now"`) or overwrite the dead letters.
+        if let Some(t) = dead {
+            match serde_json::from_str::<SavedDead>(&t) {
+                Ok(d) => self.dead = d,
+                Err(e) => {
+                    return self.refuse(format!("its saved dead letters are unreadable: {e}"))
+                }
+            }
         }
-        match saved.and_then(|t| serde_json::from_str::<Saved>(&t).ok()) {
-            Some(s) => self.cursor = s.cursor,
+        let saved = match saved.map(|t| serde_json::from_str::<Saved>(&t)) {
+            Some(Err(e)) => return self.refuse(format!("its saved cursor is unreadable: {e}")),
+            Some(Ok(s)) => Some(s),
+            None => None,
+        };
+        match saved {
+            Some(s) => {
+                self.cursor = s.cursor;
+                self.saved_cursor = s.cursor;
+            }
             None => {
                 self.cursor = match self.cfg.start {
                     StartAt::Beginning => 0,
@@ -362,17 +383,28 @@ impl Runner {
                     },
                 };
                 // Saved at once: a restart before the first event must not move the start.
+                // (If the store refuses, `saved_cursor` stays apart from the cursor, and the
+                // save is tried again with the next one.)
                 self.saved_cursor = u64::MAX;
                 self.save_cursor().await;
             }
         }
-        self.saved_cursor = self.cursor;
         let mut st = lock(&self.status);
         st.delivered_seq = self.cursor;
         st.dead_letters = self.dead.letters.len();
         st.dead_letters_dropped = self.dead.dropped;
         st.state = "ok".into();
         Ok(())
+    }
+
+    /// Stops before delivering anything, and says why in the status and the log.
+    fn refuse(&mut self, why: String) -> Result<(), Stopped> {
+        tracing::error!(sink = %self.cfg.name, "sink not started: {why}");
+        let mut st = lock(&self.status);
+        st.state = "failed".into();
+        st.last_error = Some(why);
+        st.last_error_at = Some(Utc::now());
+        Err(Stopped)
     }
 
     async fn load_state(&mut self, key: &str) -> Result<Option<String>, Stopped> {
@@ -403,30 +435,42 @@ impl Runner {
                 wait = (wait * 2).min(Duration::from_secs(5));
                 continue;
             };
-            wait = Duration::from_millis(100);
             match self.drain(&mut sub).await? {
                 // Fell behind (the receiver was slow): resume from the cursor.
-                Some(SubscriptionItem::Lagged { .. }) => continue,
+                Some(SubscriptionItem::Lagged { .. }) => {
+                    wait = Duration::from_millis(100);
+                    continue;
+                }
                 Some(SubscriptionItem::ResyncRequired { oldest }) => {
                     // Retention dropped events this sink never delivered: say so in a dead
-                    // letter (without the events) and go on from the oldest one kept.
+                    // letter (without the events) and go on from the oldest one kept. A
+                    // resync that does not move the cursor (the history could not be read, or
+                    // the cursor is ahead of what is published) is waited out, not retried in
+                    // a loop.
                     let first = self.cursor + 1;
                     let last = oldest.saturating_sub(1);
-                    if last >= first {
-                        self.dead_letter(
-                            first,
-                            last,
-                            Vec::new(),
-                            "dropped by the event retention before delivery".into(),
-                            0,
-                        )
-                        .await;
+                    if last < first {
+                        self.pause(wait).await?;
+                        wait = (wait * 2).min(Duration::from_secs(5));
+                        continue;
                     }
+                    self.dead_letter(
+                        first,
+                        last,
+                        Vec::new(),
+                        "dropped by the event retention before delivery".into(),
+                        0,
+                    )
+                    .await?;
                     self.cursor = self.cursor.max(last);
+                    lock(&self.status).delivered_seq = self.cursor;
                     self.save_cursor().await;
                 }
                 // The runtime is stopping.
-                _ => return Ok(()),
+                _ => {
+                    lock(&self.status).state = "stopped".into();
+                    return Ok(());
+                }
             }
         }
     }
@@ -500,7 +544,8 @@ impl Runner {
             Err((error, attempts)) => {
                 warn!(sink = %self.cfg.name, first, last, attempts, error = %error, "delivery failed for good; kept as a dead letter");
                 let events = events.iter().map(|e| (**e).clone()).collect();
-                self.dead_letter(first, last, events, error, attempts).await;
+                self.dead_letter(first, last, events, error, attempts)
+                    .await?;
             }
         }
         Ok(())
@@ -621,7 +666,9 @@ impl Runner {
                         }
                     }
                 }
-                self.save_dead().await;
+                // A replay's removals that cannot be saved are redone by the next change; at
+                // worst a replayed letter is replayed again (at least once).
+                let _ = self.save_dead().await;
                 info!(sink = %self.cfg.name, delivered, left = self.dead.letters.len(), "dead letters replayed");
                 let _ = reply.send(Ok((delivered, self.dead.letters.len())));
             }
@@ -629,6 +676,8 @@ impl Runner {
         Ok(())
     }
 
+    /// Keeps a batch as a dead letter. It is saved before the cursor may move past the batch:
+    /// while the store refuses, the sink waits (and retries) rather than lose the events.
     async fn dead_letter(
         &mut self,
         first: u64,
@@ -636,7 +685,7 @@ impl Runner {
         events: Vec<Event>,
         error: String,
         attempts: u32,
-    ) {
+    ) -> Result<(), Stopped> {
         self.dead.next_id += 1;
         self.dead.letters.push(DeadLetter {
             id: self.dead.next_id,
@@ -651,10 +700,16 @@ impl Runner {
             self.dead.letters.remove(0);
             self.dead.dropped += 1;
         }
-        self.save_dead().await;
+        let mut wait = Duration::from_millis(100);
+        while !self.save_dead().await {
+            self.pause(wait).await?;
+            wait = (wait * 2).min(Duration::from_secs(5));
+        }
+        Ok(())
     }
 
-    async fn save_dead(&mut self) {
+    /// Saves the dead letters; false if the store refused.
+    async fn save_dead(&mut self) -> bool {
         {
             let mut st = lock(&self.status);
             st.dead_letters = self.dead.letters.len();
@@ -664,14 +719,16 @@ impl Runner {
             Ok(t) => t,
             Err(e) => {
                 warn!(sink = %self.cfg.name, error = %e, "dead letters not serializable");
-                return;
+                return true;
             }
         };
-        let key = format!("{}.dead", self.cfg.name);
-        if let Err(e) = self.store.put_sink_state(&key, &text).await {
-            // Kept in memory and written with the next change; a crash before then loses the
-            // dead letters (not the events: those stay in the log).
-            warn!(sink = %self.cfg.name, error = %e, "dead letters not saved");
+        let key = dead_key(&self.cfg.name);
+        match self.store.put_sink_state(&key, &text).await {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(sink = %self.cfg.name, error = %e, "dead letters not saved; will retry");
+                false
+            }
         }
     }
 

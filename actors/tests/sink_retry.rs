@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use vigil_actors::{
     async_trait, AdminRequest, AgentId, Event, MemStore, Registration, Runtime, RuntimeConfig,
-    Sink, SinkConfig, SinkError, StartAt,
+    Sink, SinkConfig, SinkError, StartAt, Store,
 };
 
 /// Fails the first `fail` deliveries; records when each attempt came and what it carried.
@@ -166,5 +166,69 @@ async fn a_restarted_sink_resumes_from_its_saved_cursor() {
     until(|| second.delivered.lock().unwrap().last() == Some(&last)).await;
     let got = second.delivered.lock().unwrap().clone();
     assert_eq!(got, (6..=last).collect::<Vec<_>>());
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_sink_starts_after_the_published_events() {
+    let rt = Runtime::start(RuntimeConfig::default(), MemStore::new())
+        .await
+        .unwrap();
+    let mut handles = Vec::new();
+    for i in 0..3 {
+        handles.push(
+            rt.register(Registration::new(AgentId::new(format!("a{i}")).unwrap()))
+                .await
+                .unwrap(),
+        );
+    }
+    let sink = Flaky::new(0);
+    let mut cfg = config("late", 10);
+    cfg.start = StartAt::Now;
+    rt.add_sink(cfg, sink.clone()).await.unwrap();
+    // Started: its cursor is the published seq.
+    loop {
+        let s = rt.sinks().await.remove(0);
+        if s.state == "ok" {
+            assert_eq!(s.delivered_seq, 3);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    rt.admin(AdminRequest::Maintenance {
+        id: AgentId::new("a0").unwrap(),
+        on: true,
+    })
+    .await
+    .unwrap();
+    until(|| !sink.delivered.lock().unwrap().is_empty()).await;
+    assert_eq!(*sink.delivered.lock().unwrap(), vec![4]);
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sink_whose_saved_state_is_unreadable_does_not_start() {
+    let store = MemStore::new();
+    store.put_sink_state("odd", "not json").await.unwrap();
+    let rt = Runtime::start(RuntimeConfig::default(), store)
+        .await
+        .unwrap();
+    let sink = Flaky::new(0);
+    rt.add_sink(config("odd", 10), sink.clone()).await.unwrap();
+    loop {
+        let s = rt.sinks().await.remove(0);
+        if s.state == "failed" {
+            assert!(s.last_error.unwrap().contains("cursor is unreadable"));
+            break;
+        }
+        assert_ne!(s.state, "ok", "a sink with an unreadable cursor started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _a = rt
+        .register(Registration::new(AgentId::new("a").unwrap()))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(sink.attempts.lock().unwrap().is_empty());
     rt.shutdown().await.unwrap();
 }

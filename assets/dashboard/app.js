@@ -55,7 +55,13 @@
     const hash = new URLSearchParams(location.hash.slice(1));
     const query = new URLSearchParams(location.search);
     const t = hash.get('token') || query.get('token');
-    if (t) sessionStorage.setItem('vigil-token', t);
+    if (t) {
+      sessionStorage.setItem('vigil-token', t);
+      // Out of the address bar and the history (it is kept for this tab only).
+      query.delete('token');
+      const rest = query.toString();
+      history.replaceState(null, '', location.pathname + (rest ? `?${rest}` : ''));
+    }
     return sessionStorage.getItem('vigil-token') || '';
   }
   let token = initialToken();
@@ -65,9 +71,13 @@
     const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
     let url = `${proto}//${location.host}/ws`;
     if (token) url += `?token=${encodeURIComponent(token)}`;
+    clearTimeout(state.retryTimer);
     const ws = new WebSocket(url);
     state.ws = ws;
+    let opened = false;
     ws.onopen = () => {
+      opened = true;
+      state.refused = 0;
       state.attempts = 0;
       state.connected = true;
       subscribe();
@@ -78,6 +88,7 @@
       showConn();
     };
     ws.onmessage = (m) => {
+      if (state.ws !== ws) return; // a socket this page has replaced
       const t0 = performance.now();
       let f;
       try { f = JSON.parse(m.data); } catch (e) { return; }
@@ -92,15 +103,20 @@
       state.pending.clear();
       const delay = Math.min(10000, 500 * 2 ** state.attempts) * (0.5 + Math.random() / 2);
       state.attempts += 1;
+      // Refused at the upgrade (a wrong or missing token is an HTTP 401 there, which a page
+      // cannot read): after two in a row, say that a token may be what is missing.
+      if (!opened) state.refused = (state.refused || 0) + 1;
       state.retryAt = Date.now() + delay;
       showConn();
-      setTimeout(connect, delay);
+      state.retryTimer = setTimeout(connect, delay);
     };
   }
 
   // A fresh page (or one whose history is gone) asks for a snapshot; a page that has followed
   // the stream resumes after its last seq, so nothing is missed and nothing arrives twice.
   function subscribe(forceSnapshot) {
+    // Until the server answers, frames of the subscription being replaced are ignored.
+    state.awaitingAck = true;
     const sub = { type: 'subscribe', topics: ['agents', 'jobs', 'stats', 'alerts'], ref: 'sub' };
     if (state.synced && !forceSnapshot) sub.since = state.lastSeq;
     else sub.snapshot = true;
@@ -127,8 +143,11 @@
 
   function onFrame(f) {
     switch (f.type) {
-      case 'snapshot': return onSnapshot(f);
-      case 'event': return onEvent(f);
+      case 'ack':
+        if (f.ref === 'sub') state.awaitingAck = false;
+        return;
+      case 'snapshot': state.awaitingAck = false; return onSnapshot(f);
+      case 'event': if (!state.awaitingAck) onEvent(f); return;
       case 'stats': state.serverStats = f; return showServer();
       case 'lagged':
         // The server ended this subscription; resume right after the last event applied.
@@ -142,6 +161,13 @@
         return;
       }
       case 'error': {
+        if (f.ref === 'sub') {
+          // The subscription was refused (e.g. `overloaded`): try again shortly rather than
+          // sit on a page that says "Live" and follows nothing.
+          toast(`Subscription refused (${f.code}); retrying`, true);
+          setTimeout(() => subscribe(!state.synced), 1000);
+          return;
+        }
         const p = f.ref !== undefined && state.pending.get(f.ref);
         if (p) { state.pending.delete(f.ref); p.reject(new Error(`${f.code}: ${f.message}`)); return; }
         if (f.code === 'unauthorized') toast('The server wants a token: enter one above.', true);
@@ -154,6 +180,7 @@
 
   function onSnapshot(f) {
     const t0 = performance.now();
+    state.snapshots = (state.snapshots || 0) + 1;
     state.agents.clear();
     for (const a of f.agents || []) state.agents.set(a.id, a);
     state.lastSeq = f.seq;
@@ -395,7 +422,9 @@
       const secs = state.retryAt ? Math.max(0, Math.round((state.retryAt - Date.now()) / 1000)) : 0;
       c.textContent = state.synced
         ? `Disconnected: reconnecting in ${secs}s, will resume after seq ${state.lastSeq}`
-        : 'Connecting…';
+        : state.refused >= 2
+          ? 'The server refuses the connection: is a token needed? Enter one above.'
+          : 'Connecting…';
       c.className = 'conn conn-down';
     }
   }
@@ -544,6 +573,7 @@
   }
 
   function onGridKey(e) {
+    if (e.target !== e.currentTarget) return; // the column headers' buttons keep their keys
     const page = Math.max(1, Math.floor($('viewport').clientHeight / ROW_H) - 1);
     const moves = { ArrowDown: 1, ArrowUp: -1, PageDown: page, PageUp: -page };
     if (e.key in moves) setActive(state.active + moves[e.key]);
@@ -681,6 +711,7 @@
       token = $('token').value.trim();
       sessionStorage.setItem('vigil-token', token);
       state.synced = false;
+      state.refused = 0;
       if (state.ws) state.ws.close();
       else connect();
     });

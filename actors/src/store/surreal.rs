@@ -18,7 +18,7 @@
 //!   whether it was complete when the store was closed;
 //! - `meta:schema.version`; an index on `segment.last_seq` for retention;
 //! - `cursor:<key>` `{v}`: a sink's saved state (its cursor; its dead letters under
-//!   `<name>.dead`), as JSON text, written by the sink's task (the one writer besides the
+//!   `<name>/dead`), as JSON text, written by the sink's task (the one writer besides the
 //!   registry, of its own records only).
 //!
 //! Reads find segments through an in-memory index of segment boundaries (loaded at open), so
