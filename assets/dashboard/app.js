@@ -247,6 +247,14 @@
         a.activity = f.to;
         a.last_seen = f.at;
         break;
+      case 'job': {
+        if (!a) return;
+        // Unfinished jobs, as the record keeps them.
+        a.jobs = a.jobs || {};
+        if (f.to === 'completed' || f.to === 'failed') delete a.jobs[f.job];
+        else a.jobs[f.job] = { state: f.to, progress: f.progress };
+        break;
+      }
       case 'deregistered':
         if (!a) return;
         a.status = 'left';
@@ -292,6 +300,7 @@
   }
 
   function render() {
+    flushLog();
     for (const n of document.querySelectorAll('#counts .n[data-status]')) {
       n.textContent = (state.counts[n.dataset.status] || 0).toLocaleString();
     }
@@ -504,8 +513,18 @@
     if (f.event === 'activity' || f.event === 'job') {
       if (state.agents.size > 1000) return; // keep the log for status changes in a big fleet
     }
+    // Drawn once per frame (a burst of 100,000 offline events is one DOM change, not 100,000).
+    pendingLog.push(f);
+    if (pendingLog.length > LOG_MAX) pendingLog.splice(0, pendingLog.length - LOG_MAX);
+    scheduleRender();
+  }
+
+  const pendingLog = [];
+  function flushLog() {
+    if (!pendingLog.length) return;
     const log = $('log');
-    log.prepend(logLine(f));
+    const lines = pendingLog.splice(0).reverse().map(logLine);
+    log.prepend(...lines);
     while (log.childElementCount > LOG_MAX) log.lastElementChild.remove();
   }
 
@@ -718,7 +737,13 @@
     for (const b of document.querySelectorAll('[role=columnheader] button')) {
       b.addEventListener('click', () => setSort(b.dataset.key));
     }
-    $('q').addEventListener('input', setFilter);
+    // Typing rebuilds the view after a pause, not on every key (a rebuild of 100,000 agents
+    // takes milliseconds to tens of them).
+    let typing = 0;
+    $('q').addEventListener('input', () => {
+      clearTimeout(typing);
+      typing = setTimeout(setFilter, state.agents.size > 20000 ? 150 : 0);
+    });
     $('kind').addEventListener('change', setFilter);
     $('status').addEventListener('change', setFilter);
     $('grid').addEventListener('keydown', onGridKey);
