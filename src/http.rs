@@ -439,6 +439,16 @@ async fn agent_events(
     if let Some(limit) = num(&q, "limit")? {
         args["limit"] = json!(limit);
     }
+    match q.get("latest").map(String::as_str) {
+        None | Some("false") => {}
+        Some("true") => args["latest"] = json!(true),
+        Some(_) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidField,
+                "latest must be true or false",
+            ))
+        }
+    }
     run_op(&st, "events", args).await
 }
 

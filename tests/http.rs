@@ -119,6 +119,18 @@ async fn every_documented_route_answers_as_documented() {
         ("get", "/api/v1/agents/w0".into(), None, 200),
         ("get", "/api/v1/agents/nobody".into(), None, 404),
         ("get", "/api/v1/agents/w0/events?since=0".into(), None, 200),
+        (
+            "get",
+            "/api/v1/agents/w0/events?latest=true&limit=1".into(),
+            None,
+            200,
+        ),
+        (
+            "get",
+            "/api/v1/agents/w0/events?latest=maybe".into(),
+            None,
+            400,
+        ),
         ("get", "/api/v1/agents/nobody/events".into(), None, 404),
         ("get", "/api/v1/health-report".into(), None, 200),
         ("get", "/api/v1/stats".into(), None, 200),
@@ -500,6 +512,7 @@ async fn agent_seqs_after(node: &Node, since: u64) -> Vec<u64> {
             id: None,
             since: Some(since),
             limit: None,
+            latest: false,
         })
         .await
         .unwrap()

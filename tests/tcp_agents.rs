@@ -370,6 +370,7 @@ async fn events(rt: &Runtime) -> Vec<vigil_actors::Event> {
             id: None,
             since: Some(0),
             limit: Some(10_000),
+            latest: false,
         })
         .await
         .unwrap()

@@ -32,6 +32,10 @@ pub enum AdminRequest {
         since: Option<u64>,
         #[serde(default)]
         limit: Option<usize>,
+        /// With `id`: the agent's newest `limit` events (in seq order) instead of the oldest
+        /// after `since`.
+        #[serde(default)]
+        latest: bool,
     },
     Evict {
         id: AgentId,

@@ -528,11 +528,17 @@ impl FleetState {
                 reply,
             ),
             AdminRequest::Get { id } => query(Query::Get(id), reply),
-            AdminRequest::Events { id, since, limit } => query(
+            AdminRequest::Events {
+                id,
+                since,
+                limit,
+                latest,
+            } => query(
                 Query::Events {
                     id,
                     since: since.unwrap_or(0),
                     limit: limit.unwrap_or(1000),
+                    latest,
                 },
                 reply,
             ),

@@ -117,6 +117,7 @@ pub(crate) enum Query {
         id: Option<AgentId>,
         since: u64,
         limit: usize,
+        latest: bool,
     },
     Stats,
 }
@@ -1037,7 +1038,18 @@ impl RegistryState {
                 };
                 let _ = reply.send(r);
             }
-            Query::Events { id, since, limit } => {
+            Query::Events {
+                id,
+                since,
+                limit,
+                latest,
+            } => {
+                if latest && id.is_none() {
+                    let _ = reply.send(Err(AdminError::InvalidField(
+                        "events: latest needs an agent id".into(),
+                    )));
+                    return;
+                }
                 if let Some(id) = &id {
                     if !self.agents.contains_key(id) {
                         let _ = reply.send(Err(AdminError::UnknownAgent(id.clone())));
@@ -1048,6 +1060,7 @@ impl RegistryState {
                 let store = self.store.clone();
                 tokio::spawn(async move {
                     let r = match &id {
+                        Some(id) if latest => store.agent_events_latest(id, limit).await,
                         Some(id) => store.agent_events(id, since, limit).await,
                         None => store.read_events(since + 1, limit).await,
                     };

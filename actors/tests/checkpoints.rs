@@ -80,6 +80,14 @@ impl Store for Recording {
     ) -> Result<Vec<Event>, StoreError> {
         self.inner.agent_events(id, since, limit).await
     }
+    async fn agent_events_latest(
+        &self,
+        id: &AgentId,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.inner.agent_events_latest(id, limit).await
+    }
+
     async fn oldest_seq(&self) -> Result<Option<u64>, StoreError> {
         self.inner.oldest_seq().await
     }

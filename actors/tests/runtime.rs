@@ -299,6 +299,7 @@ async fn admin_messages_change_and_query_the_fleet() {
             id: Some(id("a1")),
             since: None,
             limit: None,
+            latest: false,
         })
         .await
         .unwrap();

@@ -100,6 +100,7 @@ async fn retention_drops_old_segments_and_an_older_since_must_resync() {
             id: None,
             since: Some(0),
             limit: None,
+            latest: false,
         })
         .await
         .unwrap()

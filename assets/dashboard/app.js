@@ -647,17 +647,10 @@
       const known = state.agents.get(id);
       // The stream carries no heartbeats, so take metrics and last_seen from the record.
       if (known) Object.assign(known, { metrics: rec.metrics, last_seen: rec.last_seen, reported: rec.reported, jobs: rec.jobs });
-      // The last events before the page's own: page through the agent's history.
-      let since = 0;
-      let older = [];
-      for (let pages = 0; pages < 20; pages++) {
-        const r = await fetch(`${base}/events?since=${since}&limit=500`, { headers: headers() });
-        const list = await r.json();
-        if (!Array.isArray(list) || !list.length) break;
-        older = older.concat(list).slice(-50);
-        since = list[list.length - 1].seq;
-        if (list.length < 500) break;
-      }
+      // Its newest events before the page's own (the page adds what follows live).
+      const r = await fetch(`${base}/events?latest=true&limit=50`, { headers: headers() });
+      const older = await r.json();
+      if (!Array.isArray(older)) return;
       if (state.selected !== id) return;
       const seen = new Set(state.selectedEvents.map((e) => e.seq));
       state.selectedEvents = older.filter((e) => !seen.has(e.seq)).concat(state.selectedEvents).slice(-50);

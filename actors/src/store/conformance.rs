@@ -68,6 +68,31 @@ where
     agent_history(&*make().await).await;
     retention_drops_whole_segments_never_past_the_checkpoint(&*make().await).await;
     sink_state_round_trips(&*make().await).await;
+    an_agents_latest_events(&*make().await).await;
+}
+
+async fn an_agents_latest_events(s: &dyn Store) {
+    // a's events are seqs 1, 3, 5, ..., 19 across two segments; b's the even ones.
+    let all: Vec<_> = (1..=20)
+        .map(|i| {
+            let who = if i % 2 == 1 { "a" } else { "b" };
+            event(i, who, Status::Online, Status::Degraded)
+        })
+        .collect();
+    s.append(&all[..7]).await.expect("append 1");
+    s.append(&all[7..]).await.expect("append 2");
+    let a = crate::model::AgentId::new("a").unwrap();
+    let seqs = |v: Vec<Event>| v.iter().map(|e| e.seq).collect::<Vec<_>>();
+    let latest = s.agent_events_latest(&a, 3).await.expect("latest");
+    assert_eq!(seqs(latest), vec![15, 17, 19]);
+    let all_a = s.agent_events_latest(&a, 100).await.expect("latest all");
+    assert_eq!(seqs(all_a), (1..=19).step_by(2).collect::<Vec<_>>());
+    let nobody = crate::model::AgentId::new("nobody").unwrap();
+    assert!(s
+        .agent_events_latest(&nobody, 5)
+        .await
+        .expect("none")
+        .is_empty());
 }
 
 async fn sink_state_round_trips(s: &dyn Store) {

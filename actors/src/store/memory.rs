@@ -144,6 +144,25 @@ impl Store for MemStore {
             .collect())
     }
 
+    async fn agent_events_latest(
+        &self,
+        id: &AgentId,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let inner = self.lock();
+        let mut out: Vec<Event> = inner
+            .segments
+            .iter()
+            .rev()
+            .flat_map(|s| s.events.iter().rev())
+            .filter(|e| e.agent.as_ref() == Some(id))
+            .take(limit)
+            .map(|e| (**e).clone())
+            .collect();
+        out.reverse();
+        Ok(out)
+    }
+
     async fn oldest_seq(&self) -> Result<Option<u64>, StoreError> {
         Ok(self.lock().segments.front().map(|s| s.first_seq))
     }

@@ -135,6 +135,12 @@ pub trait Store: Send + Sync + 'static {
         since: u64,
         limit: usize,
     ) -> Result<Vec<Event>, StoreError>;
+    /// One agent's newest `limit` events, in seq order.
+    async fn agent_events_latest(
+        &self,
+        id: &AgentId,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError>;
     /// The oldest retained seq, if any event is retained.
     async fn oldest_seq(&self) -> Result<Option<u64>, StoreError>;
     /// Drops whole segments as `retention` allows; returns the oldest seq still retained.

@@ -729,6 +729,34 @@ impl Store for SurrealStore {
             .await
     }
 
+    async fn agent_events_latest(
+        &self,
+        id: &AgentId,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        // Segments newest first, until `limit` of the agent's events are found.
+        let keys: Vec<u64> = {
+            let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            index.segments.keys().rev().copied().collect()
+        };
+        let mut out = Vec::new();
+        for k in keys {
+            if out.len() >= limit {
+                break;
+            }
+            let events = self.segment(k).await?;
+            out.extend(
+                events
+                    .into_iter()
+                    .rev()
+                    .filter(|e| e.agent.as_ref() == Some(id)),
+            );
+        }
+        out.truncate(limit);
+        out.reverse();
+        Ok(out)
+    }
+
     async fn sink_state(&self, key: &str) -> Result<Option<String>, StoreError> {
         let mut r = self
             .read(

@@ -65,6 +65,7 @@ pub async fn all_events(rt: &Runtime) -> Vec<Event> {
             id: None,
             since: Some(0),
             limit: Some(usize::MAX),
+            latest: false,
         })
         .await
         .unwrap()
