@@ -153,16 +153,7 @@ async fn the_dashboard_follows_the_fleet_live_in_a_real_browser() {
         Duration::from_secs(5),
     )
     .await;
-    let rec = rest
-        .get(format!("http://{http}/api/v1/agents/{PROBE}"))
-        .bearer_auth("adm")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let rec: Value = serde_json::from_str(&rec).unwrap();
+    let rec = get_json(&rest, &format!("http://{http}/api/v1/agents/{PROBE}")).await;
     assert_eq!(rec["status"], "maintenance", "{rec}");
 
     // A dropped connection: the page says so, and what happens meanwhile is not lost.
@@ -293,12 +284,7 @@ async fn a_big_fleet_in_the_browser() {
     let http = serve.http;
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let s = rest
-            .get(format!("http://{http}/api/v1/stats"))
-            .bearer_auth("adm")
-            .send()
-            .await;
-        let s: Value = serde_json::from_str(&s.unwrap().text().await.unwrap()).unwrap();
+        let s = get_json(&rest, &format!("http://{http}/api/v1/stats")).await;
         if s["registry"]["total"].as_u64() == Some(n as u64) {
             break;
         }
@@ -374,22 +360,27 @@ async fn a_big_fleet_in_the_browser() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A REST read with the admin token, as JSON.
+async fn get_json(rest: &reqwest::Client, url: &str) -> Value {
+    let text = rest
+        .get(url)
+        .bearer_auth("adm")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url}: {e}: {text}"))
+}
+
 /// The server's counts and last seq once two reads a second apart agree (the simulated fleet
 /// has settled: its stopped agents are offline, the rest beat without changing status).
 async fn quiet_stats(rest: &reqwest::Client, http: std::net::SocketAddr) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut last = Value::Null;
     loop {
-        let s = rest
-            .get(format!("http://{http}/api/v1/stats"))
-            .bearer_auth("adm")
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let s: Value = serde_json::from_str(&s).unwrap();
+        let s = get_json(rest, &format!("http://{http}/api/v1/stats")).await;
         let now = &s["registry"];
         if now["last_seq"] == last["last_seq"] && now["durable_seq"] == now["last_seq"] {
             return now.clone();

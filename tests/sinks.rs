@@ -215,6 +215,14 @@ fn webhook(name: &str, url: &str, timeout: &str) -> SinkSection {
     toml::from_str(&text).unwrap()
 }
 
+/// A runtime on the store `cfg` names (opened anew: a restart).
+async fn start_on(cfg: &StoreConfig) -> Runtime {
+    let store = vigil::store::open(cfg).await.unwrap();
+    Runtime::start(RuntimeConfig::default(), store)
+        .await
+        .unwrap()
+}
+
 async fn add(rt: &Runtime, s: &SinkSection) {
     rt.add_sink(s.config(), s.build().unwrap()).await.unwrap();
 }
@@ -246,12 +254,7 @@ async fn a_failing_receiver_down_across_a_restart_gets_every_event_in_order() {
     let hook = webhook("ops", &rx.url(), "2s");
 
     // First life: the receiver fails its first 3 deliveries, then takes the rest.
-    let rt = Runtime::start(
-        RuntimeConfig::default(),
-        vigil::store::open(&store_cfg).await.unwrap(),
-    )
-    .await
-    .unwrap();
+    let rt = start_on(&store_cfg).await;
     add(&rt, &hook).await;
     let mut handles = Vec::new();
     for i in 0..15 {
@@ -277,12 +280,7 @@ async fn a_failing_receiver_down_across_a_restart_gets_every_event_in_order() {
     drop(handles);
     rt.shutdown().await.unwrap();
 
-    let rt = Runtime::start(
-        RuntimeConfig::default(),
-        vigil::store::open(&store_cfg).await.unwrap(),
-    )
-    .await
-    .unwrap();
+    let rt = start_on(&store_cfg).await;
     add(&rt, &hook).await;
     let after = rt.sinks().await;
     assert_eq!(after[0].name, "ops");

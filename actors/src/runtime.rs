@@ -227,6 +227,8 @@ pub struct Runtime {
     actor_tasks: Vec<JoinHandle<()>>,
     store: Arc<dyn Store>,
     sinks: tokio::sync::Mutex<Vec<SinkHandle>>,
+    /// Subscriptions and the published seq, for this runtime and its sinks' tasks.
+    source: Arc<RegistrySource>,
 }
 
 impl Runtime {
@@ -329,6 +331,10 @@ impl Runtime {
             health,
             config.call_timeout,
         )));
+        let source = Arc::new(RegistrySource {
+            registry: registry.clone(),
+            call_timeout: config.call_timeout,
+        });
         let rt = Self {
             fleet,
             registry,
@@ -342,6 +348,7 @@ impl Runtime {
             actor_tasks: vec![f_task, r_task, b_task],
             store: store.clone(),
             sinks: tokio::sync::Mutex::new(Vec::new()),
+            source,
         };
         let t_restore = std::time::Instant::now();
         let restored = match rt
@@ -463,19 +470,10 @@ impl Runtime {
 
     /// Subscribes to events: optionally a snapshot first, or a replay `since` a seq.
     pub async fn subscribe(&self, opts: SubscribeOptions) -> Result<Subscription, RuntimeError> {
-        match self
-            .registry
-            .call(
-                |reply| RegistryMsg::Subscribe(opts, reply),
-                Some(self.call_timeout),
-            )
+        self.source
+            .subscribe(opts)
             .await
-        {
-            Ok(CallResult::Success(s)) => Ok(s),
-            _ => Err(RuntimeError::Unavailable(
-                "subscription not answered".into(),
-            )),
-        }
+            .ok_or_else(|| RuntimeError::Unavailable("subscription not answered".into()))
     }
 
     /// Sends an admin message and waits for its answer.
@@ -545,22 +543,14 @@ impl Runtime {
                 cfg.name
             )));
         }
-        let source = Arc::new(RegistrySource {
-            registry: self.registry.clone(),
-            call_timeout: self.call_timeout,
-        });
+        let source = self.source.clone();
         sinks.push(SinkHandle::spawn(cfg, sink, source, self.store.clone()));
         Ok(())
     }
 
     /// Every sink's status, with its lag behind the last durable (published) event.
     pub async fn sinks(&self) -> Vec<SinkStatus> {
-        let last = RegistrySource {
-            registry: self.registry.clone(),
-            call_timeout: self.call_timeout,
-        }
-        .last_seq()
-        .await;
+        let last = self.source.last_seq().await;
         let sinks = self.sinks.lock().await;
         sinks
             .iter()

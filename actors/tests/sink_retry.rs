@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use vigil_actors::{
-    async_trait, AdminRequest, AgentId, Event, MemStore, Registration, Runtime, RuntimeConfig,
-    Sink, SinkConfig, SinkError, StartAt, Store,
+    async_trait, AdminRequest, AgentHandle, AgentId, Event, MemStore, Registration, Runtime,
+    RuntimeConfig, Sink, SinkConfig, SinkError, StartAt, Store,
 };
 
 /// Fails the first `fail` deliveries; records when each attempt came and what it carried.
@@ -53,6 +53,24 @@ fn config(name: &str, max_attempts: u32) -> SinkConfig {
     c.backoff_max = Duration::from_millis(800);
     c.start = StartAt::Beginning;
     c
+}
+
+/// Agents `a0`, `a1`, ... registered (their handles keep them).
+async fn register(rt: &Runtime, n: usize) -> Vec<AgentHandle> {
+    let mut handles = Vec::new();
+    for i in 0..n {
+        let id = AgentId::new(format!("a{i}")).unwrap();
+        handles.push(rt.register(Registration::new(id)).await.unwrap());
+    }
+    handles
+}
+
+/// One transition: agent `id` into maintenance.
+async fn maintenance(rt: &Runtime, id: &str) {
+    let id = AgentId::new(id).unwrap();
+    rt.admin(AdminRequest::Maintenance { id, on: true })
+        .await
+        .unwrap();
 }
 
 async fn until(mut cond: impl FnMut() -> bool) {
@@ -108,12 +126,7 @@ async fn backoff_doubles_with_jitter_and_gives_up_into_a_dead_letter() {
         (1, 1, 5)
     );
     // The sink moved on: the next event is delivered.
-    rt.admin(AdminRequest::Maintenance {
-        id: AgentId::new("a").unwrap(),
-        on: true,
-    })
-    .await
-    .unwrap();
+    maintenance(&rt, "a").await;
     until(|| sink.delivered.lock().unwrap().contains(&2)).await;
     let status = rt.sinks().await.remove(0);
     assert_eq!(status.delivered_seq, 2);
@@ -135,14 +148,7 @@ async fn a_restarted_sink_resumes_from_its_saved_cursor() {
     rt.add_sink(config("trail", 10), first.clone())
         .await
         .unwrap();
-    let mut handles = Vec::new();
-    for i in 0..5 {
-        handles.push(
-            rt.register(Registration::new(AgentId::new(format!("a{i}")).unwrap()))
-                .await
-                .unwrap(),
-        );
-    }
+    let handles = register(&rt, 5).await;
     until(|| first.delivered.lock().unwrap().len() == 5).await;
     drop(handles);
     rt.shutdown().await.unwrap();
@@ -154,12 +160,7 @@ async fn a_restarted_sink_resumes_from_its_saved_cursor() {
     rt.add_sink(config("trail", 10), second.clone())
         .await
         .unwrap();
-    rt.admin(AdminRequest::Maintenance {
-        id: AgentId::new("a0").unwrap(),
-        on: true,
-    })
-    .await
-    .unwrap();
+    maintenance(&rt, "a0").await;
     until(|| !second.delivered.lock().unwrap().is_empty()).await;
     // Only what came after the cursor: nothing twice, nothing skipped.
     let last = rt.stats().await.unwrap().registry.last_seq;
@@ -174,14 +175,7 @@ async fn a_new_sink_starts_after_the_published_events() {
     let rt = Runtime::start(RuntimeConfig::default(), MemStore::new())
         .await
         .unwrap();
-    let mut handles = Vec::new();
-    for i in 0..3 {
-        handles.push(
-            rt.register(Registration::new(AgentId::new(format!("a{i}")).unwrap()))
-                .await
-                .unwrap(),
-        );
-    }
+    let _handles = register(&rt, 3).await;
     let sink = Flaky::new(0);
     let mut cfg = config("late", 10);
     cfg.start = StartAt::Now;
@@ -195,12 +189,7 @@ async fn a_new_sink_starts_after_the_published_events() {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    rt.admin(AdminRequest::Maintenance {
-        id: AgentId::new("a0").unwrap(),
-        on: true,
-    })
-    .await
-    .unwrap();
+    maintenance(&rt, "a0").await;
     until(|| !sink.delivered.lock().unwrap().is_empty()).await;
     assert_eq!(*sink.delivered.lock().unwrap(), vec![4]);
     rt.shutdown().await.unwrap();
