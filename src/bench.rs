@@ -396,8 +396,9 @@ async fn core(args: CoreBench, command: String) -> anyhow::Result<CoreResult> {
     );
     let t_reg = std::time::Instant::now();
     for (i, slot) in handles.iter().enumerate() {
-        let h = runtime
-            .register(Registration::new(agent_id(i)).kind("bench"))
+        // A fleet's registrations do not wait for one another's durability.
+        let (h, _) = runtime
+            .register_sequenced(Registration::new(agent_id(i)).kind("bench"))
             .await?;
         let _ = slot.set(h);
         if i % 1000 == 0 {

@@ -160,7 +160,7 @@ async fn fanout(args: FanoutBench) -> anyhow::Result<FanoutResult> {
     for i in 0..args.agents {
         let id = AgentId::new(format!("f{i}"))?;
         runtime
-            .register(Registration::new(id.clone()).kind(format!("k{}", i % args.kinds)))
+            .register_sequenced(Registration::new(id.clone()).kind(format!("k{}", i % args.kinds)))
             .await?;
         ids.push(id);
     }

@@ -138,7 +138,7 @@ async fn one(args: &MemoryOne) -> anyhow::Result<MemoryPoint> {
     let mut handles = Vec::with_capacity(args.agents);
     for i in 0..args.agents {
         let id = AgentId::new(format!("agent-{i}"))?;
-        handles.push(rt.register(Registration::new(id)).await?);
+        handles.push(rt.register_sequenced(Registration::new(id)).await?.0);
         if i % 1000 == 0 {
             bar.set_position(i as u64);
         }

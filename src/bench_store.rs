@@ -7,8 +7,9 @@
 //! - `storm`: N agents beat once at the same instant and then never again; time from the
 //!   offline deadline until every offline transition is durable and delivered to a subscriber.
 //! - `restart`: N agents persisted; time and RSS to restore them, next to the time merely to
-//!   spawn N ractor actors here; transitions caused by a restart when every agent beats again
-//!   within the restart grace (should be 0).
+//!   spawn N ractor actors here; then every agent reconnects over loopback TCP (`vigil
+//!   simulate` in a separate process), registers again and beats through the restart grace:
+//!   the time until all are registered again, and the transitions caused (should be 0).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use vigil_actors::{
 };
 
 use crate::bench::{rss_bytes, write_json, Machine, Quantiles};
+use crate::server::{Server, ServerConfig};
 
 #[derive(Debug, Clone, clap::Args, Serialize)]
 pub struct StoreBench {
@@ -172,11 +174,18 @@ async fn open_runtime(url: &str, policy: Policy) -> anyhow::Result<Runtime> {
 }
 
 async fn register_all(rt: &Runtime, n: usize) -> anyhow::Result<Vec<vigil_actors::AgentHandle>> {
+    // As a fleet does: registrations do not wait for one another's durability.
     let mut handles = Vec::with_capacity(n);
+    let mut last = 0;
     for i in 0..n {
         let id = AgentId::new(format!("agent-{i:07}"))?;
-        handles.push(rt.register(Registration::new(id).kind("bench")).await?);
+        let (handle, seq) = rt
+            .register_sequenced(Registration::new(id).kind("bench"))
+            .await?;
+        handles.push(handle);
+        last = last.max(seq);
     }
+    rt.wait_durable(last).await?;
     Ok(handles)
 }
 
@@ -308,9 +317,11 @@ pub struct RestartResult {
     pub rss_after_restore_bytes: u64,
     pub spawn_only_secs: f64,
     pub restart_grace_secs: f64,
-    /// How long the bench took to beat every agent once after the restore.
-    pub first_beat_round_secs: f64,
+    /// From the start of the load generator until every agent was registered again over TCP.
+    pub reregister_secs: f64,
     pub transitions_after_restart: usize,
+    /// `registered` events after the restart (one per agent that reconnected).
+    pub reregistered: usize,
 }
 
 pub fn run_restart(args: FleetBench) -> anyhow::Result<()> {
@@ -349,46 +360,92 @@ pub fn run_restart(args: FleetBench) -> anyhow::Result<()> {
         let restore_secs = t.elapsed().as_secs_f64();
         let rss = rss_bytes().saturating_sub(rss0);
         let mut sub = rt.subscribe(SubscribeOptions::default()).await?;
-        // Every agent reconnects within the restart grace and beats through it.
-        let until = tokio::time::Instant::now() + grace * 2;
-        let mut first_round = None;
-        while tokio::time::Instant::now() < until {
-            let round = Instant::now();
-            for i in 0..args.agents {
-                let id = AgentId::new(format!("agent-{i:07}"))?;
-                let _ = rt.heartbeat(&id, Beat::healthy());
-            }
-            first_round.get_or_insert(round.elapsed().as_secs_f64());
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-        let mut transitions = 0;
+        // Every agent reconnects over TCP within the restart grace, registers again (the path
+        // a real restart takes) and beats through the grace.
+        let rt = Arc::new(rt);
+        let server = Server::start(
+            ([127, 0, 0, 1], 0).into(),
+            rt.clone(),
+            ServerConfig {
+                rate_limit: 0,
+                max_connections: 1000,
+                max_agents_per_connection: args.agents,
+                heartbeat_interval: Duration::from_millis(args.interval_ms),
+                ..ServerConfig::default()
+            },
+        )
+        .await?;
+        let out = std::env::temp_dir().join(format!("vigil-restart-{}.json", std::process::id()));
+        let exe = std::env::current_exe().context("finding the vigil binary")?;
+        let t = Instant::now();
+        let status = tokio::process::Command::new(exe)
+            .arg("simulate")
+            .args(["--connect", &server.local_addr().to_string()])
+            .args(["--agents", &args.agents.to_string()])
+            .args([
+                "--connections",
+                &args.agents.div_ceil(1000).clamp(1, 100).to_string(),
+            ])
+            .args(["--interval", &format!("{}ms", args.interval_ms)])
+            .args(["--prefix", "agent", "--kind", "bench"])
+            // Agents reconnect at once, as separate processes would; their registrations
+            // share group commits.
+            .args(["--register-window", "500"])
+            .args(["--duration", &format!("{}ms", (grace * 2).as_millis())])
+            .arg("--quiet")
+            .arg("--json")
+            .arg(&out)
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true)
+            .status()
+            .await
+            .context("starting the load generator (vigil simulate)")?;
+        anyhow::ensure!(status.success(), "the load generator failed: {status}");
+        let gen: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(&out).with_context(|| format!("reading {}", out.display()))?,
+        )?;
+        let _ = std::fs::remove_file(&out);
+        anyhow::ensure!(
+            gen["errors"].as_u64() == Some(0),
+            "the load generator saw errors: {gen}"
+        );
+        let reregister_secs = gen["register_secs"].as_f64().unwrap_or(f64::NAN);
+        eprintln!(
+            "{} agents registered again over TCP in {reregister_secs:.2} s (generator ran {:.1} s)",
+            args.agents,
+            t.elapsed().as_secs_f64()
+        );
+        let (mut transitions, mut reregistered) = (0, 0);
         let mut reasons = std::collections::BTreeMap::<String, usize>::new();
         while let Ok(Some(item)) =
             tokio::time::timeout(Duration::from_millis(200), sub.next()).await
         {
-            // Only agent events count; an alert (e.g. runtime_lagging while the restore
-            // loads the CPU) is not caused to any agent.
+            // Only an agent's change of status counts; an alert (e.g. runtime_lagging while
+            // the restore loads the CPU) is not caused to any agent, and each agent that
+            // registers again gets its `registered` event.
             if let SubscriptionItem::Event(e) = item {
-                if e.agent.is_some() {
-                    transitions += 1;
-                    let why = match &e.body {
-                        EventBody::Transition { to, reason, .. } => format!("{to:?}/{reason:?}"),
-                        other => format!("{other:?}").chars().take(40).collect(),
-                    };
-                    *reasons.entry(why).or_default() += 1;
+                match &e.body {
+                    EventBody::Registered { .. } => reregistered += 1,
+                    EventBody::Transition { to, reason, .. } if e.agent.is_some() => {
+                        transitions += 1;
+                        *reasons.entry(format!("{to:?}/{reason:?}")).or_default() += 1;
+                    }
+                    _ => {}
                 }
             }
         }
         if !reasons.is_empty() {
-            eprintln!("events after the restart, by status/reason: {reasons:?}");
+            eprintln!("transitions after the restart, by status/reason: {reasons:?}");
         }
-        rt.shutdown().await?;
+        server.stop().await;
+        rt.shutdown_shared().await?;
         anyhow::Ok((
             restore_secs,
             rss,
             transitions,
             grace.as_secs_f64(),
-            first_round.unwrap_or(0.0),
+            reregister_secs,
+            reregistered,
         ))
     })?;
     drop(tokio_rt);
@@ -405,16 +462,19 @@ pub fn run_restart(args: FleetBench) -> anyhow::Result<()> {
         spawn_only_secs,
         transitions_after_restart: r.2,
         restart_grace_secs: r.3,
-        first_beat_round_secs: r.4,
+        reregister_secs: r.4,
+        reregistered: r.5,
     };
-    println!("| agents | restore | spawning {} bare actors | RSS after restore | transitions when all beat in the grace ({:.0} s; first round of beats {:.2} s) | (register / shutdown checkpoint) |", out.agents, out.restart_grace_secs, out.first_beat_round_secs);
-    println!("| --- | --- | --- | --- | --- | --- |");
+    println!("| agents | restore | spawning {} bare actors | RSS after restore | all registered again over TCP | transitions in the grace ({:.0} s) | (register / shutdown checkpoint) |", out.agents, out.restart_grace_secs);
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
     println!(
-        "| {} | {:.2} s | {:.2} s | {:.0} MiB | {} | {:.1} s / {:.1} s |",
+        "| {} | {:.2} s | {:.2} s | {:.0} MiB | {:.2} s ({} events) | {} | {:.1} s / {:.1} s |",
         out.agents,
         out.restore_secs,
         out.spawn_only_secs,
         out.rss_after_restore_bytes as f64 / (1 << 20) as f64,
+        out.reregister_secs,
+        out.reregistered,
         out.transitions_after_restart,
         out.register_secs,
         out.shutdown_secs
@@ -422,8 +482,14 @@ pub fn run_restart(args: FleetBench) -> anyhow::Result<()> {
     write_json(&args.json, &out)?;
     anyhow::ensure!(
         out.transitions_after_restart == 0,
-        "a restart within the grace caused {} events",
+        "a restart within the grace caused {} transitions",
         out.transitions_after_restart
+    );
+    anyhow::ensure!(
+        out.reregistered == out.agents,
+        "{} of {} agents registered again",
+        out.reregistered,
+        out.agents
     );
     Ok(())
 }

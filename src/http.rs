@@ -367,7 +367,10 @@ async fn healthz() -> Json<Value> {
 async fn readyz(State(st): State<AppState>) -> Response {
     let rt = st.hub.runtime();
     let store_ok = rt.store_healthy();
-    let body = json!({"ready": store_ok, "store": if store_ok { "ok" } else { "failing" }});
+    let mut body = json!({"ready": store_ok, "store": if store_ok { "ok" } else { "failing" }});
+    if let Some(warning) = rt.durability_warning() {
+        body["durability"] = json!(warning);
+    }
     match store_ok {
         true => (StatusCode::OK, Json(body)).into_response(),
         false => (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response(),

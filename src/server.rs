@@ -39,7 +39,8 @@ use tokio_util::codec::FramedRead;
 use tracing::{debug, info, warn};
 use vigil_actors::{
     AdminError, AdminRequest, AgentHandle, AgentId, Beat, BeatError, EventBody, EventKind, Filter,
-    JobReport, Reason, RegisterError, Registration, Runtime, SubscribeOptions, SubscriptionItem,
+    JobReport, Reason, RegisterError, Registration, Runtime, RuntimeError, SubscribeOptions,
+    SubscriptionItem,
 };
 
 use crate::monitor::{Hub, Open};
@@ -894,8 +895,8 @@ impl Session {
             capabilities: r.capabilities,
             heartbeat_interval: r.heartbeat_interval_ms.map(Duration::from_millis),
         };
-        match self.shared.rt.register(reg).await {
-            Ok(handle) => {
+        match self.shared.rt.register_sequenced(reg).await {
+            Ok((handle, seq)) => {
                 let reply = json!({
                     "type": "registered",
                     "id": id.as_str(),
@@ -904,7 +905,22 @@ impl Session {
                     "incarnation": handle.incarnation(),
                 });
                 self.owned.insert(id, handle);
-                self.send(line(reply, reference.as_ref())).await;
+                // `registered` goes out once the event is durable; the connection's other
+                // frames (its other agents' beats, more registrations) are served meanwhile.
+                let (rt, out) = (self.shared.rt.clone(), self.out.clone());
+                tokio::spawn(async move {
+                    let text = match rt.wait_durable(seq).await {
+                        Ok(()) => line(reply, reference.as_ref()),
+                        Err(e) => {
+                            let code = match e {
+                                RuntimeError::Overloaded(_) => ErrorCode::Overloaded,
+                                _ => ErrorCode::Internal,
+                            };
+                            error_line(code, &e.to_string(), reference.as_ref())
+                        }
+                    };
+                    let _ = out.send(Out::Line(text)).await;
+                });
             }
             Err(e) => {
                 if !self.owned.contains_key(&id) {
@@ -914,6 +930,7 @@ impl Session {
                     RegisterError::MissingField(_) => ErrorCode::MissingField,
                     RegisterError::InvalidField(_) => ErrorCode::InvalidField,
                     RegisterError::Unavailable(_) => ErrorCode::Internal,
+                    RegisterError::Overloaded(_) => ErrorCode::Overloaded,
                 };
                 self.error(code, &e.to_string(), &reference).await;
             }
@@ -1054,6 +1071,7 @@ fn admin_error(e: AdminError) -> (ErrorCode, String) {
         AdminError::InvalidField(_) => ErrorCode::InvalidField,
         AdminError::Forbidden(_) => ErrorCode::Forbidden,
         AdminError::Unavailable(_) => ErrorCode::Internal,
+        AdminError::Overloaded(_) => ErrorCode::Overloaded,
     };
     (code, e.to_string())
 }

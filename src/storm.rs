@@ -61,7 +61,12 @@ pub fn run(config: Config, args: StormArgs) -> anyhow::Result<()> {
         });
         let mut handles = Vec::new();
         for i in 0..args.agents {
-            handles.push(runtime.register(Registration::new(agent_id(i))).await?);
+            handles.push(
+                runtime
+                    .register_sequenced(Registration::new(agent_id(i)))
+                    .await?
+                    .0,
+            );
         }
         let storm = Arc::new(AtomicBool::new(false));
         let beater = {

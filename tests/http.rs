@@ -12,7 +12,9 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 use vigil::http::{HttpConfig, OPENAPI, REST_ROUTES};
 use vigil::server::ServerConfig;
-use vigil_actors::{AdminRequest, AdminResponse, FailingStore, MemStore, RuntimeConfig};
+use vigil_actors::{
+    AdminRequest, AdminResponse, AgentId, FailingStore, MemStore, Registration, RuntimeConfig,
+};
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -422,7 +424,12 @@ async fn readyz_is_false_while_the_store_fails() {
         200
     );
     store.fail_writes(true);
-    node.agents("f", "worker", 1).await; // a write that fails
+    // A registration whose write fails (it is answered only once durable: not awaited).
+    let rt = node.rt.clone();
+    let pending = tokio::spawn(async move {
+        rt.register(Registration::new(AgentId::new("f0").unwrap()))
+            .await
+    });
     let mut status = 0;
     for _ in 0..500 {
         let r = http.get(node.url("/readyz")).send().await.unwrap();
@@ -460,6 +467,10 @@ async fn readyz_is_false_while_the_store_fails() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(status, 200, "ready again once writes succeed");
+    pending
+        .await
+        .unwrap()
+        .expect("the registration is answered once durable");
 }
 
 /// Reads SSE events (`id`, `event`, `data`) from a response until `stop` says so.

@@ -107,6 +107,9 @@ pub enum AdminError {
     Forbidden(String),
     #[error("runtime unavailable: {0}")]
     Unavailable(String),
+    /// The store is failing or too many events wait for it; try again later.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
 }
 
 impl AdminError {
@@ -117,6 +120,7 @@ impl AdminError {
             AdminError::InvalidField(_) => "invalid_field",
             AdminError::Forbidden(_) => "forbidden",
             AdminError::Unavailable(_) => "internal",
+            AdminError::Overloaded(_) => "overloaded",
         }
     }
 }

@@ -27,6 +27,8 @@ pub(crate) struct Ctx {
     pub clock: Clock,
     pub lag: Arc<LagMonitor>,
     pub call_timeout: Duration,
+    /// Whether the store can take more (read where work enters: registration, admin writes).
+    pub backpressure: Arc<crate::durable::Backpressure>,
 }
 
 /// An operator's or the agent's own change.
@@ -187,8 +189,7 @@ impl Actor for AgentActor {
             }
             AgentMsg::Reregister(r) => {
                 let (reg, policy, reply) = *r;
-                // Boxed: this rare await would otherwise size every agent actor's task.
-                Box::pin(st.reregister(reg, policy, reply, now)).await;
+                st.reregister(reg, policy, reply, now);
             }
             AgentMsg::Disconnected => {
                 st.cell.set_connected(false);
@@ -232,9 +233,11 @@ impl Actor for AgentActor {
 }
 
 impl AgentState {
-    /// The agent registered again: the registry records it (and the `registered` event),
-    /// then the state machine starts afresh.
-    async fn reregister(
+    /// The agent registered again: the registry records it (and the `registered` event,
+    /// answering the caller once it is durable), and the state machine starts afresh at
+    /// once. Nothing is awaited: the registry gets the registration before anything this
+    /// actor sends after it, so the two cannot disagree, whatever the store does.
+    fn reregister(
         &mut self,
         reg: Registration,
         policy: Arc<Policy>,
@@ -246,33 +249,24 @@ impl AgentState {
         let id = cell.id.clone();
         let kind = reg.kind_or_default().to_string();
         let own_interval = reg.heartbeat_interval;
-        let r = self
-            .ctx
-            .registry
-            .call(
-                |reply| RegistryMsg::Register {
-                    reg,
-                    id,
-                    at,
-                    cell,
-                    reply,
-                },
-                Some(self.ctx.call_timeout),
-            )
-            .await;
-        match r {
-            Ok(ractor::rpc::CallResult::Success(out)) => {
-                self.cell.set_kind(&kind);
-                self.cell.set_own_interval(own_interval);
-                self.cell.set_connected(true);
-                self.fsm.set_policy(policy, now);
-                let fx = self.fsm.step(Input::Register, now);
-                self.cell.record_seen(now);
-                self.execute(fx, now);
-                let _ = reply.send(out);
-            }
-            _ => warn!(agent = %self.cell.id(), "registry did not answer a re-registration"),
+        let sent = self.ctx.registry.cast(RegistryMsg::Register {
+            reg,
+            id,
+            at,
+            cell,
+            reply,
+        });
+        if sent.is_err() {
+            warn!(agent = %self.cell.id(), "registry gone: re-registration dropped");
+            return;
         }
+        self.cell.set_kind(&kind);
+        self.cell.set_own_interval(own_interval);
+        self.cell.set_connected(true);
+        self.fsm.set_policy(policy, now);
+        let fx = self.fsm.step(Input::Register, now);
+        self.cell.record_seen(now);
+        self.execute(fx, now);
     }
 
     /// Takes in the beats that went through the fast path since the last message.

@@ -21,6 +21,7 @@ use crate::admin::{AdminError, AdminRequest, AdminResponse, Stats};
 use crate::agent::{AgentActor, AgentArgs, AgentMsg, AgentOp, Ctx, Mode};
 use crate::broadcaster::BroadcastMsg;
 use crate::cell::AgentCell;
+use crate::durable::Waiter;
 use crate::health::HealthConfig;
 use crate::health_task;
 use crate::model::{AgentId, Policy, Reason, Registration};
@@ -62,6 +63,8 @@ impl Policies {
 pub struct Registered {
     pub id: AgentId,
     pub incarnation: u64,
+    /// The seq of its `registered` event.
+    pub seq: u64,
     pub heartbeat_interval: Duration,
     pub(crate) cell: Arc<AgentCell>,
 }
@@ -155,10 +158,7 @@ impl Actor for FleetSupervisor {
         match msg {
             FleetMsg::Register(reg, reply) => st.register(reg, reply, &myself).await,
             FleetMsg::Admin(req, reply) => st.admin(req, reply, &myself).await,
-            FleetMsg::Deregister(id, reply) => {
-                let r = st.leave(id, Reason::Deregistered).await;
-                let _ = reply.send(r);
-            }
+            FleetMsg::Deregister(id, reply) => st.leave(id, Reason::Deregistered, reply).await,
             FleetMsg::Restore(reply) => {
                 let n = st.restore(&myself).await;
                 let _ = reply.send(n);
@@ -279,31 +279,29 @@ impl FleetState {
                 return;
             }
         };
+        if let Some(why) = self.ctx.backpressure.refuse_registration() {
+            let _ = reply.send(Err(RegisterError::Overloaded(why)));
+            return;
+        }
         let interval = policy.heartbeat_interval;
-        let timeout = Some(self.ctx.call_timeout);
         if let Some(cell) = self.lookup(&id) {
+            // Registered again: its actor records it; the answer (from the registry, once
+            // durable) is relayed, and the supervisor waits for nothing.
             let Some(actor) = cell.actor() else {
                 let e = RegisterError::Unavailable("agent actor restarting".into());
                 let _ = reply.send(Err(e));
                 return;
             };
-            let out = actor
-                .call(
-                    |reply| AgentMsg::Reregister(Box::new((reg, policy, reply))),
-                    timeout,
-                )
-                .await;
-            let _ = reply.send(match out {
-                Ok(CallResult::Success(out)) => Ok(Registered {
-                    id,
-                    incarnation: out.incarnation,
-                    heartbeat_interval: interval,
-                    cell,
-                }),
-                _ => Err(RegisterError::Unavailable(
-                    "agent actor did not answer".into(),
-                )),
-            });
+            let (tx, rx) = ractor::concurrency::oneshot();
+            if actor
+                .cast(AgentMsg::Reregister(Box::new((reg, policy, tx.into()))))
+                .is_err()
+            {
+                let e = RegisterError::Unavailable("agent actor restarting".into());
+                let _ = reply.send(Err(e));
+                return;
+            }
+            relay_registration(rx, reply, id, interval, cell, self.ctx.call_timeout);
             return;
         }
         let cell = AgentCell::new(
@@ -344,22 +342,30 @@ impl FleetState {
             }
         }
         self.dir_write().insert(id.clone(), cell.clone());
-        let limit = self.ctx.call_timeout;
-        tokio::spawn(async move {
-            let out = match tokio::time::timeout(limit, rx).await {
-                Ok(Ok(out)) => Ok(Registered {
-                    id,
-                    incarnation: out.incarnation,
-                    heartbeat_interval: interval,
-                    cell,
-                }),
-                _ => Err(RegisterError::Unavailable("registry did not answer".into())),
-            };
-            let _ = reply.send(out);
-        });
+        relay_registration(rx, reply, id, interval, cell, self.ctx.call_timeout);
     }
 
-    async fn leave(&mut self, id: AgentId, reason: Reason) -> Result<AdminResponse, AdminError> {
+    /// The agent leaves (deregistered or evicted): its actor records it, and the caller is
+    /// answered once the departure is durable.
+    async fn leave(
+        &mut self,
+        id: AgentId,
+        reason: Reason,
+        reply: RpcReplyPort<Result<AdminResponse, AdminError>>,
+    ) {
+        if let Some(why) = self.ctx.backpressure.refuse_write() {
+            let _ = reply.send(Err(AdminError::Overloaded(why)));
+            return;
+        }
+        let answer = self.leave_now(id, reason).await;
+        answer_when_durable(&self.ctx.registry, reply, answer);
+    }
+
+    async fn leave_now(
+        &mut self,
+        id: AgentId,
+        reason: Reason,
+    ) -> Result<AdminResponse, AdminError> {
         let cell = self
             .lookup(&id)
             .ok_or_else(|| AdminError::UnknownAgent(id.clone()))?;
@@ -581,8 +587,7 @@ impl FleetState {
                 if let Some(r) = &reason {
                     info!(agent = %id, reason = %r, "evicting agent");
                 }
-                let r = self.leave(id, Reason::Evicted).await;
-                let _ = reply.send(r);
+                self.leave(id, Reason::Evicted, reply).await;
             }
             AdminRequest::SetStatus { id, status, reason } => {
                 if let Some(r) = &reason {
@@ -621,25 +626,84 @@ impl FleetState {
         }
     }
 
+    /// Sends an operator's change to the agent's actor; the caller is answered once the
+    /// change is durable (a relay task waits, the supervisor does not).
     fn forward(
         &self,
         id: AgentId,
         op: AgentOp,
         reply: RpcReplyPort<Result<AdminResponse, AdminError>>,
     ) {
-        match self.lookup(&id).and_then(|c| c.actor()) {
-            Some(actor) => {
-                if let Err(ractor::MessagingErr::SendErr(AgentMsg::Op(_, reply))) =
-                    actor.cast(AgentMsg::Op(op, reply))
-                {
-                    let _ = reply.send(Err(AdminError::Unavailable(
-                        "agent actor restarting".into(),
-                    )));
-                }
-            }
-            None => {
-                let _ = reply.send(Err(AdminError::UnknownAgent(id)));
-            }
+        if let Some(why) = self.ctx.backpressure.refuse_write() {
+            let _ = reply.send(Err(AdminError::Overloaded(why)));
+            return;
         }
+        let Some(actor) = self.lookup(&id).and_then(|c| c.actor()) else {
+            let _ = reply.send(Err(AdminError::UnknownAgent(id)));
+            return;
+        };
+        let (tx, rx) = ractor::concurrency::oneshot();
+        if actor.cast(AgentMsg::Op(op, tx.into())).is_err() {
+            let e = AdminError::Unavailable("agent actor restarting".into());
+            let _ = reply.send(Err(e));
+            return;
+        }
+        let registry = self.ctx.registry.clone();
+        let limit = self.ctx.call_timeout;
+        tokio::spawn(async move {
+            let answer = match tokio::time::timeout(limit, rx).await {
+                Ok(Ok(answer)) => answer,
+                _ => Err(AdminError::Unavailable("agent actor did not answer".into())),
+            };
+            // The actor sent its change to the registry before it answered: the registry
+            // gets this after it.
+            answer_when_durable(&registry, reply, answer);
+        });
     }
+}
+
+/// Has the registry send `answer` once every event sequenced so far is durable. A refusal
+/// changed nothing and is sent at once.
+fn answer_when_durable(
+    registry: &ActorRef<RegistryMsg>,
+    reply: RpcReplyPort<Result<AdminResponse, AdminError>>,
+    answer: Result<AdminResponse, AdminError>,
+) {
+    if answer.is_err() {
+        let _ = reply.send(answer);
+        return;
+    }
+    let waiter = Waiter::Admin(reply, Box::new(answer));
+    if let Err(ractor::MessagingErr::SendErr(RegistryMsg::WhenDurable {
+        waiter: Waiter::Admin(reply, _),
+        ..
+    })) = registry.cast(RegistryMsg::WhenDurable { upto: None, waiter })
+    {
+        let _ = reply.send(Err(AdminError::Unavailable("registry is gone".into())));
+    }
+}
+
+/// Relays the registry's answer to a registration (its incarnation and seq, once sequenced)
+/// to the caller, as a [`Registered`], or an error after `limit`.
+fn relay_registration(
+    rx: ractor::concurrency::OneshotReceiver<crate::registry::RegisterReply>,
+    reply: RpcReplyPort<Result<Registered, RegisterError>>,
+    id: AgentId,
+    interval: Duration,
+    cell: Arc<AgentCell>,
+    limit: Duration,
+) {
+    tokio::spawn(async move {
+        let out = match tokio::time::timeout(limit, rx).await {
+            Ok(Ok(out)) => Ok(Registered {
+                id,
+                incarnation: out.incarnation,
+                seq: out.seq,
+                heartbeat_interval: interval,
+                cell,
+            }),
+            _ => Err(RegisterError::Unavailable("registry did not answer".into())),
+        };
+        let _ = reply.send(out);
+    });
 }

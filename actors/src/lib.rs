@@ -36,6 +36,9 @@
 //! - `health_task`: the task that runs the health check every `check_interval`.
 //! - `fleet`: the FleetSupervisor — spawns, links, finds and restarts agent actors.
 //! - `registry`: the RegistryActor — sequencer, group commit, live view, queries.
+//! - `durable`: answers held until durable, and the backpressure the edges read.
+//! - `pipeline`: the registry's write pipeline (pure): the log lane, the side lane, retries.
+//! - `registry_stats`: the registry's counters and latency histogram.
 //! - [`broadcaster`]: the BroadcasterActor — subscribers, filters, resume, lag.
 //! - [`store`]: the `Store` trait, the in-memory store, the conformance suite.
 //! - [`admin`]: admin requests, responses and errors.
@@ -46,6 +49,7 @@ mod agent;
 pub mod broadcaster;
 mod cell;
 pub mod clock;
+mod durable;
 mod fleet;
 pub mod fsm;
 pub mod health;
@@ -53,7 +57,9 @@ mod health_task;
 mod jobs;
 pub mod lag;
 pub mod model;
+mod pipeline;
 mod registry;
+mod registry_stats;
 pub mod runtime;
 pub mod sink;
 pub mod store;

@@ -20,26 +20,28 @@
 //! as it is sequenced, and a `mass_offline` alert is sequenced right after the transition that
 //! makes the failure massive. Every transition is still sequenced and published.
 
+use std::collections::VecDeque;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 use crate::admin::{AdminError, AdminResponse};
 use crate::broadcaster::{BroadcastMsg, Filter, Snapshot, Start, SubscribeOptions, Subscription};
 use crate::cell::AgentCell;
 use crate::clock::Clock;
+use crate::durable::{event_bytes, Backpressure, Waiter};
 use crate::health::{MassOffline, MASS_OFFLINE};
 use crate::jobs::JobBook;
 use crate::model::{
-    AgentId, AgentRecord, Event, EventBody, EventKind, JobReport, JobState, Registration, Severity,
-    Status,
+    AgentId, AgentRecord, Event, EventBody, EventKind, JobReport, Registration, Severity, Status,
 };
+use crate::pipeline::{Batch, Op, Outcome, Pipeline, Side};
+pub use crate::registry_stats::{LatencyHistogram, RegistryStats};
 use crate::store::{Retention, Store, StoreError};
 
 /// A change to sequence, from an agent actor or the runtime.
@@ -54,6 +56,8 @@ pub(crate) struct Change {
 #[derive(Debug, Clone)]
 pub(crate) struct RegisterReply {
     pub incarnation: u64,
+    /// The seq of its `registered` event (see [`RegistryMsg::WhenDurable`]).
+    pub seq: u64,
 }
 
 pub(crate) enum RegistryMsg {
@@ -86,6 +90,12 @@ pub(crate) enum RegistryMsg {
     Restorable(RpcReplyPort<Vec<Restorable>>),
     /// The cells of restored agents, now supervised.
     Attach(Vec<(AgentId, Arc<AgentCell>)>),
+    /// Sends this answer once every event up to `upto` (default: every event sequenced so
+    /// far) is durable.
+    WhenDurable {
+        upto: Option<u64>,
+        waiter: Waiter,
+    },
     Flush,
     Committed(Result<(), StoreError>),
     Checkpoint,
@@ -122,70 +132,6 @@ pub(crate) enum Query {
     Stats,
 }
 
-/// Counters of the registry.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct RegistryStats {
-    pub agents: BTreeMap<Status, usize>,
-    pub total: usize,
-    /// Last seq given to an event.
-    pub last_seq: u64,
-    /// Last seq known durable (and so published).
-    pub durable_seq: u64,
-    pub pending_events: usize,
-    pub store_errors: u64,
-    pub store_healthy: bool,
-    pub batches: u64,
-    /// Jobs by state (finished ones as far as they are remembered).
-    #[serde(default)]
-    pub jobs: BTreeMap<JobState, usize>,
-    /// Agents by kind, then by status (kinds with no agents left out).
-    #[serde(default)]
-    pub by_kind: BTreeMap<String, BTreeMap<Status, usize>>,
-    /// Events persisted since start, by kind.
-    #[serde(default)]
-    pub persisted: BTreeMap<EventKind, u64>,
-    /// How long the store took to write each group of events.
-    #[serde(default)]
-    pub batch_latency: LatencyHistogram,
-}
-
-/// A histogram of durations with fixed bucket bounds (seconds), for `/metrics`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LatencyHistogram {
-    /// Upper bounds of the buckets, in seconds; a last, unbounded bucket follows.
-    pub bounds: Vec<f64>,
-    /// Observations per bucket (not cumulative); one more than `bounds`.
-    pub counts: Vec<u64>,
-    pub sum_seconds: f64,
-    pub count: u64,
-}
-
-impl Default for LatencyHistogram {
-    fn default() -> Self {
-        let bounds = vec![
-            0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-        ];
-        Self {
-            counts: vec![0; bounds.len() + 1],
-            bounds,
-            sum_seconds: 0.0,
-            count: 0,
-        }
-    }
-}
-
-impl LatencyHistogram {
-    pub fn observe(&mut self, d: Duration) {
-        let s = d.as_secs_f64();
-        let i = self.bounds.partition_point(|b| *b < s);
-        if let Some(c) = self.counts.get_mut(i) {
-            *c += 1;
-        }
-        self.sum_seconds += s;
-        self.count += 1;
-    }
-}
-
 pub(crate) struct RegistryArgs {
     pub store: Arc<dyn Store>,
     pub broadcaster: ActorRef<BroadcastMsg>,
@@ -195,7 +141,7 @@ pub(crate) struct RegistryArgs {
     pub flush_interval: Duration,
     pub retention: Retention,
     pub loaded: crate::store::Loaded,
-    pub store_ok: Arc<AtomicBool>,
+    pub backpressure: Arc<Backpressure>,
     pub mass_offline: MassOffline,
 }
 
@@ -221,21 +167,6 @@ impl Entry {
         }
         r
     }
-}
-
-enum Op {
-    Segment(Arc<[Arc<Event>]>),
-    Retain,
-    Checkpoint {
-        records: Arc<[AgentRecord]>,
-        seq: u64,
-        full: bool,
-    },
-    /// Mirror these records; with `complete_at`, the mirror is then complete as of that seq.
-    Mirror {
-        records: Arc<[AgentRecord]>,
-        complete_at: Option<u64>,
-    },
 }
 
 /// Below this many agents, incremental checkpoints go on until they hold this many records.
@@ -265,14 +196,18 @@ pub(crate) struct RegistryState {
     write_started: Option<tokio::time::Instant>,
     next_seq: u64,
     durable_seq: u64,
+    /// Sequenced events not yet sealed into a batch.
     pending: Vec<Arc<Event>>,
-    ops: std::collections::VecDeque<Op>,
-    inflight: Option<Op>,
-    running: bool,
-    retry: Duration,
-    retry_at: Option<tokio::time::Instant>,
+    /// Bytes of the events sequenced and not yet durable (see [`event_bytes`]).
+    pending_bytes: u64,
+    pipeline: Pipeline,
+    /// A `Flush` is scheduled for this instant (the end of a backoff).
+    wake_at: Option<tokio::time::Instant>,
+    /// Answers to send once their seq is durable, in seq order.
+    waiters: VecDeque<(u64, Waiter)>,
     store_errors: u64,
-    store_ok: Arc<AtomicBool>,
+    side_given_up: u64,
+    backpressure: Arc<Backpressure>,
     batches: u64,
     /// Agents changed since the last checkpoint; not kept when only shutdown checkpoints.
     dirty: Option<BTreeSet<AgentId>>,
@@ -290,6 +225,8 @@ pub(crate) struct RegistryState {
     drain_until: Option<tokio::time::Instant>,
     parked: Vec<(u64, Snapshot, Filter, RpcReplyPort<Subscription>)>,
     drains: Vec<RpcReplyPort<Result<(), StoreError>>>,
+    /// The drain's final checkpoint was given up: the drain reports this.
+    drain_error: Option<StoreError>,
     flush_queued: bool,
     jobs: JobBook,
     /// Fed every offline transition as it is sequenced. A hook here rather than a
@@ -300,9 +237,6 @@ pub(crate) struct RegistryState {
 }
 
 pub(crate) struct RegistryActor;
-
-const RETRY_MIN: Duration = Duration::from_millis(50);
-const RETRY_MAX: Duration = Duration::from_secs(5);
 
 impl Actor for RegistryActor {
     type Msg = RegistryMsg;
@@ -330,13 +264,13 @@ impl Actor for RegistryActor {
             next_seq: args.loaded.last_seq + 1,
             durable_seq: args.loaded.last_seq,
             pending: Vec::new(),
-            ops: Default::default(),
-            inflight: None,
-            running: false,
-            retry: RETRY_MIN,
-            retry_at: None,
+            pending_bytes: 0,
+            pipeline: Pipeline::default(),
+            wake_at: None,
+            waiters: VecDeque::new(),
             store_errors: 0,
-            store_ok: args.store_ok,
+            side_given_up: 0,
+            backpressure: args.backpressure,
             batches: 0,
             dirty: (!args.checkpoint_interval.is_zero()).then(BTreeSet::new),
             mirror_dirty: BTreeSet::new(),
@@ -347,6 +281,7 @@ impl Actor for RegistryActor {
             drain_until: None,
             parked: Vec::new(),
             drains: Vec::new(),
+            drain_error: None,
             flush_queued: false,
             jobs: JobBook::default(),
             mass_offline: args.mass_offline,
@@ -385,6 +320,7 @@ impl Actor for RegistryActor {
                 cell,
                 reply,
             } => {
+                // Answered at once with its seq; the caller waits for its durability.
                 let out = st.register(reg, id, at, cell);
                 let _ = reply.send(out);
                 st.schedule_flush(&myself);
@@ -462,16 +398,39 @@ impl Actor for RegistryActor {
                     }
                 }
             }
+            RegistryMsg::WhenDurable { upto, waiter } => {
+                let seq = upto.unwrap_or(st.next_seq - 1);
+                match seq <= st.durable_seq {
+                    true => waiter.answer(),
+                    false => {
+                        // Kept in seq order (most arrive in order: push at the back).
+                        let at = st.waiters.partition_point(|(s, _)| *s <= seq);
+                        st.waiters.insert(at, (seq, waiter));
+                    }
+                }
+            }
             RegistryMsg::Flush => {
                 st.flush_queued = false;
+                if st.wake_at.is_some_and(|t| tokio::time::Instant::now() >= t) {
+                    st.wake_at = None;
+                }
                 st.pump(&myself);
             }
             RegistryMsg::Committed(result) => st.committed(result, &myself),
             RegistryMsg::Checkpoint => {
-                st.queue_checkpoint(false);
+                // While one waits (the store is slow or failing), the next is not queued: the
+                // agents changed meanwhile stay marked and go into a later one.
+                if !st
+                    .pipeline
+                    .has_side(|s| matches!(s, Side::Checkpoint { .. }))
+                {
+                    st.queue_checkpoint(false);
+                }
                 st.mirror_due = !st.mirror_dirty.is_empty();
-                if !st.retention.is_unbounded() {
-                    st.ops.push_back(Op::Retain);
+                if !st.retention.is_unbounded()
+                    && !st.pipeline.has_side(|s| matches!(s, Side::Retain))
+                {
+                    st.pipeline.push_side(st.next_seq - 1, Side::Retain);
                 }
                 st.pump(&myself);
             }
@@ -659,7 +618,10 @@ impl RegistryState {
                 incarnation,
             },
         });
-        RegisterReply { incarnation }
+        RegisterReply {
+            incarnation,
+            seq: self.next_seq - 1,
+        }
     }
 
     fn sequence(&mut self, change: Change) -> u64 {
@@ -733,19 +695,23 @@ impl RegistryState {
             .as_ref()
             .and_then(|id| self.agents.get(id))
             .map(|e| e.record.kind.clone());
-        self.pending.push(Arc::new(Event {
+        let event = Event {
             seq,
             at: change.at,
             agent: change.agent,
             kind,
             body: change.body,
-        }));
+        };
+        self.pending_bytes += event_bytes(&event) as u64;
+        self.backpressure.set_pending_bytes(self.pending_bytes);
+        self.pending.push(Arc::new(event));
         seq
     }
 
     /// Asks for a flush after the messages already queued, so they join this batch.
     fn schedule_flush(&mut self, myself: &ActorRef<RegistryMsg>) {
-        if !self.flush_queued && !self.running {
+        let running = self.pipeline.busy();
+        if !self.flush_queued && !running {
             self.flush_queued = true;
             if self.flush_interval.is_zero() {
                 let _ = myself.cast(RegistryMsg::Flush);
@@ -753,7 +719,7 @@ impl RegistryState {
                 // Linger: let a group gather for up to flush_interval (or max_batch events).
                 myself.send_after(self.flush_interval, || RegistryMsg::Flush);
             }
-        } else if self.flush_queued && self.pending.len() >= self.max_batch && !self.running {
+        } else if self.flush_queued && self.pending.len() >= self.max_batch && !running {
             let _ = myself.cast(RegistryMsg::Flush);
         }
     }
@@ -761,8 +727,8 @@ impl RegistryState {
     fn seal(&mut self) {
         while !self.pending.is_empty() {
             let n = self.pending.len().min(self.max_batch);
-            let batch: Arc<[Arc<Event>]> = self.pending.drain(..n).collect();
-            self.ops.push_back(Op::Segment(batch));
+            let batch: Batch = self.pending.drain(..n).collect();
+            self.pipeline.push_segment(batch);
         }
     }
 
@@ -797,14 +763,15 @@ impl RegistryState {
             .collect();
         let seq = self.next_seq - 1;
         if !records.is_empty() || full {
-            self.ops.push_back(Op::Checkpoint { records, seq, full });
+            self.pipeline
+                .push_side(seq, Side::Checkpoint { records, seq, full });
         }
     }
 
     /// The next mirror write, when the pipeline has nothing else to do: a chunk of the agents
     /// whose row is out of date (after a checkpoint, or while draining), then, when draining
     /// and the mirror is up to date, the mark that it is complete.
-    fn next_mirror(&mut self) -> Option<Op> {
+    fn next_mirror(&mut self) -> Option<Side> {
         // While draining, the mirror is refreshed only within the drain's budget.
         let allowed = match self.drain_until {
             Some(t) => tokio::time::Instant::now() < t,
@@ -820,7 +787,7 @@ impl RegistryState {
                     records.push(e.view(&self.clock));
                 }
             }
-            return Some(Op::Mirror {
+            return Some(Side::Mirror {
                 records: records.into(),
                 complete_at: None,
             });
@@ -828,7 +795,7 @@ impl RegistryState {
         if self.mirror_dirty.is_empty() {
             self.mirror_due = false;
             if !self.drains.is_empty() && self.mirror_marked != Some(self.checkpoint_seq) {
-                return Some(Op::Mirror {
+                return Some(Side::Mirror {
                     records: Arc::from([]),
                     complete_at: Some(self.checkpoint_seq),
                 });
@@ -839,58 +806,52 @@ impl RegistryState {
 
     /// Starts the next write if none is running.
     fn pump(&mut self, myself: &ActorRef<RegistryMsg>) {
-        if self.running {
+        if self.pipeline.busy() {
             return;
         }
-        if self
-            .retry_at
-            .is_some_and(|t| tokio::time::Instant::now() < t)
-        {
-            return; // backing off; a Flush is scheduled for then
+        if !self.pipeline.has_segments() && !self.pending.is_empty() {
+            let n = self.pending.len().min(self.max_batch);
+            let batch: Batch = self.pending.drain(..n).collect();
+            self.pipeline.push_segment(batch);
         }
-        if self.inflight.is_none() {
-            if self.ops.is_empty() {
-                if !self.pending.is_empty() {
-                    let n = self.pending.len().min(self.max_batch);
-                    let batch: Arc<[Arc<Event>]> = self.pending.drain(..n).collect();
-                    self.ops.push_back(Op::Segment(batch));
-                } else if let Some(op) = self.next_mirror() {
-                    self.ops.push_back(op);
-                } else {
+        if self.pipeline.is_empty() {
+            match self.next_mirror() {
+                Some(side) => self.pipeline.push_side(self.durable_seq, side),
+                None => {
                     self.drain_until = None;
                     self.finish_drains();
                     return;
                 }
             }
-            self.inflight = self.ops.pop_front();
         }
+        let now = tokio::time::Instant::now();
+        let Some(op) = self.pipeline.start(now, self.durable_seq) else {
+            // Backing off: come back when the first lane opens.
+            if let Some(t) = self.pipeline.wake_at(self.durable_seq) {
+                if self.wake_at.is_none_or(|w| w > t) {
+                    self.wake_at = Some(t);
+                    myself.send_after(t.saturating_duration_since(now), || RegistryMsg::Flush);
+                }
+            }
+            return;
+        };
         let store = self.store.clone();
         let myself = myself.clone();
-        let job: futures::future::BoxFuture<'static, Result<(), StoreError>> = match &self.inflight
-        {
-            Some(Op::Segment(batch)) => {
-                let batch = batch.clone();
-                Box::pin(async move { store.append(&batch).await })
-            }
-            Some(Op::Checkpoint { records, seq, full }) => {
-                let (records, seq, full) = (records.clone(), *seq, *full);
+        let job: futures::future::BoxFuture<'static, Result<(), StoreError>> = match op {
+            Op::Segment(batch) => Box::pin(async move { store.append(&batch).await }),
+            Op::Side(Side::Checkpoint { records, seq, full }) => {
                 Box::pin(async move { store.checkpoint(&records, seq, full).await })
             }
-            Some(Op::Mirror {
+            Op::Side(Side::Mirror {
                 records,
                 complete_at,
-            }) => {
-                let (records, complete_at) = (records.clone(), *complete_at);
-                Box::pin(async move { store.mirror(&records, complete_at).await })
-            }
-            Some(Op::Retain) => {
+            }) => Box::pin(async move { store.mirror(&records, complete_at).await }),
+            Op::Side(Side::Retain) => {
                 let retention = self.retention.clone();
                 Box::pin(async move { store.retain(&retention).await.map(|_| ()) })
             }
-            None => return,
         };
-        self.running = true;
-        self.write_started = Some(tokio::time::Instant::now());
+        self.write_started = Some(now);
         tokio::spawn(async move {
             let r = job.await;
             if myself.cast(RegistryMsg::Committed(r)).is_err() {
@@ -900,64 +861,121 @@ impl RegistryState {
     }
 
     fn committed(&mut self, result: Result<(), StoreError>, myself: &ActorRef<RegistryMsg>) {
-        self.running = false;
-        match result {
-            Ok(()) => {
-                if !self.store_ok.swap(true, Ordering::SeqCst) {
+        let now = tokio::time::Instant::now();
+        let Some(outcome) = self.pipeline.finish(result, now) else {
+            return;
+        };
+        match outcome {
+            Outcome::Durable(batch) => {
+                if !self.backpressure.store_ok.swap(true, Ordering::SeqCst) {
                     info!("store writes succeed again");
                 }
-                self.retry = RETRY_MIN;
-                self.retry_at = None;
-                match self.inflight.take() {
-                    Some(Op::Segment(batch)) => {
-                        if let Some(last) = batch.last() {
-                            self.durable_seq = last.seq;
-                        }
-                        self.batches += 1;
-                        if let Some(t) = self.write_started.take() {
-                            self.batch_latency.observe(t.elapsed());
-                        }
-                        for e in batch.iter() {
-                            *self.persisted.entry(e.body.kind()).or_default() += 1;
-                        }
-                        let _ = self.broadcaster.cast(BroadcastMsg::Publish(batch));
-                        self.release_parked();
-                    }
-                    Some(Op::Checkpoint { records, seq, full }) => {
-                        let before = if full {
-                            0
-                        } else {
-                            self.checkpoint_rows.unwrap_or(0)
-                        };
-                        self.checkpoint_rows = Some(before + records.len());
-                        self.checkpoint_seq = seq;
-                    }
-                    Some(Op::Mirror {
-                        complete_at: Some(seq),
-                        ..
-                    }) => self.mirror_marked = Some(seq),
-                    Some(Op::Mirror { .. } | Op::Retain) | None => {}
+                if let Some(last) = batch.last() {
+                    self.durable_seq = last.seq;
                 }
-                self.pump(myself);
+                self.batches += 1;
+                if let Some(t) = self.write_started.take() {
+                    self.batch_latency.observe(t.elapsed());
+                }
+                let mut bytes = 0;
+                for e in batch.iter() {
+                    *self.persisted.entry(e.body.kind()).or_default() += 1;
+                    bytes += event_bytes(e) as u64;
+                }
+                self.pending_bytes = self.pending_bytes.saturating_sub(bytes);
+                self.backpressure.set_pending_bytes(self.pending_bytes);
+                let _ = self.broadcaster.cast(BroadcastMsg::Publish(batch));
+                self.release_parked();
+                self.release_waiters();
             }
-            Err(e) => {
-                self.store_errors += 1;
-                if self.store_ok.swap(false, Ordering::SeqCst) {
-                    error!(error = %e, "store write failed; events are held and retried");
+            Outcome::Done(Side::Checkpoint { records, seq, full }) => {
+                let before = if full {
+                    0
                 } else {
-                    warn!(error = %e, retry_in = ?self.retry, "store write failed again");
+                    self.checkpoint_rows.unwrap_or(0)
+                };
+                self.checkpoint_rows = Some(before + records.len());
+                self.checkpoint_seq = seq;
+            }
+            Outcome::Done(Side::Mirror {
+                complete_at: Some(seq),
+                ..
+            }) => self.mirror_marked = Some(seq),
+            Outcome::Done(Side::Mirror { .. } | Side::Retain) => {}
+            Outcome::Retry { delay, error } => {
+                self.store_errors += 1;
+                if self.pipeline.log_failing() {
+                    if self.backpressure.store_ok.swap(false, Ordering::SeqCst) {
+                        error!(error = %error, "store write failed; events are held and retried");
+                    } else {
+                        warn!(error = %error, retry_in = ?delay, "store write failed again");
+                    }
+                } else {
+                    warn!(error = %error, retry_in = ?delay, "a checkpoint, mirror or retention write failed");
                 }
-                let delay = self.retry;
-                self.retry = (self.retry * 2).min(RETRY_MAX);
-                self.retry_at = Some(tokio::time::Instant::now() + delay);
-                myself.send_after(delay, || RegistryMsg::Flush);
+            }
+            Outcome::GivenUp { side, error } => {
+                self.store_errors += 1;
+                self.side_given_up += 1;
+                self.give_up(side, error);
+            }
+        }
+        self.sweep_abandoned();
+        self.pump(myself);
+    }
+
+    /// A side write failed too often: what it held is marked to be written again later.
+    fn give_up(&mut self, side: Side, error: StoreError) {
+        match side {
+            Side::Checkpoint { records, full, .. } => {
+                error!(error = %error, agents = records.len(), full, "a checkpoint could not be written; its agents go into the next one");
+                if let Some(d) = &mut self.dirty {
+                    d.extend(records.iter().map(|r| r.id.clone()));
+                }
+                if !self.drains.is_empty() {
+                    self.drain_error = Some(error);
+                }
+            }
+            Side::Mirror { records, .. } => {
+                warn!(error = %error, agents = records.len(), "a mirror write could not be done; it is tried again after the next checkpoint");
+                self.mirror_dirty
+                    .extend(records.iter().map(|r| r.id.clone()));
+                self.mirror_due = false;
+                self.drain_until = None;
+            }
+            Side::Retain => {
+                warn!(error = %error, "retention could not drop old segments this time")
             }
         }
     }
 
+    /// Answers the waiters whose events are all durable.
+    fn release_waiters(&mut self) {
+        while self
+            .waiters
+            .front()
+            .is_some_and(|(seq, _)| *seq <= self.durable_seq)
+        {
+            if let Some((_, w)) = self.waiters.pop_front() {
+                w.answer();
+            }
+        }
+    }
+
+    /// Forgets answers and snapshots whose callers stopped waiting (while the store fails,
+    /// they would pile up: a snapshot holds the whole fleet).
+    fn sweep_abandoned(&mut self) {
+        self.waiters.retain(|(_, w)| !w.abandoned());
+        self.parked.retain(|(_, _, _, reply)| !reply.is_closed());
+    }
+
     fn finish_drains(&mut self) {
+        let result = match self.drain_error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        };
         for d in self.drains.drain(..) {
-            let _ = d.send(Ok(()));
+            let _ = d.send(result.clone());
         }
     }
 
@@ -980,6 +998,11 @@ impl RegistryState {
     }
 
     fn subscribe(&mut self, opts: SubscribeOptions, reply: RpcReplyPort<Subscription>) {
+        if opts.snapshot && self.backpressure.refuse_write().is_some() {
+            // It would wait for the store with a copy of the fleet: refused (the caller is
+            // told `overloaded`).
+            return;
+        }
         if opts.snapshot {
             // The view reflects every event sequenced so far; it may be shown only once they
             // are all durable, and the subscriber continues right after them.
@@ -1086,18 +1109,11 @@ impl RegistryState {
             jobs: self.jobs.counts(),
             last_seq: self.next_seq - 1,
             durable_seq: self.durable_seq,
-            pending_events: self.pending.len()
-                + self
-                    .ops
-                    .iter()
-                    .chain(self.inflight.iter())
-                    .map(|op| match op {
-                        Op::Segment(b) => b.len(),
-                        Op::Checkpoint { .. } | Op::Mirror { .. } | Op::Retain => 0,
-                    })
-                    .sum::<usize>(),
+            pending_events: self.pending.len() + self.pipeline.queued_events(),
+            pending_bytes: self.pending_bytes,
+            side_writes_given_up: self.side_given_up,
             store_errors: self.store_errors,
-            store_healthy: self.store_ok.load(Ordering::SeqCst),
+            store_healthy: self.backpressure.store_ok.load(Ordering::SeqCst),
             batches: self.batches,
             by_kind: self
                 .by_kind

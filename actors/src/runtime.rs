@@ -21,6 +21,7 @@ use crate::broadcaster::{
 };
 use crate::cell::AgentCell;
 use crate::clock::Clock;
+use crate::durable::{Backpressure, Waiter};
 use crate::fleet::{Directory, FleetArgs, FleetMsg, FleetSupervisor, Policies, Registered};
 use crate::health::{HealthConfig, HealthReport, MassOffline};
 use crate::health_task;
@@ -61,6 +62,11 @@ pub struct RuntimeConfig {
     pub health: HealthConfig,
     /// How long internal request/reply calls may take.
     pub call_timeout: Duration,
+    /// How many bytes of events may wait for the store (while it is slow or failing) before
+    /// new registrations are refused with `overloaded`. Admin writes and new subscriptions
+    /// are refused as soon as the store fails. Supervision of the agents already registered
+    /// goes on whatever the backlog.
+    pub max_pending_bytes: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -79,6 +85,7 @@ impl Default for RuntimeConfig {
             lag: LagConfig::default(),
             health: HealthConfig::default(),
             call_timeout: Duration::from_secs(10),
+            max_pending_bytes: 256 << 20,
         }
     }
 }
@@ -94,6 +101,8 @@ pub enum RuntimeError {
     Spawn(String),
     #[error("runtime is not answering: {0}")]
     Unavailable(String),
+    #[error("overloaded: {0}")]
+    Overloaded(String),
 }
 
 /// Why a registration was refused.
@@ -105,6 +114,9 @@ pub enum RegisterError {
     InvalidField(String),
     #[error("runtime unavailable: {0}")]
     Unavailable(String),
+    /// Too many events wait for the store; try again later.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
 }
 
 /// Why a heartbeat was not taken.
@@ -221,7 +233,7 @@ pub struct Runtime {
     directory: Directory,
     clock: Clock,
     lag: Arc<LagMonitor>,
-    store_ok: Arc<AtomicBool>,
+    backpressure: Arc<Backpressure>,
     call_timeout: Duration,
     tasks: Vec<JoinHandle<()>>,
     actor_tasks: Vec<JoinHandle<()>>,
@@ -266,7 +278,10 @@ impl Runtime {
         )
         .await
         .map_err(spawn_err)?;
-        let store_ok = Arc::new(AtomicBool::new(true));
+        let backpressure = Arc::new(Backpressure::new(
+            Arc::new(AtomicBool::new(true)),
+            config.max_pending_bytes,
+        ));
         let (registry, r_task) = Actor::spawn(
             None,
             RegistryActor,
@@ -279,7 +294,7 @@ impl Runtime {
                 flush_interval: config.flush_interval,
                 retention: config.event_retention.clone(),
                 loaded,
-                store_ok: store_ok.clone(),
+                backpressure: backpressure.clone(),
                 mass_offline: MassOffline::new(&health),
             },
         )
@@ -292,6 +307,7 @@ impl Runtime {
             clock,
             lag: lag.clone(),
             call_timeout: config.call_timeout,
+            backpressure: backpressure.clone(),
         };
         let directory: Directory = Arc::new(RwLock::new(HashMap::new()));
         let (fleet, f_task) = Actor::spawn(
@@ -342,7 +358,7 @@ impl Runtime {
             directory,
             clock,
             lag,
-            store_ok,
+            backpressure,
             call_timeout: config.call_timeout,
             tasks,
             actor_tasks: vec![f_task, r_task, b_task],
@@ -373,8 +389,24 @@ impl Runtime {
         Ok(rt)
     }
 
-    /// Registers an agent (or registers it again: it goes online, incarnation + 1).
+    /// Registers an agent (or registers it again: it goes online, incarnation + 1), and
+    /// answers once its `registered` event is durable.
     pub async fn register(&self, reg: Registration) -> Result<AgentHandle, RegisterError> {
+        let (handle, seq) = self.register_sequenced(reg).await?;
+        self.wait_durable(seq).await.map_err(|e| match e {
+            RuntimeError::Overloaded(m) => RegisterError::Overloaded(m),
+            e => RegisterError::Unavailable(e.to_string()),
+        })?;
+        Ok(handle)
+    }
+
+    /// Registers an agent and answers as soon as it is supervised, with the seq of its
+    /// `registered` event, before that is durable: a listener keeps serving the connection
+    /// meanwhile and tells the agent `registered` after [`Runtime::wait_durable`].
+    pub async fn register_sequenced(
+        &self,
+        reg: Registration,
+    ) -> Result<(AgentHandle, u64), RegisterError> {
         let r: Registered = match self
             .fleet
             .call(
@@ -386,11 +418,33 @@ impl Runtime {
             Ok(CallResult::Success(r)) => r?,
             _ => return Err(RegisterError::Unavailable("fleet supervisor".into())),
         };
-        Ok(AgentHandle {
+        let handle = AgentHandle {
             cell: r.cell,
             incarnation: r.incarnation,
             interval: r.heartbeat_interval,
-        })
+        };
+        Ok((handle, r.seq))
+    }
+
+    /// Returns once every event up to `seq` is durable (or fails after the call timeout).
+    pub async fn wait_durable(&self, seq: u64) -> Result<(), RuntimeError> {
+        let r = self
+            .registry
+            .call(
+                |reply| RegistryMsg::WhenDurable {
+                    upto: Some(seq),
+                    waiter: Waiter::Durable(reply),
+                },
+                Some(self.call_timeout),
+            )
+            .await;
+        match r {
+            Ok(CallResult::Success(())) => Ok(()),
+            _ => Err(match self.backpressure.refuse_write() {
+                Some(why) => RuntimeError::Overloaded(why),
+                None => RuntimeError::Unavailable(format!("seq {seq} not durable in time")),
+            }),
+        }
     }
 
     /// A handle to a supervised agent, by id.
@@ -469,11 +523,26 @@ impl Runtime {
     }
 
     /// Subscribes to events: optionally a snapshot first, or a replay `since` a seq.
+    /// While the store fails (or too many events wait for it) a new subscription is refused
+    /// with [`RuntimeError::Overloaded`]: it could show nothing new, and a snapshot would
+    /// hold a copy of the fleet until the store recovers.
     pub async fn subscribe(&self, opts: SubscribeOptions) -> Result<Subscription, RuntimeError> {
+        if let Some(why) = self.backpressure.refuse_write() {
+            return Err(RuntimeError::Overloaded(why));
+        }
         self.source
             .subscribe(opts)
             .await
-            .ok_or_else(|| RuntimeError::Unavailable("subscription not answered".into()))
+            .ok_or_else(|| match self.backpressure.refuse_write() {
+                Some(why) => RuntimeError::Overloaded(why),
+                None => RuntimeError::Unavailable("subscription not answered".into()),
+            })
+    }
+
+    /// Why the store's durability is weaker than "durable before visible" (a sync mode that
+    /// does not flush every commit), if it is.
+    pub fn durability_warning(&self) -> Option<String> {
+        self.store.durability_warning()
     }
 
     /// Sends an admin message and waits for its answer.
@@ -500,7 +569,9 @@ impl Runtime {
 
     /// False while the store is failing (writes are being retried).
     pub fn store_healthy(&self) -> bool {
-        self.store_ok.load(std::sync::atomic::Ordering::SeqCst)
+        self.backpressure
+            .store_ok
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The current scheduling-lag estimate.

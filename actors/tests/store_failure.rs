@@ -23,7 +23,14 @@ async fn events_are_held_while_the_store_fails_and_published_in_order_after() {
     // Supervision goes on: a goes degraded then offline in memory ...
     sleep(Duration::from_secs(4)).await;
     assert_eq!(get(&rt, "a").await.status, Status::Offline);
-    rt.register(Registration::new(id("b"))).await.unwrap();
+    // b registers: it is supervised at once, but answered only once that is durable.
+    let rt = std::sync::Arc::new(rt);
+    let b = tokio::spawn({
+        let rt = rt.clone();
+        async move { rt.register(Registration::new(id("b"))).await }
+    });
+    sleep(Duration::from_millis(500)).await;
+    assert!(!b.is_finished(), "b's registration is not durable yet");
     // ... but nothing unwritten is visible, and the fault is reported.
     let pending = tokio::time::timeout(Duration::from_secs(1), sub.next()).await;
     assert!(
@@ -46,6 +53,9 @@ async fn events_are_held_while_the_store_fails_and_published_in_order_after() {
         assert_eq!(e.seq, seq);
     }
     assert!(rt.store_healthy());
+    b.await
+        .unwrap()
+        .expect("b is registered once its event is durable");
     // (b may have gone offline meanwhile: the retry backoff had grown to seconds.)
     let log = all_events(&rt).await;
     assert!(log.len() >= 5);
@@ -53,7 +63,12 @@ async fn events_are_held_while_the_store_fails_and_published_in_order_after() {
         log.iter().enumerate().all(|(i, e)| e.seq == i as u64 + 1),
         "gapless"
     );
-    rt.shutdown().await.unwrap();
+    drop(sub);
+    std::sync::Arc::into_inner(rt)
+        .expect("one owner")
+        .shutdown()
+        .await
+        .unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -65,7 +80,14 @@ async fn shutdown_reports_a_store_that_never_recovers() {
     };
     let rt = Runtime::start(cfg, store.clone()).await.unwrap();
     store.fail_writes(true);
-    rt.register(Registration::new(id("a"))).await.unwrap();
+    let rt = std::sync::Arc::new(rt);
+    let a = tokio::spawn({
+        let rt = rt.clone();
+        async move { rt.register(Registration::new(id("a"))).await }
+    });
+    // Its registration is never durable: the caller is told so after its timeout.
+    assert!(a.await.unwrap().is_err());
+    let rt = std::sync::Arc::into_inner(rt).expect("one owner");
     // The drain waits for the write, which keeps failing: shutdown says so (after its
     // timeout) instead of claiming the events are safe.
     let r = tokio::time::timeout(Duration::from_secs(3600), rt.shutdown()).await;

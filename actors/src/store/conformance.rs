@@ -64,6 +64,7 @@ where
     empty_store_loads_nothing(&*make().await).await;
     appended_events_read_back_in_order(&*make().await).await;
     append_refuses_a_gap(&*make().await).await;
+    a_batch_retried_verbatim_is_kept_once(&*make().await).await;
     checkpoint_and_replay(&*make().await).await;
     agent_history(&*make().await).await;
     retention_drops_whole_segments_never_past_the_checkpoint(&*make().await).await;
@@ -167,6 +168,42 @@ async fn append_refuses_a_gap(s: &dyn Store) {
         .await
         .is_err());
     assert_eq!(s.read_events(0, 10).await.expect("read").len(), 1);
+}
+
+/// A write whose outcome was unknown (it landed, but the caller saw an error) is retried
+/// with the same batch: the store accepts it, keeps one copy, and the log goes on.
+async fn a_batch_retried_verbatim_is_kept_once(s: &dyn Store) {
+    let first = vec![event(1, "a", Status::Online, Status::Degraded)];
+    let batch = vec![
+        event(2, "a", Status::Degraded, Status::Offline),
+        event(3, "b", Status::Online, Status::Degraded),
+    ];
+    s.append(&first).await.expect("append");
+    s.append(&batch).await.expect("append");
+    s.append(&batch)
+        .await
+        .expect("the same batch again is accepted");
+    // The same seqs with other content are not a retry.
+    let other = vec![
+        event(2, "a", Status::Degraded, Status::Online),
+        event(3, "b", Status::Online, Status::Degraded),
+    ];
+    assert!(matches!(
+        s.append(&other).await,
+        Err(super::StoreError::OutOfOrder { .. })
+    ));
+    s.append(&[event(4, "a", Status::Offline, Status::Online)])
+        .await
+        .expect("the log goes on");
+    let seqs: Vec<u64> = s
+        .read_events(0, 100)
+        .await
+        .expect("read")
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4], "one copy of each event");
+    assert_eq!(s.load().await.expect("load").last_seq, 4);
 }
 
 async fn checkpoint_and_replay(s: &dyn Store) {

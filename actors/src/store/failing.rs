@@ -10,11 +10,17 @@ use async_trait::async_trait;
 use super::{Loaded, Retention, Store, StoreError};
 use crate::model::{AgentId, AgentRecord, Event};
 
-/// A store whose writes fail while [`FailingStore::fail_writes`] is on.
+/// A store whose writes fail while [`FailingStore::fail_writes`] is on, or land and then
+/// report a failure ([`FailingStore::land_then_fail`]).
 pub struct FailingStore<S> {
     inner: Arc<S>,
     failing: AtomicBool,
     refused: AtomicU64,
+    /// Appends still to let through and then report as failed.
+    land_then_fail: AtomicU64,
+    /// Every write but appends fails (a checkpoint, mirror, retention or sink state that
+    /// can never be written), while the log's appends go through.
+    fail_others: AtomicBool,
 }
 
 impl<S: Store> FailingStore<S> {
@@ -23,7 +29,28 @@ impl<S: Store> FailingStore<S> {
             inner,
             failing: AtomicBool::new(false),
             refused: AtomicU64::new(0),
+            land_then_fail: AtomicU64::new(0),
+            fail_others: AtomicBool::new(false),
         })
+    }
+
+    /// The next `n` appends are written to the wrapped store, then reported as failed with an
+    /// unknown outcome (a commit whose answer was lost).
+    pub fn land_then_fail(&self, n: u64) {
+        self.land_then_fail.store(n, Ordering::SeqCst);
+    }
+
+    /// Starts or stops failing every write except the log's appends.
+    pub fn fail_all_but_appends(&self, on: bool) {
+        self.fail_others.store(on, Ordering::SeqCst);
+    }
+
+    fn check_other(&self) -> Result<(), StoreError> {
+        if self.fail_others.load(Ordering::SeqCst) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(StoreError::Write("checkpoint refused (injected)".into()));
+        }
+        self.check()
     }
 
     /// Starts or stops failing every write (append, checkpoint, retention).
@@ -59,7 +86,17 @@ impl<S: Store> Store for FailingStore<S> {
 
     async fn append(&self, events: &[Arc<Event>]) -> Result<(), StoreError> {
         self.check()?;
-        self.inner.append(events).await
+        self.inner.append(events).await?;
+        let landed = self
+            .land_then_fail
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if landed.is_ok() {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(StoreError::Unknown(
+                "connection lost after the commit (injected)".into(),
+            ));
+        }
+        Ok(())
     }
 
     async fn checkpoint(
@@ -68,7 +105,7 @@ impl<S: Store> Store for FailingStore<S> {
         seq: u64,
         full: bool,
     ) -> Result<(), StoreError> {
-        self.check()?;
+        self.check_other()?;
         self.inner.checkpoint(agents, seq, full).await
     }
 
@@ -77,7 +114,7 @@ impl<S: Store> Store for FailingStore<S> {
         agents: &[AgentRecord],
         complete_at: Option<u64>,
     ) -> Result<(), StoreError> {
-        self.check()?;
+        self.check_other()?;
         self.inner.mirror(agents, complete_at).await
     }
 
@@ -111,16 +148,20 @@ impl<S: Store> Store for FailingStore<S> {
     }
 
     async fn put_sink_state(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.check()?;
+        self.check_other()?;
         self.inner.put_sink_state(key, value).await
     }
 
     async fn retain(&self, retention: &Retention) -> Result<Option<u64>, StoreError> {
-        self.check()?;
+        self.check_other()?;
         self.inner.retain(retention).await
     }
 
     async fn close(&self) {
         self.inner.close().await
+    }
+
+    fn durability_warning(&self) -> Option<String> {
+        self.inner.durability_warning()
     }
 }

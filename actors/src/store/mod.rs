@@ -28,12 +28,18 @@ mod surreal;
 #[cfg(feature = "surreal")]
 pub use surreal::{SurrealOptions, SurrealStore, SCHEMA_VERSION};
 
-/// Errors a store reports. The registry treats every one of them as "not written": it keeps
-/// the batch, retries with backoff, and publishes nothing until a write succeeds.
+/// Errors a store reports. The registry treats every one of them as "not known to be
+/// written": it keeps the batch, retries with backoff, and publishes nothing until a write
+/// succeeds. A retry of a batch that did land is accepted by the store (see
+/// [`Store::append`]), so "unknown" needs no other handling.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
+    /// The store refused the write: nothing of it was written.
     #[error("store write failed: {0}")]
     Write(String),
+    /// The write may or may not have landed (a failed commit or sync, a lost connection).
+    #[error("store write outcome unknown: {0}")]
+    Unknown(String),
     #[error("store read failed: {0}")]
     Read(String),
     #[error("events out of order: expected seq {expected}, got {got}")]
@@ -107,6 +113,9 @@ pub trait Store: Send + Sync + 'static {
     /// Reads the checkpoint and the log after it.
     async fn load(&self) -> Result<Loaded, StoreError>;
     /// Appends a batch of events (consecutive seqs, continuing the log) as one durable unit.
+    /// The same batch again, verbatim, after a write whose outcome was unknown is accepted
+    /// and leaves one copy (the store makes sure it is durable); any other batch that does
+    /// not continue the log is refused with [`StoreError::OutOfOrder`].
     async fn append(&self, events: &[Arc<Event>]) -> Result<(), StoreError>;
     /// Records that the checkpoint reflects `seq`: with `full`, `agents` is every agent and
     /// replaces what the checkpoint held; without, they are the agents changed since the last
@@ -152,4 +161,9 @@ pub trait Store: Send + Sync + 'static {
     async fn put_sink_state(&self, key: &str, value: &str) -> Result<(), StoreError>;
     /// Flushes and releases the store (the runtime calls it last, at shutdown).
     async fn close(&self) {}
+    /// Why the store's writes are weaker than "durable when `append` returns" (a sync mode
+    /// that does not flush every commit), if they are.
+    fn durability_warning(&self) -> Option<String> {
+        None
+    }
 }

@@ -27,8 +27,11 @@
 //!
 //! A write that fails marks the connection suspect: SurrealKV may have damaged its log (a full
 //! disk), and writes that succeed afterwards in the same process can be lost at the next open.
-//! So the next write first closes and reopens the datastore, and a batch whose outcome was
-//! unknown is looked up before it is written again.
+//! So the next write first closes and reopens the datastore and reads the index again. A batch
+//! the store then already holds is accepted only as a verbatim retry of the newest segment,
+//! and written again, so that its durability rests on a commit that succeeded: the failed
+//! one's sync may have failed while the page cache still showed the data. Nothing is decided
+//! from an error's text.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +42,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{json, Value};
 use surrealdb::engine::any::Any;
 use surrealdb::engine::local::Db;
+use surrealdb::types::QueryError;
 use surrealdb::{IndexedResults, Surreal};
 use surrealdb_core::kvs::Datastore;
 use tokio::sync::RwLock;
@@ -95,14 +99,15 @@ impl Conn {
             Conn::Local { db, .. } => db.query(sql).bind(binds).await,
             Conn::Remote(db) => db.query(sql).bind(binds).await,
         };
-        let mut r = r.map_err(|e| StoreError::Write(e.to_string()))?;
+        // The request itself failed (a lost connection, a failed commit): it may have landed.
+        let mut r = r.map_err(|e| StoreError::Unknown(e.to_string()))?;
         let errors = r.take_errors();
         if let Some((_, e)) = errors.into_iter().min_by_key(|(i, e)| {
             // In a failed transaction every statement reports "not executed"; the cause is
             // the one that says something else.
-            (e.to_string().contains("not executed"), *i)
+            (not_executed(e), *i)
         }) {
-            return Err(StoreError::Write(e.to_string()));
+            return Err(classify(&e));
         }
         Ok(r)
     }
@@ -114,6 +119,51 @@ impl Conn {
             }
             drop(db);
         }
+    }
+}
+
+fn not_executed(e: &surrealdb::Error) -> bool {
+    matches!(e.query_details(), Some(QueryError::NotExecuted))
+}
+
+/// A statement's error as the store's: refusals that leave nothing written (the statement
+/// or the transaction was rejected before its commit) are [`StoreError::Write`]; anything
+/// else, a failed commit or sync among them, is [`StoreError::Unknown`].
+fn classify(e: &surrealdb::Error) -> StoreError {
+    let refused = e.is_already_exists()
+        || e.is_validation()
+        || e.is_not_allowed()
+        || e.is_not_found()
+        || e.is_thrown()
+        || e.is_serialization()
+        || matches!(
+            e.query_details(),
+            Some(QueryError::NotExecuted | QueryError::TransactionConflict | QueryError::Cancelled)
+        );
+    match refused {
+        true => StoreError::Write(e.to_string()),
+        false => StoreError::Unknown(e.to_string()),
+    }
+}
+
+/// The embedded URL with its sync mode made explicit: `sync=every` (every commit is flushed
+/// to disk before it returns) unless the URL asks for another, which is then returned too.
+fn with_sync(url: &str) -> (String, Option<String>) {
+    if !url.starts_with("surrealkv://") {
+        return (url.to_string(), None);
+    }
+    let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let mode = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("sync="))
+        .map(str::to_string);
+    match mode {
+        None => {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            (format!("{url}{sep}sync=every"), None)
+        }
+        Some(m) if m == "every" => (url.to_string(), None),
+        Some(m) => (url.to_string(), Some(m)),
     }
 }
 
@@ -151,7 +201,10 @@ pub struct SurrealStore {
     opts: SurrealOptions,
     conn: RwLock<Option<Conn>>,
     index: Mutex<Index>,
+    /// A write failed: the next write reopens the datastore first.
     suspect: AtomicBool,
+    /// The sync mode the URL asked for, when it is weaker than `every`.
+    weak_sync: Option<String>,
 }
 
 fn read_err(e: impl std::fmt::Display) -> StoreError {
@@ -160,14 +213,29 @@ fn read_err(e: impl std::fmt::Display) -> StoreError {
 
 impl SurrealStore {
     /// Opens (creating if needed) the store at `url` and defines the schema.
+    ///
+    /// An embedded SurrealKV store is opened with `sync=every` (each commit flushed to disk
+    /// before it is reported) unless its URL names another mode; a weaker one is accepted with
+    /// a warning, and [`Store::durability_warning`] says so.
     pub async fn open(url: &str, opts: SurrealOptions) -> Result<Arc<Self>, StoreError> {
         let started = std::time::Instant::now();
+        let (url, weak_sync) = with_sync(url);
+        if let Some(mode) = &weak_sync {
+            warn!(
+                url = %url,
+                sync = %mode,
+                "the store's sync mode is not 'every': an acknowledged event can be lost if \
+                 the machine loses power or crashes (a process crash alone loses nothing)"
+            );
+        }
+        let url = url.as_str();
         let store = Arc::new(Self {
             url: url.to_string(),
             opts,
             conn: RwLock::new(None),
             index: Mutex::new(Index::default()),
             suspect: AtomicBool::new(false),
+            weak_sync,
         });
         let conn = store.connect().await?;
         let connect_ms = started.elapsed().as_millis() as u64;
@@ -339,12 +407,19 @@ impl SurrealStore {
         Ok(())
     }
 
-    /// Runs a write; a failure makes the next write reopen the datastore first.
-    async fn write(&self, sql: &str, binds: Value) -> Result<IndexedResults, StoreError> {
+    /// After a failed write, closes and reopens the datastore (SurrealKV may have damaged
+    /// its log) and reads the index again from what is stored.
+    async fn reopen_if_suspect(&self) -> Result<(), StoreError> {
         if self.suspect.load(Ordering::SeqCst) {
             self.reopen().await?;
             self.suspect.store(false, Ordering::SeqCst);
         }
+        Ok(())
+    }
+
+    /// Runs a write; a failure makes the next write reopen the datastore first.
+    async fn write(&self, sql: &str, binds: Value) -> Result<IndexedResults, StoreError> {
+        self.reopen_if_suspect().await?;
         let guard = self.conn.read().await;
         let conn = guard
             .as_ref()
@@ -383,6 +458,21 @@ impl SurrealStore {
             },
             None => Err(StoreError::Read(format!("segment {last_seq} is missing"))),
         }
+    }
+
+    /// A stored segment's first seq and events as written, if it is there.
+    async fn segment_text(&self, last_seq: u64) -> Result<Option<(u64, String)>, StoreError> {
+        let mut r = self
+            .read(
+                "SELECT first_seq, events_json FROM ONLY type::record('segment', $k)",
+                json!({ "k": last_seq }),
+            )
+            .await?;
+        let row: Option<Value> = r.take(0).map_err(read_err)?;
+        Ok(row.and_then(|v| {
+            let first = v["first_seq"].as_u64()?;
+            Some((first, v["events_json"].as_str()?.to_string()))
+        }))
     }
 
     /// Events with `seq >= from` that `keep` accepts, in order, at most `limit`: the
@@ -492,22 +582,12 @@ impl Store for SurrealStore {
             return Ok(());
         };
         let (first, last) = (first.seq, last.seq);
-        let retrying = self.suspect.load(Ordering::SeqCst);
-        let expected = {
+        // After a failed write the index is read again from what the store holds.
+        self.reopen_if_suspect().await?;
+        let (expected, newest) = {
             let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-            index.last_seq.max(index.checkpoint_seq) + 1
+            (index.last_seq.max(index.checkpoint_seq) + 1, index.last_seq)
         };
-        for (want, e) in (expected..).zip(events) {
-            if e.seq != want {
-                if retrying && e.seq < want {
-                    break; // checked below: it may have been written before the failure
-                }
-                return Err(StoreError::OutOfOrder {
-                    expected: want,
-                    got: e.seq,
-                });
-            }
-        }
         let newest_at_ms = events.last().map_or(0, |e| e.at.timestamp_millis());
         // The events travel as one JSON text: SurrealDB then stores one string instead of
         // converting and encoding thousands of nested objects, which was most of a write's CPU.
@@ -519,33 +599,42 @@ impl Store for SurrealStore {
             "newest_at_ms": newest_at_ms,
             "events_json": events_json,
         });
-        let r = self
-            .write(
-                "BEGIN TRANSACTION;
-                 CREATE type::record('segment', $k) CONTENT $segment RETURN NONE;
-                 UPSERT meta:log SET last_seq = $k RETURN NONE;
-                 COMMIT TRANSACTION;",
-                json!({ "k": last, "segment": segment }),
-            )
-            .await;
-        if let Err(e) = r {
-            // After a reopen, a batch whose first attempt failed may in fact be there.
-            if e.to_string().contains("already exists") {
-                let mut r = self
-                    .read(
-                        "SELECT VALUE first_seq FROM ONLY type::record('segment', $k)",
-                        json!({ "k": last }),
-                    )
-                    .await?;
-                let there: Option<Value> = r.take(0).map_err(read_err)?;
-                if there.and_then(|v| v.as_u64()) != Some(first) {
-                    return Err(e);
-                }
-                self.suspect.store(false, Ordering::SeqCst);
-            } else {
-                return Err(e);
+        let sql = if first < expected {
+            // The store holds this seq already: only a retry of a batch whose write failed
+            // yet landed is accepted, and it is written again (an upsert of the same content)
+            // so that a commit that succeeds makes it durable: the first one's sync may have
+            // failed while the page cache still showed it.
+            let there = self.segment_text(last).await?;
+            let same = there
+                .as_ref()
+                .is_some_and(|(f, text)| *f == first && *text == events_json);
+            if !same || last != newest {
+                return Err(StoreError::OutOfOrder {
+                    expected,
+                    got: first,
+                });
             }
-        }
+            debug!(first, last, "a batch that landed before is written again");
+            "BEGIN TRANSACTION;
+             UPSERT type::record('segment', $k) CONTENT $segment RETURN NONE;
+             UPSERT meta:log SET last_seq = $k RETURN NONE;
+             COMMIT TRANSACTION;"
+        } else {
+            for (want, e) in (expected..).zip(events) {
+                if e.seq != want {
+                    return Err(StoreError::OutOfOrder {
+                        expected: want,
+                        got: e.seq,
+                    });
+                }
+            }
+            "BEGIN TRANSACTION;
+             CREATE type::record('segment', $k) CONTENT $segment RETURN NONE;
+             UPSERT meta:log SET last_seq = $k RETURN NONE;
+             COMMIT TRANSACTION;"
+        };
+        self.write(sql, json!({ "k": last, "segment": segment }))
+            .await?;
         let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
         index.segments.insert(
             last,
@@ -816,6 +905,15 @@ impl Store for SurrealStore {
         if let Some(conn) = self.conn.write().await.take() {
             conn.close().await;
         }
+    }
+
+    fn durability_warning(&self) -> Option<String> {
+        self.weak_sync.as_ref().map(|mode| {
+            format!(
+                "store sync mode is '{mode}', not 'every': an acknowledged event can be lost \
+                 if the machine loses power or crashes"
+            )
+        })
     }
 }
 

@@ -1,0 +1,78 @@
+//! The registry's counters ([`RegistryStats`]) and the latency histogram they carry.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{EventKind, JobState, Status};
+
+/// Counters of the registry.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RegistryStats {
+    pub agents: BTreeMap<Status, usize>,
+    pub total: usize,
+    /// Last seq given to an event.
+    pub last_seq: u64,
+    /// Last seq known durable (and so published).
+    pub durable_seq: u64,
+    pub pending_events: usize,
+    /// About how many bytes the events waiting for the store take.
+    #[serde(default)]
+    pub pending_bytes: u64,
+    /// Checkpoint, mirror and retention writes given up after repeated failures.
+    #[serde(default)]
+    pub side_writes_given_up: u64,
+    pub store_errors: u64,
+    pub store_healthy: bool,
+    pub batches: u64,
+    /// Jobs by state (finished ones as far as they are remembered).
+    #[serde(default)]
+    pub jobs: BTreeMap<JobState, usize>,
+    /// Agents by kind, then by status (kinds with no agents left out).
+    #[serde(default)]
+    pub by_kind: BTreeMap<String, BTreeMap<Status, usize>>,
+    /// Events persisted since start, by kind.
+    #[serde(default)]
+    pub persisted: BTreeMap<EventKind, u64>,
+    /// How long the store took to write each group of events.
+    #[serde(default)]
+    pub batch_latency: LatencyHistogram,
+}
+
+/// A histogram of durations with fixed bucket bounds (seconds), for `/metrics`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LatencyHistogram {
+    /// Upper bounds of the buckets, in seconds; a last, unbounded bucket follows.
+    pub bounds: Vec<f64>,
+    /// Observations per bucket (not cumulative); one more than `bounds`.
+    pub counts: Vec<u64>,
+    pub sum_seconds: f64,
+    pub count: u64,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        let bounds = vec![
+            0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        ];
+        Self {
+            counts: vec![0; bounds.len() + 1],
+            bounds,
+            sum_seconds: 0.0,
+            count: 0,
+        }
+    }
+}
+
+impl LatencyHistogram {
+    pub fn observe(&mut self, d: Duration) {
+        let s = d.as_secs_f64();
+        let i = self.bounds.partition_point(|b| *b < s);
+        if let Some(c) = self.counts.get_mut(i) {
+            *c += 1;
+        }
+        self.sum_seconds += s;
+        self.count += 1;
+    }
+}

@@ -1,0 +1,86 @@
+//! Answers are sent only once what they report is durable, over real sockets: `registered`
+//! on TCP, and REST writes (an eviction's 200 OK). While the store fails, writes are refused
+//! with `overloaded` rather than queued without bound.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Client, Node};
+use serde_json::json;
+use vigil_actors::{FailingStore, MemStore, RuntimeConfig, Store};
+
+/// A node on a store whose writes can be made to fail.
+async fn node() -> (Node, Arc<FailingStore<MemStore>>) {
+    let store = FailingStore::new(MemStore::new());
+    let node = Node::start(RuntimeConfig::default(), store.clone()).await;
+    (node, store)
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn registered_is_sent_once_the_registration_is_durable() {
+    let (node, store) = node().await;
+    let mut c = Client::hello(node.tcp.local_addr(), "agent", None).await;
+    c.send(json!({"type":"register","id":"a"})).await;
+    c.expect("registered").await;
+    assert_eq!(store.inner().len(), 1);
+
+    // The store stops writing (no write has failed yet: the registration is taken).
+    store.fail_writes(true);
+    c.send(json!({"type":"register","id":"b","ref":7})).await;
+    // The connection is served meanwhile: a ping is answered before b's `registered`.
+    c.send(json!({"type":"ping","ref":8})).await;
+    let pong = c.expect("pong").await;
+    assert_eq!(pong["ref"], 8);
+    assert_eq!(store.inner().len(), 1, "b's registration is not durable");
+
+    store.fail_writes(false);
+    let reg = c.expect("registered").await;
+    assert_eq!((reg["id"].as_str(), reg["ref"].as_u64()), (Some("b"), Some(7)));
+    assert_eq!(store.inner().len(), 2, "durable before it was answered");
+}
+
+#[tokio::test]
+async fn an_eviction_is_answered_once_durable_and_refused_while_the_store_fails() {
+    let (node, store) = node().await;
+    node.agents("a", "worker", 2).await;
+    store.fail_writes(true);
+    let url = node.url("/api/v1/agents/a0");
+    let evict = tokio::spawn(async move { http().delete(url).send().await });
+    // The eviction's event cannot be written: no answer yet, however long.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while node.rt.store_healthy() {
+        assert!(tokio::time::Instant::now() < deadline, "the write never failed");
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!evict.is_finished(), "no answer before the eviction is durable");
+
+    // While the store is known to fail, another write is refused at once.
+    let r = http()
+        .delete(node.url("/api/v1/agents/a1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    let body: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "overloaded");
+
+    store.fail_writes(false);
+    let r = evict.await.unwrap().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let log = store.inner().read_events(0, 100).await.unwrap();
+    assert!(
+        log.iter().any(|e| e.agent.as_ref().map(|a| a.as_str()) == Some("a0")
+            && matches!(e.body, vigil_actors::EventBody::Deregistered { .. })),
+        "the eviction was durable before its 200: {log:?}"
+    );
+}
