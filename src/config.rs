@@ -98,11 +98,17 @@ pub struct StoreConfig {
     /// The live view of agents is written this often (and at shutdown).
     #[serde(with = "humantime_serde")]
     pub checkpoint_interval: Duration,
-    /// Drop whole segments older than this (none: keep by age for ever).
+    /// Drop whole segments older than this (`"0s"`: keep by age for ever).
     #[serde(with = "humantime_serde")]
     pub event_retention_age: Option<Duration>,
     /// Keep at least this many newest events; older whole segments are dropped.
     pub event_retention_count: Option<u64>,
+    /// Agents that left are dropped from the view this long after (`"0s"`: kept for ever).
+    #[serde(with = "humantime_serde")]
+    pub left_ttl: Duration,
+    /// Bytes of events that may wait for a slow or failing store before new registrations
+    /// are refused with `overloaded`.
+    pub max_pending_bytes: u64,
 }
 
 impl Default for StoreConfig {
@@ -114,8 +120,10 @@ impl Default for StoreConfig {
             flush_interval: Duration::ZERO,
             max_batch: 10_000,
             checkpoint_interval: Duration::from_secs(60),
-            event_retention_age: None,
+            event_retention_age: Some(Duration::from_secs(7 * 24 * 3600)),
             event_retention_count: None,
+            left_ttl: Duration::from_secs(7 * 24 * 3600),
+            max_pending_bytes: 256 << 20,
         }
     }
 }
@@ -432,9 +440,11 @@ impl Config {
             checkpoint_interval: self.store.checkpoint_interval,
             flush_interval: self.store.flush_interval,
             event_retention: Retention {
-                max_age: self.store.event_retention_age,
+                max_age: self.store.event_retention_age.filter(|d| !d.is_zero()),
                 max_events: self.store.event_retention_count,
             },
+            left_ttl: Some(self.store.left_ttl).filter(|d| !d.is_zero()),
+            max_pending_bytes: self.store.max_pending_bytes,
             lag: LagConfig {
                 enabled: self.runtime.lag_awareness,
                 threshold: self.runtime.lag_threshold,

@@ -44,7 +44,10 @@ async fn registered_is_sent_once_the_registration_is_durable() {
 
     store.fail_writes(false);
     let reg = c.expect("registered").await;
-    assert_eq!((reg["id"].as_str(), reg["ref"].as_u64()), (Some("b"), Some(7)));
+    assert_eq!(
+        (reg["id"].as_str(), reg["ref"].as_u64()),
+        (Some("b"), Some(7))
+    );
     assert_eq!(store.inner().len(), 2, "durable before it was answered");
 }
 
@@ -58,11 +61,17 @@ async fn an_eviction_is_answered_once_durable_and_refused_while_the_store_fails(
     // The eviction's event cannot be written: no answer yet, however long.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while node.rt.store_healthy() {
-        assert!(tokio::time::Instant::now() < deadline, "the write never failed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the write never failed"
+        );
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(!evict.is_finished(), "no answer before the eviction is durable");
+    assert!(
+        !evict.is_finished(),
+        "no answer before the eviction is durable"
+    );
 
     // While the store is known to fail, another write is refused at once.
     let r = http()
@@ -79,8 +88,9 @@ async fn an_eviction_is_answered_once_durable_and_refused_while_the_store_fails(
     assert_eq!(r.status().as_u16(), 200);
     let log = store.inner().read_events(0, 100).await.unwrap();
     assert!(
-        log.iter().any(|e| e.agent.as_ref().map(|a| a.as_str()) == Some("a0")
-            && matches!(e.body, vigil_actors::EventBody::Deregistered { .. })),
+        log.iter()
+            .any(|e| e.agent.as_ref().map(|a| a.as_str()) == Some("a0")
+                && matches!(e.body, vigil_actors::EventBody::Deregistered { .. })),
         "the eviction was durable before its 200: {log:?}"
     );
 }

@@ -47,6 +47,8 @@ pub(crate) enum Side {
     },
     /// Drop old segments as the retention allows.
     Retain,
+    /// Forget these agents' queryable copies (they left long ago and were dropped).
+    Forget(Arc<[crate::model::AgentId]>),
 }
 
 /// A store write.

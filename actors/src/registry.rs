@@ -140,6 +140,8 @@ pub(crate) struct RegistryArgs {
     pub checkpoint_interval: Duration,
     pub flush_interval: Duration,
     pub retention: Retention,
+    /// Agents that left are dropped from the view this long after they left.
+    pub left_ttl: Option<Duration>,
     pub loaded: crate::store::Loaded,
     pub backpressure: Arc<Backpressure>,
     pub mass_offline: MassOffline,
@@ -184,6 +186,7 @@ pub(crate) struct RegistryState {
     max_batch: usize,
     flush_interval: Duration,
     retention: Retention,
+    left_ttl: Option<Duration>,
     agents: BTreeMap<AgentId, Entry>,
     counts: HashMap<Status, usize>,
     /// Agents by kind, then by status (indexed as `Status::ALL`).
@@ -255,6 +258,7 @@ impl Actor for RegistryActor {
             max_batch: args.max_batch.max(1),
             flush_interval: args.flush_interval,
             retention: args.retention,
+            left_ttl: args.left_ttl,
             agents: BTreeMap::new(),
             counts: HashMap::new(),
             by_kind: HashMap::new(),
@@ -418,6 +422,7 @@ impl Actor for RegistryActor {
             }
             RegistryMsg::Committed(result) => st.committed(result, &myself),
             RegistryMsg::Checkpoint => {
+                st.purge_left();
                 // While one waits (the store is slow or failing), the next is not queued: the
                 // agents changed meanwhile stay marked and go into a later one.
                 if !st
@@ -483,6 +488,42 @@ impl RegistryState {
             self.count(&kind, before, false);
             self.count(&kind, status, true);
         }
+    }
+
+    /// Drops the agents that left more than `left_ttl` ago: their events stay in the log (as
+    /// retention allows); their records go from the view, the next checkpoint (full, so no
+    /// older chunk brings them back) and the mirror. An id dropped so registers as new.
+    fn purge_left(&mut self) {
+        let Some(ttl) = self.left_ttl else { return };
+        let Ok(ttl) = chrono::Duration::from_std(ttl) else {
+            return;
+        };
+        let cutoff = self.clock.utc(self.clock.now()) - ttl;
+        let gone: Vec<AgentId> = self
+            .agents
+            .values()
+            .filter(|e| e.record.status == Status::Left && e.record.updated_at < cutoff)
+            .map(|e| e.record.id.clone())
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        for id in &gone {
+            if let Some(e) = self.agents.remove(id) {
+                self.count(&e.record.kind, e.record.status, false);
+            }
+            if let Some(d) = &mut self.dirty {
+                d.remove(id);
+            }
+            self.mirror_dirty.remove(id);
+        }
+        info!(
+            agents = gone.len(),
+            "agents that left long ago were dropped"
+        );
+        self.checkpoint_rows = None; // the next checkpoint is full
+        self.pipeline
+            .push_side(self.next_seq - 1, Side::Forget(gone.into()));
     }
 
     /// Marks an agent changed: the next checkpoint and the mirror write it.
@@ -850,6 +891,7 @@ impl RegistryState {
                 let retention = self.retention.clone();
                 Box::pin(async move { store.retain(&retention).await.map(|_| ()) })
             }
+            Op::Side(Side::Forget(ids)) => Box::pin(async move { store.forget(&ids).await }),
         };
         self.write_started = Some(now);
         tokio::spawn(async move {
@@ -901,7 +943,7 @@ impl RegistryState {
                 complete_at: Some(seq),
                 ..
             }) => self.mirror_marked = Some(seq),
-            Outcome::Done(Side::Mirror { .. } | Side::Retain) => {}
+            Outcome::Done(Side::Mirror { .. } | Side::Retain | Side::Forget(_)) => {}
             Outcome::Retry { delay, error } => {
                 self.store_errors += 1;
                 if self.pipeline.log_failing() {
@@ -946,6 +988,11 @@ impl RegistryState {
             Side::Retain => {
                 warn!(error = %error, "retention could not drop old segments this time")
             }
+            Side::Forget(ids) => warn!(
+                error = %error,
+                agents = ids.len(),
+                "the queryable copies of departed agents could not be deleted"
+            ),
         }
     }
 

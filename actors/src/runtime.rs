@@ -67,6 +67,10 @@ pub struct RuntimeConfig {
     /// are refused as soon as the store fails. Supervision of the agents already registered
     /// goes on whatever the backlog.
     pub max_pending_bytes: u64,
+    /// Agents that left (deregistered or evicted) are dropped from the view, the checkpoint
+    /// and the mirror this long after they left (`None`: kept for ever). Their events stay in
+    /// the log as long as the retention keeps them.
+    pub left_ttl: Option<Duration>,
 }
 
 impl Default for RuntimeConfig {
@@ -81,11 +85,17 @@ impl Default for RuntimeConfig {
             max_batch: 10_000,
             checkpoint_interval: Duration::from_secs(60),
             flush_interval: Duration::ZERO,
-            event_retention: Retention::default(),
+            // A week of history: resumes and audits reach back that far, and the log (and the
+            // index of it read at every start) stops growing.
+            event_retention: Retention {
+                max_age: Some(Duration::from_secs(7 * 24 * 3600)),
+                max_events: None,
+            },
             lag: LagConfig::default(),
             health: HealthConfig::default(),
             call_timeout: Duration::from_secs(10),
             max_pending_bytes: 256 << 20,
+            left_ttl: Some(Duration::from_secs(7 * 24 * 3600)),
         }
     }
 }
@@ -293,6 +303,7 @@ impl Runtime {
                 checkpoint_interval: config.checkpoint_interval,
                 flush_interval: config.flush_interval,
                 retention: config.event_retention.clone(),
+                left_ttl: config.left_ttl,
                 loaded,
                 backpressure: backpressure.clone(),
                 mass_offline: MassOffline::new(&health),

@@ -152,6 +152,11 @@ impl<S: Store> Store for FailingStore<S> {
         self.inner.put_sink_state(key, value).await
     }
 
+    async fn forget(&self, ids: &[AgentId]) -> Result<(), StoreError> {
+        self.check_other()?;
+        self.inner.forget(ids).await
+    }
+
     async fn retain(&self, retention: &Retention) -> Result<Option<u64>, StoreError> {
         self.check_other()?;
         self.inner.retain(retention).await

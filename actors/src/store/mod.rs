@@ -152,6 +152,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Event>, StoreError>;
     /// The oldest retained seq, if any event is retained.
     async fn oldest_seq(&self) -> Result<Option<u64>, StoreError>;
+    /// Deletes the queryable copies (see [`Store::mirror`]) of agents dropped from the view.
+    async fn forget(&self, _ids: &[AgentId]) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Drops whole segments as `retention` allows; returns the oldest seq still retained.
     async fn retain(&self, retention: &Retention) -> Result<Option<u64>, StoreError>;
     /// The state a sink saved under `key` (its cursor, its dead letters; see

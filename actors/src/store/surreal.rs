@@ -868,6 +868,24 @@ impl Store for SurrealStore {
         Ok(())
     }
 
+    async fn forget(&self, ids: &[AgentId]) -> Result<(), StoreError> {
+        for chunk in ids.chunks(MIRROR_CHUNK) {
+            let keys: Vec<&str> = chunk.iter().map(AgentId::as_str).collect();
+            self.write(
+                "FOR $k IN $keys { DELETE type::record('agent', $k) RETURN NONE; };",
+                json!({ "keys": keys }),
+            )
+            .await?;
+            let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(m) = &mut index.mirrored {
+                for id in chunk {
+                    m.remove(id);
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn oldest_seq(&self) -> Result<Option<u64>, StoreError> {
         let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
         Ok(index.segments.values().next().map(|m| m.first_seq))
