@@ -952,6 +952,52 @@ mod tests {
         .collect()
     }
 
+    #[test]
+    fn an_embedded_url_gets_sync_every_unless_it_names_a_mode() {
+        assert_eq!(
+            with_sync("surrealkv://data/vigil"),
+            ("surrealkv://data/vigil?sync=every".to_string(), None)
+        );
+        assert_eq!(
+            with_sync("surrealkv://d?versioned=true"),
+            ("surrealkv://d?versioned=true&sync=every".to_string(), None)
+        );
+        assert_eq!(
+            with_sync("surrealkv://d?sync=every"),
+            ("surrealkv://d?sync=every".to_string(), None)
+        );
+        assert_eq!(
+            with_sync("surrealkv://d?sync=never"),
+            (
+                "surrealkv://d?sync=never".to_string(),
+                Some("never".to_string())
+            )
+        );
+        assert_eq!(with_sync("mem://"), ("mem://".to_string(), None));
+        assert_eq!(with_sync("ws://h:1"), ("ws://h:1".to_string(), None));
+    }
+
+    #[tokio::test]
+    async fn a_weaker_sync_mode_is_reported() {
+        let dir = std::env::temp_dir().join(format!("vigil-sync-{}", std::process::id()));
+        let small = SurrealOptions {
+            block_cache_bytes: 8 << 20,
+            memtable_bytes: 8 << 20,
+            ..SurrealOptions::default()
+        };
+        let url = format!("surrealkv://{}/never?sync=never", dir.display());
+        let s = SurrealStore::open(&url, small.clone()).await.expect("open");
+        let warning = s.durability_warning().expect("a warning");
+        assert!(warning.contains("never"), "{warning}");
+        s.close().await;
+        let url = format!("surrealkv://{}/every", dir.display());
+        let s = SurrealStore::open(&url, small).await.expect("open");
+        assert_eq!(s.durability_warning(), None);
+        assert!(s.url.ends_with("?sync=every"), "{}", s.url);
+        s.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[tokio::test]
     async fn surreal_mem_store_passes_the_conformance_suite() {
         crate::store::conformance::run_all(|| async {
