@@ -24,11 +24,23 @@ async fn request(addr: SocketAddr, method: &str, path: &str, host: &str, extra: 
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
     );
     s.write_all(req.as_bytes()).await.unwrap();
-    let mut answer = String::new();
-    tokio::time::timeout(Duration::from_secs(20), s.read_to_string(&mut answer))
+    // To the end, or to the end of the head of a switch to WebSocket (which stays open).
+    let mut raw = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            raw.extend_from_slice(&buf[..n]);
+            let head_done = raw.windows(4).any(|w| w == b"\r\n\r\n");
+            if n == 0 || (head_done && raw.starts_with(b"HTTP/1.1 101")) {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
         .await
-        .expect("an answer within 20 s")
-        .unwrap();
+        .expect("an answer within 20 s");
+    let answer = String::from_utf8_lossy(&raw).to_string();
     let status = answer
         .split_whitespace()
         .nth(1)
