@@ -389,9 +389,9 @@ impl Config {
                 .auth
                 .roles()
                 .iter()
-            .filter(|(_, t)| t.is_empty())
-            .map(|(n, _)| *n)
-            .collect();
+                .filter(|(_, t)| t.is_empty())
+                .map(|(n, _)| *n)
+                .collect();
             if !open.is_empty() {
                 return Err(ConfigError::Invalid(format!(
                     "[server] {what} = {addr} is not a loopback address, and [auth] {} {} empty: \
@@ -564,12 +564,12 @@ mod tests {
         for role in ["agent_tokens", "monitor_tokens", "admin_tokens"] {
             // Every role has a token, as listening beyond loopback requires; one list also
             // holds "", which any client can give.
-            let text = format!(
-                "[server]\nagent_listen = \"0.0.0.0:7400\"\n[auth]\n\
+            let text = "[server]\nagent_listen = \"0.0.0.0:7400\"\n[auth]\n\
                  agent_tokens = [\"a\"]\nmonitor_tokens = [\"m\"]\nadmin_tokens = [\"x\"]\n"
-            )
-            .replace(&format!("{role} = [\""), &format!("{role} = [\"\", \""));
-            let c: Config = toml::Value::Table(text.parse().unwrap()).try_into().unwrap();
+                .replace(&format!("{role} = [\""), &format!("{role} = [\"\", \""));
+            let c: Config = toml::Value::Table(text.parse().unwrap())
+                .try_into()
+                .unwrap();
             let e = c.validate().unwrap_err().to_string();
             assert!(e.contains(role) && e.contains("empty token"), "{role}: {e}");
         }

@@ -184,9 +184,10 @@ impl HttpServer {
             None => tokio::spawn(async move {
                 // Frames are small and must not wait for the peer's delayed ACK (Nagle).
                 let listener = crate::net::CappedListener {
-                    inner: axum::serve::ListenerExt::tap_io(listener, |s: &mut tokio::net::TcpStream| {
-                        crate::net::tune(s)
-                    }),
+                    inner: axum::serve::ListenerExt::tap_io(
+                        listener,
+                        |s: &mut tokio::net::TcpStream| crate::net::tune(s),
+                    ),
                     per_ip,
                 };
                 let served = axum::serve(listener, app)

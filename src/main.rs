@@ -86,7 +86,9 @@ impl ServeArgs {
         if let Some(url) = self.store {
             config.store.url = url;
         }
-        config.validate().context("checking the configuration with the flags")?;
+        config
+            .validate()
+            .context("checking the configuration with the flags")?;
         Ok(config)
     }
 }

@@ -209,7 +209,10 @@ mod tests {
         let a = p.admit(ip).unwrap();
         let _b = p.admit(ip).unwrap();
         assert!(p.admit(ip).is_none(), "a third from the same address");
-        assert!(p.admit(other).is_some(), "another address has its own count");
+        assert!(
+            p.admit(other).is_some(),
+            "another address has its own count"
+        );
         // The same address written as IPv4-mapped IPv6 is the same address.
         assert!(p.admit("::ffff:10.0.0.1".parse().unwrap()).is_none());
         drop(a);

@@ -70,10 +70,17 @@ mod tests {
                     secret = \"hmac-s3cret\"\nheaders = { Authorization = \"Bearer hdr-s3cret\" }\n";
         let table: toml::Table = text.parse().unwrap();
         let c: Config = toml::Value::Table(table).try_into().unwrap();
-        assert!(format!("{c:#?}").contains("s3cret"), "the control holds them");
+        assert!(
+            format!("{c:#?}").contains("s3cret"),
+            "the control holds them"
+        );
         let shown = format!("{:#?}", c.redacted());
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(shown.contains("https://hooks.example.com"), "{shown}");
-        assert_eq!(c.redacted().auth.admin_tokens.len(), 1, "how many stays visible");
+        assert_eq!(
+            c.redacted().auth.admin_tokens.len(),
+            1,
+            "how many stays visible"
+        );
     }
 }

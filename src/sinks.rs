@@ -330,7 +330,9 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let sink = webhook(&format!("http://127.0.0.1:{port}/hooks/key-s3cret?token=q-s3cret"));
+        let sink = webhook(&format!(
+            "http://127.0.0.1:{port}/hooks/key-s3cret?token=q-s3cret"
+        ));
         let e = sink.deliver(&[]).await.unwrap_err().to_string();
         assert!(!e.contains("s3cret"), "{e}");
         assert!(e.contains(&format!("http://127.0.0.1:{port}")), "{e}");
@@ -343,7 +345,9 @@ mod tests {
             let mut buf = vec![0u8; 64 * 1024];
             let _ = s.read(&mut buf).await;
             let _ = s
-                .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .write_all(
+                    b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                )
                 .await;
         });
         let sink = webhook(&format!("http://{addr}/hooks/key-s3cret"));

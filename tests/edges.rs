@@ -18,7 +18,13 @@ use vigil_actors::{MemStore, RuntimeConfig};
 
 /// One HTTP/1.1 request with the given `Host` (and extra header lines); the status and the
 /// body.
-async fn request(addr: SocketAddr, method: &str, path: &str, host: &str, extra: &str) -> (u16, String) {
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    host: &str,
+    extra: &str,
+) -> (u16, String) {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
@@ -52,13 +58,16 @@ async fn request(addr: SocketAddr, method: &str, path: &str, host: &str, extra: 
 
 /// The `code` of an API error body (chunked or not: the JSON object inside).
 fn error_code(body: &str) -> Value {
-    let start = body.find('{').unwrap_or_else(|| panic!("no JSON in {body:?}"));
+    let start = body
+        .find('{')
+        .unwrap_or_else(|| panic!("no JSON in {body:?}"));
     let end = body.rfind('}').unwrap();
     let v: Value = serde_json::from_str(&body[start..=end]).unwrap();
     v["error"]["code"].clone()
 }
 
-const WS_UPGRADE: &str = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+const WS_UPGRADE: &str =
+    "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
                           Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
 
 #[tokio::test]
@@ -88,13 +97,21 @@ async fn without_tokens_only_names_of_this_machine_are_answered() {
     assert!(node.rt.agent(&ids[0]).is_some(), "not evicted");
     // Reads, and the admin WebSocket, are refused the same way.
     let (status, body) = request(addr, "GET", "/api/v1/agents", &forged, "").await;
-    assert_eq!((status, error_code(&body)), (403, json!("forbidden")), "{body}");
+    assert_eq!(
+        (status, error_code(&body)),
+        (403, json!("forbidden")),
+        "{body}"
+    );
     let (status, body) = request(addr, "GET", "/ws", &forged, WS_UPGRADE).await;
     assert_eq!(status, 403, "{body}");
     // The machine's own names, with any port, and the configured one are answered.
     let (status, _) = request(addr, "GET", "/ws", &format!("localhost:{port}"), WS_UPGRADE).await;
     assert_eq!(status, 101);
-    for host in [format!("127.0.0.1:{port}"), format!("[::1]:{port}"), "vigil.lan:80".into()] {
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+        "vigil.lan:80".into(),
+    ] {
         let (status, body) = request(addr, "GET", "/api/v1/agents", &host, "").await;
         assert_eq!(status, 200, "{host}: {body}");
     }
@@ -120,7 +137,14 @@ async fn with_a_token_any_host_name_is_answered() {
     let auth = "Authorization: Bearer adm\r\n";
     let (status, body) = request(addr, "GET", "/api/v1/agents", "vigil.example.com", auth).await;
     assert_eq!(status, 200, "{body}");
-    let (status, _) = request(addr, "GET", "/ws", "vigil.example.com", &format!("{auth}{WS_UPGRADE}")).await;
+    let (status, _) = request(
+        addr,
+        "GET",
+        "/ws",
+        "vigil.example.com",
+        &format!("{auth}{WS_UPGRADE}"),
+    )
+    .await;
     assert_eq!(status, 101);
 }
 
@@ -156,7 +180,11 @@ async fn a_connection_that_sends_nothing_is_closed_after_the_idle_timeout() {
 async fn connections_become(node: &Node, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while node.tcp.connections() != n {
-        assert!(Instant::now() < deadline, "{} connections, not {n}", node.tcp.connections());
+        assert!(
+            Instant::now() < deadline,
+            "{} connections, not {n}",
+            node.tcp.connections()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -240,7 +268,11 @@ async fn an_admin_frame_for_an_op_without_arguments_takes_an_empty_args_object()
         .send(json!({"type": "admin", "op": "stats", "args": {}, "ref": 1}))
         .await;
     let r = admin.expect("result").await;
-    assert_eq!((r["ok"].clone(), r["ref"].clone()), (json!(true), json!(1)), "{r}");
+    assert_eq!(
+        (r["ok"].clone(), r["ref"].clone()),
+        (json!(true), json!(1)),
+        "{r}"
+    );
     // An op that needs arguments still says which one is missing.
     admin
         .send(json!({"type": "admin", "op": "evict", "args": {}, "ref": 2}))

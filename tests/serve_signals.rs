@@ -58,7 +58,13 @@ fn serve_takes_its_flags_and_stops_on_sigterm_with_a_last_checkpoint() {
     let _ = std::fs::remove_dir_all(&dir);
     let url = format!("surrealkv://{}/db", dir.display());
     let mut child = vigil()
-        .args(["serve", "--agent-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--agent-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
         .args(["--store", &url])
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
@@ -75,11 +81,18 @@ fn serve_takes_its_flags_and_stops_on_sigterm_with_a_last_checkpoint() {
         .find(|l| l.contains("vigil is supervising"))
         .expect("vigil says it is supervising");
     let addr = field(&ready, "agents");
-    assert!(addr.starts_with("127.0.0.1:") && addr != "127.0.0.1:1", "{ready}");
-    assert!(ready.contains(&dir.display().to_string()), "the store flag: {ready}");
+    assert!(
+        addr.starts_with("127.0.0.1:") && addr != "127.0.0.1:1",
+        "{ready}"
+    );
+    assert!(
+        ready.contains(&dir.display().to_string()),
+        "the store flag: {ready}"
+    );
     let _http = field(&ready, "http");
     let mut conn = std::net::TcpStream::connect(&addr).expect("the agent listener accepts");
-    conn.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     conn.write_all(
         b"{\"type\":\"hello\",\"protocol\":1,\"role\":\"agent\"}\n{\"type\":\"register\",\"id\":\"term-1\"}\n",
     )
@@ -133,7 +146,11 @@ fn config_check_prints_no_secret_and_refuses_an_empty_token() {
         .env("VIGIL_AUTH__MONITOR_TOKENS", "[\"mon-s3cret\"]")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(shown.contains("admin_tokens"), "{shown}");
     assert!(!shown.contains("s3cret"), "{shown}");
@@ -145,5 +162,8 @@ fn config_check_prints_no_secret_and_refuses_an_empty_token() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("agent_tokens") && err.contains("empty token"), "{err}");
+    assert!(
+        err.contains("agent_tokens") && err.contains("empty token"),
+        "{err}"
+    );
 }

@@ -224,7 +224,11 @@ impl Liveness {
         } else {
             p.offline_after
         };
-        Some(p.heartbeat_interval.saturating_mul(n).saturating_add(p.grace))
+        Some(
+            p.heartbeat_interval
+                .saturating_mul(n)
+                .saturating_add(p.grace),
+        )
     }
 
     /// The next deadline, if any is pending.
@@ -374,7 +378,10 @@ impl Liveness {
     fn due(&self) -> Option<Due> {
         let p = &self.policy;
         let after = |n: u32| {
-            let d = p.heartbeat_interval.saturating_mul(n).saturating_add(p.grace);
+            let d = p
+                .heartbeat_interval
+                .saturating_mul(n)
+                .saturating_add(p.grace);
             later(self.anchor, d)
         };
         match self.status {

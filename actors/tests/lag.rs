@@ -154,7 +154,11 @@ async fn real_starvation_is_measured_and_blames_no_agent() {
         })
     };
     sleep(Duration::from_secs(1)).await;
-    assert!(rt.lag() < Duration::from_millis(500), "a quiet start: {:?}", rt.lag());
+    assert!(
+        rt.lag() < Duration::from_millis(500),
+        "a quiet start: {:?}",
+        rt.lag()
+    );
     // Starve everything on this thread: the beats, the wheel, the probe.
     std::thread::sleep(Duration::from_millis(2500));
     sleep(Duration::from_millis(100)).await;
