@@ -145,6 +145,7 @@ async fn fanout(args: FanoutBench) -> anyhow::Result<FanoutResult> {
         hub.clone(),
         ServerConfig {
             max_connections: args.monitors + 100,
+            max_connections_per_ip: args.monitors + 100,
             ..ServerConfig::default()
         },
     )
@@ -152,7 +153,10 @@ async fn fanout(args: FanoutBench) -> anyhow::Result<FanoutResult> {
     let http = HttpServer::start(
         ([127, 0, 0, 1], 0).into(),
         hub.clone(),
-        HttpConfig::default(),
+        HttpConfig {
+            max_connections_per_ip: args.monitors + 100,
+            ..HttpConfig::default()
+        },
     )
     .await?;
 

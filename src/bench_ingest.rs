@@ -140,6 +140,7 @@ async fn ingest(args: IngestBench) -> anyhow::Result<IngestResult> {
         ServerConfig {
             rate_limit: 0,
             max_connections: args.connections + 100,
+            max_connections_per_ip: args.connections + 100,
             max_agents_per_connection: args.agents,
             heartbeat_interval: args.interval,
             ..ServerConfig::default()

@@ -59,6 +59,15 @@ pub struct Server {
     /// TLS on the agent listener: both PEM files, or neither.
     pub tls_cert: Option<std::path::PathBuf>,
     pub tls_key: Option<std::path::PathBuf>,
+    /// Host names (with or without `:port`) the HTTP listener answers, besides localhost,
+    /// 127.0.0.1 and [::1], for a role that needs no token (a defence against DNS rebinding).
+    pub allowed_hosts: Vec<String>,
+    /// A TCP connection that sends no frame for this long is closed (TCP keepalive finds a
+    /// peer that vanished; this finds one that stays and says nothing).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Connections one IP address may hold at once, on each listener.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for Server {
@@ -76,6 +85,9 @@ impl Default for Server {
             drain_timeout: Duration::from_secs(2),
             tls_cert: None,
             tls_key: None,
+            allowed_hosts: Vec::new(),
+            idle_timeout: Duration::from_secs(300),
+            max_connections_per_ip: 1024,
         }
     }
 }
@@ -205,6 +217,17 @@ pub struct Auth {
     pub admin_tokens: Vec<String>,
 }
 
+impl Auth {
+    /// Each role's key and its tokens.
+    fn roles(&self) -> [(&'static str, &Vec<String>); 3] {
+        [
+            ("agent_tokens", &self.agent_tokens),
+            ("monitor_tokens", &self.monitor_tokens),
+            ("admin_tokens", &self.admin_tokens),
+        ]
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Broadcast {
@@ -233,6 +256,9 @@ pub struct RuntimeSection {
     pub lag_threshold: Duration,
     #[serde(with = "humantime_serde")]
     pub lag_probe_interval: Duration,
+    /// The most deadlines are extended by, however late the runtime is.
+    #[serde(with = "humantime_serde")]
+    pub lag_max_slack: Duration,
 }
 
 impl Default for RuntimeSection {
@@ -242,6 +268,7 @@ impl Default for RuntimeSection {
             lag_awareness: lag.enabled,
             lag_threshold: lag.threshold,
             lag_probe_interval: lag.probe_interval,
+            lag_max_slack: lag.max_slack,
         }
     }
 }
@@ -333,6 +360,26 @@ impl Config {
                 "[policy] min_heartbeat_interval is above max_heartbeat_interval".into(),
             ));
         }
+        if self.policy.max_heartbeat_interval > Policy::MAX_DURATION {
+            return Err(ConfigError::Invalid(format!(
+                "[policy] max_heartbeat_interval must be at most {}",
+                humantime::format_duration(Policy::MAX_DURATION)
+            )));
+        }
+        for (role, tokens) in self.auth.roles() {
+            if tokens.iter().any(|t| t.trim().is_empty()) {
+                return Err(ConfigError::Invalid(format!(
+                    "[auth] {role} holds an empty token, which anyone could give: remove it \
+                     (an empty list is how a role is left open, on loopback only)"
+                )));
+            }
+        }
+        if self.server.idle_timeout.is_zero() || self.server.max_connections_per_ip == 0 {
+            return Err(ConfigError::Invalid(
+                "[server] idle_timeout must be above zero and max_connections_per_ip at least 1"
+                    .into(),
+            ));
+        }
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             return Err(ConfigError::Invalid(
                 "[server] tls_cert and tls_key go together: give both or neither".into(),
@@ -346,15 +393,13 @@ impl Config {
             if addr.ip().is_loopback() {
                 continue;
             }
-            let open: Vec<&str> = [
-                ("agent_tokens", &self.auth.agent_tokens),
-                ("monitor_tokens", &self.auth.monitor_tokens),
-                ("admin_tokens", &self.auth.admin_tokens),
-            ]
-            .iter()
-            .filter(|(_, t)| t.is_empty())
-            .map(|(n, _)| *n)
-            .collect();
+            let open: Vec<&str> = self
+                .auth
+                .roles()
+                .iter()
+                .filter(|(_, t)| t.is_empty())
+                .map(|(n, _)| *n)
+                .collect();
             if !open.is_empty() {
                 return Err(ConfigError::Invalid(format!(
                     "[server] {what} = {addr} is not a loopback address, and [auth] {} {} empty: \
@@ -401,6 +446,8 @@ impl Config {
             admin_tokens: self.auth.admin_tokens.clone(),
             ws_queue: 256,
             tls: None,
+            allowed_hosts: self.server.allowed_hosts.clone(),
+            max_connections_per_ip: self.server.max_connections_per_ip,
         }
     }
 
@@ -419,6 +466,8 @@ impl Config {
             monitor_tokens: self.auth.monitor_tokens.clone(),
             admin_tokens: self.auth.admin_tokens.clone(),
             heartbeat_interval: self.policy.default.heartbeat_interval,
+            idle_timeout: self.server.idle_timeout,
+            max_connections_per_ip: self.server.max_connections_per_ip,
         }
     }
 
@@ -449,6 +498,7 @@ impl Config {
                 enabled: self.runtime.lag_awareness,
                 threshold: self.runtime.lag_threshold,
                 probe_interval: self.runtime.lag_probe_interval,
+                max_slack: self.runtime.lag_max_slack,
                 ..LagConfig::default()
             },
             health: self.health.to_health(),
@@ -517,6 +567,36 @@ mod tests {
         let bad: Result<Config, _> =
             toml::Value::Table("[policy]\nheartbeat = 1\n".parse().unwrap()).try_into();
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn an_empty_token_in_any_role_is_refused() {
+        for role in ["agent_tokens", "monitor_tokens", "admin_tokens"] {
+            // Every role has a token, as listening beyond loopback requires; one list also
+            // holds "", which any client can give.
+            let text = "[server]\nagent_listen = \"0.0.0.0:7400\"\n[auth]\n\
+                 agent_tokens = [\"a\"]\nmonitor_tokens = [\"m\"]\nadmin_tokens = [\"x\"]\n"
+                .replace(&format!("{role} = [\""), &format!("{role} = [\"\", \""));
+            let c: Config = toml::Value::Table(text.parse().unwrap())
+                .try_into()
+                .unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(role) && e.contains("empty token"), "{role}: {e}");
+        }
+        let mut c = Config::default();
+        c.auth.agent_tokens = vec!["  ".into()];
+        assert!(c.validate().is_err(), "a blank token is empty too");
+    }
+
+    #[test]
+    fn policy_bounds_reach_the_configuration() {
+        let mut c = Config::default();
+        c.policy.default.heartbeat_interval = Duration::from_secs(400 * 24 * 3600);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("heartbeat_interval"), "{e}");
+        let mut c = Config::default();
+        c.policy.max_heartbeat_interval = Duration::from_secs(400 * 24 * 3600);
+        assert!(c.validate().is_err());
     }
 
     #[test]

@@ -64,7 +64,7 @@ pub const REST_ROUTES: &[(&str, &str)] = &[
 ];
 
 /// Settings of the HTTP listener.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub monitor_tokens: Vec<String>,
     pub admin_tokens: Vec<String>,
@@ -72,6 +72,17 @@ pub struct HttpConfig {
     pub ws_queue: usize,
     /// TLS for every connection (see [`crate::server::tls_config`]).
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// `Host` values answered, besides the loopback names, for a role that needs no token.
+    pub allowed_hosts: Vec<String>,
+    /// Connections one IP address may hold at once.
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for HttpConfig {
+    /// The configuration file's defaults (`config/vigil.toml`).
+    fn default() -> Self {
+        crate::config::Config::default().http_config()
+    }
 }
 
 /// TLS handshakes in progress at once; more connections wait in the kernel's backlog.
@@ -97,7 +108,7 @@ impl axum::serve::Listener for TlsListener {
                 accepted = self.tcp.accept(), if self.handshakes.len() < MAX_HANDSHAKES => {
                     match accepted {
                         Ok((stream, peer)) => {
-                            let _ = stream.set_nodelay(true);
+                            crate::net::tune(&stream);
                             let acceptor = self.acceptor.clone();
                             self.handshakes.spawn(async move {
                                 let limit = Duration::from_secs(10);
@@ -168,12 +179,17 @@ impl HttpServer {
             let _ = stop.wait_for(|s| *s).await;
         };
         info!(%local, tls = cfg.tls.is_some(), "HTTP listener up");
+        let per_ip = crate::net::PerIp::new(cfg.max_connections_per_ip);
         let task = match cfg.tls {
             None => tokio::spawn(async move {
                 // Frames are small and must not wait for the peer's delayed ACK (Nagle).
-                let listener = axum::serve::ListenerExt::tap_io(listener, |s| {
-                    let _ = s.set_nodelay(true);
-                });
+                let listener = crate::net::CappedListener {
+                    inner: axum::serve::ListenerExt::tap_io(
+                        listener,
+                        |s: &mut tokio::net::TcpStream| crate::net::tune(s),
+                    ),
+                    per_ip,
+                };
                 let served = axum::serve(listener, app)
                     .with_graceful_shutdown(stopped)
                     .await;
@@ -182,10 +198,13 @@ impl HttpServer {
                 }
             }),
             Some(tls) => {
-                let listener = TlsListener {
-                    tcp: listener,
-                    acceptor: tokio_rustls::TlsAcceptor::from(tls),
-                    handshakes: tokio::task::JoinSet::new(),
+                let listener = crate::net::CappedListener {
+                    inner: TlsListener {
+                        tcp: listener,
+                        acceptor: tokio_rustls::TlsAcceptor::from(tls),
+                        handshakes: tokio::task::JoinSet::new(),
+                    },
+                    per_ip,
                 };
                 tokio::spawn(async move {
                     let served = axum::serve(listener, app)
@@ -269,13 +288,13 @@ fn router(state: AppState) -> Router {
 
 /// An error answered as `{"error": {"code", "message"}}`.
 #[derive(Debug)]
-struct ApiError {
+pub(crate) struct ApiError {
     code: ErrorCode,
     message: String,
 }
 
 impl ApiError {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
@@ -338,8 +357,23 @@ fn authorize(
     access: Access,
 ) -> Result<bool, ApiError> {
     let given = token(headers, query);
-    let admin = cfg.admin_tokens.is_empty() || one_of(&cfg.admin_tokens, given);
-    let monitor = cfg.monitor_tokens.is_empty() || one_of(&cfg.monitor_tokens, given);
+    let admin_token = one_of(&cfg.admin_tokens, given);
+    let monitor_token = one_of(&cfg.monitor_tokens, given);
+    let admin = cfg.admin_tokens.is_empty() || admin_token;
+    let monitor = cfg.monitor_tokens.is_empty() || monitor_token;
+    // Let in without a token (a role left open, loopback only): only when asked by a name of
+    // this machine, so that a page whose name was rebound to 127.0.0.1 gets nothing.
+    let by_token = match access {
+        Access::Write => admin_token,
+        Access::Read => admin_token || monitor_token,
+    };
+    let granted = match access {
+        Access::Write => admin,
+        Access::Read => admin || monitor,
+    };
+    if granted && !by_token {
+        crate::hosts::check(headers, &cfg.allowed_hosts)?;
+    }
     match access {
         Access::Write if admin => Ok(true),
         // A monitor's own token: known, but not enough.

@@ -13,6 +13,8 @@
 //! - [`storm`]: `vigil storm`, the crash-test workload.
 //! - [`store`]: opens the configured store (`store.url`).
 //! - [`protocol`]: the wire protocol v1: line framing and typed client frames.
+//! - [`net`]: accepted sockets: TCP keepalive, the per-IP connection cap, the idle timeout.
+//! - [`redact`]: secrets kept out of printed configuration and served errors.
 //! - `main.rs`: the `vigil` command (serve, bench, simulate, agents, watch, config check).
 
 pub mod admin_cli;
@@ -24,10 +26,13 @@ pub mod bench_store;
 pub mod client;
 pub mod config;
 pub mod dashboard;
+pub mod hosts;
 pub mod http;
 pub mod metrics;
 pub mod monitor;
+pub mod net;
 pub mod protocol;
+pub mod redact;
 pub mod server;
 pub mod simulate;
 pub mod sinks;

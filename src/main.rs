@@ -25,8 +25,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the supervision runtime (the default).
-    Serve,
+    /// Run the supervision runtime (the default). Stops, draining and writing a last
+    /// checkpoint, on Ctrl-C or SIGTERM.
+    Serve(ServeArgs),
     /// Benchmark scenarios. Without one, runs every scenario in turn (each in a process of
     /// its own): `vigil bench --quick` is the CI's run, with small sizes.
     Bench {
@@ -56,6 +57,40 @@ enum Command {
         #[command(subcommand)]
         cmd: ConfigCmd,
     },
+}
+
+/// Flags of `vigil serve`, over the configuration (`[server]` and `[store]`).
+#[derive(clap::Args, Default)]
+struct ServeArgs {
+    /// The agents' TCP listener (`[server] agent_listen`).
+    #[arg(long, value_name = "ADDR")]
+    agent_listen: Option<std::net::SocketAddr>,
+    /// The HTTP listener (`[server] http_listen`).
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<std::net::SocketAddr>,
+    /// The store (`[store] url`): surrealkv://PATH, mem://, ws://host:port.
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
+}
+
+impl ServeArgs {
+    /// The flags over the loaded configuration, validated again (a flag may open a listener
+    /// beyond loopback).
+    fn apply(self, mut config: Config) -> anyhow::Result<Config> {
+        if let Some(a) = self.agent_listen {
+            config.server.agent_listen = a;
+        }
+        if let Some(a) = self.http_listen {
+            config.server.http_listen = a;
+        }
+        if let Some(url) = self.store {
+            config.store.url = url;
+        }
+        config
+            .validate()
+            .context("checking the configuration with the flags")?;
+        Ok(config)
+    }
 }
 
 #[derive(Subcommand)]
@@ -106,8 +141,8 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The clients (`agents`, `watch`) do not read the server's configuration.
     let config = || Config::load(cli.config.as_deref()).context("loading configuration");
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(config()?),
+    match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+        Command::Serve(args) => serve(args.apply(config()?)?),
         Command::Bench {
             quick,
             json_dir,
@@ -134,7 +169,8 @@ fn main() -> anyhow::Result<()> {
         Command::Config {
             cmd: ConfigCmd::Check,
         } => {
-            println!("{:#?}", config()?);
+            // Tokens, webhook URLs and secrets stay out of terminals and logs.
+            println!("{:#?}", config()?.redacted());
             Ok(())
         }
     }
@@ -194,12 +230,10 @@ fn serve(config: Config) -> anyhow::Result<()> {
             http = %http.local_addr(),
             tls = config.server.tls_cert.is_some(),
             start_ms = started.elapsed().as_millis() as u64,
-            "vigil is supervising; press Ctrl-C to stop"
+            "vigil is supervising; Ctrl-C or SIGTERM stops it"
         );
-        tokio::signal::ctrl_c()
-            .await
-            .context("waiting for Ctrl-C")?;
-        info!("shutting down");
+        let signal = stop_signal().await.context("waiting for a stop signal")?;
+        info!(signal, "shutting down");
         http.stop().await;
         server.stop().await;
         drop(hub);
@@ -208,4 +242,22 @@ fn serve(config: Config) -> anyhow::Result<()> {
         runtime.shutdown_shared().await.context("shutting down")?;
         Ok(())
     })
+}
+
+/// Waits for Ctrl-C (SIGINT) or, on Unix, SIGTERM (how systemd and Kubernetes stop a
+/// service); either one stops vigil the same way: drain, then a last checkpoint.
+async fn stop_signal() -> std::io::Result<&'static str> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.map(|()| "SIGINT"),
+            _ = term.recv() => Ok("SIGTERM"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.map(|()| "Ctrl-C")
+    }
 }

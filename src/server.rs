@@ -73,6 +73,10 @@ pub struct ServerConfig {
     pub admin_tokens: Vec<String>,
     /// Advertised in `welcome`.
     pub heartbeat_interval: Duration,
+    /// A connection that sends no frame for this long is closed.
+    pub idle_timeout: Duration,
+    /// Connections one IP address may hold at once.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for ServerConfig {
@@ -175,6 +179,7 @@ struct Shared {
     /// Which live connection owns each agent.
     owners: Mutex<HashMap<AgentId, Owner>>,
     next_conn: AtomicU64,
+    per_ip: Arc<crate::net::PerIp>,
 }
 
 /// The agent listener.
@@ -205,12 +210,14 @@ impl Server {
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
+        let cfg_per_ip = cfg.max_connections_per_ip;
         let shared = Arc::new(Shared {
             rt: hub.runtime().clone(),
             hub,
             cfg,
             owners: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
+            per_ip: crate::net::PerIp::new(cfg_per_ip),
         });
         info!(%local, "agent listener up");
         let (stop_tx, mut stop_rx) = watch::channel(false);
@@ -223,26 +230,21 @@ impl Server {
                     _ = stop_rx.changed() => break,
                     Some(_) = conns.join_next(), if !conns.is_empty() => {}
                     accepted = listener.accept() => match accepted {
-                        Ok((mut stream, peer)) if conns.len() >= shared.cfg.max_connections => {
+                        Ok((stream, peer)) if conns.len() >= shared.cfg.max_connections => {
                             debug!(%peer, "connection refused: max_connections reached");
-                            conns.spawn(async move {
-                                let line = error_line(
-                                    ErrorCode::Overloaded,
-                                    "too many connections; try again later",
-                                    None,
-                                );
-                                let _ = tokio::time::timeout(
-                                    Duration::from_secs(1),
-                                    stream.write_all(line.as_bytes()),
-                                )
-                                .await;
-                            });
+                            conns.spawn(refuse(stream, "too many connections; try again later"));
                         }
                         Ok((stream, peer)) => {
-                            let _ = stream.set_nodelay(true);
+                            let Some(slot) = shared.per_ip.admit(peer.ip()) else {
+                                debug!(%peer, "connection refused: max_connections_per_ip reached");
+                                conns.spawn(refuse(stream, "too many connections from this address"));
+                                continue;
+                            };
+                            crate::net::tune(&stream);
                             let shared = shared.clone();
                             let stop = stop_rx.clone();
                             conns.spawn(async move {
+                                let _slot = slot;
                                 match shared.cfg.tls.clone() {
                                     None => connection(shared, stream, stop).await,
                                     Some(tls) => {
@@ -312,6 +314,12 @@ impl Drop for Server {
             t.abort();
         }
     }
+}
+
+/// Answers a connection over a limit with `overloaded` and closes it.
+async fn refuse(mut stream: tokio::net::TcpStream, why: &'static str) {
+    let line = error_line(ErrorCode::Overloaded, why, None);
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(line.as_bytes())).await;
 }
 
 fn now_text() -> String {
@@ -511,10 +519,12 @@ where
         };
         tokio::pin!(stopped);
         let mut stopping = false;
+        let mut idle = crate::net::Idle::new(shared.cfg.idle_timeout);
         loop {
             tokio::select! {
                 item = next_frame(&mut frames) => {
                     let Some(mut item) = item else { break };
+                    idle.touch();
                     // The frames already read go through without a trip round the `select!`
                     // (each trip polls the stop and control branches too), and the frame
                     // counter every connection shares is added to once per batch.
@@ -539,6 +549,10 @@ where
                     }
                 }
                 Some(ctl) = ctl_rx.recv() => session.control(ctl).await,
+                () = idle.expired() => {
+                    debug!(conn, "no frame within the idle timeout; closing");
+                    break;
+                }
                 () = &mut stopped => {
                     stopping = true;
                     break;
@@ -1025,19 +1039,7 @@ pub async fn admin_op(rt: &Runtime, op: &str, args: Value) -> Result<Value, (Err
         }
         _ => {}
     }
-    let mut req = serde_json::Map::new();
-    req.insert("op".into(), Value::String(op.into()));
-    if !args.is_null() {
-        req.insert("args".into(), args);
-    }
-    let req: AdminRequest = serde_json::from_value(Value::Object(req)).map_err(|e| {
-        let msg = e.to_string();
-        let code = match msg.starts_with("missing field") {
-            true => ErrorCode::MissingField,
-            false => ErrorCode::InvalidField,
-        };
-        (code, format!("admin {op}: {msg}"))
-    })?;
+    let req = protocol::admin_request(op, args)?;
     let stats = matches!(req, AdminRequest::Stats);
     let res = rt.admin(req).await.map_err(admin_error)?;
     let mut v = to_value(res)?;

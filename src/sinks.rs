@@ -156,6 +156,9 @@ pub async fn start(rt: &Runtime, sinks: &[SinkSection]) -> anyhow::Result<()> {
 pub struct WebhookSink {
     name: String,
     url: String,
+    /// The URL as errors show it (scheme and host: its path or query may hold a key, and a
+    /// sink's errors are readable with a monitor token).
+    shown: String,
     secret: Option<String>,
     title: Option<String>,
     client: reqwest::Client,
@@ -190,6 +193,7 @@ impl WebhookSink {
         Ok(Self {
             name: s.name.clone(),
             url: s.url.clone().unwrap_or_default(),
+            shown: crate::redact::url_origin(s.url.as_deref().unwrap_or_default()),
             secret: s.secret.clone(),
             title: s.title.clone(),
             client,
@@ -269,12 +273,12 @@ impl Sink for WebhookSink {
             .body(body)
             .send()
             .await
-            .map_err(|e| SinkError::Retry(describe(&e)))?;
+            .map_err(|e| SinkError::Retry(format!("{}: {}", self.shown, describe(e))))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(());
         }
-        let msg = format!("{} answered {status}", self.url);
+        let msg = format!("{} answered {status}", self.shown);
         if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
             Err(SinkError::Retry(msg))
         } else {
@@ -283,10 +287,12 @@ impl Sink for WebhookSink {
     }
 }
 
-/// A request error with its cause (reqwest's own message stops at "error sending request").
-fn describe(e: &reqwest::Error) -> String {
+/// A request error with its cause (reqwest's own message stops at "error sending request"),
+/// without the URL.
+fn describe(e: reqwest::Error) -> String {
+    let e = e.without_url();
     let mut s = e.to_string();
-    let mut source = std::error::Error::source(e);
+    let mut source = std::error::Error::source(&e);
     while let Some(c) = source {
         s.push_str(": ");
         s.push_str(&c.to_string());
@@ -306,6 +312,49 @@ mod tests {
             signature("Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    fn webhook(url: &str) -> WebhookSink {
+        let t: toml::Table = format!("name = \"w\"\ntype = \"webhook\"\nurl = \"{url}\"\n")
+            .parse()
+            .unwrap();
+        let section: SinkSection = toml::Value::Table(t).try_into().unwrap();
+        WebhookSink::new(&section).unwrap()
+    }
+
+    #[tokio::test]
+    async fn delivery_errors_show_the_webhook_url_as_its_origin_only() {
+        // Refused: nothing listens on this port once the listener is dropped.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let sink = webhook(&format!(
+            "http://127.0.0.1:{port}/hooks/key-s3cret?token=q-s3cret"
+        ));
+        let e = sink.deliver(&[]).await.unwrap_err().to_string();
+        assert!(!e.contains("s3cret"), "{e}");
+        assert!(e.contains(&format!("http://127.0.0.1:{port}")), "{e}");
+        // Answered with an error status.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 64 * 1024];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(
+                    b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                )
+                .await;
+        });
+        let sink = webhook(&format!("http://{addr}/hooks/key-s3cret"));
+        let e = sink.deliver(&[]).await.unwrap_err().to_string();
+        assert!(!e.contains("s3cret"), "{e}");
+        assert!(e.contains("404"), "{e}");
+        server.await.unwrap();
     }
 
     #[test]

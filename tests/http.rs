@@ -510,11 +510,16 @@ async fn sse_events(
 /// The seqs of the agent events after `since`, from the log (alerts, which a loaded machine
 /// may raise, take seqs too but are not in the `agents` topic).
 async fn agent_seqs_after(node: &Node, since: u64) -> Vec<u64> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let settled = loop {
         let s = node.rt.stats().await.unwrap().registry;
         if s.pending_events == 0 && s.durable_seq == s.last_seq {
             break s.last_seq;
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the log did not settle within 60 s: {s:?}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     let events = match node

@@ -154,8 +154,13 @@ fn sigkill_mid_storm_loses_no_delivered_event_and_a_restart_causes_no_storm() {
         let now_last = runtime.stats().await.unwrap().registry.durable_seq;
         let mut seq = last;
         while seq < now_last {
-            let Some(SubscriptionItem::Event(e)) = sub.next().await else {
-                panic!()
+            let next = tokio::time::timeout(Duration::from_secs(60), sub.next())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("no event after seq {seq} within 60 s (up to {now_last})")
+                });
+            let Some(SubscriptionItem::Event(e)) = next else {
+                panic!("{next:?} after seq {seq}")
             };
             seq = e.seq;
             let agent = e.agent.clone().unwrap();

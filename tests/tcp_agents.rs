@@ -168,10 +168,25 @@ async fn one_connection_owns_an_agent_until_another_takes_it_over() {
     b.send(json!({"type":"heartbeat","id":"x","ref":2})).await;
     b.expect("ack").await;
 
-    // The old owner closing does not disconnect the agent from its new owner.
+    // The old owner closing does not disconnect the agent from its new owner: checked once
+    // the server has seen the close (its connection count is back to one).
     drop(a);
-    b.send(json!({"type":"ping"})).await;
-    b.expect("pong").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while server.connections() > 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the old connection was never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A round trip through the agent's actor: whatever the close sent it is handled by now.
+    rt.admin(vigil_actors::AdminRequest::SetStatus {
+        id: AgentId::new("x").unwrap(),
+        status: Status::Online,
+        reason: None,
+    })
+    .await
+    .unwrap();
     assert!(rt.agent(&AgentId::new("x").unwrap()).unwrap().connected());
     server.stop().await;
 }

@@ -93,6 +93,22 @@ pub struct Liveness {
     restore_deadline: Option<Instant>,
 }
 
+/// `at + d`, or as late as the clock can say when that is beyond it: no policy or slack can
+/// make a deadline overflow (and the actor panic).
+fn later(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d).unwrap_or_else(|| {
+        // Some hundred years ahead: never reached, and far from the clock's own limit.
+        let mut far = Duration::from_secs(100 * 365 * 24 * 3600);
+        loop {
+            match at.checked_add(far) {
+                Some(t) => return t,
+                None if far.is_zero() => return at,
+                None => far /= 2,
+            }
+        }
+    })
+}
+
 struct Due {
     at: Instant,
     to: Status,
@@ -127,7 +143,7 @@ impl Liveness {
         let policy: Arc<Policy> = policy.into();
         let watch = !matches!(status, Status::Offline | Status::Left | Status::Maintenance);
         Self {
-            restore_deadline: watch.then(|| now + policy.restart_grace()),
+            restore_deadline: watch.then(|| later(now, policy.restart_grace())),
             cause: if status == Status::Degraded && reported != Reported::Healthy {
                 Cause::Reported
             } else {
@@ -147,7 +163,7 @@ impl Liveness {
     /// first). Does nothing once the agent has beaten or its grace has ended.
     pub fn grace_from(&mut self, at: Instant) {
         if self.restore_deadline.is_some() && self.last_seen.is_none() {
-            self.restore_deadline = Some(at + self.policy.restart_grace());
+            self.restore_deadline = Some(later(at, self.policy.restart_grace()));
             self.anchor = at;
         }
     }
@@ -208,7 +224,11 @@ impl Liveness {
         } else {
             p.offline_after
         };
-        Some(p.heartbeat_interval * n + p.grace)
+        Some(
+            p.heartbeat_interval
+                .saturating_mul(n)
+                .saturating_add(p.grace),
+        )
     }
 
     /// The next deadline, if any is pending.
@@ -298,7 +318,8 @@ impl Liveness {
     fn heartbeat(&mut self, reported: Reported, now: Instant, fx: &mut Effects) {
         // A beat that comes later than one interval (plus grace) after the previous one means a
         // beat was missed: the recovery count starts again.
-        if now > self.anchor + self.policy.heartbeat_interval + self.policy.grace {
+        let p = &self.policy;
+        if now > later(self.anchor, p.heartbeat_interval.saturating_add(p.grace)) {
             self.streak = 0;
         }
         self.anchor = now;
@@ -317,7 +338,7 @@ impl Liveness {
                 self.change(Status::Online, Reason::HeartbeatRecovered, None, now, fx)
             }
             (Status::Degraded | Status::Offline, None) => {
-                self.streak += 1;
+                self.streak = self.streak.saturating_add(1);
                 if self.streak >= self.policy.recovery.max(1) {
                     let reason = if self.status == Status::Degraded && self.cause == Cause::Reported
                     {
@@ -342,7 +363,7 @@ impl Liveness {
 
     fn tick(&mut self, slack: Duration, now: Instant, fx: &mut Effects) {
         while let Some(due) = self.due() {
-            if due.at + slack > now {
+            if later(due.at, slack) > now {
                 break;
             }
             let at = due.at;
@@ -356,7 +377,13 @@ impl Liveness {
 
     fn due(&self) -> Option<Due> {
         let p = &self.policy;
-        let after = |n: u32| self.anchor + p.heartbeat_interval * n + p.grace;
+        let after = |n: u32| {
+            let d = p
+                .heartbeat_interval
+                .saturating_mul(n)
+                .saturating_add(p.grace);
+            later(self.anchor, d)
+        };
         match self.status {
             Status::Offline | Status::Left | Status::Maintenance => None,
             _ if self.restore_deadline.is_some() => Some(Due {

@@ -23,6 +23,9 @@ pub struct LagConfig {
     pub threshold: Duration,
     /// How long an observation counts (between one and two windows).
     pub window: Duration,
+    /// The most deadlines are extended by. A runtime late by more than this cannot vouch for
+    /// its agents any longer: detection goes on (late), and `runtime_lagging` says why.
+    pub max_slack: Duration,
 }
 
 impl Default for LagConfig {
@@ -32,6 +35,7 @@ impl Default for LagConfig {
             probe_interval: Duration::from_millis(50),
             threshold: Duration::from_millis(50),
             window: Duration::from_secs(2),
+            max_slack: Duration::from_secs(5),
         }
     }
 }
@@ -96,15 +100,20 @@ impl LagMonitor {
         w.current.max(w.previous)
     }
 
+    /// Whether the runtime lags now (the estimate is above the threshold).
+    pub fn lagging(&self, now: Instant) -> bool {
+        self.config.enabled && self.estimate(now) > self.config.threshold
+    }
+
     /// How much every deadline is extended now: the lag estimate when it is above the
-    /// threshold, otherwise zero.
+    /// threshold (at most `max_slack`), otherwise zero.
     pub fn slack(&self, now: Instant) -> Duration {
         if !self.config.enabled {
             return Duration::ZERO;
         }
         let lag = self.estimate(now);
         if lag > self.config.threshold {
-            lag
+            lag.min(self.config.max_slack)
         } else {
             Duration::ZERO
         }
@@ -129,6 +138,16 @@ mod tests {
             Duration::from_millis(300)
         );
         assert_eq!(m.slack(t0 + Duration::from_secs(5)), Duration::ZERO);
+    }
+
+    #[test]
+    fn slack_stops_at_its_cap_while_the_lag_is_still_reported() {
+        let t0 = Instant::now();
+        let m = LagMonitor::new(LagConfig::default(), t0);
+        m.observe(Duration::from_secs(60), t0);
+        assert_eq!(m.slack(t0), LagConfig::default().max_slack);
+        assert_eq!(m.estimate(t0), Duration::from_secs(60));
+        assert!(m.lagging(t0));
     }
 
     #[test]

@@ -187,16 +187,41 @@ impl Default for Policy {
 }
 
 impl Policy {
+    /// The longest `heartbeat_interval`, `grace` and `restart_grace`: a day.
+    pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+    /// The most intervals `degraded_after`, `offline_after` and `recovery` may count.
+    pub const MAX_COUNT: u32 = 1000;
+
     /// The window after a restart in which a restored agent must be seen again.
     pub fn restart_grace(&self) -> Duration {
         self.restart_grace
-            .unwrap_or(self.heartbeat_interval * self.offline_after)
+            .unwrap_or(self.heartbeat_interval.saturating_mul(self.offline_after))
     }
 
-    /// Checks the invariants the state machine relies on.
+    /// Checks the invariants the state machine relies on, and bounds that keep every deadline
+    /// within reach of the clock's arithmetic.
     pub fn validate(&self) -> Result<(), String> {
         if self.heartbeat_interval.is_zero() {
             return Err("heartbeat_interval must be greater than zero".into());
+        }
+        let max = Self::MAX_DURATION;
+        for (name, d) in [
+            ("heartbeat_interval", Some(self.heartbeat_interval)),
+            ("grace", Some(self.grace)),
+            ("restart_grace", self.restart_grace),
+        ] {
+            if d.is_some_and(|d| d > max) {
+                return Err(format!("{name} must be at most {} s", max.as_secs()));
+            }
+        }
+        for (name, n) in [
+            ("degraded_after", self.degraded_after),
+            ("offline_after", self.offline_after),
+            ("recovery", self.recovery),
+        ] {
+            if n > Self::MAX_COUNT {
+                return Err(format!("{name} must be at most {}", Self::MAX_COUNT));
+            }
         }
         if self.degraded_after == 0 {
             return Err("degraded_after must be at least 1".into());

@@ -773,25 +773,36 @@ async fn probe_lag(lag: Arc<LagMonitor>, registry: ActorRef<RegistryMsg>, clock:
         tokio::time::sleep_until(planned).await;
         let now = Instant::now();
         lag.observe(now.saturating_duration_since(planned), now);
-        let slack = lag.slack(now);
-        if !slack.is_zero() && !lagging {
+        let now_lagging = lag.lagging(now);
+        if now_lagging && !lagging {
             lagging = true;
+            let (estimate, cap) = (lag.estimate(now), lag.config().max_slack);
             warn!(
-                lag_ms = slack.as_millis() as u64,
+                lag_ms = estimate.as_millis() as u64,
+                max_slack_ms = cap.as_millis() as u64,
                 "runtime is lagging; deadlines extended"
             );
+            let detail = match estimate > cap {
+                false => format!(
+                    "the runtime's scheduling lag is {} ms; deadlines are extended by it",
+                    estimate.as_millis()
+                ),
+                true => format!(
+                    "the runtime's scheduling lag is {} ms; deadlines are extended by at most \
+                     {} ms (lag_max_slack), so agents may be reported late or wrongly",
+                    estimate.as_millis(),
+                    cap.as_millis()
+                ),
+            };
             emit_alert(
                 &registry,
                 &clock,
                 Severity::High,
                 "runtime_lagging",
                 None,
-                format!(
-                    "the runtime's scheduling lag is {} ms; deadlines are extended by it",
-                    slack.as_millis()
-                ),
+                detail,
             );
-        } else if slack.is_zero() && lagging {
+        } else if !now_lagging && lagging {
             lagging = false;
             info!("runtime lag back to normal");
         }

@@ -121,3 +121,56 @@ async fn a_blocked_executor_is_measured_and_raises_one_runtime_lagging_alert() {
     assert!(again.is_err(), "no second alert: {again:?}");
     rt.shutdown().await.unwrap();
 }
+
+/// Real starvation, no injection: agents beat every 200 ms from a task of their own while the
+/// only executor thread is blocked for 2.5 s (longer than their 1 s interval). The lag monitor
+/// measures it from its own late wake-ups, and the agents, whose beats were held up by the
+/// runtime and not by them, are not blamed.
+#[tokio::test(flavor = "current_thread")]
+async fn real_starvation_is_measured_and_blames_no_agent() {
+    let cfg = RuntimeConfig {
+        policy: Policy {
+            heartbeat_interval: Duration::from_secs(1),
+            ..Policy::default()
+        },
+        ..config()
+    };
+    let (rt, _) = start(cfg).await;
+    let mut agents = Vec::new();
+    for i in 0..5 {
+        let reg = Registration::new(id(&format!("s{i}")));
+        agents.push(rt.register(reg).await.unwrap());
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let beating = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for a in &agents {
+                    a.heartbeat(Beat::healthy()).unwrap();
+                }
+                sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    sleep(Duration::from_secs(1)).await;
+    assert!(
+        rt.lag() < Duration::from_millis(500),
+        "a quiet start: {:?}",
+        rt.lag()
+    );
+    // Starve everything on this thread: the beats, the wheel, the probe.
+    std::thread::sleep(Duration::from_millis(2500));
+    sleep(Duration::from_millis(100)).await;
+    let measured = rt.lag();
+    assert!(
+        measured >= Duration::from_secs(1),
+        "a 2.5 s stall measured as {measured:?}"
+    );
+    sleep(Duration::from_millis(1500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    beating.await.unwrap();
+    let events = all_events(&rt).await;
+    assert_eq!(transitions(&events), 0, "{events:#?}");
+    rt.shutdown().await.unwrap();
+}

@@ -312,6 +312,38 @@ pub fn line(mut frame: Value, reference: Option<&Value>) -> String {
     s
 }
 
+/// An admin frame's `op` and `args` as the core's request, or the protocol's error. `args`
+/// may be left out, or given as an empty object (as a generic client sends it) for an op that
+/// takes none.
+pub fn admin_request(
+    op: &str,
+    args: Value,
+) -> Result<vigil_actors::AdminRequest, (ErrorCode, String)> {
+    let parse = |args: Option<Value>| {
+        let mut req = serde_json::Map::new();
+        req.insert("op".into(), Value::String(op.into()));
+        if let Some(args) = args.filter(|a| !a.is_null()) {
+            req.insert("args".into(), args);
+        }
+        serde_json::from_value::<vigil_actors::AdminRequest>(Value::Object(req))
+    };
+    let empty = args.as_object().is_some_and(|m| m.is_empty());
+    match parse(Some(args)) {
+        Ok(req) => Ok(req),
+        Err(e) => match empty.then(|| parse(None)) {
+            Some(Ok(req)) => Ok(req),
+            _ => {
+                let msg = e.to_string();
+                let code = match msg.starts_with("missing field") {
+                    true => ErrorCode::MissingField,
+                    false => ErrorCode::InvalidField,
+                };
+                Err((code, format!("admin {op}: {msg}")))
+            }
+        },
+    }
+}
+
 /// The `error` frame for a decoding failure (or any protocol error), as one line.
 pub fn error_line(code: ErrorCode, message: &str, reference: Option<&Value>) -> String {
     line(
@@ -323,6 +355,19 @@ pub fn error_line(code: ErrorCode, message: &str, reference: Option<&Value>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_op_without_arguments_takes_an_empty_object_and_others_still_need_theirs() {
+        use serde_json::json;
+        use vigil_actors::AdminRequest;
+        assert_eq!(admin_request("stats", json!({})), Ok(AdminRequest::Stats));
+        assert_eq!(admin_request("stats", Value::Null), Ok(AdminRequest::Stats));
+        let (code, msg) = admin_request("evict", json!({})).unwrap_err();
+        assert_eq!(code, ErrorCode::MissingField, "{msg}");
+        assert!(msg.contains("id"), "{msg}");
+        let (code, _) = admin_request("stats", json!({"x": 1})).unwrap_err();
+        assert_eq!(code, ErrorCode::InvalidField);
+    }
     use proptest::prelude::*;
     use serde_json::Map;
 
