@@ -119,6 +119,18 @@ impl SubShared {
 pub struct Subscription {
     rx: mpsc::Receiver<SubscriptionItem>,
     shared: Arc<SubShared>,
+    /// Where to say it is gone: a subscriber is removed when its subscription is dropped,
+    /// not only when an event for it finds its queue closed (a filter that never matches
+    /// would otherwise keep it for ever).
+    owner: Option<(ActorRef<BroadcastMsg>, u64)>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Some((broadcaster, id)) = self.owner.take() {
+            let _ = broadcaster.cast(BroadcastMsg::Remove(id));
+        }
+    }
 }
 
 impl Subscription {
@@ -185,6 +197,8 @@ pub(crate) enum BroadcastMsg {
         ended: bool,
     },
     Stats(RpcReplyPort<BroadcastStats>),
+    /// The subscription was dropped.
+    Remove(u64),
 }
 
 pub(crate) struct BroadcasterArgs {
@@ -271,7 +285,11 @@ impl Actor for BroadcasterActor {
                         let oldest = st.window.front().map_or(st.published + 1, |e| e.seq);
                         shared.end_with(SubscriptionItem::ResyncRequired { oldest });
                         drop(tx);
-                        let _ = reply.send(Subscription { rx, shared });
+                        let _ = reply.send(Subscription {
+                            rx,
+                            shared,
+                            owner: None,
+                        });
                         return Ok(());
                     }
                 }
@@ -296,7 +314,12 @@ impl Actor for BroadcasterActor {
                         replaying: false,
                     },
                 );
-                if reply.send(Subscription { rx, shared }).is_err() {
+                let sub = Subscription {
+                    rx,
+                    shared,
+                    owner: Some((myself.clone(), id)),
+                };
+                if reply.send(sub).is_err() {
                     st.remove(id);
                     return Ok(());
                 }
@@ -311,6 +334,7 @@ impl Actor for BroadcasterActor {
                     st.catch_up(sub, &myself);
                 }
             }
+            BroadcastMsg::Remove(id) => st.remove(id),
             BroadcastMsg::Stats(reply) => {
                 let _ = reply.send(BroadcastStats {
                     subscribers: st.subs.len(),
