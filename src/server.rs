@@ -695,7 +695,7 @@ impl Session {
                 }
             }
             ClientFrame::Activity(a) => {
-                if !self.owned.contains_key(&a.id) {
+                if !self.owns(&a.id) {
                     self.not_owned(&a.id, &reference).await;
                 } else if let Err(msg) = check_activity(&a.activity, a.detail.as_deref()) {
                     self.error(ErrorCode::InvalidField, &msg, &reference).await;
@@ -707,7 +707,7 @@ impl Session {
                 }
             }
             ClientFrame::Job(j) => {
-                if !self.owned.contains_key(&j.id) {
+                if !self.owns(&j.id) {
                     self.not_owned(&j.id, &reference).await;
                 } else if let Err(msg) = check_job(&j) {
                     self.error(ErrorCode::InvalidField, &msg, &reference).await;
@@ -725,7 +725,7 @@ impl Session {
                 }
             }
             ClientFrame::Deregister(d) => {
-                if !self.owned.contains_key(&d.id) {
+                if !self.owns(&d.id) {
                     self.not_owned(&d.id, &reference).await;
                     return true;
                 }
@@ -843,7 +843,27 @@ impl Session {
 
     /// A report the runtime did not take: the agent's actor is gone (it left, was evicted, or
     /// is restarting after a crash).
+    /// Whether this connection owns `id` now: it registered it, and no later registration
+    /// (a takeover whose notice has not come yet) superseded that.
+    fn owns(&mut self, id: &AgentId) -> bool {
+        match self.owned.get(id) {
+            Some(h) if h.is_current() => true,
+            Some(_) => {
+                self.owned.remove(id);
+                false
+            }
+            None => false,
+        }
+    }
+
     async fn beat_failed(&mut self, id: &AgentId, e: BeatError, reference: &Option<Value>) {
+        if let BeatError::Superseded(_) = e {
+            // Taken over (its notice may not have come yet): no longer this connection's.
+            self.owned.remove(id);
+            self.error(ErrorCode::NotOwner, &e.to_string(), reference)
+                .await;
+            return;
+        }
         let left = self.shared.rt.agent(id).is_none();
         if left {
             self.disown(id);
@@ -986,7 +1006,10 @@ impl Session {
         }
         let mut owners = self.shared.owners.lock().unwrap_or_else(|e| e.into_inner());
         for (id, handle) in self.owned.drain() {
-            if disconnect {
+            // Only an agent this connection still owns is disconnected: after a takeover the
+            // new owner's agent stays connected (whether or not the notice came).
+            let ours = owners.get(&id).is_some_and(|o| o.conn == self.conn);
+            if disconnect && ours {
                 let _ = handle.disconnected();
             }
             release(&mut owners, &id, self.conn);

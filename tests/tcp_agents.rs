@@ -773,3 +773,59 @@ async fn a_monitor_gets_a_snapshot_then_every_later_event_and_can_replay_since()
     r.expect("pong").await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_takeover_then_the_old_socket_closing_leaves_the_agent_online_under_on_disconnect_offline(
+) {
+    let rt_cfg = RuntimeConfig {
+        policy: vigil_actors::Policy {
+            on_disconnect: vigil_actors::OnDisconnect::Offline,
+            ..vigil_actors::Policy::default()
+        },
+        ..RuntimeConfig::default()
+    };
+    let (server, rt) = setup_with(rt_cfg, ServerConfig::default()).await;
+    let mut a = Client::hello(server.local_addr(), "agent", None).await;
+    let mut b = Client::hello(server.local_addr(), "agent", None).await;
+    a.send(json!({"type":"register","id":"x"})).await;
+    a.expect("registered").await;
+    b.send(json!({"type":"register","id":"x","takeover":true}))
+        .await;
+    b.expect("registered").await;
+    // The old connection goes away (as a reconnecting agent's old socket does), whether or
+    // not it read its `evicted` notice.
+    drop(a);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while server.connections() > 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the old connection was never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A round trip through the agent's actor: whatever the close sent it is handled by now.
+    b.send(json!({"type":"heartbeat","id":"x","status":"degraded","ref":1}))
+        .await;
+    b.expect("ack").await;
+    rt.admin(vigil_actors::AdminRequest::SetStatus {
+        id: AgentId::new("x").unwrap(),
+        status: Status::Online,
+        reason: None,
+    })
+    .await
+    .unwrap();
+    let x = record(&rt, "x").await;
+    assert_eq!(x.status, Status::Online, "{x:?}");
+    assert!(x.connected, "connected under its new owner");
+    let offline = events(&rt).await.into_iter().any(|e| {
+        matches!(
+            e.body,
+            vigil_actors::EventBody::Transition {
+                to: Status::Offline,
+                ..
+            }
+        )
+    });
+    assert!(!offline, "no offline transition for the move");
+    server.stop().await;
+}

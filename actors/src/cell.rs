@@ -31,12 +31,27 @@ pub struct AgentCell {
     reported: AtomicU8,
     timer_gen: AtomicU64,
     own_interval_ms: AtomicU64,
+    /// A hash of the last activity sent to the registry (0: none): an unchanged activity on
+    /// every heartbeat stops here instead of reaching the one sequencer.
+    activity: AtomicU64,
+    /// The incarnation of the latest registration (0 until one is answered): a handle of an
+    /// older one is stale.
+    incarnation: AtomicU64,
     metrics: Mutex<Option<Metrics>>,
     kind: RwLock<Arc<str>>,
     actor: RwLock<Option<ActorRef<AgentMsg>>>,
 }
 
 impl AgentCell {
+    /// Records `activity` as the last one reported; false when it is the same as before.
+    pub(crate) fn activity_changed(&self, activity: &str) -> bool {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        activity.hash(&mut h);
+        let h = h.finish().max(1);
+        self.activity.swap(h, SeqCst) != h
+    }
+
     pub(crate) fn new(id: AgentId, kind: Arc<str>, base: Instant) -> Arc<Self> {
         Arc::new(Self {
             id,
@@ -47,6 +62,8 @@ impl AgentCell {
             reported: AtomicU8::new(0),
             timer_gen: AtomicU64::new(0),
             own_interval_ms: AtomicU64::new(0),
+            activity: AtomicU64::new(0),
+            incarnation: AtomicU64::new(0),
             metrics: Mutex::new(None),
             kind: RwLock::new(kind),
             actor: RwLock::new(None),
@@ -136,6 +153,15 @@ impl AgentCell {
         (ms != 0).then(|| std::time::Duration::from_millis(ms))
     }
 
+    pub(crate) fn incarnation(&self) -> u64 {
+        self.incarnation.load(SeqCst)
+    }
+
+    /// A registration was answered with `n`: handles of earlier ones are stale from now on.
+    pub(crate) fn set_incarnation(&self, n: u64) {
+        self.incarnation.fetch_max(n, SeqCst);
+    }
+
     pub(crate) fn set_own_interval(&self, i: Option<std::time::Duration>) {
         self.own_interval_ms
             .store(i.map_or(0, |d| d.as_millis().max(1) as u64), SeqCst);
@@ -164,4 +190,25 @@ fn stamp(base: Instant, at: Instant) -> u64 {
 
 fn from_stamp(base: Instant, stamp: u64) -> Option<Instant> {
     (stamp != 0).then(|| base + std::time::Duration::from_nanos(stamp - 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_a_changed_activity_goes_on() {
+        let cell = AgentCell::new(
+            AgentId::new("a").expect("valid id"),
+            Arc::from("k"),
+            Instant::now(),
+        );
+        assert!(cell.activity_changed("idle"), "the first report");
+        assert!(
+            !cell.activity_changed("idle"),
+            "the same again stops at the edge"
+        );
+        assert!(cell.activity_changed("busy"));
+        assert!(cell.activity_changed("idle"));
+    }
 }

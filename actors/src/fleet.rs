@@ -697,7 +697,10 @@ fn relay_registration(
         let out = match tokio::time::timeout(limit, rx).await {
             Ok(Ok(out)) => Ok(Registered {
                 id,
-                incarnation: out.incarnation,
+                incarnation: {
+                    cell.set_incarnation(out.incarnation);
+                    out.incarnation
+                },
                 seq: out.seq,
                 heartbeat_interval: interval,
                 cell,

@@ -7,7 +7,11 @@
 //! - a job whose agent goes offline or leaves while unfinished fails, with error
 //!   `agent_offline` / `agent_left`;
 //! - finished jobs are remembered (a repeated `completed` is not a new job) up to
-//!   [`FINISHED_KEPT`], oldest forgotten first.
+//!   [`FINISHED_KEPT`], oldest forgotten first;
+//! - a job is its agent's: job ids are scoped by agent, so one agent's report never changes
+//!   another agent's job of the same name;
+//! - an agent holds at most [`MAX_OPEN_PER_AGENT`] unfinished jobs; a report of another new
+//!   one is refused (logged, no event).
 //!
 //! The book is rebuilt after a restart by replaying the job events of the log.
 
@@ -19,6 +23,11 @@ use crate::model::{AgentId, EventBody, JobReport, JobState, OpenJob};
 pub const PROGRESS_STEP: f64 = 0.01;
 /// How many finished jobs are remembered.
 pub const FINISHED_KEPT: usize = 10_000;
+/// Most unfinished jobs one agent may hold.
+pub const MAX_OPEN_PER_AGENT: usize = 1_000;
+
+/// A job: its agent and its id.
+type Key = (AgentId, String);
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct JobEntry {
@@ -30,10 +39,10 @@ pub(crate) struct JobEntry {
 
 #[derive(Debug, Default)]
 pub(crate) struct JobBook {
-    jobs: HashMap<String, JobEntry>,
+    jobs: HashMap<Key, JobEntry>,
     /// Unfinished jobs per agent.
     open: HashMap<AgentId, BTreeSet<String>>,
-    finished: VecDeque<String>,
+    finished: VecDeque<Key>,
     /// Agents whose unfinished jobs changed since [`JobBook::take_touched`].
     touched: Vec<AgentId>,
 }
@@ -42,9 +51,16 @@ impl JobBook {
     /// The event a report makes, if it changes anything; the book is updated.
     pub fn report(&mut self, agent: &AgentId, r: JobReport) -> Option<EventBody> {
         let progress = r.progress.map(|p| p.clamp(0.0, 1.0));
-        let prev = self.jobs.get(&r.job);
+        let prev = self.jobs.get(&(agent.clone(), r.job.clone()));
+        if prev.is_none()
+            && !r.state.is_final()
+            && self.open.get(agent).map_or(0, BTreeSet::len) >= MAX_OPEN_PER_AGENT
+        {
+            tracing::warn!(agent = %agent, job = %r.job, "too many unfinished jobs: report ignored");
+            return None;
+        }
         if let Some(p) = prev {
-            if p.state == r.state && &p.agent == agent {
+            if p.state == r.state {
                 let moved = match (p.progress, progress) {
                     (_, None) => false,
                     (None, Some(_)) => true,
@@ -75,7 +91,7 @@ impl JobBook {
         let bodies: Vec<EventBody> = open
             .iter()
             .filter_map(|job| {
-                let e = self.jobs.get(job)?;
+                let e = self.jobs.get(&(agent.clone(), job.clone()))?;
                 Some(EventBody::Job {
                     job: job.clone(),
                     from: Some(e.state.as_str().to_string()),
@@ -102,8 +118,9 @@ impl JobBook {
         let Some(state) = JobState::parse(to) else {
             return;
         };
+        let key = (agent.clone(), job.clone());
         let prev = self.jobs.insert(
-            job.clone(),
+            key.clone(),
             JobEntry {
                 agent: agent.clone(),
                 state,
@@ -111,20 +128,17 @@ impl JobBook {
             },
         );
         self.touched.push(agent.clone());
-        if let Some(p) = &prev {
-            if &p.agent != agent {
-                self.touched.push(p.agent.clone());
-            }
-            if let Some(set) = self.open.get_mut(&p.agent) {
+        if prev.is_some() {
+            if let Some(set) = self.open.get_mut(agent) {
                 set.remove(job);
                 if set.is_empty() {
-                    self.open.remove(&p.agent);
+                    self.open.remove(agent);
                 }
             }
         }
         if state.is_final() {
             if prev.as_ref().is_none_or(|p| !p.state.is_final()) {
-                self.finished.push_back(job.clone());
+                self.finished.push_back(key);
             }
             while self.finished.len() > FINISHED_KEPT {
                 if let Some(old) = self.finished.pop_front() {
@@ -145,7 +159,7 @@ impl JobBook {
     pub fn load(&mut self, agent: &AgentId, jobs: &std::collections::BTreeMap<String, OpenJob>) {
         for (job, j) in jobs {
             self.jobs.insert(
-                job.clone(),
+                (agent.clone(), job.clone()),
                 JobEntry {
                     agent: agent.clone(),
                     state: j.state,
@@ -166,7 +180,7 @@ impl JobBook {
             .into_iter()
             .flatten()
             .filter_map(|job| {
-                let e = self.jobs.get(job)?;
+                let e = self.jobs.get(&(agent.clone(), job.clone()))?;
                 Some((
                     job.clone(),
                     OpenJob {
@@ -187,8 +201,8 @@ impl JobBook {
     }
 
     #[cfg(test)]
-    pub fn get(&self, job: &str) -> Option<&JobEntry> {
-        self.jobs.get(job)
+    pub fn get(&self, agent: &AgentId, job: &str) -> Option<&JobEntry> {
+        self.jobs.get(&(agent.clone(), job.to_string()))
     }
 
     /// Jobs by state.
@@ -294,18 +308,49 @@ mod tests {
             ]
         );
         assert!(b.fail_all(&a, "agent_offline").is_empty(), "failed once");
-        assert_eq!(b.get("k").map(|e| e.state), Some(JobState::Running));
+        assert_eq!(b.get(&other, "k").map(|e| e.state), Some(JobState::Running));
     }
 
     #[test]
-    fn a_job_moved_to_another_agent_is_that_agents() {
+    fn one_agent_cannot_complete_another_agents_job() {
         let mut b = JobBook::default();
         let (a, c) = (id("a"), id("c"));
         b.report(&a, rep("j", JobState::Running, None));
-        let e = b.report(&c, rep("j", JobState::Running, None));
-        assert!(e.is_some(), "a change of agent is a change");
-        assert!(b.fail_all(&a, "agent_left").is_empty());
-        assert_eq!(b.fail_all(&c, "agent_left").len(), 1);
+        let e = b.report(&c, rep("j", JobState::Completed, None));
+        assert!(e.is_some(), "c's own job j");
+        assert_eq!(b.get(&a, "j").map(|e| e.state), Some(JobState::Running));
+        assert_eq!(b.get(&c, "j").map(|e| e.state), Some(JobState::Completed));
+        assert_eq!(
+            b.fail_all(&a, "agent_left").len(),
+            1,
+            "a's j was still open"
+        );
+    }
+
+    #[test]
+    fn an_agent_holds_a_bounded_number_of_unfinished_jobs() {
+        let mut b = JobBook::default();
+        let a = id("a");
+        for i in 0..MAX_OPEN_PER_AGENT {
+            assert!(b
+                .report(&a, rep(&format!("j{i}"), JobState::Running, None))
+                .is_some());
+        }
+        assert!(
+            b.report(&a, rep("one-more", JobState::Running, None))
+                .is_none(),
+            "refused"
+        );
+        assert!(b.get(&a, "one-more").is_none());
+        // Finishing one makes room; reports on open jobs still count.
+        assert!(b.report(&a, rep("j0", JobState::Completed, None)).is_some());
+        assert!(b
+            .report(&a, rep("one-more", JobState::Running, None))
+            .is_some());
+        assert!(b
+            .report(&a, rep("j1", JobState::Running, Some(0.5)))
+            .is_some());
+        assert_eq!(b.open_of(&a).len(), MAX_OPEN_PER_AGENT);
     }
 
     #[test]
@@ -315,8 +360,8 @@ mod tests {
         for i in 0..FINISHED_KEPT + 5 {
             b.report(&a, rep(&format!("j{i}"), JobState::Completed, None));
         }
-        assert!(b.get("j0").is_none());
-        assert!(b.get(&format!("j{}", FINISHED_KEPT + 4)).is_some());
+        assert!(b.get(&a, "j0").is_none());
+        assert!(b.get(&a, &format!("j{}", FINISHED_KEPT + 4)).is_some());
         assert_eq!(b.counts().values().sum::<usize>(), FINISHED_KEPT);
     }
 }

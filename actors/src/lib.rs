@@ -76,7 +76,7 @@ pub use health::{
     Alerter, Finding, HealthConfig, HealthIssue, HealthReport, HealthSummary, MassOffline,
     MassOfflineAlert,
 };
-pub use jobs::{FINISHED_KEPT, PROGRESS_STEP};
+pub use jobs::{FINISHED_KEPT, MAX_OPEN_PER_AGENT, PROGRESS_STEP};
 pub use lag::LagConfig;
 pub use model::*;
 pub use registry::{LatencyHistogram, RegistryStats};

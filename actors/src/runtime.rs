@@ -136,6 +136,9 @@ pub enum BeatError {
     UnknownAgent(AgentId),
     #[error("agent {0} is not supervised right now (its actor is restarting or it left)")]
     NotSupervised(AgentId),
+    /// The handle is of an earlier registration: the agent registered again (taken over).
+    #[error("agent {0} was registered again since (this registration is superseded)")]
+    Superseded(AgentId),
 }
 
 /// A heartbeat's content.
@@ -184,11 +187,26 @@ impl AgentHandle {
     /// Takes a heartbeat now. A healthy beat of an online agent is an atomic store and no
     /// message (the fast path); any other beat is a message to the agent's actor.
     pub fn heartbeat(&self, beat: Beat) -> Result<(), BeatError> {
+        self.check_current()?;
         beat_cell(&self.cell, beat)
     }
 
-    /// The connection that owned this agent closed without deregistering.
+    /// Whether this handle is of the agent's latest registration (not taken over since).
+    pub fn is_current(&self) -> bool {
+        self.cell.incarnation() <= self.incarnation
+    }
+
+    fn check_current(&self) -> Result<(), BeatError> {
+        match self.is_current() {
+            true => Ok(()),
+            false => Err(BeatError::Superseded(self.cell.id().clone())),
+        }
+    }
+
+    /// The connection that owned this agent closed without deregistering. A handle of an
+    /// earlier registration changes nothing.
     pub fn disconnected(&self) -> Result<(), BeatError> {
+        self.check_current()?;
         match self.cell.actor() {
             Some(a) if a.cast(AgentMsg::Disconnected).is_ok() => Ok(()),
             _ => Err(BeatError::NotSupervised(self.cell.id().clone())),
@@ -467,8 +485,8 @@ impl Runtime {
             .get(id)
             .cloned()?;
         Some(AgentHandle {
+            incarnation: cell.incarnation(),
             cell,
-            incarnation: 0,
             interval: Duration::ZERO,
         })
     }
@@ -494,11 +512,22 @@ impl Runtime {
         activity: impl Into<String>,
         detail: Option<String>,
     ) -> Result<(), BeatError> {
+        let activity = activity.into();
+        let cell = self
+            .directory
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned();
+        // Unchanged (most heartbeats that carry it): no message, no event.
+        if cell.is_some_and(|c| !c.activity_changed(&activity)) {
+            return Ok(());
+        }
         let at = self.clock.utc(self.clock.now());
         self.registry
             .cast(RegistryMsg::Activity {
                 id: id.clone(),
-                activity: activity.into(),
+                activity,
                 detail,
                 at,
             })
