@@ -235,7 +235,10 @@ pub fn run_all(quick: bool, json_dir: Option<PathBuf>) -> anyhow::Result<()> {
         ("ingest", q(&[], &["--quick"])),
         ("fanout", q(&[], &["--quick"])),
         ("storm", q(&[], &["--agents", "2000"])),
-        ("restart", q(&[], &["--agents", "2000"])),
+        (
+            "restart",
+            q(&["--interval-ms", "5000"], &["--agents", "2000"]),
+        ),
         ("memory", q(&[], &["--quick"])),
         ("store", q(&[], &["--sizes", "1,100", "--each", "1s"])),
     ];
