@@ -161,8 +161,8 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, 
 enum Control {
     /// Another connection took this agent over.
     TakenOver(AgentId),
-    /// An operator evicted this agent.
-    Evicted(AgentId),
+    /// An operator evicted this agent (the seq of the eviction).
+    Evicted(AgentId, u64),
 }
 
 struct Owner {
@@ -339,8 +339,14 @@ async fn tell_evicted(shared: Arc<Shared>) {
             since,
             snapshot: false,
         };
-        let Ok(mut sub) = shared.rt.subscribe(opts).await else {
-            return; // the runtime is stopping
+        let mut sub = match shared.rt.subscribe(opts).await {
+            Ok(sub) => sub,
+            // The store is failing: no eviction can be durable meanwhile; try again.
+            Err(RuntimeError::Overloaded(_)) => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(_) => return, // the runtime is stopping
         };
         while let Some(item) = sub.next().await {
             match item {
@@ -356,7 +362,7 @@ async fn tell_evicted(shared: Arc<Shared>) {
                     if let (true, Some(id)) = (evicted, &e.agent) {
                         let owners = shared.owners.lock().unwrap_or_else(|e| e.into_inner());
                         if let Some(o) = owners.get(id) {
-                            let _ = o.tx.try_send(Control::Evicted(id.clone()));
+                            let _ = o.tx.try_send(Control::Evicted(id.clone(), e.seq));
                         }
                     }
                 }
@@ -980,8 +986,11 @@ impl Session {
                     self.send(line(evicted, None)).await;
                 }
             }
-            Control::Evicted(id) => {
-                if self.owned.contains_key(&id) {
+            Control::Evicted(id, seq) => {
+                // An eviction before this connection's registration of the agent (it came
+                // back at once) is not about the registration it holds now.
+                let current = self.owned.get(&id).map(|h| h.registered_seq());
+                if current.is_some_and(|registered| registered < seq) {
                     self.disown(&id);
                     let evicted =
                         json!({"type": "evicted", "id": id.as_str(), "reason": "evicted"});

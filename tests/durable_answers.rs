@@ -94,3 +94,76 @@ async fn an_eviction_is_answered_once_durable_and_refused_while_the_store_fails(
         "the eviction was durable before its 200: {log:?}"
     );
 }
+
+#[tokio::test]
+async fn an_eviction_does_not_hit_the_agents_next_registration() {
+    let (node, store) = node().await;
+    let mut a = Client::hello(node.tcp.local_addr(), "agent", None).await;
+    a.send(json!({"type":"register","id":"x"})).await;
+    a.expect("registered").await;
+    let mut events = node
+        .rt
+        .subscribe(vigil_actors::SubscribeOptions::default())
+        .await
+        .unwrap();
+    // Held by the store: the eviction, then the agent's registration again, are published
+    // together once it writes again.
+    store.fail_writes(true);
+    let rt = node.rt.clone();
+    let evict = tokio::spawn(async move {
+        rt.admin(vigil_actors::AdminRequest::Evict {
+            id: vigil_actors::AgentId::new("x").unwrap(),
+            reason: None,
+        })
+        .await
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while node
+        .rt
+        .agent(&vigil_actors::AgentId::new("x").unwrap())
+        .is_some()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never evicted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    a.send(json!({"type":"register","id":"x","ref":2})).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while node
+        .rt
+        .agent(&vigil_actors::AgentId::new("x").unwrap())
+        .is_none()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never registered again"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    store.fail_writes(false);
+    evict
+        .await
+        .unwrap()
+        .expect("the eviction is answered once durable");
+    // Both events are published, the eviction first.
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        if let Some(vigil_actors::SubscriptionItem::Event(e)) = events.next().await {
+            seen.push(e.body.kind());
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![
+            vigil_actors::EventKind::Deregistered,
+            vigil_actors::EventKind::Registered
+        ]
+    );
+    let reg = a.expect("registered").await;
+    assert_eq!(reg["ref"], 2);
+    // The eviction was about the registration before: the connection keeps the agent. (The
+    // notice would have come within moments of the event; a second is allowed.)
+    let frame = tokio::time::timeout(Duration::from_secs(1), a.recv()).await;
+    assert!(frame.is_err(), "no frame, no eviction notice: {frame:?}");
+    a.send(json!({"type":"heartbeat","id":"x","ref":3})).await;
+    assert_eq!(a.expect("ack").await["ref"], 3);
+}

@@ -167,9 +167,17 @@ pub struct AgentHandle {
     cell: Arc<AgentCell>,
     incarnation: u64,
     interval: Duration,
+    /// The seq of the `registered` event of this registration (0 when not known).
+    seq: u64,
 }
 
 impl AgentHandle {
+    /// The seq of this registration's `registered` event (0 for a handle looked up by id):
+    /// an event about the agent with a lower seq happened before this registration.
+    pub fn registered_seq(&self) -> u64 {
+        self.seq
+    }
+
     pub fn id(&self) -> &AgentId {
         self.cell.id()
     }
@@ -451,6 +459,7 @@ impl Runtime {
             cell: r.cell,
             incarnation: r.incarnation,
             interval: r.heartbeat_interval,
+            seq: r.seq,
         };
         Ok((handle, r.seq))
     }
@@ -488,6 +497,7 @@ impl Runtime {
             incarnation: cell.incarnation(),
             cell,
             interval: Duration::ZERO,
+            seq: 0,
         })
     }
 
