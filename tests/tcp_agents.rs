@@ -24,6 +24,18 @@ async fn record(rt: &Runtime, id: &str) -> vigil_actors::AgentRecord {
     }
 }
 
+/// Waits until the server has seen every connection but one close.
+async fn closed_down_to_one(server: &Server) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while server.connections() > 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the old connection was never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn setup(cfg: ServerConfig) -> (Server, Arc<Runtime>) {
     setup_with(RuntimeConfig::default(), cfg).await
 }
@@ -171,14 +183,7 @@ async fn one_connection_owns_an_agent_until_another_takes_it_over() {
     // The old owner closing does not disconnect the agent from its new owner: checked once
     // the server has seen the close (its connection count is back to one).
     drop(a);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while server.connections() > 1 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the old connection was never closed"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    closed_down_to_one(&server).await;
     // A round trip through the agent's actor: whatever the close sent it is handled by now.
     rt.admin(vigil_actors::AdminRequest::SetStatus {
         id: AgentId::new("x").unwrap(),
@@ -795,14 +800,7 @@ async fn a_takeover_then_the_old_socket_closing_leaves_the_agent_online_under_on
     // The old connection goes away (as a reconnecting agent's old socket does), whether or
     // not it read its `evicted` notice.
     drop(a);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while server.connections() > 1 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the old connection was never closed"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    closed_down_to_one(&server).await;
     // A round trip through the agent's actor: whatever the close sent it is handled by now.
     b.send(json!({"type":"heartbeat","id":"x","status":"degraded","ref":1}))
         .await;
