@@ -39,8 +39,8 @@ use tokio_util::codec::FramedRead;
 use tracing::{debug, info, warn};
 use vigil_actors::{
     AdminError, AdminRequest, AgentHandle, AgentId, Beat, BeatError, EventBody, EventKind, Filter,
-    JobReport, Reason, RegisterError, Registration, Runtime, RuntimeError, SubscribeOptions,
-    SubscriptionItem,
+    JobReport, Reason, RegisterError, Registration, ReportQuota, Runtime, RuntimeError,
+    SubscribeOptions, SubscriptionItem,
 };
 
 use crate::monitor::{Hub, Open};
@@ -157,7 +157,14 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, 
     Ok(Arc::new(cfg))
 }
 
-/// Messages to a connection from elsewhere.
+/// How many activity and job reports one connection may have waiting for the registry; past
+/// it the connection's frames wait (and its socket fills) until the registry takes some.
+pub const MAX_QUEUED_REPORTS: usize = 256;
+
+/// Messages to a connection from elsewhere. Never dropped, so the channel has no bound; what
+/// it can hold is bounded all the same: each notice is about an agent the connection owns, and
+/// the owner changes with it (a takeover names the new owner; an evicted agent must register
+/// again, by another takeover, before it can be evicted again).
 enum Control {
     /// Another connection took this agent over.
     TakenOver(AgentId),
@@ -167,7 +174,7 @@ enum Control {
 
 struct Owner {
     conn: u64,
-    tx: mpsc::Sender<Control>,
+    tx: mpsc::UnboundedSender<Control>,
 }
 
 /// State shared by every connection of a listener.
@@ -362,7 +369,7 @@ async fn tell_evicted(shared: Arc<Shared>) {
                     if let (true, Some(id)) = (evicted, &e.agent) {
                         let owners = shared.owners.lock().unwrap_or_else(|e| e.into_inner());
                         if let Some(o) = owners.get(id) {
-                            let _ = o.tx.try_send(Control::Evicted(id.clone(), e.seq));
+                            let _ = o.tx.send(Control::Evicted(id.clone(), e.seq));
                         }
                     }
                 }
@@ -512,8 +519,9 @@ where
             bucket: Bucket::new(shared.cfg.rate_limit, shared.cfg.rate_burst),
             subscription: None,
             beats: 0,
+            reports: ReportQuota::new(MAX_QUEUED_REPORTS),
         };
-        let (ctl_tx, mut ctl_rx) = mpsc::channel::<Control>(256);
+        let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<Control>();
         // One future for the stop, made once: a new `changed()` per frame would register
         // with the listener's shared watch (a lock) on every heartbeat.
         let stopped = async {
@@ -624,6 +632,8 @@ struct Session {
     subscription: Option<tokio::task::JoinHandle<()>>,
     /// Heartbeats taken since the shared counter was last added to.
     beats: u64,
+    /// Bounds the activity and job reports this connection has waiting for the registry.
+    reports: ReportQuota,
 }
 
 impl Session {
@@ -639,7 +649,7 @@ impl Session {
     async fn handle(
         &mut self,
         item: Result<Option<Frame>, protocol::FrameError>,
-        ctl: &mpsc::Sender<Control>,
+        ctl: &mpsc::UnboundedSender<Control>,
     ) -> bool {
         let frame = match item {
             Ok(None) => return true,
@@ -692,7 +702,10 @@ impl Session {
                     Some(Ok(())) => {
                         self.beats += 1;
                         if let Some(a) = h.activity {
-                            let _ = self.shared.rt.report_activity(&h.id, a, None);
+                            let rt = &self.shared.rt;
+                            let _ = rt
+                                .report_activity_within(&self.reports, &h.id, a, None)
+                                .await;
                         }
                         self.ack(&reference).await
                     }
@@ -706,7 +719,12 @@ impl Session {
                 } else if let Err(msg) = check_activity(&a.activity, a.detail.as_deref()) {
                     self.error(ErrorCode::InvalidField, &msg, &reference).await;
                 } else {
-                    match self.shared.rt.report_activity(&a.id, a.activity, a.detail) {
+                    let rt = &self.shared.rt;
+                    let (activity, detail) = (a.activity, a.detail);
+                    match rt
+                        .report_activity_within(&self.reports, &a.id, activity, detail)
+                        .await
+                    {
                         Ok(()) => self.ack(&reference).await,
                         Err(e) => self.beat_failed(&a.id, e, &reference).await,
                     }
@@ -724,7 +742,12 @@ impl Session {
                         progress: j.progress,
                         error: j.error,
                     };
-                    match self.shared.rt.report_job(&j.id, report) {
+                    match self
+                        .shared
+                        .rt
+                        .report_job_within(&self.reports, &j.id, report)
+                        .await
+                    {
                         Ok(()) => self.ack(&reference).await,
                         Err(e) => self.beat_failed(&j.id, e, &reference).await,
                     }
@@ -885,7 +908,7 @@ impl Session {
         &mut self,
         r: protocol::Register,
         reference: Option<Value>,
-        ctl: &mpsc::Sender<Control>,
+        ctl: &mpsc::UnboundedSender<Control>,
     ) {
         let id = r.id.clone();
         if !self.owned.contains_key(&id)
@@ -925,7 +948,7 @@ impl Session {
             return;
         };
         if let Some(old) = previous.filter(|o| o.conn != self.conn) {
-            let _ = old.tx.try_send(Control::TakenOver(id.clone()));
+            let _ = old.tx.send(Control::TakenOver(id.clone()));
         }
         let reg = Registration {
             id: Some(id.clone()),

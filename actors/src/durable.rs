@@ -12,6 +12,7 @@ use std::sync::Arc;
 use ractor::RpcReplyPort;
 
 use crate::admin::{AdminError, AdminResponse};
+use crate::intake::Intake;
 use crate::model::{Event, EventBody};
 
 /// Bytes an event is taken to cost while it waits, beyond its strings.
@@ -63,6 +64,8 @@ pub(crate) struct Backpressure {
     /// Bytes of events sequenced and not yet durable (see [`event_bytes`]).
     pending_bytes: AtomicU64,
     max_pending_bytes: u64,
+    /// Reports on their way to the registry.
+    pub reports: Arc<Intake>,
 }
 
 impl Backpressure {
@@ -71,6 +74,7 @@ impl Backpressure {
             store_ok,
             pending_bytes: AtomicU64::new(0),
             max_pending_bytes,
+            reports: Arc::default(),
         }
     }
 

@@ -54,6 +54,7 @@ mod fleet;
 pub mod fsm;
 pub mod health;
 mod health_task;
+mod intake;
 mod jobs;
 pub mod lag;
 pub mod model;
@@ -76,6 +77,7 @@ pub use health::{
     Alerter, Finding, HealthConfig, HealthIssue, HealthReport, HealthSummary, MassOffline,
     MassOfflineAlert,
 };
+pub use intake::ReportQuota;
 pub use jobs::{FINISHED_KEPT, MAX_OPEN_PER_AGENT, PROGRESS_STEP};
 pub use lag::LagConfig;
 pub use model::*;

@@ -36,6 +36,7 @@ use crate::cell::AgentCell;
 use crate::clock::Clock;
 use crate::durable::{event_bytes, Backpressure, Waiter};
 use crate::health::{MassOffline, MASS_OFFLINE};
+use crate::intake::Ticket;
 use crate::jobs::JobBook;
 use crate::model::{
     AgentId, AgentRecord, Event, EventBody, EventKind, JobReport, Registration, Severity, Status,
@@ -75,12 +76,14 @@ pub(crate) enum RegistryMsg {
         activity: String,
         detail: Option<String>,
         at: DateTime<Utc>,
+        ticket: Ticket,
     },
     /// An agent reported on one of its jobs.
     Job {
         id: AgentId,
         report: JobReport,
         at: DateTime<Utc>,
+        ticket: Ticket,
     },
     /// The record as the registry holds it (for restarting a crashed agent actor).
     Record(AgentId, RpcReplyPort<Option<AgentRecord>>),
@@ -338,6 +341,7 @@ impl Actor for RegistryActor {
                 activity,
                 detail,
                 at,
+                ticket: _ticket,
             } => {
                 let Some(e) = st
                     .agents
@@ -360,7 +364,12 @@ impl Actor for RegistryActor {
                     st.schedule_flush(&myself);
                 }
             }
-            RegistryMsg::Job { id, report, at } => {
+            RegistryMsg::Job {
+                id,
+                report,
+                at,
+                ticket: _ticket,
+            } => {
                 let live = st.agents.get(&id).map(|e| e.record.status);
                 if live.is_none_or(|s| s == Status::Left) {
                     return Ok(());
@@ -1159,6 +1168,8 @@ impl RegistryState {
             pending_events: self.pending.len() + self.pipeline.queued_events(),
             pending_bytes: self.pending_bytes,
             side_writes_given_up: self.side_given_up,
+            queued_reports: self.backpressure.reports.queued(),
+            queued_reports_peak: self.backpressure.reports.peak(),
             store_errors: self.store_errors,
             store_healthy: self.backpressure.store_ok.load(Ordering::SeqCst),
             batches: self.batches,

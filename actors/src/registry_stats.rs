@@ -23,6 +23,12 @@ pub struct RegistryStats {
     /// Checkpoint, mirror and retention writes given up after repeated failures.
     #[serde(default)]
     pub side_writes_given_up: u64,
+    /// Activity and job reports sent to the registry and not yet taken by it.
+    #[serde(default)]
+    pub queued_reports: u64,
+    /// The most reports that ever waited for the registry at once.
+    #[serde(default)]
+    pub queued_reports_peak: u64,
     pub store_errors: u64,
     pub store_healthy: bool,
     pub batches: u64,

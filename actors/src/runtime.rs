@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -25,6 +26,7 @@ use crate::durable::{Backpressure, Waiter};
 use crate::fleet::{Directory, FleetArgs, FleetMsg, FleetSupervisor, Policies, Registered};
 use crate::health::{HealthConfig, HealthReport, MassOffline};
 use crate::health_task;
+use crate::intake::{ReportQuota, Ticket};
 use crate::lag::{LagConfig, LagMonitor};
 use crate::model::{
     AgentId, EventBody, JobReport, Metrics, Policy, Registration, Reported, Severity,
@@ -523,16 +525,48 @@ impl Runtime {
         detail: Option<String>,
     ) -> Result<(), BeatError> {
         let activity = activity.into();
+        if !self.activity_changed(id, &activity) {
+            return Ok(());
+        }
+        self.send_activity(id, activity, detail, None)
+    }
+
+    /// [`Runtime::report_activity`] for a source with many reports to send (a connection):
+    /// waits, if `quota`'s reports all wait for the registry, until one is taken.
+    pub async fn report_activity_within(
+        &self,
+        quota: &ReportQuota,
+        id: &AgentId,
+        activity: impl Into<String>,
+        detail: Option<String>,
+    ) -> Result<(), BeatError> {
+        let activity = activity.into();
+        if !self.activity_changed(id, &activity) {
+            return Ok(());
+        }
+        let slot = quota.slot().await;
+        self.send_activity(id, activity, detail, Some(slot))
+    }
+
+    /// Whether `activity` may differ from the agent's last (unchanged, as most heartbeats
+    /// that carry it are: no message, no event).
+    fn activity_changed(&self, id: &AgentId, activity: &str) -> bool {
         let cell = self
             .directory
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(id)
             .cloned();
-        // Unchanged (most heartbeats that carry it): no message, no event.
-        if cell.is_some_and(|c| !c.activity_changed(&activity)) {
-            return Ok(());
-        }
+        cell.is_none_or(|c| c.activity_changed(activity))
+    }
+
+    fn send_activity(
+        &self,
+        id: &AgentId,
+        activity: String,
+        detail: Option<String>,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Result<(), BeatError> {
         let at = self.clock.utc(self.clock.now());
         self.registry
             .cast(RegistryMsg::Activity {
@@ -540,6 +574,7 @@ impl Runtime {
                 activity,
                 detail,
                 at,
+                ticket: Ticket::new(&self.backpressure.reports, slot),
             })
             .map_err(|_| BeatError::NotSupervised(id.clone()))
     }
@@ -547,12 +582,34 @@ impl Runtime {
     /// The agent reports on one of its jobs. A `job` event is recorded when the state (or the
     /// agent) changes, or the progress moves by [`crate::PROGRESS_STEP`] or more.
     pub fn report_job(&self, id: &AgentId, report: JobReport) -> Result<(), BeatError> {
+        self.send_job(id, report, None)
+    }
+
+    /// [`Runtime::report_job`] for a source with many reports to send (see
+    /// [`Runtime::report_activity_within`]).
+    pub async fn report_job_within(
+        &self,
+        quota: &ReportQuota,
+        id: &AgentId,
+        report: JobReport,
+    ) -> Result<(), BeatError> {
+        let slot = quota.slot().await;
+        self.send_job(id, report, Some(slot))
+    }
+
+    fn send_job(
+        &self,
+        id: &AgentId,
+        report: JobReport,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Result<(), BeatError> {
         let at = self.clock.utc(self.clock.now());
         self.registry
             .cast(RegistryMsg::Job {
                 id: id.clone(),
                 report,
                 at,
+                ticket: Ticket::new(&self.backpressure.reports, slot),
             })
             .map_err(|_| BeatError::NotSupervised(id.clone()))
     }
