@@ -4,9 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::broadcaster::BroadcastStats;
-use crate::health::HealthReport;
 use crate::model::{AgentId, AgentRecord, Event, Policy, PolicyPatch, Status};
 use crate::registry::RegistryStats;
+use crate::rules::health::HealthReport;
 
 /// One admin operation (`{"op": "...", "args": {...}}` on the wire).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -170,8 +170,8 @@ mod tests {
     /// tells them apart by their fields.
     #[test]
     fn every_response_survives_a_roundtrip() {
-        use crate::health::{check, HealthConfig};
         use crate::model::{EventBody, Reported, Severity};
+        use crate::rules::health::{check, HealthConfig};
         use crate::store::conformance::record;
 
         let at = "2026-01-01T00:10:00Z".parse().unwrap();

@@ -27,44 +27,34 @@
 //! # Layout
 //!
 //! - [`model`]: plain data — ids, statuses, reasons, policies, records, events.
-//! - [`fsm`]: the pure liveness state machine (`step(input, now) -> effects`).
-//! - `agent`: the AgentActor, which executes the state machine's effects.
-//! - `cell`: what an agent actor shares with heartbeat callers (the fast path).
-//! - `wheel`: the deadline wheel, one task holding every agent's pending deadline.
-//! - [`lag`]: local health awareness (the runtime's own scheduling lag).
-//! - [`health`]: the fleet health check, its alerter and the mass-failure guard (pure).
-//! - `health_task`: the task that runs the health check every `check_interval`.
-//! - `fleet`: the FleetSupervisor — spawns, links, finds and restarts agent actors.
-//! - `registry`: the RegistryActor — sequencer, group commit, live view, queries.
-//! - `durable`: answers held until durable, and the backpressure the edges read.
-//! - `pipeline`: the registry's write pipeline (pure): the log lane, the side lane, retries.
-//! - `registry_stats`: the registry's counters and latency histogram.
+//! - [`rules`]: the pure rules — the liveness state machine ([`fsm`]), jobs, the fleet
+//!   health check and mass-failure guard ([`health`]), scheduling lag ([`lag`]).
+//! - `agent`: one agent under supervision — its actor, the cell heartbeats stamp (the fast
+//!   path), the deadline wheel.
+//! - `fleet`: the FleetSupervisor — spawns, links, finds and restarts agent actors; the
+//!   health task.
+//! - `registry`: the RegistryActor — sequencer, live view, the write pipeline, answers held
+//!   until durable, queries, stats.
 //! - [`broadcaster`]: the BroadcasterActor — subscribers, filters, resume, lag.
-//! - [`store`]: the `Store` trait, the in-memory store, the conformance suite.
+//! - [`sink`]: outbound channels that follow the durable log.
+//! - [`store`]: the `Store` trait, the in-memory store, SurrealDB, the conformance suite.
 //! - [`admin`]: admin requests, responses and errors.
 //! - [`runtime`]: the `Runtime` value that owns all of the above.
+//! - [`clock`]: monotonic time and its wall-clock reading.
 
 pub mod admin;
 mod agent;
 pub mod broadcaster;
-mod cell;
 pub mod clock;
-mod durable;
 mod fleet;
-pub mod fsm;
-pub mod health;
-mod health_task;
-mod intake;
-mod jobs;
-pub mod lag;
 pub mod model;
-mod pipeline;
 mod registry;
-mod registry_stats;
+pub mod rules;
 pub mod runtime;
 pub mod sink;
 pub mod store;
-mod wheel;
+
+pub use rules::{fsm, health, lag};
 
 pub use admin::{AdminError, AdminRequest, AdminResponse, Stats};
 /// For implementing [`Sink`] (and [`Store`]) outside this crate.
@@ -77,11 +67,11 @@ pub use health::{
     Alerter, Finding, HealthConfig, HealthIssue, HealthReport, HealthSummary, MassOffline,
     MassOfflineAlert,
 };
-pub use intake::ReportQuota;
-pub use jobs::{FINISHED_KEPT, MAX_OPEN_PER_AGENT, PROGRESS_STEP};
 pub use lag::LagConfig;
 pub use model::*;
+pub use registry::intake::ReportQuota;
 pub use registry::{LatencyHistogram, RegistryStats};
+pub use rules::jobs::{FINISHED_KEPT, MAX_OPEN_PER_AGENT, PROGRESS_STEP};
 pub use runtime::{
     AgentHandle, Beat, BeatError, RegisterError, Runtime, RuntimeConfig, RuntimeError,
 };

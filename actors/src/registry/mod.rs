@@ -20,6 +20,11 @@
 //! as it is sequenced, and a `mass_offline` alert is sequenced right after the transition that
 //! makes the failure massive. Every transition is still sequenced and published.
 
+pub(crate) mod durable;
+pub(crate) mod intake;
+pub(crate) mod pipeline;
+pub(crate) mod stats;
+
 use std::collections::VecDeque;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
@@ -31,19 +36,19 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tracing::{error, info, warn};
 
 use crate::admin::{AdminError, AdminResponse};
+use crate::agent::cell::AgentCell;
 use crate::broadcaster::{BroadcastMsg, Filter, Snapshot, Start, SubscribeOptions, Subscription};
-use crate::cell::AgentCell;
 use crate::clock::Clock;
-use crate::durable::{event_bytes, Backpressure, Waiter};
-use crate::health::{MassOffline, MASS_OFFLINE};
-use crate::intake::Ticket;
-use crate::jobs::JobBook;
 use crate::model::{
     AgentId, AgentRecord, Event, EventBody, EventKind, JobReport, Registration, Severity, Status,
 };
-use crate::pipeline::{Batch, Op, Outcome, Pipeline, Side};
-pub use crate::registry_stats::{LatencyHistogram, RegistryStats};
+use crate::registry::durable::{event_bytes, Backpressure, Waiter};
+use crate::registry::intake::Ticket;
+use crate::registry::pipeline::{Batch, Op, Outcome, Pipeline, Side};
+use crate::rules::health::{MassOffline, MASS_OFFLINE};
+use crate::rules::jobs::JobBook;
 use crate::store::{Retention, Store, StoreError};
+pub use stats::{LatencyHistogram, RegistryStats};
 
 /// A change to sequence, from an agent actor or the runtime.
 #[derive(Debug, Clone)]

@@ -6,7 +6,7 @@
 //! actor hears nothing. Only a deadline that is really due becomes a `Tick` message. So a
 //! healthy agent costs one heap operation per interval and no actor message, and the wheel's
 //! own lateness on waking is a measurement of the runtime's scheduling lag
-//! (see [`crate::lag`]).
+//! (see [`crate::rules::lag`]).
 
 use std::collections::BinaryHeap;
 use std::sync::Arc;
@@ -16,9 +16,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::debug;
 
+use crate::agent::cell::AgentCell;
 use crate::agent::AgentMsg;
-use crate::cell::AgentCell;
-use crate::lag::LagMonitor;
+use crate::rules::lag::LagMonitor;
 
 /// A request to wake an agent at `at`.
 pub(crate) struct Arm {

@@ -16,25 +16,25 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::admin::{AdminError, AdminRequest, AdminResponse, Stats};
+use crate::agent::cell::AgentCell;
+use crate::agent::wheel::Wheel;
 use crate::agent::{AgentMsg, Ctx};
 use crate::broadcaster::{
     BroadcastMsg, BroadcasterActor, BroadcasterArgs, SubscribeOptions, Subscription,
 };
-use crate::cell::AgentCell;
 use crate::clock::Clock;
-use crate::durable::{Backpressure, Waiter};
+use crate::fleet::health_task;
 use crate::fleet::{Directory, FleetArgs, FleetMsg, FleetSupervisor, Policies, Registered};
-use crate::health::{HealthConfig, HealthReport, MassOffline};
-use crate::health_task;
-use crate::intake::{ReportQuota, Ticket};
-use crate::lag::{LagConfig, LagMonitor};
 use crate::model::{
     AgentId, EventBody, JobReport, Metrics, Policy, Registration, Reported, Severity,
 };
+use crate::registry::durable::{Backpressure, Waiter};
+use crate::registry::intake::{ReportQuota, Ticket};
 use crate::registry::{Change, Query, RegistryActor, RegistryArgs, RegistryMsg};
+use crate::rules::health::{HealthConfig, HealthReport, MassOffline};
+use crate::rules::lag::{LagConfig, LagMonitor};
 use crate::sink::{Control, DeadLetter, LogSource, Sink, SinkConfig, SinkHandle, SinkStatus};
 use crate::store::{Retention, Store, StoreError};
-use crate::wheel::Wheel;
 
 /// Settings of the supervision core.
 #[derive(Debug, Clone)]

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use ractor::RpcReplyPort;
 
 use crate::admin::{AdminError, AdminResponse};
-use crate::intake::Intake;
 use crate::model::{Event, EventBody};
+use crate::registry::intake::Intake;
 
 /// Bytes an event is taken to cost while it waits, beyond its strings.
 const EVENT_OVERHEAD: usize = 160;

@@ -1,5 +1,5 @@
 //! The runtime's health check: a task that every `check_interval` reads the live view, runs
-//! the pure [`crate::health::check`], and turns what its [`Alerter`] says is new into `alert`
+//! the pure [`crate::rules::health::check`], and turns what its [`Alerter`] says is new into `alert`
 //! events. The `health_report` admin operation reads the view the same way.
 //!
 //! The view is read from the registry a page at a time (`Query::List` after the last id of
@@ -18,8 +18,8 @@ use tracing::{debug, warn};
 
 use crate::admin::{AdminError, AdminResponse};
 use crate::clock::Clock;
-use crate::health::{Alerter, HealthConfig, HealthReport};
 use crate::registry::{Query, RegistryMsg};
+use crate::rules::health::{Alerter, HealthConfig, HealthReport};
 use crate::runtime::emit_alert;
 
 /// Records per read of the registry.

@@ -9,6 +9,8 @@
 //! lost (the registry has every change the actor sent) and none is doubled (the new actor
 //! starts from that status and emits nothing for it).
 
+pub(crate) mod health_task;
+
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -18,14 +20,13 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use tracing::{error, info, warn};
 
 use crate::admin::{AdminError, AdminRequest, AdminResponse, Stats};
+use crate::agent::cell::AgentCell;
 use crate::agent::{AgentActor, AgentArgs, AgentMsg, AgentOp, Ctx, Mode};
 use crate::broadcaster::BroadcastMsg;
-use crate::cell::AgentCell;
-use crate::durable::Waiter;
-use crate::health::HealthConfig;
-use crate::health_task;
 use crate::model::{AgentId, Policy, Reason, Registration};
+use crate::registry::durable::Waiter;
 use crate::registry::{Query, RegistryMsg};
+use crate::rules::health::HealthConfig;
 use crate::RegisterError;
 
 /// `AgentId → AgentCell`, written only by the fleet supervisor.

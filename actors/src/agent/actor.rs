@@ -1,7 +1,7 @@
 //! AgentActor: one per registered agent. It owns the agent's [`Liveness`] state and its one
 //! pending deadline, and executes what the state machine decides: it sends transitions to the
 //! registry, arms the deadline wheel, and opens or closes the heartbeat fast path
-//! (see [`crate::cell`]). It decides nothing itself.
+//! (see [`crate::agent::cell`]). It decides nothing itself.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,13 +11,13 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use crate::admin::{AdminError, AdminResponse};
-use crate::cell::AgentCell;
+use crate::agent::cell::AgentCell;
+use crate::agent::wheel::{Arm, Wheel};
 use crate::clock::Clock;
-use crate::fsm::{Effects, Input, Liveness, Refusal};
-use crate::lag::LagMonitor;
 use crate::model::{EventBody, Metrics, Policy, Reason, Registration, Reported, Status};
 use crate::registry::{Change, RegisterReply, RegistryMsg};
-use crate::wheel::{Arm, Wheel};
+use crate::rules::fsm::{Effects, Input, Liveness, Refusal};
+use crate::rules::lag::LagMonitor;
 
 /// What the agent actors share: where to send changes, the wheel, the clock, the lag monitor.
 #[derive(Clone)]
@@ -28,7 +28,7 @@ pub(crate) struct Ctx {
     pub lag: Arc<LagMonitor>,
     pub call_timeout: Duration,
     /// Whether the store can take more (read where work enters: registration, admin writes).
-    pub backpressure: Arc<crate::durable::Backpressure>,
+    pub backpressure: Arc<crate::registry::durable::Backpressure>,
 }
 
 /// An operator's or the agent's own change.

@@ -1,0 +1,12 @@
+//! Pure rules, free of actors, tasks and I/O: each is a value and a function of its inputs
+//! (and of the time it is given), tested on its own.
+//!
+//! - [`fsm`]: the liveness state machine (`step(input, now) -> effects`).
+//! - `jobs`: the jobs each agent reports, and which reports become events.
+//! - [`health`]: the fleet health check, its alerter and the mass-failure guard.
+//! - [`lag`]: the runtime's own scheduling lag, and how far it stretches deadlines.
+
+pub mod fsm;
+pub mod health;
+pub(crate) mod jobs;
+pub mod lag;
