@@ -1,0 +1,168 @@
+//! The live view of the agents: records, counts by status and kind, and what changed since
+//! the last checkpoint and mirror write.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tracing::info;
+
+use super::{Entry, RegistryState};
+use crate::model::{AgentId, AgentRecord, Event, EventBody, Status};
+use crate::registry::pipeline::Side;
+
+impl RegistryState {
+    pub(super) fn insert(&mut self, entry: Entry) {
+        self.count(&entry.record.kind, entry.record.status, true);
+        self.agents.insert(entry.record.id.clone(), entry);
+    }
+
+    /// Counts an agent of `kind` in `status` in (`add`) or out.
+    pub(super) fn count(&mut self, kind: &Arc<str>, status: Status, add: bool) {
+        let c = self.counts.entry(status).or_default();
+        let k = match self.by_kind.get_mut(kind) {
+            Some(k) => k,
+            None => self.by_kind.entry(kind.clone()).or_default(),
+        };
+        let slot = &mut k[status as usize];
+        match add {
+            true => {
+                *c += 1;
+                *slot += 1;
+            }
+            false => {
+                *c = c.saturating_sub(1);
+                *slot = slot.saturating_sub(1);
+                if k.iter().all(|n| *n == 0) {
+                    self.by_kind.remove(kind);
+                }
+            }
+        }
+    }
+
+    pub(super) fn set_status(&mut self, id: &AgentId, status: Status, at: DateTime<Utc>) {
+        if let Some(e) = self.agents.get_mut(id) {
+            let (kind, before) = (e.record.kind.clone(), e.record.status);
+            e.record.status = status;
+            e.record.updated_at = at;
+            self.touch(id);
+            self.count(&kind, before, false);
+            self.count(&kind, status, true);
+        }
+    }
+
+    /// Drops the agents that left more than `left_ttl` ago: their events stay in the log (as
+    /// retention allows); their records go from the view, the next checkpoint (full, so no
+    /// older chunk brings them back) and the mirror. An id dropped so registers as new.
+    pub(super) fn purge_left(&mut self) {
+        let Some(ttl) = self.left_ttl else { return };
+        let Ok(ttl) = chrono::Duration::from_std(ttl) else {
+            return;
+        };
+        let cutoff = self.clock.utc(self.clock.now()) - ttl;
+        let gone: Vec<AgentId> = self
+            .agents
+            .values()
+            .filter(|e| e.record.status == Status::Left && e.record.updated_at < cutoff)
+            .map(|e| e.record.id.clone())
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        for id in &gone {
+            if let Some(e) = self.agents.remove(id) {
+                self.count(&e.record.kind, e.record.status, false);
+            }
+            if let Some(d) = &mut self.dirty {
+                d.remove(id);
+            }
+            self.mirror_dirty.remove(id);
+        }
+        info!(
+            agents = gone.len(),
+            "agents that left long ago were dropped"
+        );
+        self.checkpoint_rows = None; // the next checkpoint is full
+        self.pipeline
+            .push_side(self.next_seq - 1, Side::Forget(gone.into()));
+    }
+
+    /// Marks an agent changed: the next checkpoint and the mirror write it.
+    pub(super) fn touch(&mut self, id: &AgentId) {
+        if let Some(d) = &mut self.dirty {
+            d.insert(id.clone());
+        }
+        self.mirror_dirty.insert(id.clone());
+    }
+
+    /// Applies a persisted event to the view (restore: replay of the log).
+    pub(super) fn apply(&mut self, e: &Event) {
+        let Some(id) = &e.agent else { return };
+        match &e.body {
+            EventBody::Registered {
+                status,
+                name,
+                metadata,
+                capabilities,
+                incarnation,
+                ..
+            } => {
+                let old = self.agents.get(id).map(|x| &x.record);
+                let record = AgentRecord {
+                    id: id.clone(),
+                    name: name.clone(),
+                    kind: e.kind.clone().unwrap_or_else(|| "default".into()),
+                    status: *status,
+                    activity: old.and_then(|r| r.activity.clone()),
+                    jobs: old.map(|r| r.jobs.clone()).unwrap_or_default(),
+                    reported: Default::default(),
+                    metadata: metadata.clone(),
+                    capabilities: capabilities.clone(),
+                    metrics: Default::default(),
+                    last_seen: Some(e.at),
+                    connected: false,
+                    incarnation: *incarnation,
+                    registered_at: e.at,
+                    updated_at: e.at,
+                    heartbeat_interval_ms: old.and_then(|r| r.heartbeat_interval_ms),
+                };
+                if let Some(old) = self.agents.remove(id) {
+                    self.count(&old.record.kind, old.record.status, false);
+                }
+                self.insert(Entry {
+                    record: Box::new(record),
+                    cell: None,
+                });
+                self.touch(id);
+            }
+            EventBody::Activity { to, .. } => self.set_activity(id, to, e.at),
+            job @ EventBody::Job { .. } => {
+                self.jobs.apply(id, job);
+                self.sync_jobs();
+            }
+            other => {
+                if let Some(s) = other.status_after() {
+                    self.set_status(id, s, e.at);
+                }
+            }
+        }
+    }
+
+    /// Copies the unfinished jobs that changed into their agents' records.
+    pub(super) fn sync_jobs(&mut self) {
+        for id in self.jobs.take_touched() {
+            let open = self.jobs.open_of(&id);
+            if let Some(e) = self.agents.get_mut(&id) {
+                e.record.jobs = open;
+                self.touch(&id);
+            }
+        }
+    }
+
+    pub(super) fn set_activity(&mut self, id: &AgentId, activity: &str, at: DateTime<Utc>) {
+        if let Some(e) = self.agents.get_mut(id) {
+            e.record.activity = Some(activity.to_string());
+            e.record.updated_at = at;
+            self.touch(id);
+        }
+    }
+}
