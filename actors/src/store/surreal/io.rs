@@ -1,0 +1,316 @@
+//! Opening the store, reopening it after a failed write, and the reads and writes every
+//! operation goes through.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+use surrealdb::engine::local::Db;
+use surrealdb::{IndexedResults, Surreal};
+use surrealdb_core::kvs::Datastore;
+use tokio::sync::RwLock;
+use tracing::{debug, info, warn};
+
+use super::StoreError;
+use super::{with_sync, Conn, Index, SegMeta, SurrealOptions, SurrealStore, SCHEMA_VERSION};
+use crate::model::Event;
+
+pub(super) fn read_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Read(e.to_string())
+}
+
+impl SurrealStore {
+    /// Opens (creating if needed) the store at `url` and defines the schema.
+    ///
+    /// An embedded SurrealKV store is opened with `sync=every` (each commit flushed to disk
+    /// before it is reported) unless its URL names another mode; a weaker one is accepted with
+    /// a warning, and [`Store::durability_warning`] says so.
+    pub async fn open(url: &str, opts: SurrealOptions) -> Result<Arc<Self>, StoreError> {
+        let started = std::time::Instant::now();
+        let (url, weak_sync) = with_sync(url);
+        if let Some(mode) = &weak_sync {
+            warn!(
+                url = %url,
+                sync = %mode,
+                "the store's sync mode is not 'every': an acknowledged event can be lost if \
+                 the machine loses power or crashes (a process crash alone loses nothing)"
+            );
+        }
+        let url = url.as_str();
+        let store = Arc::new(Self {
+            url: url.to_string(),
+            opts,
+            conn: RwLock::new(None),
+            index: Mutex::new(Index::default()),
+            suspect: AtomicBool::new(false),
+            weak_sync,
+        });
+        let conn = store.connect().await?;
+        let connect_ms = started.elapsed().as_millis() as u64;
+        store.init(&conn).await?;
+        // From now until a clean close marks it again, the mirror may fall behind.
+        conn.query(
+            "UPSERT meta:mirror SET clean = false RETURN NONE",
+            json!({}),
+        )
+        .await?;
+        *store.conn.write().await = Some(conn);
+        debug!(
+            url,
+            connect_ms,
+            total_ms = started.elapsed().as_millis() as u64,
+            "store opened"
+        );
+        Ok(store)
+    }
+
+    pub(super) async fn connect(&self) -> Result<Conn, StoreError> {
+        let unavailable = |e: String| StoreError::Unavailable(format!("{}: {e}", self.url));
+        let conn = if self.url.starts_with("ws://") || self.url.starts_with("wss://") {
+            let db = surrealdb::engine::any::connect(self.url.as_str())
+                .await
+                .map_err(|e| unavailable(e.to_string()))?;
+            db.use_ns(self.opts.namespace.as_str())
+                .use_db(self.opts.database.as_str())
+                .await
+                .map_err(|e| unavailable(e.to_string()))?;
+            Conn::Remote(db)
+        } else {
+            let path = match self.url.as_str() {
+                "mem://" | "memory" => "memory".to_string(),
+                u if u.starts_with("surrealkv://") => u.to_string(),
+                u => return Err(unavailable(format!("unsupported store url {u:?}"))),
+            };
+            let cfg = surrealdb_cnf::ConfigMap::empty()
+                .with_key_value(
+                    "surrealkv_block_cache_capacity",
+                    self.opts.block_cache_bytes.to_string(),
+                )
+                .with_key_value(
+                    "surrealkv_max_memtable_size",
+                    self.opts.memtable_bytes.to_string(),
+                );
+            let (ntx, nrx) = surrealdb::channel::bounded(surrealdb_cnf::NOTIFICATIONS_CHANNEL_SIZE);
+            let ds = Datastore::builder()
+                .with_config(cfg)
+                .with_notify(ntx)
+                .with_capabilities(surrealdb::opt::capabilities::Capabilities::new().into())
+                .without_maintenance_tasks()
+                .build_with_path(&path)
+                .await
+                .map_err(|e| unavailable(e.to_string()))?;
+            ds.check_version()
+                .await
+                .map_err(|e| unavailable(e.to_string()))?;
+            ds.bootstrap()
+                .await
+                .map_err(|e| unavailable(e.to_string()))?;
+            ds.start_maintenance_tasks();
+            let db = Surreal::<Db>::unstable_from_datastore(ds.clone(), Some(nrx))
+                .await
+                .map_err(|e| unavailable(e.to_string()))?;
+            db.use_ns(self.opts.namespace.as_str())
+                .use_db(self.opts.database.as_str())
+                .await
+                .map_err(|e| unavailable(e.to_string()))?;
+            Conn::Local { db, ds }
+        };
+        Ok(conn)
+    }
+
+    /// Defines the schema (idempotent), checks its version, and loads the segment index.
+    pub(super) async fn init(&self, conn: &Conn) -> Result<(), StoreError> {
+        let mut r = conn
+            .query(
+                "DEFINE TABLE IF NOT EXISTS meta SCHEMALESS;
+                 DEFINE TABLE IF NOT EXISTS segment SCHEMALESS;
+                 DEFINE INDEX IF NOT EXISTS segment_last ON segment FIELDS last_seq;
+                 DEFINE TABLE IF NOT EXISTS snapshot SCHEMALESS;
+                 DEFINE INDEX IF NOT EXISTS snapshot_gen ON snapshot FIELDS gen;
+                 DEFINE TABLE IF NOT EXISTS agent SCHEMALESS;
+                 DEFINE INDEX IF NOT EXISTS agent_kind ON agent FIELDS kind;
+                 DEFINE INDEX IF NOT EXISTS agent_status ON agent FIELDS status;
+                 DEFINE INDEX IF NOT EXISTS agent_kind_status ON agent FIELDS kind, status;
+                 DEFINE TABLE IF NOT EXISTS job SCHEMALESS;
+                 DEFINE TABLE IF NOT EXISTS cursor SCHEMALESS;
+                 SELECT VALUE version FROM ONLY meta:schema;",
+                json!({}),
+            )
+            .await?;
+        let version: Option<Value> = r.take(11).map_err(read_err)?;
+        match version.and_then(|v| v.as_u64()) {
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(StoreError::Unavailable(format!(
+                    "the store was written by a newer vigil (schema {v}, this one knows {SCHEMA_VERSION})"
+                )))
+            }
+            Some(v) if v == SCHEMA_VERSION => {}
+            _ => {
+                conn.query(
+                    "UPSERT meta:schema SET version = $v RETURN NONE",
+                    json!({ "v": SCHEMA_VERSION }),
+                )
+                .await?;
+            }
+        }
+        let mut r = conn
+            .query(
+                "SELECT first_seq, last_seq, newest_at_ms FROM segment;
+                 SELECT VALUE last_seq FROM ONLY meta:log;
+                 SELECT seq, gen, chunks, rows FROM ONLY meta:checkpoint;
+                 SELECT clean, seq FROM ONLY meta:mirror;",
+                json!({}),
+            )
+            .await?;
+        let rows: Vec<Value> = r.take(0).map_err(read_err)?;
+        let last: Option<Value> = r.take(1).map_err(read_err)?;
+        let cp = r
+            .take::<Option<Value>>(2)
+            .map_err(read_err)?
+            .unwrap_or_default();
+        let mirror = r
+            .take::<Option<Value>>(3)
+            .map_err(read_err)?
+            .unwrap_or_default();
+        let checkpoint_seq = cp["seq"].as_u64().unwrap_or(0);
+        let mut index = Index {
+            last_seq: last.and_then(|v| v.as_u64()).unwrap_or(0),
+            checkpoint_seq,
+            gen: cp["gen"].as_u64().unwrap_or(0),
+            chunks: cp["chunks"].as_u64().unwrap_or(0),
+            rows: cp["rows"].as_u64().unwrap_or(0) as usize,
+            legacy: checkpoint_seq > 0 && cp["gen"].is_null(),
+            mirror_clean: mirror["clean"].as_bool() == Some(true)
+                && mirror["seq"].as_u64() == Some(checkpoint_seq),
+            ..Index::default()
+        };
+        for row in rows {
+            let (Some(first), Some(last)) = (row["first_seq"].as_u64(), row["last_seq"].as_u64())
+            else {
+                continue;
+            };
+            index.segments.insert(
+                last,
+                SegMeta {
+                    first_seq: first,
+                    newest_at_ms: row["newest_at_ms"].as_i64().unwrap_or(0),
+                },
+            );
+            index.last_seq = index.last_seq.max(last);
+        }
+        *self.index.lock().unwrap_or_else(|e| e.into_inner()) = index;
+        Ok(())
+    }
+
+    /// Closes the connection and opens it again (after a failed write).
+    pub(super) async fn reopen(&self) -> Result<(), StoreError> {
+        let mut guard = self.conn.write().await;
+        if let Some(old) = guard.take() {
+            old.close().await;
+        }
+        let conn = self.connect().await?;
+        self.init(&conn).await?;
+        *guard = Some(conn);
+        info!(url = %self.url, "store reopened after a failed write");
+        Ok(())
+    }
+
+    /// After a failed write, closes and reopens the datastore (SurrealKV may have damaged
+    /// its log) and reads the index again from what is stored.
+    pub(super) async fn reopen_if_suspect(&self) -> Result<(), StoreError> {
+        if self.suspect.load(Ordering::SeqCst) {
+            self.reopen().await?;
+            self.suspect.store(false, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    /// Runs a write; a failure makes the next write reopen the datastore first.
+    pub(super) async fn write(
+        &self,
+        sql: &str,
+        binds: Value,
+    ) -> Result<IndexedResults, StoreError> {
+        self.reopen_if_suspect().await?;
+        let guard = self.conn.read().await;
+        let conn = guard
+            .as_ref()
+            .ok_or_else(|| StoreError::Unavailable("store is closed".into()))?;
+        let r = conn.query(sql, binds).await;
+        if r.is_err() {
+            self.suspect.store(true, Ordering::SeqCst);
+        }
+        r
+    }
+
+    pub(super) async fn read(&self, sql: &str, binds: Value) -> Result<IndexedResults, StoreError> {
+        let guard = self.conn.read().await;
+        let conn = guard
+            .as_ref()
+            .ok_or_else(|| StoreError::Unavailable("store is closed".into()))?;
+        conn.query(sql, binds)
+            .await
+            .map_err(|e| StoreError::Read(e.to_string()))
+    }
+
+    /// Reads one segment's events.
+    pub(super) async fn segment(&self, last_seq: u64) -> Result<Vec<Event>, StoreError> {
+        let mut r = self
+            .read(
+                "SELECT events, events_json FROM ONLY type::record('segment', $k)",
+                json!({ "k": last_seq }),
+            )
+            .await?;
+        let row: Option<Value> = r.take(0).map_err(read_err)?;
+        match row {
+            // Written as one JSON text (see `append`); an array of objects is read too.
+            Some(mut v) => match v["events_json"].as_str() {
+                Some(text) => serde_json::from_str(text).map_err(read_err),
+                None => serde_json::from_value(v["events"].take()).map_err(read_err),
+            },
+            None => Err(StoreError::Read(format!("segment {last_seq} is missing"))),
+        }
+    }
+
+    /// A stored segment's first seq and events as written, if it is there.
+    pub(super) async fn segment_text(
+        &self,
+        last_seq: u64,
+    ) -> Result<Option<(u64, String)>, StoreError> {
+        let mut r = self
+            .read(
+                "SELECT first_seq, events_json FROM ONLY type::record('segment', $k)",
+                json!({ "k": last_seq }),
+            )
+            .await?;
+        let row: Option<Value> = r.take(0).map_err(read_err)?;
+        Ok(row.and_then(|v| {
+            let first = v["first_seq"].as_u64()?;
+            Some((first, v["events_json"].as_str()?.to_string()))
+        }))
+    }
+
+    /// Events with `seq >= from` that `keep` accepts, in order, at most `limit`: the
+    /// segments that hold them are found in the index and read one by one.
+    pub(super) async fn scan(
+        &self,
+        from: u64,
+        limit: usize,
+        keep: impl Fn(&Event) -> bool,
+    ) -> Result<Vec<Event>, StoreError> {
+        let keys: Vec<u64> = {
+            let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            index.segments.range(from..).map(|(k, _)| *k).collect()
+        };
+        let mut out = Vec::new();
+        for k in keys {
+            if out.len() >= limit {
+                break;
+            }
+            let events = self.segment(k).await?;
+            out.extend(events.into_iter().filter(|e| e.seq >= from && keep(e)));
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+}

@@ -1,0 +1,204 @@
+use std::sync::atomic::Ordering;
+
+use super::agents::agent_row;
+use super::*;
+
+/// Events 1.. for agent "a", each online → degraded.
+fn degradations(seqs: std::ops::RangeInclusive<u64>) -> Vec<Arc<Event>> {
+    seqs.map(|i| {
+        crate::store::conformance::event(
+            i,
+            "a",
+            crate::model::Status::Online,
+            crate::model::Status::Degraded,
+        )
+    })
+    .collect()
+}
+
+#[test]
+fn an_embedded_url_gets_sync_every_unless_it_names_a_mode() {
+    assert_eq!(
+        with_sync("surrealkv://data/vigil"),
+        ("surrealkv://data/vigil?sync=every".to_string(), None)
+    );
+    assert_eq!(
+        with_sync("surrealkv://d?versioned=true"),
+        ("surrealkv://d?versioned=true&sync=every".to_string(), None)
+    );
+    assert_eq!(
+        with_sync("surrealkv://d?sync=every"),
+        ("surrealkv://d?sync=every".to_string(), None)
+    );
+    assert_eq!(
+        with_sync("surrealkv://d?sync=never"),
+        (
+            "surrealkv://d?sync=never".to_string(),
+            Some("never".to_string())
+        )
+    );
+    assert_eq!(with_sync("mem://"), ("mem://".to_string(), None));
+    assert_eq!(with_sync("ws://h:1"), ("ws://h:1".to_string(), None));
+}
+
+#[tokio::test]
+async fn a_weaker_sync_mode_is_reported() {
+    let dir = std::env::temp_dir().join(format!("vigil-sync-{}", std::process::id()));
+    let small = SurrealOptions {
+        block_cache_bytes: 8 << 20,
+        memtable_bytes: 8 << 20,
+        ..SurrealOptions::default()
+    };
+    let url = format!("surrealkv://{}/never?sync=never", dir.display());
+    let s = SurrealStore::open(&url, small.clone()).await.expect("open");
+    let warning = s.durability_warning().expect("a warning");
+    assert!(warning.contains("never"), "{warning}");
+    s.close().await;
+    let url = format!("surrealkv://{}/every", dir.display());
+    let s = SurrealStore::open(&url, small).await.expect("open");
+    assert_eq!(s.durability_warning(), None);
+    assert!(s.url.ends_with("?sync=every"), "{}", s.url);
+    s.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn surreal_mem_store_passes_the_conformance_suite() {
+    crate::store::conformance::run_all(|| async {
+        SurrealStore::open("mem://", SurrealOptions::default())
+            .await
+            .expect("open mem://")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_segment_written_as_an_array_of_events_is_still_read() {
+    let s = SurrealStore::open("mem://", SurrealOptions::default())
+        .await
+        .expect("open mem://");
+    let ev = degradations(1..=3);
+    s.write(
+        "CREATE type::record('segment', $k) CONTENT $segment RETURN NONE",
+        json!({ "k": 3, "segment": { "first_seq": 1, "last_seq": 3, "events": ev } }),
+    )
+    .await
+    .expect("write an array segment");
+    let read = s.segment(3).await.expect("read it back");
+    assert_eq!(
+        read.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(read[0], *ev[0]);
+    s.close().await;
+}
+
+#[tokio::test]
+async fn a_checkpoint_in_the_agent_table_is_read_and_the_next_one_is_full() {
+    let s = SurrealStore::open("mem://", SurrealOptions::default())
+        .await
+        .expect("open mem://");
+    let rec = crate::store::conformance::record("old", crate::model::Status::Offline);
+    let mut row = agent_row(&rec).expect("row");
+    row["id"] = Value::String("old".into());
+    s.write(
+        "INSERT INTO agent $rows RETURN NONE; UPSERT meta:checkpoint SET seq = 7 RETURN NONE;",
+        json!({ "rows": [row] }),
+    )
+    .await
+    .expect("write the old layout");
+    // What an open of that store reads.
+    s.init(s.conn.read().await.as_ref().expect("open"))
+        .await
+        .expect("init");
+    let l = s.load().await.expect("load");
+    assert_eq!(l.checkpoint_seq, 7);
+    assert_eq!(l.agents, vec![rec.clone()]);
+    assert_eq!(l.checkpoint_rows, None, "the next checkpoint must be full");
+    assert!(s.checkpoint(&[], 7, false).await.is_err());
+    let new = crate::store::conformance::record("new", crate::model::Status::Online);
+    s.checkpoint(&[rec.clone(), new.clone()], 8, true)
+        .await
+        .expect("full checkpoint");
+    let mut agents = s.load().await.expect("load").agents;
+    agents.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(agents, vec![new, rec]);
+    s.close().await;
+}
+
+#[tokio::test]
+async fn surrealkv_store_passes_the_conformance_suite_and_survives_a_reopen() {
+    let dir = std::env::temp_dir().join(format!("vigil-skv-{}", std::process::id()));
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    let small = SurrealOptions {
+        block_cache_bytes: 8 << 20,
+        memtable_bytes: 8 << 20,
+        ..SurrealOptions::default()
+    };
+    crate::store::conformance::run_all(|| async {
+        let i = n.fetch_add(1, Ordering::SeqCst);
+        let url = format!("surrealkv://{}/c{i}", dir.display());
+        SurrealStore::open(&url, small.clone()).await.expect("open")
+    })
+    .await;
+
+    // Write, close, reopen: everything is there and the log continues.
+    let url = format!("surrealkv://{}/reopen", dir.display());
+    let s = SurrealStore::open(&url, small.clone()).await.expect("open");
+    let ev = degradations(1..=5);
+    s.append(&ev[..2]).await.expect("append");
+    s.append(&ev[2..]).await.expect("append");
+    s.checkpoint(
+        &[crate::store::conformance::record(
+            "a:1",
+            crate::model::Status::Degraded,
+        )],
+        2,
+        true,
+    )
+    .await
+    .expect("checkpoint");
+    s.close().await;
+    drop(s);
+    let s = SurrealStore::open(&url, small.clone())
+        .await
+        .expect("reopen");
+    let l = s.load().await.expect("load");
+    assert_eq!(l.last_seq, 5);
+    assert_eq!(l.checkpoint_seq, 2);
+    assert_eq!(
+        l.events_after.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![3, 4, 5]
+    );
+    assert_eq!(l.agents.len(), 1);
+    assert_eq!(l.agents[0].id.as_str(), "a:1");
+    assert_eq!(l.events_after[0], *ev[2]);
+    assert!(!l.mirror_clean, "nothing was mirrored");
+
+    // The mirror: a queryable row per agent, and a mark that survives a clean close.
+    s.mirror(&l.agents, Some(2)).await.expect("mirror");
+    let mut r = s
+        .read(
+            "SELECT VALUE agent_id FROM agent WHERE status = $s",
+            json!({ "s": "degraded" }),
+        )
+        .await
+        .expect("query the mirror");
+    let ids: Vec<Value> = r.take(0).expect("ids");
+    assert_eq!(ids, vec![json!("a:1")]);
+    s.close().await;
+    drop(s);
+    let s = SurrealStore::open(&url, small.clone())
+        .await
+        .expect("reopen");
+    let l = s.load().await.expect("load");
+    assert!(l.mirror_clean, "the mirror was marked complete");
+    assert_eq!(l.agents.len(), 1, "restore does not read the mirror");
+    s.close().await;
+    drop(s);
+    // Opened and closed without a new mark: the mirror can no longer be trusted.
+    let s = SurrealStore::open(&url, small).await.expect("reopen");
+    assert!(!s.load().await.expect("load").mirror_clean);
+    s.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
