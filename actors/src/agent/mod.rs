@@ -13,6 +13,7 @@
 
 mod actor;
 pub(crate) mod cell;
+pub(crate) mod handle;
 pub(crate) mod wheel;
 
 pub(crate) use actor::{AgentActor, AgentArgs, AgentMsg, AgentOp, Ctx, Mode};

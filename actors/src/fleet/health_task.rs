@@ -18,9 +18,9 @@ use tracing::{debug, warn};
 
 use crate::admin::{AdminError, AdminResponse};
 use crate::clock::Clock;
+use crate::registry::emit_alert;
 use crate::registry::{Query, RegistryMsg};
 use crate::rules::health::{Alerter, HealthConfig, HealthReport};
-use crate::runtime::emit_alert;
 
 /// Records per read of the registry.
 const PAGE: usize = 1000;

@@ -252,3 +252,26 @@ pub(crate) struct RegistryState {
     /// ended with `lagged` in exactly the storm it is there to see.
     mass_offline: MassOffline,
 }
+
+/// Sequences an alert; with `agent`, the event names that agent (and its kind).
+pub(crate) fn emit_alert(
+    registry: &ActorRef<RegistryMsg>,
+    clock: &Clock,
+    severity: crate::model::Severity,
+    issue: &str,
+    agent: Option<AgentId>,
+    detail: String,
+) {
+    let change = Change {
+        agent,
+        at: clock.utc(clock.now()),
+        body: EventBody::Alert {
+            severity,
+            issue: issue.into(),
+            detail,
+        },
+    };
+    if registry.cast(RegistryMsg::Append(change)).is_err() {
+        tracing::warn!(issue, "registry gone; alert not recorded");
+    }
+}

@@ -1,0 +1,173 @@
+//! What operators and programs call: subscriptions, admin, stats, health, alerts, sinks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::rpc::CallResult;
+use tokio::time::Instant;
+
+use super::{control_reply, emit_alert, Runtime, RuntimeError};
+use crate::admin::{AdminError, AdminRequest, AdminResponse, Stats};
+use crate::broadcaster::{SubscribeOptions, Subscription};
+use crate::fleet::FleetMsg;
+use crate::model::Severity;
+use crate::rules::health::HealthReport;
+use crate::sink::{Control, DeadLetter, LogSource, Sink, SinkConfig, SinkHandle, SinkStatus};
+
+impl Runtime {
+    /// Subscribes to events: optionally a snapshot first, or a replay `since` a seq.
+    /// While the store fails (or too many events wait for it) a new subscription is refused
+    /// with [`RuntimeError::Overloaded`]: it could show nothing new, and a snapshot would
+    /// hold a copy of the fleet until the store recovers.
+    pub async fn subscribe(&self, opts: SubscribeOptions) -> Result<Subscription, RuntimeError> {
+        if let Some(why) = self.backpressure.refuse_write() {
+            return Err(RuntimeError::Overloaded(why));
+        }
+        self.source
+            .subscribe(opts)
+            .await
+            .ok_or_else(|| match self.backpressure.refuse_write() {
+                Some(why) => RuntimeError::Overloaded(why),
+                None => RuntimeError::Unavailable("subscription not answered".into()),
+            })
+    }
+
+    /// Why the store's durability is weaker than "durable before visible" (a sync mode that
+    /// does not flush every commit), if it is.
+    pub fn durability_warning(&self) -> Option<String> {
+        self.store.durability_warning()
+    }
+
+    /// Sends an admin message and waits for its answer.
+    pub async fn admin(&self, req: AdminRequest) -> Result<AdminResponse, AdminError> {
+        match self
+            .fleet
+            .call(|reply| FleetMsg::Admin(req, reply), Some(self.call_timeout))
+            .await
+        {
+            Ok(CallResult::Success(r)) => r,
+            _ => Err(AdminError::Unavailable("fleet supervisor".into())),
+        }
+    }
+
+    /// Runtime-wide counters.
+    pub async fn stats(&self) -> Result<Stats, AdminError> {
+        match self.admin(AdminRequest::Stats).await? {
+            AdminResponse::Stats(s) => Ok(*s),
+            other => Err(AdminError::Unavailable(format!(
+                "unexpected answer {other:?}"
+            ))),
+        }
+    }
+
+    /// False while the store is failing (writes are being retried).
+    pub fn store_healthy(&self) -> bool {
+        self.backpressure
+            .store_ok
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The current scheduling-lag estimate.
+    pub fn lag(&self) -> Duration {
+        self.lag.estimate(Instant::now())
+    }
+
+    /// Fault injection for tests: records an observed scheduling lag, as the probe would.
+    #[doc(hidden)]
+    pub fn inject_lag(&self, lag: Duration) {
+        self.lag.observe(lag, Instant::now());
+    }
+
+    /// The fleet's health as of now: a summary by status and every finding (the same check
+    /// the health task runs every `check_interval`).
+    pub async fn health_report(&self) -> Result<HealthReport, AdminError> {
+        match self.admin(AdminRequest::HealthReport).await? {
+            AdminResponse::Health(r) => Ok(*r),
+            other => Err(AdminError::Unavailable(format!(
+                "unexpected answer {other:?}"
+            ))),
+        }
+    }
+
+    /// Emits an alert event (sequenced and persisted like any other).
+    pub fn alert(&self, severity: Severity, issue: &str, detail: String) {
+        emit_alert(&self.registry, &self.clock, severity, issue, None, detail);
+    }
+
+    /// Stops gracefully: stops the agent actors, writes every pending event and a full
+    /// checkpoint, ends every subscription, and stops the actors.
+    /// Adds an outbound channel (see [`crate::sink`]): it resumes from its saved cursor, or
+    /// starts as `cfg.start` says.
+    pub async fn add_sink(&self, cfg: SinkConfig, sink: Arc<dyn Sink>) -> Result<(), RuntimeError> {
+        cfg.validate().map_err(RuntimeError::Config)?;
+        let mut sinks = self.sinks.lock().await;
+        if sinks.iter().any(|s| s.name == cfg.name) {
+            return Err(RuntimeError::Config(format!(
+                "a sink named {} already exists",
+                cfg.name
+            )));
+        }
+        let source = self.source.clone();
+        sinks.push(SinkHandle::spawn(cfg, sink, source, self.store.clone()));
+        Ok(())
+    }
+
+    /// Every sink's status, with its lag behind the last durable (published) event.
+    pub async fn sinks(&self) -> Vec<SinkStatus> {
+        let last = self.source.last_seq().await;
+        let sinks = self.sinks.lock().await;
+        sinks
+            .iter()
+            .map(|s| {
+                let mut st = s.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                if let Some(last) = last {
+                    st.lag = last.saturating_sub(st.delivered_seq);
+                }
+                st
+            })
+            .collect()
+    }
+
+    /// The dead letters a sink holds.
+    pub async fn dead_letters(&self, sink: &str) -> Result<Vec<DeadLetter>, AdminError> {
+        let control = self.sink_control(sink).await?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        control
+            .send(Control::DeadLetters(tx))
+            .await
+            .map_err(|_| AdminError::Unavailable(format!("sink {sink} has stopped")))?;
+        control_reply(sink, rx).await
+    }
+
+    /// Delivers a sink's dead letters again (all, or the one with `id`); returns how many
+    /// were delivered and how many are still held. The events keep their seqs (receivers that
+    /// de-duplicate by seq may see them after later ones).
+    pub async fn replay_dead_letters(
+        &self,
+        sink: &str,
+        id: Option<u64>,
+    ) -> Result<(usize, usize), AdminError> {
+        let control = self.sink_control(sink).await?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        control
+            .send(Control::Replay(id, tx))
+            .await
+            .map_err(|_| AdminError::Unavailable(format!("sink {sink} has stopped")))?;
+        control_reply(sink, rx)
+            .await?
+            .map_err(AdminError::InvalidField)
+    }
+
+    pub(super) async fn sink_control(
+        &self,
+        sink: &str,
+    ) -> Result<tokio::sync::mpsc::Sender<Control>, AdminError> {
+        self.sinks
+            .lock()
+            .await
+            .iter()
+            .find(|s| s.name == sink)
+            .map(|s| s.control.clone())
+            .ok_or_else(|| AdminError::InvalidField(format!("unknown sink {sink}")))
+    }
+}
