@@ -1,7 +1,6 @@
 //! `Runtime`: the embedding API. A value that owns one actor tree (fleet supervisor, agent
 //! actors, registry, broadcaster), its deadline wheel, lag probe and health check, and its
-//! store. Nothing is
-//! process-global: two runtimes can live in one process.
+//! store. Nothing is process-global: two runtimes can live in one process.
 
 mod agents;
 mod config;
@@ -14,6 +13,7 @@ mod tasks;
 pub use crate::agent::handle::{AgentHandle, Beat, BeatError};
 pub use config::RuntimeConfig;
 pub use errors::{RegisterError, RuntimeError};
+
 use std::sync::Arc;
 use std::time::Duration;
 
