@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use vigil::cli::watch::{watch, Start, WatchLine, WatchOptions};
 use vigil::client::ClientConfig;
-use vigil::server::{Server, ServerConfig};
-use vigil::watch::{watch, Start, WatchLine, WatchOptions};
+use vigil::serve::tcp::{Server, ServerConfig};
 use vigil_actors::{AdminRequest, AgentId, MemStore, Registration, Runtime, RuntimeConfig, Status};
 
 const WAIT: Duration = Duration::from_secs(20);

@@ -8,6 +8,11 @@
 //! sequencing, the durable write and the fan-out); any transition of an agent that kept
 //! beating is spurious. Also RSS per supervised agent and CPU per beat.
 
+pub mod fanout;
+pub mod ingest;
+pub mod memory;
+pub mod store;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};

@@ -21,9 +21,9 @@ use vigil_actors::{
     Policy, Runtime, RuntimeConfig, Status, SubscribeOptions, SubscriptionItem,
 };
 
-use crate::bench::{cpu_time, runtime, write_json, Machine, Quantiles};
-use crate::server::{Server, ServerConfig};
-use crate::simulate::{agent_id, picked};
+use crate::serve::tcp::{Server, ServerConfig};
+use crate::tools::bench::{cpu_time, runtime, write_json, Machine, Quantiles};
+use crate::tools::simulate::{agent_id, picked};
 
 #[derive(Debug, Clone, clap::Args, Serialize)]
 pub struct IngestBench {

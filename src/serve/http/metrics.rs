@@ -12,7 +12,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 use vigil_actors::{LatencyHistogram, Stats, Status};
 
-use crate::monitor::Hub;
+use crate::serve::hub::Hub;
 
 type Labels = Vec<(&'static str, String)>;
 

@@ -25,10 +25,10 @@ use vigil_actors::{
     AdminRequest, AgentId, EventKind, MemStore, Registration, Runtime, RuntimeConfig,
 };
 
-use crate::bench::{cpu_time, rss_bytes, runtime, write_json, Machine, Quantiles};
-use crate::http::{HttpConfig, HttpServer};
-use crate::monitor::Hub;
-use crate::server::{Server, ServerConfig};
+use crate::serve::http::{HttpConfig, HttpServer};
+use crate::serve::hub::Hub;
+use crate::serve::tcp::{Server, ServerConfig};
+use crate::tools::bench::{cpu_time, rss_bytes, runtime, write_json, Machine, Quantiles};
 
 #[derive(Debug, Clone, clap::Args, Serialize)]
 pub struct FanoutBench {
@@ -134,7 +134,7 @@ async fn fanout(args: FanoutBench) -> anyhow::Result<FanoutResult> {
                 url: format!("surrealkv://{}/db", dir.display()),
                 ..crate::config::StoreConfig::default()
             };
-            crate::store::open(&cfg).await?
+            crate::serve::store::open(&cfg).await?
         }
         other => anyhow::bail!("--store {other}: use surrealkv or mem"),
     };

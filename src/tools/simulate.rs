@@ -272,7 +272,7 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<SimulateSummary> {
         let now = Instant::now();
         if measure0.is_none() && now >= measure_at {
             counters.measuring.store(true, Ordering::Relaxed);
-            measure0 = Some((now, crate::bench::cpu_time()));
+            measure0 = Some((now, crate::tools::bench::cpu_time()));
         }
         if end.is_some_and(|e| now >= e) {
             break;
@@ -296,7 +296,7 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<SimulateSummary> {
     let (m_secs, cpu) = match measure0 {
         Some((t, c)) => (
             t.elapsed().as_secs_f64(),
-            crate::bench::cpu_time().saturating_sub(c),
+            crate::tools::bench::cpu_time().saturating_sub(c),
         ),
         None => (0.0, Duration::ZERO),
     };

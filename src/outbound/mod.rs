@@ -193,7 +193,7 @@ impl WebhookSink {
         Ok(Self {
             name: s.name.clone(),
             url: s.url.clone().unwrap_or_default(),
-            shown: crate::redact::url_origin(s.url.as_deref().unwrap_or_default()),
+            shown: crate::config::redact::url_origin(s.url.as_deref().unwrap_or_default()),
             secret: s.secret.clone(),
             title: s.title.clone(),
             client,

@@ -24,8 +24,8 @@ use vigil_actors::{
     RuntimeConfig, Status, Store, SubscribeOptions, SubscriptionItem,
 };
 
-use crate::bench::{rss_bytes, write_json, Machine, Quantiles};
-use crate::server::{Server, ServerConfig};
+use crate::serve::tcp::{Server, ServerConfig};
+use crate::tools::bench::{rss_bytes, write_json, Machine, Quantiles};
 
 #[derive(Debug, Clone, clap::Args, Serialize)]
 pub struct StoreBench {
@@ -71,7 +71,7 @@ fn scratch(dir: &Option<PathBuf>, name: &str) -> anyhow::Result<PathBuf> {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    crate::bench::runtime(None)
+    crate::tools::bench::runtime(None)
 }
 
 fn command() -> String {

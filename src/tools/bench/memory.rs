@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use vigil_actors::{AgentId, MemStore, Policy, Registration, Runtime, RuntimeConfig};
 
-use crate::bench::{rss_bytes, runtime, write_json, Machine};
+use crate::tools::bench::{rss_bytes, runtime, write_json, Machine};
 
 #[derive(Debug, Clone, clap::Args, Serialize)]
 pub struct MemoryBench {

@@ -2,6 +2,8 @@
 //! only what differs. Precedence: defaults, then `--config FILE`, then environment variables
 //! `VIGIL_<SECTION>__<KEY>`, then command-line flags.
 
+pub mod redact;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -35,7 +37,7 @@ pub struct Config {
     pub runtime: RuntimeSection,
     pub health: HealthSection,
     /// Outbound channels (`[[sinks]]`).
-    pub sinks: Vec<crate::sinks::SinkSection>,
+    pub sinks: Vec<crate::outbound::SinkSection>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -440,8 +442,8 @@ impl Config {
 
     /// The agent listener's settings.
     /// Settings of the HTTP listener.
-    pub fn http_config(&self) -> crate::http::HttpConfig {
-        crate::http::HttpConfig {
+    pub fn http_config(&self) -> crate::serve::http::HttpConfig {
+        crate::serve::http::HttpConfig {
             monitor_tokens: self.auth.monitor_tokens.clone(),
             admin_tokens: self.auth.admin_tokens.clone(),
             ws_queue: 256,
@@ -451,8 +453,8 @@ impl Config {
         }
     }
 
-    pub fn server_config(&self) -> crate::server::ServerConfig {
-        crate::server::ServerConfig {
+    pub fn server_config(&self) -> crate::serve::tcp::ServerConfig {
+        crate::serve::tcp::ServerConfig {
             max_frame_bytes: self.server.max_frame_bytes,
             max_bad_frames: self.server.max_bad_frames,
             max_agents_per_connection: self.server.max_agents_per_connection,

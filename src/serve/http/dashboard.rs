@@ -5,9 +5,9 @@
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
-const INDEX: &str = include_str!("../assets/dashboard/index.html");
-const SCRIPT: &str = include_str!("../assets/dashboard/app.js");
-const STYLE: &str = include_str!("../assets/dashboard/app.css");
+const INDEX: &str = include_str!("../../../assets/dashboard/index.html");
+const SCRIPT: &str = include_str!("../../../assets/dashboard/app.js");
+const STYLE: &str = include_str!("../../../assets/dashboard/app.css");
 
 /// The page's own resources only: no inline script, no other origin, no framing. `'self'`
 /// covers the WebSocket to this host.

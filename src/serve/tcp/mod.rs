@@ -43,7 +43,7 @@ use vigil_actors::{
     SubscribeOptions, SubscriptionItem,
 };
 
-use crate::monitor::{Hub, Open};
+use crate::serve::hub::{Hub, Open};
 
 use crate::protocol::framing::{Line, LineFrames};
 use crate::protocol::{
@@ -186,7 +186,7 @@ struct Shared {
     /// Which live connection owns each agent.
     owners: Mutex<HashMap<AgentId, Owner>>,
     next_conn: AtomicU64,
-    per_ip: Arc<crate::net::PerIp>,
+    per_ip: Arc<crate::serve::net::PerIp>,
 }
 
 /// The agent listener.
@@ -224,7 +224,7 @@ impl Server {
             cfg,
             owners: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
-            per_ip: crate::net::PerIp::new(cfg_per_ip),
+            per_ip: crate::serve::net::PerIp::new(cfg_per_ip),
         });
         info!(%local, "agent listener up");
         let (stop_tx, mut stop_rx) = watch::channel(false);
@@ -247,7 +247,7 @@ impl Server {
                                 conns.spawn(refuse(stream, "too many connections from this address"));
                                 continue;
                             };
-                            crate::net::tune(&stream);
+                            crate::serve::net::tune(&stream);
                             let shared = shared.clone();
                             let stop = stop_rx.clone();
                             conns.spawn(async move {
@@ -533,7 +533,7 @@ where
         };
         tokio::pin!(stopped);
         let mut stopping = false;
-        let mut idle = crate::net::Idle::new(shared.cfg.idle_timeout);
+        let mut idle = crate::serve::net::Idle::new(shared.cfg.idle_timeout);
         loop {
             tokio::select! {
                 item = next_frame(&mut frames) => {

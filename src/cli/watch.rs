@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 use vigil_actors::Status;
 
-use crate::admin_cli::{parse_status, ConnArgs};
+use crate::cli::agents::{parse_status, ConnArgs};
 use crate::client::{ClientConfig, ClientError, Connection};
 use crate::protocol::Role;
 

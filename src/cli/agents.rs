@@ -19,9 +19,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 use vigil_actors::Status;
 
+use crate::cli::watch::{format_event, text};
 use crate::client::{ClientConfig, ClientError, ClientTls, Connection};
 use crate::protocol::Role;
-use crate::watch::{format_event, text};
 
 /// Where the server is and how to reach it (shared by `vigil agents` and `vigil watch`).
 #[derive(Debug, Clone, clap::Args)]

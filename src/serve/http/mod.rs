@@ -9,6 +9,10 @@
 //! error is `{"error": {"code": ..., "message": ...}}` with the protocol's error code and a
 //! matching HTTP status.
 
+pub(crate) mod dashboard;
+pub(crate) mod hosts;
+pub(crate) mod metrics;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -30,12 +34,12 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info};
 
-use crate::monitor::{now_text, Hub, MonitorFrame, Open};
 use crate::protocol::{self, ClientFrame, ErrorCode, PROTOCOL_VERSION};
-use crate::server::admin_op;
+use crate::serve::hub::{now_text, Hub, MonitorFrame, Open};
+use crate::serve::tcp::admin_op;
 
 /// The OpenAPI document of the REST API.
-pub const OPENAPI: &str = include_str!("../docs/openapi.json");
+pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
 
 /// Every REST route (method, path as the OpenAPI document writes it). A test keeps this, the
 /// router and the document in step.
@@ -70,7 +74,7 @@ pub struct HttpConfig {
     pub admin_tokens: Vec<String>,
     /// Frames queued for one WebSocket before its subscription falls behind.
     pub ws_queue: usize,
-    /// TLS for every connection (see [`crate::server::tls_config`]).
+    /// TLS for every connection (see [`crate::serve::tcp::tls_config`]).
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     /// `Host` values answered, besides the loopback names, for a role that needs no token.
     pub allowed_hosts: Vec<String>,
@@ -108,7 +112,7 @@ impl axum::serve::Listener for TlsListener {
                 accepted = self.tcp.accept(), if self.handshakes.len() < MAX_HANDSHAKES => {
                     match accepted {
                         Ok((stream, peer)) => {
-                            crate::net::tune(&stream);
+                            crate::serve::net::tune(&stream);
                             let acceptor = self.acceptor.clone();
                             self.handshakes.spawn(async move {
                                 let limit = Duration::from_secs(10);
@@ -179,14 +183,14 @@ impl HttpServer {
             let _ = stop.wait_for(|s| *s).await;
         };
         info!(%local, tls = cfg.tls.is_some(), "HTTP listener up");
-        let per_ip = crate::net::PerIp::new(cfg.max_connections_per_ip);
+        let per_ip = crate::serve::net::PerIp::new(cfg.max_connections_per_ip);
         let task = match cfg.tls {
             None => tokio::spawn(async move {
                 // Frames are small and must not wait for the peer's delayed ACK (Nagle).
-                let listener = crate::net::CappedListener {
+                let listener = crate::serve::net::CappedListener {
                     inner: axum::serve::ListenerExt::tap_io(
                         listener,
-                        |s: &mut tokio::net::TcpStream| crate::net::tune(s),
+                        |s: &mut tokio::net::TcpStream| crate::serve::net::tune(s),
                     ),
                     per_ip,
                 };
@@ -198,7 +202,7 @@ impl HttpServer {
                 }
             }),
             Some(tls) => {
-                let listener = crate::net::CappedListener {
+                let listener = crate::serve::net::CappedListener {
                     inner: TlsListener {
                         tcp: listener,
                         acceptor: tokio_rustls::TlsAcceptor::from(tls),
@@ -251,9 +255,15 @@ impl Drop for HttpServer {
 
 fn router(state: AppState) -> Router {
     Router::new()
-        .route("/", get(crate::dashboard::index))
-        .route("/dashboard/app.js", get(crate::dashboard::script))
-        .route("/dashboard/app.css", get(crate::dashboard::style))
+        .route("/", get(crate::serve::http::dashboard::index))
+        .route(
+            "/dashboard/app.js",
+            get(crate::serve::http::dashboard::script),
+        )
+        .route(
+            "/dashboard/app.css",
+            get(crate::serve::http::dashboard::style),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -372,7 +382,7 @@ fn authorize(
         Access::Read => admin || monitor,
     };
     if granted && !by_token {
-        crate::hosts::check(headers, &cfg.allowed_hosts)?;
+        crate::serve::http::hosts::check(headers, &cfg.allowed_hosts)?;
     }
     match access {
         Access::Write if admin => Ok(true),
@@ -921,7 +931,7 @@ async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
         .await
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
     let sinks = st.hub.runtime().sinks().await;
-    let text = crate::metrics::render(&stats, &st.hub, st.hub.runtime().lag(), &sinks)
+    let text = crate::serve::http::metrics::render(&stats, &st.hub, st.hub.runtime().lag(), &sinks)
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
     Ok((
         [(

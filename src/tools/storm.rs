@@ -39,7 +39,7 @@ pub fn run(config: Config, args: StormArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let store = crate::store::open(&config.store)
+        let store = crate::serve::store::open(&config.store)
             .await
             .context("opening the store")?;
         let runtime = Arc::new(Runtime::start(config.runtime(), store).await?);
