@@ -3,14 +3,14 @@
 //!
 //! # Layout
 //!
-//! - [`protocol`]: the wire protocol v1: line framing, typed client frames, error codes.
+//! - [`protocol`]: the wire protocol v1: line framing, typed client frames, limits, error codes.
 //! - [`serve`]: the listeners (TCP in [`serve::tcp`], HTTP in [`serve::http`]) and what they
-//!   share: the monitor hub, accepted sockets, the store they serve.
+//!   share: the monitor hub, admin operations, tokens, TLS, accepted sockets, the store.
 //! - [`outbound`]: the configured outbound channels (webhooks and logs).
 //! - [`client`]: a Rust client for protocol v1 (agents written in Rust, the simulator).
 //! - [`cli`]: the operator's clients: `vigil agents` and `vigil watch`.
 //! - [`tools`]: `vigil simulate`, `vigil storm` and the scenarios behind `vigil bench`.
-//! - [`config`]: the TOML configuration (defaults, file, environment, flags).
+//! - [`config`]: the TOML configuration (defaults, file, environment, flags), redaction.
 //! - `main.rs`: the `vigil` command (serve, bench, simulate, agents, watch, config check).
 
 pub mod cli;

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use tracing::info;
 use vigil::config::Config;
 use vigil::core::Runtime;
-use vigil::tools::bench::{self, CoreBench};
+use vigil::tools::bench::{self, detect::CoreBench};
 
 #[derive(Parser)]
 #[command(
@@ -120,7 +120,7 @@ enum BenchCmd {
     MemoryOne(vigil::tools::bench::memory::MemoryOne),
     /// The monitors' side of `bench fanout` (run by it).
     #[command(hide = true)]
-    FanoutMonitors(vigil::tools::bench::fanout::FanoutMonitors),
+    FanoutMonitors(vigil::tools::bench::fanout_monitors::FanoutMonitors),
 }
 
 #[derive(Subcommand)]
@@ -152,15 +152,17 @@ fn main() -> anyhow::Result<()> {
             scenario: Some(scenario),
             ..
         } => match scenario {
-            BenchCmd::Detect(args) => bench::run_core(args),
+            BenchCmd::Detect(args) => bench::detect::run_core(args),
             BenchCmd::Memory(args) => vigil::tools::bench::memory::run(args),
             BenchCmd::MemoryOne(args) => vigil::tools::bench::memory::run_one(args),
             BenchCmd::Store(args) => vigil::tools::bench::store::run_store(args),
             BenchCmd::Storm(args) => vigil::tools::bench::store::run_storm(args),
-            BenchCmd::Restart(args) => vigil::tools::bench::store::run_restart(args),
+            BenchCmd::Restart(args) => vigil::tools::bench::restart::run_restart(args),
             BenchCmd::Ingest(args) => vigil::tools::bench::ingest::run(args),
             BenchCmd::Fanout(args) => vigil::tools::bench::fanout::run(args),
-            BenchCmd::FanoutMonitors(args) => vigil::tools::bench::fanout::run_monitors(args),
+            BenchCmd::FanoutMonitors(args) => {
+                vigil::tools::bench::fanout_monitors::run_monitors(args)
+            }
         },
         Command::Storm(args) => vigil::tools::storm::run(config()?, args),
         Command::Simulate(args) => vigil::tools::simulate::run(args),
@@ -206,7 +208,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let mut server_config = config.server_config();
         if let (Some(cert), Some(key)) = (&config.server.tls_cert, &config.server.tls_key) {
             server_config.tls = Some(
-                vigil::serve::tcp::tls_config(cert, key)
+                vigil::serve::tls::tls_config(cert, key)
                     .context("setting up TLS on the listeners")?,
             );
         }

@@ -667,7 +667,7 @@ where
 #[tokio::test]
 async fn the_http_listener_speaks_tls_when_configured() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
-    let tls = vigil::serve::tcp::tls_config(&dir.join("cert.pem"), &dir.join("key.pem")).unwrap();
+    let tls = vigil::serve::tls::tls_config(&dir.join("cert.pem"), &dir.join("key.pem")).unwrap();
     let node = Node::start_with(
         RuntimeConfig::default(),
         MemStore::new(),

@@ -15,8 +15,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use vigil::config::SinkSection;
 use vigil::config::StoreConfig;
-use vigil::outbound::SinkSection;
 use vigil_actors::{
     AdminRequest, AgentId, MemStore, Registration, Runtime, RuntimeConfig, StartAt,
     SubscribeOptions, SubscriptionItem,
@@ -488,18 +488,18 @@ async fn a_rejected_batch_becomes_a_dead_letter_that_can_be_replayed() {
     assert!(dead.iter().all(|d| d.error.contains("400")), "{dead:?}");
     // Over the admin operations too, as TCP, WebSocket and REST call them.
     let listed =
-        vigil::serve::tcp::admin_op(&rt, "dead_letters", serde_json::json!({"sink":"picky"}))
+        vigil::serve::admin::admin_op(&rt, "dead_letters", serde_json::json!({"sink":"picky"}))
             .await
             .unwrap();
     assert_eq!(listed.as_array().unwrap().len(), dead.len());
-    let stats = vigil::serve::tcp::admin_op(&rt, "stats", Value::Null)
+    let stats = vigil::serve::admin::admin_op(&rt, "stats", Value::Null)
         .await
         .unwrap();
     assert_eq!(stats["sinks"][0]["name"], "picky");
     assert_eq!(stats["sinks"][0]["dead_letters"], dead.len());
     // The receiver is fixed; the operator replays.
     accepting.store(true, std::sync::atomic::Ordering::SeqCst);
-    let r = vigil::serve::tcp::admin_op(&rt, "replay", serde_json::json!({"sink":"picky"}))
+    let r = vigil::serve::admin::admin_op(&rt, "replay", serde_json::json!({"sink":"picky"}))
         .await
         .unwrap();
     assert_eq!(r["delivered"], dead.len());
@@ -507,7 +507,7 @@ async fn a_rejected_batch_becomes_a_dead_letter_that_can_be_replayed() {
     assert_eq!(*got.lock().unwrap(), dead_seqs);
     assert_eq!(rt.sinks().await[0].dead_letters, 0);
     let unknown =
-        vigil::serve::tcp::admin_op(&rt, "replay", serde_json::json!({"sink":"nope"})).await;
+        vigil::serve::admin::admin_op(&rt, "replay", serde_json::json!({"sink":"nope"})).await;
     assert!(unknown.is_err());
     rt.shutdown().await.unwrap();
 }

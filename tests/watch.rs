@@ -1,4 +1,4 @@
-//! `vigil::watch` against a real listener: when the listener goes away and comes back while
+//! `vigil::cli::watch` against a real listener: when the listener goes away and comes back while
 //! the runtime keeps producing events, the watcher resumes from the last seq it showed, and
 //! shows every event exactly once, in order.
 

@@ -11,7 +11,6 @@
 //!
 //! [`ConnArgs`] (address, token, TLS) is shared with `vigil watch`.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -19,68 +18,12 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 use vigil_actors::Status;
 
-use crate::cli::watch::{format_event, text};
-use crate::client::{ClientConfig, ClientError, ClientTls, Connection};
+use crate::cli::conn::{parse_status, ConnArgs};
+use crate::cli::render::{
+    render_events, render_flat, render_health, render_list, render_record, text,
+};
+use crate::client::{ClientConfig, ClientError, Connection};
 use crate::protocol::Role;
-
-/// Where the server is and how to reach it (shared by `vigil agents` and `vigil watch`).
-#[derive(Debug, Clone, clap::Args)]
-pub struct ConnArgs {
-    /// The server's protocol listener (`server.agent_listen`), `host:port`.
-    #[arg(
-        long,
-        env = "VIGIL_ADDR",
-        default_value = "127.0.0.1:7400",
-        global = true
-    )]
-    pub addr: String,
-    /// The token of the role (admin for `agents`, monitor for `watch`), when the server
-    /// requires one.
-    #[arg(long, env = "VIGIL_TOKEN", hide_env_values = true, global = true)]
-    pub token: Option<String>,
-    /// Connect with TLS, trusting the certificates in this PEM file (a private CA, or the
-    /// server's own self-signed certificate).
-    #[arg(long, value_name = "PEM", global = true)]
-    pub ca: Option<PathBuf>,
-    /// The name to check the server's certificate against (default: the host of --addr).
-    #[arg(long, value_name = "NAME", global = true)]
-    pub tls_name: Option<String>,
-}
-
-impl ConnArgs {
-    /// The client configuration these flags describe.
-    pub fn client_config(&self, client_name: &str) -> anyhow::Result<ClientConfig> {
-        let mut cfg = ClientConfig::new(self.addr.clone());
-        cfg.client_name = format!("{client_name}/{}", env!("CARGO_PKG_VERSION"));
-        cfg.token = self.token.clone();
-        if let Some(ca) = &self.ca {
-            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-            let name = match &self.tls_name {
-                Some(n) => n.clone(),
-                None => host_of(&self.addr).to_string(),
-            };
-            let tls = ClientTls::with_root_pem(&pem, name)
-                .with_context(|| format!("loading the certificates in {}", ca.display()))?;
-            cfg.tls = Some(tls);
-        }
-        Ok(cfg)
-    }
-}
-
-/// The host part of `host:port` (`[::1]:7400` gives `::1`).
-fn host_of(addr: &str) -> &str {
-    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
-    host.trim_start_matches('[').trim_end_matches(']')
-}
-
-/// Parses a status for clap (`online`, `degraded`, `offline`, `maintenance`, `left`,
-/// `unknown`).
-pub fn parse_status(s: &str) -> Result<Status, String> {
-    s.parse::<Status>().map_err(|_| {
-        let all: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
-        format!("expected one of {}", all.join(", "))
-    })
-}
 
 /// `vigil agents`.
 #[derive(Debug, Clone, clap::Args)]
@@ -336,167 +279,6 @@ pub fn render(cmd: &AgentsCmd, data: &Value, now: DateTime<Utc>) -> String {
     }
 }
 
-/// Columns padded to their widest cell, two spaces apart.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let head: Vec<String> = header.iter().map(|h| h.to_string()).collect();
-    for row in std::iter::once(&head).chain(rows) {
-        let mut line = String::new();
-        for (cell, w) in row.iter().zip(&widths) {
-            line.push_str(&format!("{cell:<w$}  "));
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
-}
-
-/// How long ago `t` (RFC 3339) was: `12s ago`, `5m ago`, `3h ago`, `2d ago`; `never` for null.
-pub fn age(t: &Value, now: DateTime<Utc>) -> String {
-    let Some(s) = t.as_str() else {
-        return "never".into();
-    };
-    let Ok(at) = s.parse::<DateTime<Utc>>() else {
-        return s.to_string();
-    };
-    let secs = (now - at).num_seconds().max(0);
-    match secs {
-        0..60 => format!("{secs}s ago"),
-        60..3600 => format!("{}m ago", secs / 60),
-        3600..86400 => format!("{}h ago", secs / 3600),
-        _ => format!("{}d ago", secs / 86400),
-    }
-}
-
-fn yes_no(v: &Value) -> String {
-    match v.as_bool() {
-        Some(true) => "yes".into(),
-        Some(false) => "no".into(),
-        None => "-".into(),
-    }
-}
-
-/// The agents as a table: id, name, kind, status, activity, last seen, connected,
-/// incarnation.
-pub fn render_list(data: &Value, now: DateTime<Utc>) -> String {
-    let agents = data.as_array().map(Vec::as_slice).unwrap_or(&[]);
-    if agents.is_empty() {
-        return "no agents".into();
-    }
-    let rows: Vec<Vec<String>> = agents
-        .iter()
-        .map(|a| {
-            vec![
-                text(&a["id"]),
-                text(&a["name"]),
-                text(&a["kind"]),
-                text(&a["status"]),
-                text(&a["activity"]),
-                age(&a["last_seen"], now),
-                yes_no(&a["connected"]),
-                text(&a["incarnation"]),
-            ]
-        })
-        .collect();
-    table(
-        &[
-            "ID",
-            "NAME",
-            "KIND",
-            "STATUS",
-            "ACTIVITY",
-            "LAST SEEN",
-            "CONNECTED",
-            "INCARNATION",
-        ],
-        &rows,
-    )
-}
-
-/// `key=value, ...` for an object; items joined for an array; text otherwise.
-fn inline(v: &Value) -> String {
-    match v {
-        Value::Object(m) if m.is_empty() => "-".into(),
-        Value::Object(m) => m
-            .iter()
-            .map(|(k, v)| match v {
-                Value::Object(_) | Value::Array(_) => format!("{k}={v}"),
-                other => format!("{k}={}", text(other)),
-            })
-            .collect::<Vec<_>>()
-            .join(", "),
-        Value::Array(a) if a.is_empty() => "-".into(),
-        Value::Array(a) => a.iter().map(text).collect::<Vec<_>>().join(", "),
-        other => text(other),
-    }
-}
-
-/// One agent's record as `key: value` lines, the usual fields first.
-pub fn render_record(data: &Value, now: DateTime<Utc>) -> String {
-    const ORDER: [&str; 15] = [
-        "id",
-        "name",
-        "kind",
-        "status",
-        "activity",
-        "reported",
-        "connected",
-        "incarnation",
-        "last_seen",
-        "registered_at",
-        "updated_at",
-        "heartbeat_interval_ms",
-        "metadata",
-        "capabilities",
-        "metrics",
-    ];
-    let Some(obj) = data.as_object() else {
-        return text(data);
-    };
-    let keys = ORDER
-        .iter()
-        .copied()
-        .filter(|k| obj.contains_key(*k))
-        .chain(
-            obj.keys()
-                .map(String::as_str)
-                .filter(|k| !ORDER.contains(k)),
-        );
-    let mut rows = Vec::new();
-    for k in keys {
-        let v = &obj[k];
-        let shown = match k {
-            "connected" => yes_no(v),
-            "last_seen" if v.is_null() => "never".into(),
-            "last_seen" => format!("{} ({})", text(v), age(v, now)),
-            _ => inline(v),
-        };
-        rows.push((k, shown));
-    }
-    let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
-    rows.iter()
-        .map(|(k, v)| format!("{:<w$} {v}\n", format!("{k}:")))
-        .collect()
-}
-
-/// One line per event.
-pub fn render_events(data: &Value) -> String {
-    let events = data.as_array().map(Vec::as_slice).unwrap_or(&[]);
-    if events.is_empty() {
-        return "no events".into();
-    }
-    events
-        .iter()
-        .map(|e| format_event(e, false) + "\n")
-        .collect()
-}
-
 /// The result of a change: what the agent's status is now, and whether anything changed.
 pub fn render_changed(cmd: &AgentsCmd, data: &Value) -> String {
     let id = text(&data["id"]);
@@ -509,80 +291,10 @@ pub fn render_changed(cmd: &AgentsCmd, data: &Value) -> String {
     }
 }
 
-/// The health report: one line of counts, then a table of the agents with an issue.
-pub fn render_health(data: &Value) -> String {
-    const FIRST: [&str; 6] = [
-        "total",
-        "online",
-        "degraded",
-        "offline",
-        "maintenance",
-        "unknown",
-    ];
-    let summary = data["summary"].as_object();
-    let counts: Vec<String> = match summary {
-        Some(m) => FIRST
-            .iter()
-            .copied()
-            .filter(|k| m.contains_key(*k))
-            .chain(m.keys().map(String::as_str).filter(|k| !FIRST.contains(k)))
-            .map(|k| format!("{k} {}", inline(&m[k])))
-            .collect(),
-        None => Vec::new(),
-    };
-    let mut out = format!("health at {}: {}\n", text(&data["at"]), counts.join(", "));
-    let findings = data["agents"].as_array().map(Vec::as_slice).unwrap_or(&[]);
-    if findings.is_empty() {
-        out.push_str("no findings\n");
-        return out;
-    }
-    let rows: Vec<Vec<String>> = findings
-        .iter()
-        .map(|f| {
-            vec![
-                text(&f["id"]),
-                text(&f["kind"]),
-                text(&f["severity"]),
-                text(&f["issue"]),
-                text(&f["detail"]),
-            ]
-        })
-        .collect();
-    out.push_str(&table(
-        &["ID", "KIND", "SEVERITY", "ISSUE", "DETAIL"],
-        &rows,
-    ));
-    out
-}
-
-/// Nested objects as `a.b.c: value` lines.
-pub fn render_flat(data: &Value) -> String {
-    fn walk(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
-        match v {
-            Value::Object(m) if !m.is_empty() => {
-                for (k, v) in m {
-                    let key = match prefix {
-                        "" => k.clone(),
-                        p => format!("{p}.{k}"),
-                    };
-                    walk(&key, v, out);
-                }
-            }
-            other => out.push((prefix.to_string(), inline(other))),
-        }
-    }
-    let mut lines = Vec::new();
-    walk("", data, &mut lines);
-    let w = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
-    lines
-        .iter()
-        .map(|(k, v)| format!("{:<w$} {v}\n", format!("{k}:")))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::render::{age, render_flat, render_health, render_list, render_record};
     use clap::Parser;
 
     #[derive(Parser)]
@@ -737,12 +449,5 @@ mod tests {
         assert!(t.contains("registry.agents.online: 2"), "{t}");
         assert!(t.contains("registry.last_seq:"), "{t}");
         assert!(t.contains("lag_ms:"), "{t}");
-    }
-
-    #[test]
-    fn the_tls_name_defaults_to_the_host() {
-        assert_eq!(host_of("example.com:7400"), "example.com");
-        assert_eq!(host_of("[::1]:7400"), "::1");
-        assert_eq!(host_of("127.0.0.1:7400"), "127.0.0.1");
     }
 }

@@ -1,16 +1,21 @@
 //! The configuration file (`config/vigil.toml`): every key has a default, so a file holds
 //! only what differs. Precedence: defaults, then `--config FILE`, then environment variables
 //! `VIGIL_<SECTION>__<KEY>`, then command-line flags.
-
+mod load;
 pub mod redact;
+mod runtime;
+mod sinks;
+#[cfg(test)]
+mod tests;
+
+pub use sinks::SinkSection;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
-use vigil_actors::{HealthConfig, LagConfig, OnDisconnect, Policy, Retention, RuntimeConfig};
+use vigil_actors::{HealthConfig, LagConfig, OnDisconnect, Policy};
 
 /// A configuration error, said so that the operator can fix the file.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +42,7 @@ pub struct Config {
     pub runtime: RuntimeSection,
     pub health: HealthSection,
     /// Outbound channels (`[[sinks]]`).
-    pub sinks: Vec<crate::outbound::SinkSection>,
+    pub sinks: Vec<SinkSection>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -320,326 +325,6 @@ impl HealthSection {
             mass_offline_share: self.mass_offline_share,
             mass_offline_window: self.mass_offline_window,
             mass_offline_min: self.mass_offline_min,
-        }
-    }
-}
-
-impl Config {
-    /// Reads a file (if given) over the defaults, then the environment.
-    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut table = match path {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
-                    path: p.display().to_string(),
-                    source,
-                })?;
-                text.parse::<toml::Table>()
-                    .map_err(|e| ConfigError::Parse(format!("{}: {e}", p.display())))?
-            }
-            None => toml::Table::new(),
-        };
-        apply_env(&mut table, std::env::vars());
-        let cfg: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
-        cfg.validate()?;
-        Ok(cfg)
-    }
-
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        self.policy
-            .default
-            .to_policy()
-            .validate()
-            .map_err(|e| ConfigError::Invalid(format!("[policy] {e}")))?;
-        for (k, p) in &self.policy.kinds {
-            p.to_policy()
-                .validate()
-                .map_err(|e| ConfigError::Invalid(format!("[policy.kinds.{k}] {e}")))?;
-        }
-        if self.policy.min_heartbeat_interval > self.policy.max_heartbeat_interval {
-            return Err(ConfigError::Invalid(
-                "[policy] min_heartbeat_interval is above max_heartbeat_interval".into(),
-            ));
-        }
-        if self.policy.max_heartbeat_interval > Policy::MAX_DURATION {
-            return Err(ConfigError::Invalid(format!(
-                "[policy] max_heartbeat_interval must be at most {}",
-                humantime::format_duration(Policy::MAX_DURATION)
-            )));
-        }
-        for (role, tokens) in self.auth.roles() {
-            if tokens.iter().any(|t| t.trim().is_empty()) {
-                return Err(ConfigError::Invalid(format!(
-                    "[auth] {role} holds an empty token, which anyone could give: remove it \
-                     (an empty list is how a role is left open, on loopback only)"
-                )));
-            }
-        }
-        if self.server.idle_timeout.is_zero() || self.server.max_connections_per_ip == 0 {
-            return Err(ConfigError::Invalid(
-                "[server] idle_timeout must be above zero and max_connections_per_ip at least 1"
-                    .into(),
-            ));
-        }
-        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
-            return Err(ConfigError::Invalid(
-                "[server] tls_cert and tls_key go together: give both or neither".into(),
-            ));
-        }
-        // Listening beyond this machine with any role open to everyone is refused.
-        for (what, addr) in [
-            ("agent_listen", self.server.agent_listen),
-            ("http_listen", self.server.http_listen),
-        ] {
-            if addr.ip().is_loopback() {
-                continue;
-            }
-            let open: Vec<&str> = self
-                .auth
-                .roles()
-                .iter()
-                .filter(|(_, t)| t.is_empty())
-                .map(|(n, _)| *n)
-                .collect();
-            if !open.is_empty() {
-                return Err(ConfigError::Invalid(format!(
-                    "[server] {what} = {addr} is not a loopback address, and [auth] {} {} empty: \
-                     anyone who can reach it could act as that role. Set tokens for every role, \
-                     or listen on 127.0.0.1",
-                    open.join(", "),
-                    if open.len() == 1 { "is" } else { "are" }
-                )));
-            }
-        }
-        if self.server.max_frame_bytes < 64 || self.server.max_bad_frames == 0 {
-            return Err(ConfigError::Invalid(
-                "[server] max_frame_bytes must be at least 64 and max_bad_frames at least 1".into(),
-            ));
-        }
-        self.health
-            .to_health()
-            .validate()
-            .map_err(|e| ConfigError::Invalid(format!("[health] {e}")))?;
-        let mut names = std::collections::HashSet::new();
-        for s in &self.sinks {
-            s.validate()
-                .map_err(|e| ConfigError::Invalid(format!("[[sinks]] {e}")))?;
-            if !names.insert(&s.name) {
-                return Err(ConfigError::Invalid(format!(
-                    "[[sinks]] two sinks are named {}",
-                    s.name
-                )));
-            }
-        }
-        if self.broadcast.subscriber_queue == 0 {
-            return Err(ConfigError::Invalid(
-                "[broadcast] subscriber_queue must be at least 1".into(),
-            ));
-        }
-        Ok(())
-    }
-
-    /// The agent listener's settings.
-    /// Settings of the HTTP listener.
-    pub fn http_config(&self) -> crate::serve::http::HttpConfig {
-        crate::serve::http::HttpConfig {
-            monitor_tokens: self.auth.monitor_tokens.clone(),
-            admin_tokens: self.auth.admin_tokens.clone(),
-            ws_queue: 256,
-            tls: None,
-            allowed_hosts: self.server.allowed_hosts.clone(),
-            max_connections_per_ip: self.server.max_connections_per_ip,
-        }
-    }
-
-    pub fn server_config(&self) -> crate::serve::tcp::ServerConfig {
-        crate::serve::tcp::ServerConfig {
-            max_frame_bytes: self.server.max_frame_bytes,
-            max_bad_frames: self.server.max_bad_frames,
-            max_agents_per_connection: self.server.max_agents_per_connection,
-            max_connections: self.server.max_connections,
-            handshake_timeout: self.server.handshake_timeout,
-            rate_limit: self.server.rate_limit,
-            rate_burst: self.server.rate_burst,
-            drain_timeout: self.server.drain_timeout,
-            tls: None,
-            agent_tokens: self.auth.agent_tokens.clone(),
-            monitor_tokens: self.auth.monitor_tokens.clone(),
-            admin_tokens: self.auth.admin_tokens.clone(),
-            heartbeat_interval: self.policy.default.heartbeat_interval,
-            idle_timeout: self.server.idle_timeout,
-            max_connections_per_ip: self.server.max_connections_per_ip,
-        }
-    }
-
-    /// The supervision core's settings.
-    pub fn runtime(&self) -> RuntimeConfig {
-        RuntimeConfig {
-            policy: self.policy.default.to_policy(),
-            kinds: self
-                .policy
-                .kinds
-                .iter()
-                .map(|(k, p)| (k.clone(), p.to_policy()))
-                .collect(),
-            min_heartbeat_interval: self.policy.min_heartbeat_interval,
-            max_heartbeat_interval: self.policy.max_heartbeat_interval,
-            subscriber_queue: self.broadcast.subscriber_queue,
-            event_window: self.broadcast.event_window,
-            max_batch: self.store.max_batch,
-            checkpoint_interval: self.store.checkpoint_interval,
-            flush_interval: self.store.flush_interval,
-            event_retention: Retention {
-                max_age: self.store.event_retention_age.filter(|d| !d.is_zero()),
-                max_events: self.store.event_retention_count,
-            },
-            left_ttl: Some(self.store.left_ttl).filter(|d| !d.is_zero()),
-            max_pending_bytes: self.store.max_pending_bytes,
-            lag: LagConfig {
-                enabled: self.runtime.lag_awareness,
-                threshold: self.runtime.lag_threshold,
-                probe_interval: self.runtime.lag_probe_interval,
-                max_slack: self.runtime.lag_max_slack,
-                ..LagConfig::default()
-            },
-            health: self.health.to_health(),
-            ..RuntimeConfig::default()
-        }
-    }
-}
-
-/// Applies `VIGIL_<SECTION>__<KEY>=value` variables; other names are ignored. Values are
-/// read as TOML (numbers, booleans, arrays) and otherwise taken as strings.
-fn apply_env(table: &mut toml::Table, vars: impl Iterator<Item = (String, String)>) {
-    for (name, value) in vars {
-        let Some(rest) = name.strip_prefix("VIGIL_") else {
-            continue;
-        };
-        let Some((section, key)) = rest.split_once("__") else {
-            continue;
-        };
-        let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
-        let parsed = format!("v = {value}")
-            .parse::<toml::Table>()
-            .ok()
-            .and_then(|mut t| t.remove("v"))
-            .unwrap_or(toml::Value::String(value));
-        let entry = table
-            .entry(section)
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        if let toml::Value::Table(t) = entry {
-            t.insert(key, parsed);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_shipped_file_parses_and_equals_the_defaults() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/vigil.toml");
-        let text = std::fs::read_to_string(&path).unwrap();
-        let table: toml::Table = text.parse().unwrap();
-        let file: Config = toml::Value::Table(table).try_into().unwrap();
-        let def = Config::default();
-        assert_eq!(format!("{file:?}"), format!("{def:?}"));
-    }
-
-    #[test]
-    fn env_overrides_the_file_and_unknown_keys_are_refused() {
-        let mut t: toml::Table = "[policy]\nheartbeat_interval = \"5s\"\n".parse().unwrap();
-        apply_env(
-            &mut t,
-            [
-                (
-                    "VIGIL_POLICY__HEARTBEAT_INTERVAL".to_string(),
-                    "2s".to_string(),
-                ),
-                ("VIGIL_SERVER__MAX_BAD_FRAMES".to_string(), "7".to_string()),
-                ("OTHER".to_string(), "x".to_string()),
-            ]
-            .into_iter(),
-        );
-        let c: Config = toml::Value::Table(t).try_into().unwrap();
-        assert_eq!(c.policy.default.heartbeat_interval, Duration::from_secs(2));
-        assert_eq!(c.server.max_bad_frames, 7);
-        let bad: Result<Config, _> =
-            toml::Value::Table("[policy]\nheartbeat = 1\n".parse().unwrap()).try_into();
-        assert!(bad.is_err());
-    }
-
-    #[test]
-    fn an_empty_token_in_any_role_is_refused() {
-        for role in ["agent_tokens", "monitor_tokens", "admin_tokens"] {
-            // Every role has a token, as listening beyond loopback requires; one list also
-            // holds "", which any client can give.
-            let text = "[server]\nagent_listen = \"0.0.0.0:7400\"\n[auth]\n\
-                 agent_tokens = [\"a\"]\nmonitor_tokens = [\"m\"]\nadmin_tokens = [\"x\"]\n"
-                .replace(&format!("{role} = [\""), &format!("{role} = [\"\", \""));
-            let c: Config = toml::Value::Table(text.parse().unwrap())
-                .try_into()
-                .unwrap();
-            let e = c.validate().unwrap_err().to_string();
-            assert!(e.contains(role) && e.contains("empty token"), "{role}: {e}");
-        }
-        let mut c = Config::default();
-        c.auth.agent_tokens = vec!["  ".into()];
-        assert!(c.validate().is_err(), "a blank token is empty too");
-    }
-
-    #[test]
-    fn policy_bounds_reach_the_configuration() {
-        let mut c = Config::default();
-        c.policy.default.heartbeat_interval = Duration::from_secs(400 * 24 * 3600);
-        let e = c.validate().unwrap_err().to_string();
-        assert!(e.contains("heartbeat_interval"), "{e}");
-        let mut c = Config::default();
-        c.policy.max_heartbeat_interval = Duration::from_secs(400 * 24 * 3600);
-        assert!(c.validate().is_err());
-    }
-
-    #[test]
-    fn invalid_policies_are_reported() {
-        let mut c = Config::default();
-        c.policy.default.offline_after = 0;
-        let e = c.validate().unwrap_err().to_string();
-        assert!(e.contains("offline_after"), "{e}");
-    }
-
-    #[test]
-    fn the_health_section_is_read_validated_and_handed_to_the_runtime() {
-        let t: toml::Table = "[health]\ncheck_interval = \"10s\"\nstale_connection = \"90s\"\n\
-             extended_offline = \"2h\"\nmass_offline_share = 0.5\n\
-             mass_offline_window = \"1m\"\nmass_offline_min = 3\n"
-            .parse()
-            .unwrap();
-        let c: Config = toml::Value::Table(t).try_into().unwrap();
-        c.validate().unwrap();
-        assert_eq!(
-            c.runtime().health,
-            HealthConfig {
-                check_interval: Duration::from_secs(10),
-                stale_connection: Duration::from_secs(90),
-                extended_offline: Duration::from_secs(7200),
-                mass_offline_share: 0.5,
-                mass_offline_window: Duration::from_secs(60),
-                mass_offline_min: 3,
-            }
-        );
-        assert_eq!(Config::default().runtime().health, HealthConfig::default());
-        for (key, value) in [
-            ("mass_offline_share", "1.5"),
-            ("mass_offline_share", "-0.1"),
-            ("check_interval", "\"0s\""),
-            ("mass_offline_window", "\"0s\""),
-        ] {
-            let t: toml::Table = format!("[health]\n{key} = {value}\n").parse().unwrap();
-            let c: Config = toml::Value::Table(t).try_into().unwrap();
-            let e = c.validate().unwrap_err().to_string();
-            assert!(e.contains("[health]") && e.contains(key), "{key}: {e}");
         }
     }
 }

@@ -6,8 +6,8 @@
 
 use axum::http::{header, HeaderMap};
 
+use super::error::ApiError;
 use crate::protocol::ErrorCode;
-use crate::serve::http::ApiError;
 
 /// The names every loopback server answers to.
 const LOOPBACK: &[&str] = &["localhost", "127.0.0.1", "[::1]"];

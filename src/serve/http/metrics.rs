@@ -4,6 +4,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -12,6 +15,9 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 use vigil_actors::{LatencyHistogram, Stats, Status};
 
+use super::error::ApiError;
+use super::AppState;
+use crate::protocol::ErrorCode;
 use crate::serve::hub::Hub;
 
 type Labels = Vec<(&'static str, String)>;
@@ -264,6 +270,27 @@ pub fn render(
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &reg)?;
     Ok(out)
+}
+
+/// `/metrics`: the exposition, rendered at scrape time.
+pub(super) async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
+    let stats = st
+        .hub
+        .runtime()
+        .stats()
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+    let sinks = st.hub.runtime().sinks().await;
+    let text = render(&stats, &st.hub, st.hub.runtime().lag(), &sinks)
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 #[cfg(test)]

@@ -11,19 +11,23 @@
 //! The resume rules are the pure [`Cursor`] (no IO, unit-tested); [`watch`] is the socket
 //! loop around it; [`render`] turns a line into text (or the raw frame for `--json`); [`run`]
 //! is the command, and the only part that prints.
+mod cursor;
+#[cfg(test)]
+mod tests;
 
-use std::io::{IsTerminal, Write};
+pub use cursor::Cursor;
+
+use std::io::Write;
 use std::ops::ControlFlow;
 use std::time::Duration;
 
-use anstyle::{AnsiColor, Style};
-use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 use vigil_actors::Status;
 
-use crate::cli::agents::{parse_status, ConnArgs};
+use crate::cli::conn::{parse_status, ConnArgs};
+use crate::cli::render::{format_event, format_stats, snapshot_summary, use_color};
 use crate::client::{ClientConfig, ClientError, Connection};
 use crate::protocol::Role;
 
@@ -175,81 +179,6 @@ pub enum WatchError {
     Refused { code: String, message: String },
     #[error("the server refused the subscription: {code}: {message}")]
     Subscribe { code: String, message: String },
-}
-
-/// The resume rules: the last seq shown, and what each subscription frame means for it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Cursor {
-    last_seq: Option<u64>,
-}
-
-impl Cursor {
-    /// Starting after `since`, or (`None`) with a snapshot.
-    pub fn new(since: Option<u64>) -> Self {
-        Self { last_seq: since }
-    }
-
-    /// The seq of the last event shown (or of the snapshot, or the `since` asked for).
-    pub fn last_seq(&self) -> Option<u64> {
-        self.last_seq
-    }
-
-    /// How to subscribe now: after the last seq shown, or with a snapshot when there is none.
-    pub fn start(&self) -> Start {
-        match self.last_seq {
-            Some(seq) => Start::Since(seq),
-            None => Start::Snapshot,
-        }
-    }
-
-    /// Takes one frame of a subscription: the line to show (if any), and how to subscribe
-    /// again when the subscription ended.
-    pub fn on_frame(&mut self, frame: Value) -> (Option<WatchLine>, Option<Start>) {
-        match frame["type"].as_str() {
-            Some("snapshot") => {
-                if let Some(seq) = frame["seq"].as_u64() {
-                    self.last_seq = Some(seq);
-                }
-                (Some(WatchLine::Snapshot(frame)), None)
-            }
-            Some("event") => {
-                let Some(seq) = frame["seq"].as_u64() else {
-                    return (None, None); // not a persisted event: nothing to place it by
-                };
-                if self.last_seq.is_some_and(|last| seq <= last) {
-                    return (None, None); // shown already
-                }
-                self.last_seq = Some(seq);
-                (Some(WatchLine::Event { seq, frame }), None)
-            }
-            Some("stats") => (Some(WatchLine::Stats(frame)), None),
-            Some("lagged") => {
-                let resume_after = self.last_seq.or(frame["last_seq"].as_u64());
-                self.last_seq = resume_after;
-                let again = self.start();
-                (
-                    Some(WatchLine::Lagged {
-                        frame,
-                        resume_after,
-                    }),
-                    Some(again),
-                )
-            }
-            Some("resync_required") => {
-                let oldest = frame["oldest"].as_u64().unwrap_or(0);
-                let last_seq = self.last_seq.take();
-                (
-                    Some(WatchLine::Resync {
-                        frame,
-                        oldest,
-                        last_seq,
-                    }),
-                    Some(Start::Snapshot),
-                )
-            }
-            _ => (None, None),
-        }
-    }
 }
 
 /// How one connection ended.
@@ -452,165 +381,6 @@ pub fn render(line: &WatchLine, json: bool, color: bool) -> Option<(Stream, Stri
     Some((Stream::Out, text))
 }
 
-/// `snapshot at seq 12: 5 agents (online 3, degraded 1, offline 1)`.
-pub fn snapshot_summary(frame: &Value) -> String {
-    let seq = frame["seq"].as_u64().unwrap_or(0);
-    let agents = frame["agents"].as_array().map(Vec::as_slice).unwrap_or(&[]);
-    if agents.is_empty() {
-        return format!("snapshot at seq {seq}: no agents");
-    }
-    let counts: Vec<String> = Status::ALL
-        .iter()
-        .filter_map(|s| {
-            let n = agents
-                .iter()
-                .filter(|a| a["status"].as_str() == Some(s.as_str()))
-                .count();
-            (n > 0).then(|| format!("{s} {n}"))
-        })
-        .collect();
-    let noun = if agents.len() == 1 { "agent" } else { "agents" };
-    format!(
-        "snapshot at seq {seq}: {} {noun} ({})",
-        agents.len(),
-        counts.join(", ")
-    )
-}
-
-fn format_stats(frame: &Value) -> String {
-    let counts = |v: &Value| -> String {
-        v.as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, n)| format!("{k} {n}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_default()
-    };
-    format!(
-        "stats: agents: {}; jobs: {}; connections {}, subscribers {}",
-        counts(&frame["agents"]),
-        counts(&frame["jobs"]),
-        text(&frame["connections"]),
-        text(&frame["subscribers"]),
-    )
-}
-
-/// A JSON value as plain text: strings without quotes, `-` for null or absent.
-pub(crate) fn text(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// The colour of a status: online green, degraded yellow, offline red, maintenance blue,
-/// left and unknown dim.
-pub fn status_style(status: &str) -> Style {
-    let fg = |c: AnsiColor| Style::new().fg_color(Some(c.into()));
-    match status {
-        "online" => fg(AnsiColor::Green),
-        "degraded" => fg(AnsiColor::Yellow),
-        "offline" => fg(AnsiColor::Red),
-        "maintenance" => fg(AnsiColor::Blue),
-        "left" | "unknown" => Style::new().dimmed(),
-        _ => Style::new(),
-    }
-}
-
-/// One event as one line: time (UTC), seq, agent, kind, event, `from -> to`, reason. With
-/// `color`, the line takes the colour of the status the agent is in after it; the status
-/// word is always there as text.
-pub fn format_event(frame: &Value, color: bool) -> String {
-    let at = frame["at"].as_str().unwrap_or("-");
-    let time = at
-        .parse::<DateTime<Utc>>()
-        .map(|t| t.format("%H:%M:%S%.3f").to_string())
-        .unwrap_or_else(|_| at.to_string());
-    let event = frame["event"].as_str().unwrap_or("?");
-    let or_dash = |v: &Value| v.as_str().map_or("-".to_string(), str::to_string);
-    let (change, why, after) = match event {
-        "registered" => {
-            let from = frame["from"].as_str().unwrap_or("new");
-            let to = or_dash(&frame["status"]);
-            let why = format!("registered, incarnation {}", text(&frame["incarnation"]));
-            (format!("{from} -> {to}"), why, Some(to))
-        }
-        "transition" => {
-            let to = or_dash(&frame["to"]);
-            let mut why = or_dash(&frame["reason"]);
-            if let Some(m) = frame["missed"].as_u64() {
-                why.push_str(&format!(" (missed {m})"));
-            }
-            let change = format!("{} -> {to}", or_dash(&frame["from"]));
-            (change, why, Some(to))
-        }
-        "deregistered" => {
-            let change = format!("{} -> left", or_dash(&frame["from"]));
-            (change, or_dash(&frame["reason"]), Some("left".to_string()))
-        }
-        "activity" => {
-            let change = format!("{} -> {}", or_dash(&frame["from"]), or_dash(&frame["to"]));
-            let why = frame["detail"].as_str().unwrap_or("").to_string();
-            (change, why, None)
-        }
-        "job" => {
-            let change = format!(
-                "{}: {} -> {}",
-                or_dash(&frame["job"]),
-                or_dash(&frame["from"]),
-                or_dash(&frame["to"])
-            );
-            let mut why = Vec::new();
-            if let Some(p) = frame["progress"].as_f64() {
-                why.push(format!("{:.0}%", p * 100.0));
-            }
-            if let Some(e) = frame["error"].as_str() {
-                why.push(e.to_string());
-            }
-            (change, why.join(" "), None)
-        }
-        "alert" => {
-            let change = format!(
-                "[{}] {}",
-                or_dash(&frame["severity"]),
-                or_dash(&frame["issue"])
-            );
-            (change, or_dash(&frame["detail"]), None)
-        }
-        _ => (String::new(), String::new(), None),
-    };
-    let line = format!(
-        "{time}  {seq:>6}  {agent:<20}  {kind:<10}  {event:<12}  {change}  {why}",
-        seq = text(&frame["seq"]),
-        agent = or_dash(&frame["agent"]),
-        kind = or_dash(&frame["kind"]),
-    );
-    let line = line.trim_end().to_string();
-    if !color {
-        return line;
-    }
-    let style = match (event, &after) {
-        ("alert", _) => match frame["severity"].as_str() {
-            Some("high") => status_style("offline"),
-            Some("warning") => status_style("degraded"),
-            _ => Style::new(),
-        },
-        (_, Some(status)) => status_style(status),
-        _ => Style::new(),
-    };
-    format!("{style}{line}{style:#}")
-}
-
-/// Whether to colour: not asked not to (`--no-color`, `NO_COLOR`), and stdout is a terminal.
-pub fn use_color(no_color: bool) -> bool {
-    !no_color
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-        && std::io::stdout().is_terminal()
-}
-
 /// The command: watches until Ctrl-C, printing each line.
 pub fn run(args: WatchArgs) -> anyhow::Result<()> {
     let mut client = args.conn.client_config("vigil-watch")?;
@@ -650,144 +420,4 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => Ok(()),
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn event(seq: u64) -> Value {
-        json!({"type":"event","seq":seq,"at":"2026-11-23T10:00:31.002Z","event":"transition",
-               "agent":"a1","kind":"worker","from":"online","to":"degraded",
-               "reason":"heartbeat_missed","missed":1})
-    }
-
-    #[test]
-    fn the_cursor_shows_each_seq_once_and_resumes_after_the_last_shown() {
-        let mut c = Cursor::new(None);
-        assert_eq!(c.start(), Start::Snapshot);
-        let (line, again) = c.on_frame(json!({"type":"snapshot","seq":10,"agents":[]}));
-        assert!(matches!(line, Some(WatchLine::Snapshot(_))));
-        assert_eq!(again, None);
-        assert_eq!(c.start(), Start::Since(10));
-        // An event at or before the snapshot is not shown.
-        assert_eq!(c.on_frame(event(10)), (None, None));
-        let (line, _) = c.on_frame(event(11));
-        assert!(matches!(line, Some(WatchLine::Event { seq: 11, .. })));
-        assert_eq!(c.on_frame(event(11)), (None, None), "never twice");
-        assert_eq!(c.on_frame(event(9)), (None, None));
-        let (line, _) = c.on_frame(event(14)); // a filter may skip seqs
-        assert!(line.is_some());
-        assert_eq!(c.start(), Start::Since(14));
-
-        // lagged: resume after the last seq shown (not the server's idea of it).
-        let (line, again) = c.on_frame(json!({"type":"lagged","last_seq":20}));
-        assert_eq!(
-            line.and_then(|l| match l {
-                WatchLine::Lagged { resume_after, .. } => resume_after,
-                _ => None,
-            }),
-            Some(14)
-        );
-        assert_eq!(again, Some(Start::Since(14)));
-
-        // resync_required: a snapshot, and the cursor forgets what it cannot vouch for.
-        let (line, again) = c.on_frame(json!({"type":"resync_required","oldest":100}));
-        assert!(matches!(
-            line,
-            Some(WatchLine::Resync {
-                oldest: 100,
-                last_seq: Some(14),
-                ..
-            })
-        ));
-        assert_eq!(again, Some(Start::Snapshot));
-        assert_eq!(c.last_seq(), None);
-        let (line, _) = c.on_frame(event(12));
-        assert!(line.is_some(), "with no cursor, an event is shown");
-    }
-
-    #[test]
-    fn a_watch_started_since_a_seq_resumes_from_it_and_lagged_without_events_keeps_it() {
-        let mut c = Cursor::new(Some(5));
-        assert_eq!(c.start(), Start::Since(5));
-        assert_eq!(c.on_frame(event(5)), (None, None));
-        let (_, again) = c.on_frame(json!({"type":"lagged","last_seq":5}));
-        assert_eq!(again, Some(Start::Since(5)));
-        // Lagged before anything was shown or snapshotted: the server's last seq.
-        let mut c = Cursor::new(None);
-        let (_, again) = c.on_frame(json!({"type":"lagged","last_seq":7}));
-        assert_eq!(again, Some(Start::Since(7)));
-    }
-
-    #[test]
-    fn the_subscribe_frame_carries_topics_filter_and_start() {
-        let mut o = WatchOptions::new(ClientConfig::new("x:1"));
-        o.kinds = vec!["worker".into()];
-        o.statuses = vec![Status::Offline];
-        let f = o.subscribe_frame(Start::Snapshot, 3);
-        assert_eq!(
-            f,
-            json!({"type":"subscribe","topics":["agents","alerts"],
-                   "filter":{"kinds":["worker"],"ids":[],"statuses":["offline"]},
-                   "snapshot":true,"ref":3})
-        );
-        let f = o.subscribe_frame(Start::Since(42), 4);
-        assert_eq!(f["since"], 42);
-        assert!(f.get("snapshot").is_none());
-    }
-
-    #[test]
-    fn events_print_as_one_line_with_the_status_as_text_and_colour_only_when_asked() {
-        let plain = format_event(&event(1235), false);
-        assert_eq!(
-            plain,
-            "10:00:31.002    1235  a1                    worker      transition    \
-             online -> degraded  heartbeat_missed (missed 1)"
-        );
-        assert!(!plain.contains('\u{1b}'));
-        let coloured = format_event(&event(1235), true);
-        assert!(coloured.starts_with("\u{1b}[33m"), "{coloured:?}"); // yellow
-        assert!(coloured.contains("online -> degraded"));
-        let gone = json!({"type":"event","seq":3,"at":"2026-11-23T10:00:31.002Z",
-            "event":"deregistered","agent":"a1","kind":"w","from":"offline","reason":"evicted"});
-        let line = format_event(&gone, false);
-        assert!(line.contains("offline -> left  evicted"), "{line}");
-        let reg = json!({"type":"event","seq":1,"at":"2026-11-23T10:00:31.002Z",
-            "event":"registered","agent":"a1","kind":"w","from":null,"status":"online",
-            "incarnation":1});
-        assert!(format_event(&reg, false).contains("new -> online  registered, incarnation 1"));
-        assert!(format_event(&reg, true).starts_with("\u{1b}[32m")); // green
-    }
-
-    #[test]
-    fn a_snapshot_is_summed_up_by_status() {
-        let f = json!({"type":"snapshot","seq":12,"agents":[
-            {"id":"a","status":"online"},{"id":"b","status":"offline"},{"id":"c","status":"online"}]});
-        assert_eq!(
-            snapshot_summary(&f),
-            "snapshot at seq 12: 3 agents (online 2, offline 1)"
-        );
-        assert_eq!(
-            snapshot_summary(&json!({"type":"snapshot","seq":0,"agents":[]})),
-            "snapshot at seq 0: no agents"
-        );
-    }
-
-    #[test]
-    fn json_mode_prints_frames_and_keeps_the_watchers_news_on_stderr() {
-        let e = WatchLine::Event {
-            seq: 1,
-            frame: event(1),
-        };
-        let (s, t) = render(&e, true, false).unwrap();
-        assert_eq!(s, Stream::Out);
-        assert_eq!(serde_json::from_str::<Value>(&t).unwrap(), event(1));
-        let d = WatchLine::Disconnected {
-            error: "x".into(),
-            retry_in: Duration::from_millis(500),
-        };
-        assert_eq!(render(&d, true, false).unwrap().0, Stream::Err);
-        assert_eq!(render(&d, false, false).unwrap().0, Stream::Err);
-    }
 }
