@@ -9,10 +9,12 @@
 mod error;
 pub mod framing;
 pub(crate) mod limits;
+mod outgoing;
 #[cfg(test)]
 mod tests;
 
 pub use error::{ErrorCode, FrameError};
+pub use outgoing::{EvictedReason, OutgoingFrame, SERVER_NAME};
 
 use std::collections::BTreeMap;
 
@@ -267,16 +269,6 @@ pub fn decode(line: &[u8]) -> Result<Option<Frame>, FrameError> {
     Ok(Some(Frame { reference, body }))
 }
 
-/// A server frame as one line, with the `ref` of the frame it answers.
-pub fn line(mut frame: Value, reference: Option<&Value>) -> String {
-    if let Some(r) = reference {
-        frame["ref"] = r.clone();
-    }
-    let mut s = frame.to_string();
-    s.push('\n');
-    s
-}
-
 /// An admin frame's `op` and `args` as the core's request, or the protocol's error. `args`
 /// may be left out, or given as an empty object (as a generic client sends it) for an op that
 /// takes none.
@@ -311,8 +303,9 @@ pub fn admin_request(
 
 /// The `error` frame for a decoding failure (or any protocol error), as one line.
 pub fn error_line(code: ErrorCode, message: &str, reference: Option<&Value>) -> String {
-    line(
-        serde_json::json!({ "type": "error", "code": code, "message": message }),
-        reference,
-    )
+    OutgoingFrame::Error {
+        code,
+        message: message.to_string(),
+    }
+    .line(reference)
 }

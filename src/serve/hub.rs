@@ -21,7 +21,7 @@ use vigil_actors::{
     SubscriptionItem,
 };
 
-use crate::protocol::{self, ErrorCode};
+use crate::protocol::{self, ErrorCode, OutgoingFrame};
 
 /// Events whose frames are kept for reuse (a power of two).
 const LINE_SLOTS: usize = 4096;
@@ -356,15 +356,14 @@ impl MonitorStream {
                 if let Some(m) = stats.as_object_mut() {
                     m.remove("type");
                 }
-                let frame = json!({
-                    "type": "snapshot",
-                    "seq": s.seq,
-                    "agents": s.agents,
-                    "jobs": jobs,
-                    "stats": stats,
-                });
+                let frame = OutgoingFrame::Snapshot {
+                    seq: s.seq,
+                    agents: &s.agents,
+                    jobs,
+                    stats,
+                };
                 MonitorFrame {
-                    text: frame.to_string().into(),
+                    text: frame.text(None).into(),
                     kind: "snapshot",
                     seq: Some(s.seq),
                     last: false,
@@ -373,18 +372,14 @@ impl MonitorStream {
             SubscriptionItem::Lagged { last_seq } => {
                 self.hub.lagged.fetch_add(1, Ordering::Relaxed);
                 MonitorFrame {
-                    text: json!({"type": "lagged", "last_seq": last_seq})
-                        .to_string()
-                        .into(),
+                    text: OutgoingFrame::Lagged { last_seq }.text(None).into(),
                     kind: "lagged",
                     seq: None,
                     last: true,
                 }
             }
             SubscriptionItem::ResyncRequired { oldest } => MonitorFrame {
-                text: json!({"type": "resync_required", "oldest": oldest})
-                    .to_string()
-                    .into(),
+                text: OutgoingFrame::ResyncRequired { oldest }.text(None).into(),
                 kind: "resync_required",
                 seq: None,
                 last: true,

@@ -2,7 +2,7 @@
 //!
 //! - [`simulate`]: `vigil simulate`, simulated agents over TCP (also the ingest load).
 //! - [`storm`]: `vigil storm`, the crash-test workload.
-//! - [`bench`]: the benchmark scenarios behind `vigil bench`.
+//! - [`bench`](mod@bench): the benchmark scenarios behind `vigil bench`.
 
 pub mod bench;
 pub mod simulate;

@@ -7,7 +7,7 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tracing::debug;
 
@@ -15,7 +15,7 @@ use super::access::{authorize, foreign_origin, Access};
 use super::error::ApiError;
 use super::rest::Params;
 use super::AppState;
-use crate::protocol::{self, ClientFrame, ErrorCode, PROTOCOL_VERSION};
+use crate::protocol::{self, ClientFrame, ErrorCode, OutgoingFrame, PROTOCOL_VERSION, SERVER_NAME};
 use crate::serve::admin::admin_op;
 use crate::serve::hub::{now_text, MonitorFrame, Open};
 
@@ -97,17 +97,16 @@ pub(super) async fn ws_session(st: AppState, socket: WebSocket, admin: bool) {
             }
         };
         let reference = frame.reference;
-        let reply = |v: Value| {
-            let mut l = protocol::line(v, reference.as_ref());
-            l.truncate(l.trim_end().len());
-            l
-        };
+        let reply = |frame: OutgoingFrame| frame.text(reference.as_ref());
         let answer = match frame.body {
-            ClientFrame::Hello(_) => reply(json!({
-                "type": "welcome", "protocol": PROTOCOL_VERSION,
-                "server": concat!("vigil/", env!("CARGO_PKG_VERSION")), "time": now_text(),
-            })),
-            ClientFrame::Ping => reply(json!({"type": "pong", "time": now_text()})),
+            ClientFrame::Hello(_) => reply(OutgoingFrame::Welcome {
+                protocol: PROTOCOL_VERSION,
+                session: None,
+                server: SERVER_NAME,
+                heartbeat_interval_ms: None,
+                time: now_text(),
+            }),
+            ClientFrame::Ping => reply(OutgoingFrame::Pong { time: now_text() }),
             ClientFrame::Subscribe(_) if out.capacity() < out.max_capacity() / 2 => error_text(
                 ErrorCode::Overloaded,
                 "replies are not being read; subscribe again once they are",
@@ -121,7 +120,7 @@ pub(super) async fn ws_session(st: AppState, socket: WebSocket, admin: bool) {
                 match st.hub.subscribe(sub).await {
                     Ok(stream) => {
                         // The ack goes first, then the stream's frames.
-                        let ack = reply(json!({"type": "ack"}));
+                        let ack = reply(OutgoingFrame::Ack);
                         if reference.is_some() && out.send(ack).await.is_err() {
                             break;
                         }
@@ -140,11 +139,11 @@ pub(super) async fn ws_session(st: AppState, socket: WebSocket, admin: bool) {
                     t.abort();
                     let _ = t.await;
                 }
-                reply(json!({"type": "ack"}))
+                reply(OutgoingFrame::Ack)
             }
             ClientFrame::Admin(a) if admin => match admin_op(st.hub.runtime(), &a.op, a.args).await
             {
-                Ok(data) => reply(json!({"type": "result", "ok": true, "data": data})),
+                Ok(data) => reply(OutgoingFrame::Result { ok: true, data }),
                 Err((code, msg)) => error_text(code, &msg, &reference),
             },
             _ => error_text(

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::{FutureExt, StreamExt};
-use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf};
 use tokio::sync::{mpsc, watch};
 use tokio_util::codec::FramedRead;
@@ -20,7 +19,8 @@ use super::session::Session;
 use super::{Shared, MAX_QUEUED_REPORTS};
 use crate::protocol::framing::{Line, LineFrames};
 use crate::protocol::{
-    self, error_line, line, ClientFrame, ErrorCode, Frame, Hello, PROTOCOL_VERSION,
+    self, error_line, ClientFrame, ErrorCode, Frame, Hello, OutgoingFrame, PROTOCOL_VERSION,
+    SERVER_NAME,
 };
 use crate::serve::hub::{now_text, Open};
 
@@ -97,15 +97,14 @@ where
     let role = match hello {
         Some((h, reference)) => match handshake(&shared, &h) {
             Ok(()) => {
-                let welcome = json!({
-                    "type": "welcome",
-                    "protocol": PROTOCOL_VERSION,
-                    "session": format!("{:016x}", rand_session()),
-                    "server": concat!("vigil/", env!("CARGO_PKG_VERSION")),
-                    "heartbeat_interval_ms": shared.cfg.heartbeat_interval.as_millis() as u64,
-                    "time": now_text(),
-                });
-                let _ = out_tx.send(line(welcome, reference.as_ref()).into()).await;
+                let welcome = OutgoingFrame::Welcome {
+                    protocol: PROTOCOL_VERSION,
+                    session: Some(format!("{:016x}", rand_session())),
+                    server: SERVER_NAME,
+                    heartbeat_interval_ms: Some(shared.cfg.heartbeat_interval.as_millis() as u64),
+                    time: now_text(),
+                };
+                let _ = out_tx.send(welcome.line(reference.as_ref()).into()).await;
                 Some(h.role)
             }
             Err((code, msg)) => {

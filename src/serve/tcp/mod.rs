@@ -18,7 +18,7 @@
 //! A monitor's `subscribe` (topics, filter, `snapshot`, `since`) forwards the core's
 //! subscription as `snapshot` / `event` / `lagged` / `resync_required` frames; `unsubscribe`
 //! ends it; the frames come from [`crate::serve::hub`], shared with WebSocket and SSE. An
-//! admin's `admin` frame runs one [`AdminRequest`] and is answered with `result`.
+//! admin's `admin` frame runs one [`vigil_actors::AdminRequest`] and is answered with `result`.
 
 mod bucket;
 mod connection;

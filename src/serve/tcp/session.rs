@@ -5,11 +5,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use vigil_actors::{
     AgentHandle, AgentId, Beat, BeatError, JobReport, RegisterError, Registration, ReportQuota,
-    RuntimeError,
+    RuntimeError, Status,
 };
 
 use super::bucket::Bucket;
@@ -17,7 +17,9 @@ use super::connection::Out;
 use super::owners::{release, Control, Owner};
 use super::Shared;
 use crate::protocol::limits::{check_activity, check_job};
-use crate::protocol::{self, error_line, line, ClientFrame, ErrorCode, Frame, Role};
+use crate::protocol::{
+    self, error_line, ClientFrame, ErrorCode, EvictedReason, Frame, OutgoingFrame, Role,
+};
 use crate::serve::admin::admin_op;
 use crate::serve::hub::now_text;
 
@@ -84,11 +86,8 @@ impl Session {
                     .await
             }
             ClientFrame::Ping => {
-                self.send(line(
-                    json!({"type": "pong", "time": now_text()}),
-                    reference.as_ref(),
-                ))
-                .await
+                let pong = OutgoingFrame::Pong { time: now_text() };
+                self.send(pong.line(reference.as_ref())).await
             }
             ClientFrame::Register(r) => self.register(r, reference, ctl).await,
             ClientFrame::Heartbeat(h) => {
@@ -163,11 +162,9 @@ impl Session {
                 match self.shared.rt.deregister(&d.id).await {
                     Ok(_) => {
                         self.disown(&d.id);
-                        self.send(line(
-                            json!({"type": "deregistered", "id": d.id.as_str()}),
-                            reference.as_ref(),
-                        ))
-                        .await;
+                        let id = d.id.as_str().to_owned();
+                        let deregistered = OutgoingFrame::Deregistered { id };
+                        self.send(deregistered.line(reference.as_ref())).await;
                     }
                     Err(e) => {
                         self.error(ErrorCode::Internal, &e.to_string(), &reference)
@@ -207,8 +204,7 @@ impl Session {
     /// Acknowledges a frame that carried a `ref`.
     async fn ack(&self, reference: &Option<Value>) {
         if reference.is_some() {
-            self.send(line(json!({"type": "ack"}), reference.as_ref()))
-                .await
+            self.send(OutgoingFrame::Ack.line(reference.as_ref())).await
         }
     }
 
@@ -265,8 +261,8 @@ impl Session {
     async fn admin(&mut self, a: protocol::Admin, reference: Option<Value>) {
         match admin_op(&self.shared.rt, &a.op, a.args).await {
             Ok(data) => {
-                let frame = json!({"type": "result", "ok": true, "data": data});
-                self.send(line(frame, reference.as_ref())).await
+                let frame = OutgoingFrame::Result { ok: true, data };
+                self.send(frame.line(reference.as_ref())).await
             }
             Err((code, msg)) => self.error(code, &msg, &reference).await,
         }
@@ -362,20 +358,19 @@ impl Session {
         };
         match self.shared.rt.register_sequenced(reg).await {
             Ok((handle, seq)) => {
-                let reply = json!({
-                    "type": "registered",
-                    "id": id.as_str(),
-                    "status": "online",
-                    "heartbeat_interval_ms": handle.heartbeat_interval().as_millis() as u64,
-                    "incarnation": handle.incarnation(),
-                });
+                let reply = OutgoingFrame::Registered {
+                    id: id.as_str().to_owned(),
+                    status: Status::Online,
+                    heartbeat_interval_ms: handle.heartbeat_interval().as_millis() as u64,
+                    incarnation: handle.incarnation(),
+                };
                 self.owned.insert(id, handle);
                 // `registered` goes out once the event is durable; the connection's other
                 // frames (its other agents' beats, more registrations) are served meanwhile.
                 let (rt, out) = (self.shared.rt.clone(), self.out.clone());
                 tokio::spawn(async move {
                     let text = match rt.wait_durable(seq).await {
-                        Ok(()) => line(reply, reference.as_ref()),
+                        Ok(()) => reply.line(reference.as_ref()),
                         Err(e) => {
                             let code = match e {
                                 RuntimeError::Overloaded(_) => ErrorCode::Overloaded,
@@ -406,9 +401,11 @@ impl Session {
         match ctl {
             Control::TakenOver(id) => {
                 if self.owned.remove(&id).is_some() {
-                    let evicted =
-                        json!({"type": "evicted", "id": id.as_str(), "reason": "taken_over"});
-                    self.send(line(evicted, None)).await;
+                    let evicted = OutgoingFrame::Evicted {
+                        id: id.as_str().to_owned(),
+                        reason: EvictedReason::TakenOver,
+                    };
+                    self.send(evicted.line(None)).await;
                 }
             }
             Control::Evicted(id, seq) => {
@@ -417,9 +414,11 @@ impl Session {
                 let current = self.owned.get(&id).map(|h| h.registered_seq());
                 if current.is_some_and(|registered| registered < seq) {
                     self.disown(&id);
-                    let evicted =
-                        json!({"type": "evicted", "id": id.as_str(), "reason": "evicted"});
-                    self.send(line(evicted, None)).await;
+                    let evicted = OutgoingFrame::Evicted {
+                        id: id.as_str().to_owned(),
+                        reason: EvictedReason::Evicted,
+                    };
+                    self.send(evicted.line(None)).await;
                 }
             }
         }
