@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing::info;
-use vigil::bench::{self, CoreBench};
 use vigil::config::Config;
 use vigil::core::Runtime;
+use vigil::tools::bench::{self, detect::CoreBench};
 
 #[derive(Parser)]
 #[command(
@@ -43,15 +43,15 @@ enum Command {
     /// A crash-test workload: agents on the configured store, then a storm of transitions;
     /// prints every delivered event as a JSON line.
     #[command(hide = true)]
-    Storm(vigil::storm::StormArgs),
+    Storm(vigil::tools::storm::StormArgs),
     /// A fleet of simulated agents over TCP, with failure injection (also a load generator).
-    Simulate(vigil::simulate::SimulateArgs),
+    Simulate(vigil::tools::simulate::SimulateArgs),
     /// Operate on agents over the admin role: list, get, events, evict, status, maintenance,
     /// health, stats.
-    Agents(vigil::admin_cli::AgentsArgs),
+    Agents(vigil::cli::agents::AgentsArgs),
     /// Follow the fleet's events live (role monitor); resumes without gaps after a
     /// disconnection.
-    Watch(vigil::watch::WatchArgs),
+    Watch(vigil::cli::watch::WatchArgs),
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -101,26 +101,26 @@ enum BenchCmd {
     #[command(alias = "core")]
     Detect(CoreBench),
     /// Durable events/s and commit latency of the segmented log against segment size.
-    Store(vigil::bench_store::StoreBench),
+    Store(vigil::tools::bench::store::StoreBench),
     /// A storm of N offline transitions: time until all are durable and delivered.
-    Storm(vigil::bench_store::FleetBench),
+    Storm(vigil::tools::bench::store::FleetBench),
     /// Restore time and RSS for N persisted agents; transitions caused by a restart.
-    Restart(vigil::bench_store::FleetBench),
+    Restart(vigil::tools::bench::store::FleetBench),
     /// Heartbeats/s over loopback TCP (vigil simulate as the load), CPU of each side, and
     /// detection lateness under that load.
-    Ingest(vigil::bench_ingest::IngestBench),
+    Ingest(vigil::tools::bench::ingest::IngestBench),
     /// M monitors (TCP and WebSocket) while E transitions/s happen: delivery delay, memory
     /// per subscriber.
-    Fanout(vigil::bench_fanout::FanoutBench),
+    Fanout(vigil::tools::bench::fanout::FanoutBench),
     /// RSS per supervised agent at several fleet sizes (10k, 100k, 1M), each in a fresh
     /// process.
-    Memory(vigil::bench_memory::MemoryBench),
+    Memory(vigil::tools::bench::memory::MemoryBench),
     /// One size of `bench memory` (run by it).
     #[command(hide = true)]
-    MemoryOne(vigil::bench_memory::MemoryOne),
+    MemoryOne(vigil::tools::bench::memory::MemoryOne),
     /// The monitors' side of `bench fanout` (run by it).
     #[command(hide = true)]
-    FanoutMonitors(vigil::bench_fanout::FanoutMonitors),
+    FanoutMonitors(vigil::tools::bench::fanout_monitors::FanoutMonitors),
 }
 
 #[derive(Subcommand)]
@@ -152,20 +152,22 @@ fn main() -> anyhow::Result<()> {
             scenario: Some(scenario),
             ..
         } => match scenario {
-            BenchCmd::Detect(args) => bench::run_core(args),
-            BenchCmd::Memory(args) => vigil::bench_memory::run(args),
-            BenchCmd::MemoryOne(args) => vigil::bench_memory::run_one(args),
-            BenchCmd::Store(args) => vigil::bench_store::run_store(args),
-            BenchCmd::Storm(args) => vigil::bench_store::run_storm(args),
-            BenchCmd::Restart(args) => vigil::bench_store::run_restart(args),
-            BenchCmd::Ingest(args) => vigil::bench_ingest::run(args),
-            BenchCmd::Fanout(args) => vigil::bench_fanout::run(args),
-            BenchCmd::FanoutMonitors(args) => vigil::bench_fanout::run_monitors(args),
+            BenchCmd::Detect(args) => bench::detect::run_core(args),
+            BenchCmd::Memory(args) => vigil::tools::bench::memory::run(args),
+            BenchCmd::MemoryOne(args) => vigil::tools::bench::memory::run_one(args),
+            BenchCmd::Store(args) => vigil::tools::bench::store::run_store(args),
+            BenchCmd::Storm(args) => vigil::tools::bench::store::run_storm(args),
+            BenchCmd::Restart(args) => vigil::tools::bench::restart::run_restart(args),
+            BenchCmd::Ingest(args) => vigil::tools::bench::ingest::run(args),
+            BenchCmd::Fanout(args) => vigil::tools::bench::fanout::run(args),
+            BenchCmd::FanoutMonitors(args) => {
+                vigil::tools::bench::fanout_monitors::run_monitors(args)
+            }
         },
-        Command::Storm(args) => vigil::storm::run(config()?, args),
-        Command::Simulate(args) => vigil::simulate::run(args),
-        Command::Agents(args) => client_exit(vigil::admin_cli::run(args)),
-        Command::Watch(args) => client_exit(vigil::watch::run(args)),
+        Command::Storm(args) => vigil::tools::storm::run(config()?, args),
+        Command::Simulate(args) => vigil::tools::simulate::run(args),
+        Command::Agents(args) => client_exit(vigil::cli::agents::run(args)),
+        Command::Watch(args) => client_exit(vigil::cli::watch::run(args)),
         Command::Config {
             cmd: ConfigCmd::Check,
         } => {
@@ -192,26 +194,27 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async move {
-        let store = vigil::store::open(&config.store)
+        let store = vigil::serve::store::open(&config.store)
             .await
             .with_context(|| format!("opening the store at {}", config.store.url))?;
         let started = std::time::Instant::now();
         let runtime = Runtime::start(config.runtime(), store)
             .await
             .context("starting the supervision runtime")?;
-        vigil::sinks::start(&runtime, &config.sinks)
+        vigil::outbound::start(&runtime, &config.sinks)
             .await
             .context("starting the sinks")?;
         let runtime = std::sync::Arc::new(runtime);
         let mut server_config = config.server_config();
         if let (Some(cert), Some(key)) = (&config.server.tls_cert, &config.server.tls_key) {
             server_config.tls = Some(
-                vigil::server::tls_config(cert, key).context("setting up TLS on the listeners")?,
+                vigil::serve::tls::tls_config(cert, key)
+                    .context("setting up TLS on the listeners")?,
             );
         }
         let server_tls = server_config.tls.clone();
-        let hub = vigil::monitor::Hub::new(runtime.clone(), config.broadcast.stats_interval);
-        let server = vigil::server::Server::start_with(
+        let hub = vigil::serve::hub::Hub::new(runtime.clone(), config.broadcast.stats_interval);
+        let server = vigil::serve::tcp::Server::start_with(
             config.server.agent_listen,
             hub.clone(),
             server_config,
@@ -220,10 +223,13 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", config.server.agent_listen))?;
         let mut http_config = config.http_config();
         http_config.tls = server_tls;
-        let http =
-            vigil::http::HttpServer::start(config.server.http_listen, hub.clone(), http_config)
-                .await
-                .with_context(|| format!("listening on {}", config.server.http_listen))?;
+        let http = vigil::serve::http::HttpServer::start(
+            config.server.http_listen,
+            hub.clone(),
+            http_config,
+        )
+        .await
+        .with_context(|| format!("listening on {}", config.server.http_listen))?;
         info!(
             store = %config.store.url,
             agents = %server.local_addr(),

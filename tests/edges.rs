@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use vigil::http::HttpConfig;
-use vigil::server::ServerConfig;
+use vigil::serve::http::HttpConfig;
+use vigil::serve::tcp::ServerConfig;
 use vigil_actors::{MemStore, RuntimeConfig};
 
 /// One HTTP/1.1 request with the given `Host` (and extra header lines); the status and the

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use vigil::bench::rss_bytes;
-use vigil::server::{Server, ServerConfig};
-use vigil::simulate::{simulate, SimulateArgs};
+use vigil::serve::tcp::{Server, ServerConfig};
+use vigil::tools::bench::rss_bytes;
+use vigil::tools::simulate::{simulate, SimulateArgs};
 use vigil_actors::{
     EventBody, EventKind, Filter, MemStore, Policy, Runtime, RuntimeConfig, Status,
     SubscribeOptions, SubscriptionItem,

@@ -10,8 +10,8 @@ use common::Node;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
-use vigil::http::{HttpConfig, OPENAPI, REST_ROUTES};
-use vigil::server::ServerConfig;
+use vigil::serve::http::{HttpConfig, OPENAPI, REST_ROUTES};
+use vigil::serve::tcp::ServerConfig;
 use vigil_actors::{
     AdminRequest, AdminResponse, AgentId, FailingStore, MemStore, Registration, RuntimeConfig,
 };
@@ -667,7 +667,7 @@ where
 #[tokio::test]
 async fn the_http_listener_speaks_tls_when_configured() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
-    let tls = vigil::server::tls_config(&dir.join("cert.pem"), &dir.join("key.pem")).unwrap();
+    let tls = vigil::serve::tls::tls_config(&dir.join("cert.pem"), &dir.join("key.pem")).unwrap();
     let node = Node::start_with(
         RuntimeConfig::default(),
         MemStore::new(),

@@ -80,7 +80,7 @@ fn sigkill_mid_storm_loses_no_delivered_event_and_a_restart_causes_no_storm() {
             ..StoreConfig::default()
         };
         // SurrealKV's lock is released with the process; the log is replayed on open.
-        let store = vigil::store::open(&store_cfg)
+        let store = vigil::serve::store::open(&store_cfg)
             .await
             .expect("reopen after SIGKILL");
         let all = store.read_events(1, usize::MAX).await.unwrap();
@@ -140,7 +140,7 @@ fn sigkill_mid_storm_loses_no_delivered_event_and_a_restart_causes_no_storm() {
             .subscribe(SubscribeOptions::default())
             .await
             .unwrap();
-        let keep: Vec<AgentId> = (0..KEEP).map(vigil::storm::agent_id).collect();
+        let keep: Vec<AgentId> = (0..KEEP).map(vigil::tools::storm::agent_id).collect();
         for id in &keep {
             assert_eq!(expect[id], Status::Online);
         }

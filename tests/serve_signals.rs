@@ -120,7 +120,7 @@ fn serve_takes_its_flags_and_stops_on_sigterm_with_a_last_checkpoint() {
         .build()
         .unwrap();
     let loaded = rt.block_on(async {
-        let store = vigil::store::open(&StoreConfig {
+        let store = vigil::serve::store::open(&StoreConfig {
             url: url.clone(),
             ..StoreConfig::default()
         })

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::Client;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
-use vigil::server::{Server, ServerConfig, MAX_QUEUED_REPORTS};
+use vigil::serve::tcp::{Server, ServerConfig, MAX_QUEUED_REPORTS};
 use vigil_actors::{EventKind, MemStore, Runtime, RuntimeConfig};
 
 async fn setup(cfg: ServerConfig) -> (Server, Arc<Runtime>) {

@@ -15,8 +15,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use vigil::config::SinkSection;
 use vigil::config::StoreConfig;
-use vigil::sinks::SinkSection;
 use vigil_actors::{
     AdminRequest, AgentId, MemStore, Registration, Runtime, RuntimeConfig, StartAt,
     SubscribeOptions, SubscriptionItem,
@@ -217,7 +217,7 @@ fn webhook(name: &str, url: &str, timeout: &str) -> SinkSection {
 
 /// A runtime on the store `cfg` names (opened anew: a restart).
 async fn start_on(cfg: &StoreConfig) -> Runtime {
-    let store = vigil::store::open(cfg).await.unwrap();
+    let store = vigil::serve::store::open(cfg).await.unwrap();
     Runtime::start(RuntimeConfig::default(), store)
         .await
         .unwrap()
@@ -487,25 +487,27 @@ async fn a_rejected_batch_becomes_a_dead_letter_that_can_be_replayed() {
     );
     assert!(dead.iter().all(|d| d.error.contains("400")), "{dead:?}");
     // Over the admin operations too, as TCP, WebSocket and REST call them.
-    let listed = vigil::server::admin_op(&rt, "dead_letters", serde_json::json!({"sink":"picky"}))
-        .await
-        .unwrap();
+    let listed =
+        vigil::serve::admin::admin_op(&rt, "dead_letters", serde_json::json!({"sink":"picky"}))
+            .await
+            .unwrap();
     assert_eq!(listed.as_array().unwrap().len(), dead.len());
-    let stats = vigil::server::admin_op(&rt, "stats", Value::Null)
+    let stats = vigil::serve::admin::admin_op(&rt, "stats", Value::Null)
         .await
         .unwrap();
     assert_eq!(stats["sinks"][0]["name"], "picky");
     assert_eq!(stats["sinks"][0]["dead_letters"], dead.len());
     // The receiver is fixed; the operator replays.
     accepting.store(true, std::sync::atomic::Ordering::SeqCst);
-    let r = vigil::server::admin_op(&rt, "replay", serde_json::json!({"sink":"picky"}))
+    let r = vigil::serve::admin::admin_op(&rt, "replay", serde_json::json!({"sink":"picky"}))
         .await
         .unwrap();
     assert_eq!(r["delivered"], dead.len());
     assert_eq!(r["held"], 0);
     assert_eq!(*got.lock().unwrap(), dead_seqs);
     assert_eq!(rt.sinks().await[0].dead_letters, 0);
-    let unknown = vigil::server::admin_op(&rt, "replay", serde_json::json!({"sink":"nope"})).await;
+    let unknown =
+        vigil::serve::admin::admin_op(&rt, "replay", serde_json::json!({"sink":"nope"})).await;
     assert!(unknown.is_err());
     rt.shutdown().await.unwrap();
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::Client;
 use serde_json::json;
-use vigil::server::{Server, ServerConfig};
+use vigil::serve::tcp::{Server, ServerConfig};
 use vigil_actors::{AgentId, MemStore, Runtime, RuntimeConfig, Status};
 
 /// The agent's record as the runtime holds it.
@@ -593,7 +593,7 @@ async fn stopping_the_listener_closes_connections_without_disconnecting_their_ag
 async fn tls_connections_speak_the_same_protocol() {
     use vigil::client::{ClientConfig, ClientTls, Connection, ServerFrame};
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
-    let tls = vigil::server::tls_config(&dir.join("cert.pem"), &dir.join("key.pem")).unwrap();
+    let tls = vigil::serve::tls::tls_config(&dir.join("cert.pem"), &dir.join("key.pem")).unwrap();
     let cfg = ServerConfig {
         tls: Some(tls),
         ..ServerConfig::default()

@@ -1,4 +1,4 @@
-//! `vigil::watch` against a real listener: when the listener goes away and comes back while
+//! `vigil::cli::watch` against a real listener: when the listener goes away and comes back while
 //! the runtime keeps producing events, the watcher resumes from the last seq it showed, and
 //! shows every event exactly once, in order.
 
@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use vigil::cli::watch::{watch, Start, WatchLine, WatchOptions};
 use vigil::client::ClientConfig;
-use vigil::server::{Server, ServerConfig};
-use vigil::watch::{watch, Start, WatchLine, WatchOptions};
+use vigil::serve::tcp::{Server, ServerConfig};
 use vigil_actors::{AdminRequest, AgentId, MemStore, Registration, Runtime, RuntimeConfig, Status};
 
 const WAIT: Duration = Duration::from_secs(20);

@@ -8,9 +8,9 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use vigil::http::{HttpConfig, HttpServer};
-use vigil::monitor::Hub;
-use vigil::server::{Server, ServerConfig};
+use vigil::serve::http::{HttpConfig, HttpServer};
+use vigil::serve::hub::Hub;
+use vigil::serve::tcp::{Server, ServerConfig};
 use vigil_actors::{AgentId, Registration, Runtime, RuntimeConfig, Store};
 
 /// A protocol client over TCP, one JSON frame per line.

@@ -1,0 +1,80 @@
+//! Where the server is and how to reach it, as flags shared by `vigil agents` and
+//! `vigil watch`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use vigil_actors::Status;
+
+use crate::client::{ClientConfig, ClientTls};
+
+/// Where the server is and how to reach it (shared by `vigil agents` and `vigil watch`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnArgs {
+    /// The server's protocol listener (`server.agent_listen`), `host:port`.
+    #[arg(
+        long,
+        env = "VIGIL_ADDR",
+        default_value = "127.0.0.1:7400",
+        global = true
+    )]
+    pub addr: String,
+    /// The token of the role (admin for `agents`, monitor for `watch`), when the server
+    /// requires one.
+    #[arg(long, env = "VIGIL_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// Connect with TLS, trusting the certificates in this PEM file (a private CA, or the
+    /// server's own self-signed certificate).
+    #[arg(long, value_name = "PEM", global = true)]
+    pub ca: Option<PathBuf>,
+    /// The name to check the server's certificate against (default: the host of --addr).
+    #[arg(long, value_name = "NAME", global = true)]
+    pub tls_name: Option<String>,
+}
+
+impl ConnArgs {
+    /// The client configuration these flags describe.
+    pub fn client_config(&self, client_name: &str) -> anyhow::Result<ClientConfig> {
+        let mut cfg = ClientConfig::new(self.addr.clone());
+        cfg.client_name = format!("{client_name}/{}", env!("CARGO_PKG_VERSION"));
+        cfg.token = self.token.clone();
+        if let Some(ca) = &self.ca {
+            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+            let name = match &self.tls_name {
+                Some(n) => n.clone(),
+                None => host_of(&self.addr).to_string(),
+            };
+            let tls = ClientTls::with_root_pem(&pem, name)
+                .with_context(|| format!("loading the certificates in {}", ca.display()))?;
+            cfg.tls = Some(tls);
+        }
+        Ok(cfg)
+    }
+}
+
+/// The host part of `host:port` (`[::1]:7400` gives `::1`).
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// Parses a status for clap (`online`, `degraded`, `offline`, `maintenance`, `left`,
+/// `unknown`).
+pub fn parse_status(s: &str) -> Result<Status, String> {
+    s.parse::<Status>().map_err(|_| {
+        let all: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+        format!("expected one of {}", all.join(", "))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tls_name_defaults_to_the_host() {
+        assert_eq!(host_of("example.com:7400"), "example.com");
+        assert_eq!(host_of("[::1]:7400"), "::1");
+        assert_eq!(host_of("127.0.0.1:7400"), "127.0.0.1");
+    }
+}

@@ -1,0 +1,93 @@
+//! Where and how a client connects: address, token, TLS, timing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_rustls::rustls;
+
+use super::ClientError;
+
+/// TLS for a client: which roots to trust and the name to check the certificate against.
+#[derive(Clone)]
+pub struct ClientTls {
+    pub config: Arc<rustls::ClientConfig>,
+    pub server_name: String,
+}
+
+impl ClientTls {
+    /// Trusts the certificates in `pem` (e.g. a private CA or a self-signed server certificate).
+    pub fn with_root_pem(pem: &[u8], server_name: impl Into<String>) -> Result<Self, ClientError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::CertificateDer;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| ClientError::Tls(e.to_string()))?;
+            roots
+                .add(cert)
+                .map_err(|e| ClientError::Tls(e.to_string()))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ClientError::Tls(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Self {
+            config: Arc::new(config),
+            server_name: server_name.into(),
+        })
+    }
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `host:port`.
+    pub addr: String,
+    pub token: Option<String>,
+    /// Sent in `hello` as `client`.
+    pub client_name: String,
+    pub tls: Option<ClientTls>,
+    pub connect_timeout: Duration,
+    /// Reconnection backoff: the first wait, and the most it grows to (doubling, full jitter).
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// Beat every `interval × beat_ratio` ...
+    pub beat_ratio: f64,
+    /// ... ± this share of it, drawn for each period.
+    pub jitter: f64,
+}
+
+impl ClientConfig {
+    pub fn new(addr: impl Into<String>) -> Self {
+        Self {
+            addr: addr.into(),
+            token: None,
+            client_name: concat!("vigil-client/", env!("CARGO_PKG_VERSION")).into(),
+            tls: None,
+            connect_timeout: Duration::from_secs(5),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(30),
+            beat_ratio: 0.75,
+            jitter: 0.1,
+        }
+    }
+
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    pub fn tls(mut self, tls: ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+}

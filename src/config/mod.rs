@@ -1,0 +1,330 @@
+//! The configuration file (`config/vigil.toml`): every key has a default, so a file holds
+//! only what differs. Precedence: defaults, then `--config FILE`, then environment variables
+//! `VIGIL_<SECTION>__<KEY>`, then command-line flags.
+mod load;
+pub mod redact;
+mod runtime;
+mod sinks;
+#[cfg(test)]
+mod tests;
+
+pub use sinks::SinkSection;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use vigil_actors::{HealthConfig, LagConfig, OnDisconnect, Policy};
+
+/// A configuration error, said so that the operator can fix the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Parse(String),
+    #[error("invalid value: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: Server,
+    pub store: StoreConfig,
+    pub policy: PolicyConfig,
+    pub auth: Auth,
+    pub broadcast: Broadcast,
+    pub runtime: RuntimeSection,
+    pub health: HealthSection,
+    /// Outbound channels (`[[sinks]]`).
+    pub sinks: Vec<SinkSection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Server {
+    pub agent_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    pub max_frame_bytes: usize,
+    pub max_bad_frames: u32,
+    pub max_agents_per_connection: usize,
+    pub max_connections: usize,
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Frames per second one connection may send (a token bucket; 0: no limit).
+    pub rate_limit: u32,
+    /// Frames a connection may send at once above the rate (the bucket's size).
+    pub rate_burst: u32,
+    /// At shutdown, how long connections get to receive their last replies.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// TLS on the agent listener: both PEM files, or neither.
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Host names (with or without `:port`) the HTTP listener answers, besides localhost,
+    /// 127.0.0.1 and [::1], for a role that needs no token (a defence against DNS rebinding).
+    pub allowed_hosts: Vec<String>,
+    /// A TCP connection that sends no frame for this long is closed (TCP keepalive finds a
+    /// peer that vanished; this finds one that stays and says nothing).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Connections one IP address may hold at once, on each listener.
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            agent_listen: ([127, 0, 0, 1], 7400).into(),
+            http_listen: ([127, 0, 0, 1], 7401).into(),
+            max_frame_bytes: 65536,
+            max_bad_frames: 20,
+            max_agents_per_connection: 10_000,
+            max_connections: 10_000,
+            handshake_timeout: Duration::from_secs(10),
+            rate_limit: 5_000,
+            rate_burst: 10_000,
+            drain_timeout: Duration::from_secs(2),
+            tls_cert: None,
+            tls_key: None,
+            allowed_hosts: Vec::new(),
+            idle_timeout: Duration::from_secs(300),
+            max_connections_per_ip: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `surrealkv://PATH` (embedded, on disk), `mem://`, or `ws://host:port`.
+    pub url: String,
+    /// SurrealKV's block cache, in bytes (its default would take about half the RAM).
+    pub block_cache_bytes: u64,
+    /// SurrealKV's memtable, in bytes (its default is 1 GiB).
+    pub memtable_bytes: u64,
+    /// How long a group of events may gather before it is written (0: as soon as the
+    /// previous write is done; groups form while a write runs).
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Most events in one segment (one write).
+    pub max_batch: usize,
+    /// The live view of agents is written this often (and at shutdown).
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+    /// Drop whole segments older than this (`"0s"`: keep by age for ever).
+    #[serde(with = "humantime_serde")]
+    pub event_retention_age: Option<Duration>,
+    /// Keep at least this many newest events; older whole segments are dropped.
+    pub event_retention_count: Option<u64>,
+    /// Agents that left are dropped from the view this long after (`"0s"`: kept for ever).
+    #[serde(with = "humantime_serde")]
+    pub left_ttl: Duration,
+    /// Bytes of events that may wait for a slow or failing store before new registrations
+    /// are refused with `overloaded`.
+    pub max_pending_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: "surrealkv://data/vigil".into(),
+            block_cache_bytes: 64 << 20,
+            memtable_bytes: 64 << 20,
+            flush_interval: Duration::ZERO,
+            max_batch: 10_000,
+            checkpoint_interval: Duration::from_secs(60),
+            event_retention_age: Some(Duration::from_secs(7 * 24 * 3600)),
+            event_retention_count: None,
+            left_ttl: Duration::from_secs(7 * 24 * 3600),
+            max_pending_bytes: 256 << 20,
+        }
+    }
+}
+
+/// A policy as written in the file (durations as `"30s"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyFields {
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    pub degraded_after: u32,
+    pub offline_after: u32,
+    pub recovery: u32,
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+    pub on_disconnect: OnDisconnect,
+    #[serde(with = "humantime_serde")]
+    pub restart_grace: Option<Duration>,
+}
+
+impl Default for PolicyFields {
+    fn default() -> Self {
+        let p = Policy::default();
+        Self {
+            heartbeat_interval: p.heartbeat_interval,
+            degraded_after: p.degraded_after,
+            offline_after: p.offline_after,
+            recovery: p.recovery,
+            grace: p.grace,
+            on_disconnect: p.on_disconnect,
+            restart_grace: p.restart_grace,
+        }
+    }
+}
+
+impl PolicyFields {
+    pub fn to_policy(&self) -> Policy {
+        Policy {
+            heartbeat_interval: self.heartbeat_interval,
+            degraded_after: self.degraded_after,
+            offline_after: self.offline_after,
+            recovery: self.recovery,
+            grace: self.grace,
+            on_disconnect: self.on_disconnect,
+            restart_grace: self.restart_grace,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    #[serde(flatten)]
+    pub default: PolicyFields,
+    #[serde(with = "humantime_serde")]
+    pub min_heartbeat_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_heartbeat_interval: Duration,
+    /// Per-kind overrides: a full policy each (missing keys take the built-in defaults).
+    pub kinds: HashMap<String, PolicyFields>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            default: PolicyFields::default(),
+            min_heartbeat_interval: Duration::from_millis(100),
+            max_heartbeat_interval: Duration::from_secs(3600),
+            kinds: HashMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auth {
+    pub agent_tokens: Vec<String>,
+    pub monitor_tokens: Vec<String>,
+    pub admin_tokens: Vec<String>,
+}
+
+impl Auth {
+    /// Each role's key and its tokens.
+    fn roles(&self) -> [(&'static str, &Vec<String>); 3] {
+        [
+            ("agent_tokens", &self.agent_tokens),
+            ("monitor_tokens", &self.monitor_tokens),
+            ("admin_tokens", &self.admin_tokens),
+        ]
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Broadcast {
+    pub subscriber_queue: usize,
+    pub event_window: usize,
+    /// `stats` frames are sent when a count changed, at most this often.
+    #[serde(with = "humantime_serde")]
+    pub stats_interval: Duration,
+}
+
+impl Default for Broadcast {
+    fn default() -> Self {
+        Self {
+            subscriber_queue: 4096,
+            event_window: 65_536,
+            stats_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeSection {
+    pub lag_awareness: bool,
+    #[serde(with = "humantime_serde")]
+    pub lag_threshold: Duration,
+    #[serde(with = "humantime_serde")]
+    pub lag_probe_interval: Duration,
+    /// The most deadlines are extended by, however late the runtime is.
+    #[serde(with = "humantime_serde")]
+    pub lag_max_slack: Duration,
+}
+
+impl Default for RuntimeSection {
+    fn default() -> Self {
+        let lag = LagConfig::default();
+        Self {
+            lag_awareness: lag.enabled,
+            lag_threshold: lag.threshold,
+            lag_probe_interval: lag.probe_interval,
+            lag_max_slack: lag.max_slack,
+        }
+    }
+}
+
+/// The fleet health check and the mass-failure guard.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthSection {
+    /// How often the fleet is checked.
+    #[serde(with = "humantime_serde")]
+    pub check_interval: Duration,
+    /// A connected agent with no heartbeat for this long is a `stale_connection`.
+    #[serde(with = "humantime_serde")]
+    pub stale_connection: Duration,
+    /// An agent offline longer than this is an `extended_offline`.
+    #[serde(with = "humantime_serde")]
+    pub extended_offline: Duration,
+    /// `mass_offline` when more than this share of the fleet (0..=1) ...
+    pub mass_offline_share: f64,
+    /// ... goes offline within this window ...
+    #[serde(with = "humantime_serde")]
+    pub mass_offline_window: Duration,
+    /// ... and at least this many agents.
+    pub mass_offline_min: usize,
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        let h = HealthConfig::default();
+        Self {
+            check_interval: h.check_interval,
+            stale_connection: h.stale_connection,
+            extended_offline: h.extended_offline,
+            mass_offline_share: h.mass_offline_share,
+            mass_offline_window: h.mass_offline_window,
+            mass_offline_min: h.mass_offline_min,
+        }
+    }
+}
+
+impl HealthSection {
+    pub fn to_health(&self) -> HealthConfig {
+        HealthConfig {
+            check_interval: self.check_interval,
+            stale_connection: self.stale_connection,
+            extended_offline: self.extended_offline,
+            mass_offline_share: self.mass_offline_share,
+            mass_offline_window: self.mass_offline_window,
+            mass_offline_min: self.mass_offline_min,
+        }
+    }
+}

@@ -1,0 +1,110 @@
+use std::path::Path;
+use std::time::Duration;
+
+use super::load::apply_env;
+use super::*;
+
+#[test]
+fn the_shipped_file_parses_and_equals_the_defaults() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/vigil.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let table: toml::Table = text.parse().unwrap();
+    let file: Config = toml::Value::Table(table).try_into().unwrap();
+    let def = Config::default();
+    assert_eq!(format!("{file:?}"), format!("{def:?}"));
+}
+
+#[test]
+fn env_overrides_the_file_and_unknown_keys_are_refused() {
+    let mut t: toml::Table = "[policy]\nheartbeat_interval = \"5s\"\n".parse().unwrap();
+    apply_env(
+        &mut t,
+        [
+            (
+                "VIGIL_POLICY__HEARTBEAT_INTERVAL".to_string(),
+                "2s".to_string(),
+            ),
+            ("VIGIL_SERVER__MAX_BAD_FRAMES".to_string(), "7".to_string()),
+            ("OTHER".to_string(), "x".to_string()),
+        ]
+        .into_iter(),
+    );
+    let c: Config = toml::Value::Table(t).try_into().unwrap();
+    assert_eq!(c.policy.default.heartbeat_interval, Duration::from_secs(2));
+    assert_eq!(c.server.max_bad_frames, 7);
+    let bad: Result<Config, _> =
+        toml::Value::Table("[policy]\nheartbeat = 1\n".parse().unwrap()).try_into();
+    assert!(bad.is_err());
+}
+
+#[test]
+fn an_empty_token_in_any_role_is_refused() {
+    for role in ["agent_tokens", "monitor_tokens", "admin_tokens"] {
+        // Every role has a token, as listening beyond loopback requires; one list also
+        // holds "", which any client can give.
+        let text = "[server]\nagent_listen = \"0.0.0.0:7400\"\n[auth]\n\
+                 agent_tokens = [\"a\"]\nmonitor_tokens = [\"m\"]\nadmin_tokens = [\"x\"]\n"
+            .replace(&format!("{role} = [\""), &format!("{role} = [\"\", \""));
+        let c: Config = toml::Value::Table(text.parse().unwrap())
+            .try_into()
+            .unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains(role) && e.contains("empty token"), "{role}: {e}");
+    }
+    let mut c = Config::default();
+    c.auth.agent_tokens = vec!["  ".into()];
+    assert!(c.validate().is_err(), "a blank token is empty too");
+}
+
+#[test]
+fn policy_bounds_reach_the_configuration() {
+    let mut c = Config::default();
+    c.policy.default.heartbeat_interval = Duration::from_secs(400 * 24 * 3600);
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("heartbeat_interval"), "{e}");
+    let mut c = Config::default();
+    c.policy.max_heartbeat_interval = Duration::from_secs(400 * 24 * 3600);
+    assert!(c.validate().is_err());
+}
+
+#[test]
+fn invalid_policies_are_reported() {
+    let mut c = Config::default();
+    c.policy.default.offline_after = 0;
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("offline_after"), "{e}");
+}
+
+#[test]
+fn the_health_section_is_read_validated_and_handed_to_the_runtime() {
+    let t: toml::Table = "[health]\ncheck_interval = \"10s\"\nstale_connection = \"90s\"\n\
+             extended_offline = \"2h\"\nmass_offline_share = 0.5\n\
+             mass_offline_window = \"1m\"\nmass_offline_min = 3\n"
+        .parse()
+        .unwrap();
+    let c: Config = toml::Value::Table(t).try_into().unwrap();
+    c.validate().unwrap();
+    assert_eq!(
+        c.runtime().health,
+        HealthConfig {
+            check_interval: Duration::from_secs(10),
+            stale_connection: Duration::from_secs(90),
+            extended_offline: Duration::from_secs(7200),
+            mass_offline_share: 0.5,
+            mass_offline_window: Duration::from_secs(60),
+            mass_offline_min: 3,
+        }
+    );
+    assert_eq!(Config::default().runtime().health, HealthConfig::default());
+    for (key, value) in [
+        ("mass_offline_share", "1.5"),
+        ("mass_offline_share", "-0.1"),
+        ("check_interval", "\"0s\""),
+        ("mass_offline_window", "\"0s\""),
+    ] {
+        let t: toml::Table = format!("[health]\n{key} = {value}\n").parse().unwrap();
+        let c: Config = toml::Value::Table(t).try_into().unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("[health]") && e.contains(key), "{key}: {e}");
+    }
+}

@@ -1,0 +1,75 @@
+//! Admin operations as the surfaces take them: the protocol's `admin` frame (TCP and
+//! WebSocket) and the REST endpoints both run [`admin_op`].
+
+use serde_json::Value;
+use vigil_actors::{AdminError, AdminRequest, Runtime};
+
+use crate::protocol::{self, ErrorCode};
+
+/// Runs one admin operation (`op` and its `args`, as the protocol's `admin` frame and the
+/// REST endpoints give them) and returns its data, or the protocol's error code and message.
+pub async fn admin_op(rt: &Runtime, op: &str, args: Value) -> Result<Value, (ErrorCode, String)> {
+    // The outbound channels are the runtime's, not the actors': answered here.
+    match op {
+        "sinks" => return to_value(rt.sinks().await),
+        "dead_letters" => {
+            let sink = sink_arg(op, &args)?;
+            return to_value(rt.dead_letters(&sink).await.map_err(admin_error)?);
+        }
+        "replay" => {
+            let sink = sink_arg(op, &args)?;
+            let id = match &args["id"] {
+                Value::Null => None,
+                v => Some(v.as_u64().ok_or_else(|| {
+                    (
+                        ErrorCode::InvalidField,
+                        "admin replay: id must be a dead letter's id".to_string(),
+                    )
+                })?),
+            };
+            let (delivered, held) = rt
+                .replay_dead_letters(&sink, id)
+                .await
+                .map_err(admin_error)?;
+            return Ok(serde_json::json!({ "sink": sink, "delivered": delivered, "held": held }));
+        }
+        _ => {}
+    }
+    let req = protocol::admin_request(op, args)?;
+    let stats = matches!(req, AdminRequest::Stats);
+    let res = rt.admin(req).await.map_err(admin_error)?;
+    let mut v = to_value(res)?;
+    if stats {
+        v["sinks"] = to_value(rt.sinks().await)?;
+    }
+    Ok(v)
+}
+
+fn to_value(v: impl serde::Serialize) -> Result<Value, (ErrorCode, String)> {
+    serde_json::to_value(v).map_err(|e| (ErrorCode::Internal, e.to_string()))
+}
+
+fn sink_arg(op: &str, args: &Value) -> Result<String, (ErrorCode, String)> {
+    match &args["sink"] {
+        Value::String(s) => Ok(s.clone()),
+        Value::Null => Err((
+            ErrorCode::MissingField,
+            format!("admin {op}: missing field `sink`"),
+        )),
+        _ => Err((
+            ErrorCode::InvalidField,
+            format!("admin {op}: sink must be a string"),
+        )),
+    }
+}
+
+fn admin_error(e: AdminError) -> (ErrorCode, String) {
+    let code = match e {
+        AdminError::UnknownAgent(_) => ErrorCode::UnknownAgent,
+        AdminError::InvalidField(_) => ErrorCode::InvalidField,
+        AdminError::Forbidden(_) => ErrorCode::Forbidden,
+        AdminError::Unavailable(_) => ErrorCode::Internal,
+        AdminError::Overloaded(_) => ErrorCode::Overloaded,
+    };
+    (code, e.to_string())
+}

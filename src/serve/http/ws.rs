@@ -1,0 +1,175 @@
+//! `/ws`: the monitor protocol over WebSocket.
+
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use futures::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use super::access::{authorize, foreign_origin, Access};
+use super::error::ApiError;
+use super::rest::Params;
+use super::AppState;
+use crate::protocol::{self, ClientFrame, ErrorCode, OutgoingFrame, PROTOCOL_VERSION, SERVER_NAME};
+use crate::serve::admin::admin_op;
+use crate::serve::hub::{now_text, MonitorFrame, Open};
+
+/// `/ws`: the monitor protocol over WebSocket, one JSON frame per text message. The token
+/// comes with the upgrade request, so no `hello` is needed (one is answered `welcome`).
+/// Frames: `subscribe`, `unsubscribe`, `ping`, and `admin` when the token is an admin's.
+pub(super) async fn ws(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Params,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let admin = authorize(&st.cfg, &headers, &q, Access::Read)?;
+    if foreign_origin(&headers) {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "WebSockets from pages of another origin are refused",
+        ));
+    }
+    // Small buffers: a monitor sends little, and what it receives is flushed as it goes
+    // (the library's defaults of 128 KiB each would be most of a subscriber's memory).
+    Ok(upgrade
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(16 * 1024)
+        .max_message_size(1 << 20)
+        .on_upgrade(move |socket| ws_session(st, socket, admin)))
+}
+
+pub(super) async fn ws_session(st: AppState, socket: WebSocket, admin: bool) {
+    let _open = Open::new(&st.hub, |h| &h.http_streams);
+    let (mut sink, mut source) = socket.split();
+    let (out, mut rx) = mpsc::channel::<String>(st.cfg.ws_queue);
+    let writer = tokio::spawn(async move {
+        // The frames already queued are written, then flushed once.
+        'out: while let Some(text) = rx.recv().await {
+            if sink.feed(Message::Text(text.into())).await.is_err() {
+                break;
+            }
+            for _ in 0..64 {
+                match rx.try_recv() {
+                    Ok(more) => {
+                        if sink.feed(Message::Text(more.into())).await.is_err() {
+                            break 'out;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            if sink.flush().await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let mut stop = st.stop.clone();
+    let mut subscription: Option<tokio::task::JoinHandle<()>> = None;
+    loop {
+        let msg = tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            msg = source.next() => msg,
+        };
+        let text = match msg {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Binary(_))) => {
+                let e = protocol::error_line(ErrorCode::BadFrame, "frames are text", None);
+                let _ = out.send(e.trim_end().to_string()).await;
+                continue;
+            }
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+            Some(Ok(_)) => continue, // ping/pong: answered by the library
+        };
+        let frame = match protocol::decode(text.as_bytes()) {
+            Ok(Some(f)) => f,
+            Ok(None) => continue,
+            Err(e) => {
+                let line = protocol::error_line(e.code, &e.message, e.reference.as_ref());
+                let _ = out.send(line.trim_end().to_string()).await;
+                continue;
+            }
+        };
+        let reference = frame.reference;
+        let reply = |frame: OutgoingFrame| frame.text(reference.as_ref());
+        let answer = match frame.body {
+            ClientFrame::Hello(_) => reply(OutgoingFrame::Welcome {
+                protocol: PROTOCOL_VERSION,
+                session: None,
+                server: SERVER_NAME,
+                heartbeat_interval_ms: None,
+                time: now_text(),
+            }),
+            ClientFrame::Ping => reply(OutgoingFrame::Pong { time: now_text() }),
+            ClientFrame::Subscribe(_) if out.capacity() < out.max_capacity() / 2 => error_text(
+                ErrorCode::Overloaded,
+                "replies are not being read; subscribe again once they are",
+                &reference,
+            ),
+            ClientFrame::Subscribe(sub) => {
+                if let Some(t) = subscription.take() {
+                    t.abort();
+                    let _ = t.await; // none of its frames come after this
+                }
+                match st.hub.subscribe(sub).await {
+                    Ok(stream) => {
+                        // The ack goes first, then the stream's frames.
+                        let ack = reply(OutgoingFrame::Ack);
+                        if reference.is_some() && out.send(ack).await.is_err() {
+                            break;
+                        }
+                        let o = out.clone();
+                        subscription = Some(tokio::spawn(stream.run(move |f: MonitorFrame| {
+                            let o = o.clone();
+                            async move { o.send(f.text.to_string()).await.is_ok() }
+                        })));
+                        continue;
+                    }
+                    Err((code, msg)) => error_text(code, &msg, &reference),
+                }
+            }
+            ClientFrame::Unsubscribe => {
+                if let Some(t) = subscription.take() {
+                    t.abort();
+                    let _ = t.await;
+                }
+                reply(OutgoingFrame::Ack)
+            }
+            ClientFrame::Admin(a) if admin => match admin_op(st.hub.runtime(), &a.op, a.args).await
+            {
+                Ok(data) => reply(OutgoingFrame::Result { ok: true, data }),
+                Err((code, msg)) => error_text(code, &msg, &reference),
+            },
+            _ => error_text(
+                ErrorCode::Forbidden,
+                "this stream takes monitor frames (and admin frames with an admin token)",
+                &reference,
+            ),
+        };
+        let sent = tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            sent = out.send(answer) => sent,
+        };
+        if sent.is_err() {
+            break;
+        }
+    }
+    if let Some(t) = subscription.take() {
+        t.abort();
+    }
+    drop(out);
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+    debug!("WebSocket closed");
+}
+
+pub(super) fn error_text(code: ErrorCode, msg: &str, reference: &Option<Value>) -> String {
+    let mut l = protocol::error_line(code, msg, reference.as_ref());
+    l.truncate(l.trim_end().len());
+    l
+}

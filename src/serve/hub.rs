@@ -1,0 +1,443 @@
+//! What every monitor surface shares (TCP monitors, WebSocket, SSE): turning a `subscribe`
+//! request into a core subscription, and its items into the protocol's frames; the `stats`
+//! frames; and the counters `/metrics` and `stats` report.
+//!
+//! An event's frame is the same for every subscriber, so it is serialized once per event (a
+//! small cache keyed by seq) and shared, not once per subscriber. `stats` frames are computed
+//! by one task per [`Hub`], at most once per `stats_interval` and only when a count changed,
+//! and handed to every subscriber of the `stats` topic.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{SecondsFormat, Utc};
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use tracing::warn;
+use vigil_actors::{
+    AgentRecord, Event, EventKind, Runtime, RuntimeError, SubscribeOptions, Subscription,
+    SubscriptionItem,
+};
+
+use crate::protocol::{self, ErrorCode, OutgoingFrame};
+
+/// Events whose frames are kept for reuse (a power of two).
+const LINE_SLOTS: usize = 4096;
+
+/// One event's frame, by seq.
+type LineSlot = Mutex<Option<(u64, Arc<str>)>>;
+
+/// Shared by every monitor surface of one runtime.
+pub struct Hub {
+    rt: Arc<Runtime>,
+    lines: Box<[LineSlot]>,
+    stats: watch::Receiver<Option<Arc<Value>>>,
+    stats_task: tokio::task::JoinHandle<()>,
+    /// TCP connections open now (the listener keeps it).
+    pub tcp_connections: AtomicU64,
+    /// Frames received over TCP, and the heartbeats among them (the listener keeps them).
+    pub frames: AtomicU64,
+    pub heartbeats: AtomicU64,
+    /// Heartbeats per second over the last `stats_interval` (an `f64`'s bits).
+    beat_rate: AtomicU64,
+    /// WebSocket and SSE streams open now.
+    pub http_streams: AtomicU64,
+    /// Subscriptions of remote monitors open now, and those ended by `lagged`.
+    pub subscribers: AtomicU64,
+    pub lagged: AtomicU64,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("subscribers", &self.subscribers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.stats_task.abort();
+    }
+}
+
+/// Counts something open (a connection, a stream) in one of the hub's counters while it
+/// lives.
+pub struct Open {
+    hub: Arc<Hub>,
+    counter: fn(&Hub) -> &AtomicU64,
+}
+
+impl Open {
+    pub fn new(hub: &Arc<Hub>, counter: fn(&Hub) -> &AtomicU64) -> Self {
+        counter(hub).fetch_add(1, Ordering::Relaxed);
+        Self {
+            hub: hub.clone(),
+            counter,
+        }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        (self.counter)(&self.hub).fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Which frames a subscriber asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Topics {
+    pub agents: bool,
+    pub jobs: bool,
+    pub stats: bool,
+    pub alerts: bool,
+}
+
+/// A subscription turned into frames.
+pub struct MonitorStream {
+    hub: Arc<Hub>,
+    sub: Option<Subscription>,
+    topics: Topics,
+    stats: watch::Receiver<Option<Arc<Value>>>,
+}
+
+/// One frame for a monitor, without its line ending.
+#[derive(Debug, Clone)]
+pub struct MonitorFrame {
+    pub text: Arc<str>,
+    /// The frame's type (`event`, `snapshot`, `stats`, `lagged`, `resync_required`).
+    pub kind: &'static str,
+    /// The event's seq (for a snapshot: the seq it is as of).
+    pub seq: Option<u64>,
+    /// The subscription ends after this frame.
+    pub last: bool,
+}
+
+impl Hub {
+    /// A hub for `rt`, computing `stats` frames at most once per `stats_interval`.
+    pub fn new(rt: Arc<Runtime>, stats_interval: Duration) -> Arc<Self> {
+        let (tx, rx) = watch::channel(None);
+        let hub = Arc::new_cyclic(|weak: &std::sync::Weak<Hub>| {
+            let weak = weak.clone();
+            let stats_task = tokio::spawn(async move {
+                let mut tick = tokio::time::interval(stats_interval.max(Duration::from_millis(10)));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut last: Option<Value> = None;
+                let mut beats_before = (0, tokio::time::Instant::now());
+                loop {
+                    tick.tick().await;
+                    let Some(hub) = weak.upgrade() else { return };
+                    let (beats, now) = (
+                        hub.heartbeats.load(Ordering::Relaxed),
+                        tokio::time::Instant::now(),
+                    );
+                    let secs = now.duration_since(beats_before.1).as_secs_f64();
+                    if secs > 0.0 {
+                        let rate = beats.saturating_sub(beats_before.0) as f64 / secs;
+                        hub.beat_rate.store(rate.to_bits(), Ordering::Relaxed);
+                    }
+                    beats_before = (beats, now);
+                    let Some(counts) = hub.counts().await else {
+                        continue;
+                    };
+                    if last.as_ref() != Some(&counts) {
+                        let mut frame = counts.clone();
+                        frame["type"] = json!("stats");
+                        frame["at"] = json!(now_text());
+                        last = Some(counts);
+                        if tx.send(Some(Arc::new(frame))).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+            Hub {
+                rt,
+                lines: (0..LINE_SLOTS).map(|_| Mutex::new(None)).collect(),
+                stats: rx,
+                stats_task,
+                tcp_connections: AtomicU64::new(0),
+                frames: AtomicU64::new(0),
+                heartbeats: AtomicU64::new(0),
+                beat_rate: AtomicU64::new(0),
+                http_streams: AtomicU64::new(0),
+                subscribers: AtomicU64::new(0),
+                lagged: AtomicU64::new(0),
+            }
+        });
+        hub
+    }
+
+    /// Heartbeats per second over the last `stats_interval`.
+    pub fn heartbeat_rate(&self) -> f64 {
+        f64::from_bits(self.beat_rate.load(Ordering::Relaxed))
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.rt
+    }
+
+    /// The counts a `stats` frame carries (without `type` and `at`).
+    async fn counts(&self) -> Option<Value> {
+        let stats = self.rt.stats().await.ok()?;
+        let mut counts = json!({
+            "agents": stats.registry.agents,
+            "jobs": stats.registry.jobs,
+            "connections": self.tcp_connections.load(Ordering::Relaxed)
+                + self.http_streams.load(Ordering::Relaxed),
+            "subscribers": self.subscribers.load(Ordering::Relaxed),
+        });
+        // The outbound channels' status, when there are any (the dashboard shows them).
+        let sinks = self.rt.sinks().await;
+        if !sinks.is_empty() {
+            counts["sinks"] = serde_json::to_value(sinks).ok()?;
+        }
+        Some(counts)
+    }
+
+    /// The latest `stats` frame, if one has been computed.
+    pub fn latest_stats(&self) -> Option<Arc<Value>> {
+        self.stats.borrow().clone()
+    }
+
+    /// An event's frame, serialized once and shared by every subscriber.
+    pub fn event_line(&self, e: &Event) -> Option<Arc<str>> {
+        let slot = &self.lines[(e.seq as usize) & (LINE_SLOTS - 1)];
+        if let Some((seq, text)) = &*slot.lock().unwrap_or_else(|p| p.into_inner()) {
+            if *seq == e.seq {
+                return Some(text.clone());
+            }
+        }
+        let text: Arc<str> = match serde_json::to_string(&EventFrame {
+            kind: "event",
+            event: e,
+        }) {
+            Ok(t) => t.into(),
+            Err(err) => {
+                warn!(error = %err, seq = e.seq, "an event could not be serialized");
+                return None;
+            }
+        };
+        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some((e.seq, text.clone()));
+        Some(text)
+    }
+
+    /// Starts a subscription as a `subscribe` frame asks; the error is the protocol's.
+    pub async fn subscribe(
+        self: &Arc<Self>,
+        req: protocol::Subscribe,
+    ) -> Result<MonitorStream, (ErrorCode, String)> {
+        let (opts, topics) = options(req)?;
+        // Only `stats`: no events, so no subscription in the core.
+        let sub = match topics.agents || topics.jobs || topics.alerts {
+            true => Some(self.rt.subscribe(opts).await.map_err(|e| match e {
+                RuntimeError::Overloaded(_) => (ErrorCode::Overloaded, e.to_string()),
+                _ => (ErrorCode::Internal, e.to_string()),
+            })?),
+            false => None,
+        };
+        self.subscribers.fetch_add(1, Ordering::Relaxed);
+        // The first stats frame is the current one.
+        let mut stats = self.stats.clone();
+        stats.mark_changed();
+        Ok(MonitorStream {
+            hub: self.clone(),
+            sub,
+            topics,
+            stats,
+        })
+    }
+}
+
+/// A `subscribe` frame's topics and filter as the core's options.
+pub fn options(
+    req: protocol::Subscribe,
+) -> Result<(SubscribeOptions, Topics), (ErrorCode, String)> {
+    let mut filter = req.filter;
+    let mut topics = Topics {
+        agents: true,
+        jobs: true,
+        stats: false,
+        alerts: true,
+    };
+    if let Some(names) = &req.topics {
+        topics = Topics {
+            agents: false,
+            jobs: false,
+            stats: false,
+            alerts: false,
+        };
+        for t in names {
+            match t.as_str() {
+                "agents" => topics.agents = true,
+                "jobs" => topics.jobs = true,
+                "stats" => topics.stats = true,
+                "alerts" => topics.alerts = true,
+                other => {
+                    let shown: String = other.chars().take(64).collect();
+                    return Err((
+                        ErrorCode::InvalidField,
+                        format!("unknown topic {shown:?} (agents, jobs, stats, alerts)"),
+                    ));
+                }
+            }
+        }
+        let mut kinds = Vec::new();
+        if topics.agents {
+            kinds.extend([
+                EventKind::Registered,
+                EventKind::Transition,
+                EventKind::Activity,
+                EventKind::Deregistered,
+            ]);
+        }
+        if topics.jobs {
+            kinds.push(EventKind::Job);
+        }
+        if topics.alerts {
+            kinds.push(EventKind::Alert);
+        }
+        filter.events = kinds;
+    }
+    Ok((
+        SubscribeOptions {
+            filter,
+            since: req.since,
+            snapshot: req.snapshot,
+        },
+        topics,
+    ))
+}
+
+impl MonitorStream {
+    /// The next frame; `None` when the subscription has ended.
+    pub async fn next(&mut self) -> Option<MonitorFrame> {
+        loop {
+            tokio::select! {
+                item = next_item(&mut self.sub) => return self.frame(item?),
+                changed = self.stats.changed(), if self.topics.stats => {
+                    if changed.is_err() {
+                        self.topics.stats = false;
+                        continue;
+                    }
+                    let Some(stats) = self.stats.borrow_and_update().clone() else { continue };
+                    return Some(MonitorFrame {
+                        text: stats.to_string().into(),
+                        kind: "stats",
+                        seq: None,
+                        last: false,
+                    });
+                }
+            }
+        }
+    }
+
+    fn frame(&self, item: SubscriptionItem) -> Option<MonitorFrame> {
+        Some(match item {
+            SubscriptionItem::Event(e) => MonitorFrame {
+                text: self.hub.event_line(&e)?,
+                kind: "event",
+                seq: Some(e.seq),
+                last: false,
+            },
+            SubscriptionItem::Snapshot(s) => {
+                let jobs = match self.topics.jobs {
+                    true => open_jobs(&s.agents),
+                    false => vec![],
+                };
+                // The counts of the latest `stats` frame (and its `at`), without its `type`.
+                let mut stats = self
+                    .hub
+                    .latest_stats()
+                    .map(|v| (*v).clone())
+                    .unwrap_or_else(|| json!({}));
+                if let Some(m) = stats.as_object_mut() {
+                    m.remove("type");
+                }
+                let frame = OutgoingFrame::Snapshot {
+                    seq: s.seq,
+                    agents: &s.agents,
+                    jobs,
+                    stats,
+                };
+                MonitorFrame {
+                    text: frame.text(None).into(),
+                    kind: "snapshot",
+                    seq: Some(s.seq),
+                    last: false,
+                }
+            }
+            SubscriptionItem::Lagged { last_seq } => {
+                self.hub.lagged.fetch_add(1, Ordering::Relaxed);
+                MonitorFrame {
+                    text: OutgoingFrame::Lagged { last_seq }.text(None).into(),
+                    kind: "lagged",
+                    seq: None,
+                    last: true,
+                }
+            }
+            SubscriptionItem::ResyncRequired { oldest } => MonitorFrame {
+                text: OutgoingFrame::ResyncRequired { oldest }.text(None).into(),
+                kind: "resync_required",
+                seq: None,
+                last: true,
+            },
+        })
+    }
+
+    /// Sends every frame through `send` until the subscription ends or `send` says the
+    /// receiver is gone (`false`).
+    pub async fn run<F, Fut>(mut self, mut send: F)
+    where
+        F: FnMut(MonitorFrame) -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        while let Some(frame) = self.next().await {
+            let last = frame.last;
+            if !send(frame).await || last {
+                break;
+            }
+        }
+    }
+}
+
+impl Drop for MonitorStream {
+    fn drop(&mut self) {
+        self.hub.subscribers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The subscription's next item; never, without one (a `stats`-only monitor).
+async fn next_item(sub: &mut Option<Subscription>) -> Option<SubscriptionItem> {
+    match sub {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Every unfinished job of these agents, as a snapshot lists them.
+fn open_jobs(agents: &[AgentRecord]) -> Vec<Value> {
+    agents
+        .iter()
+        .flat_map(|a| {
+            a.jobs.iter().map(move |(job, j)| {
+                json!({"agent": a.id, "job": job, "state": j.state, "progress": j.progress})
+            })
+        })
+        .collect()
+}
+
+/// An event as a monitor frame: `{"type": "event", "seq": ..., "event": ..., ...}`.
+#[derive(serde::Serialize)]
+struct EventFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    event: &'a Event,
+}
+
+pub(crate) fn now_text() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+}

@@ -1,0 +1,20 @@
+//! Serving: the agents' TCP listener and the HTTP listener, and the wiring they share.
+//!
+//! - [`tcp`]: the TCP listener for protocol v1.
+//! - [`http`]: the HTTP listener: REST, WebSocket, SSE, metrics, the dashboard.
+//! - [`hub`]: what every monitor surface shares (subscriptions, frames, counters).
+//! - [`admin`]: the admin operations behind the `admin` frame and the REST API.
+//! - `auth`: token checks, in constant time.
+//! - [`tls`]: the listeners' TLS configuration from PEM files.
+//! - [`net`]: accepted sockets: TCP keepalive, the per-IP connection cap, the idle timeout.
+//! - [`store`]: opens the configured store (`store.url`).
+
+pub mod admin;
+pub(crate) mod auth;
+pub mod http;
+pub mod hub;
+pub mod net;
+mod settings;
+pub mod store;
+pub mod tcp;
+pub mod tls;

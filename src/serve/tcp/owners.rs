@@ -1,0 +1,85 @@
+//! Which connection owns each agent, and the notices a connection gets when it loses one (a
+//! takeover by another connection, an operator's eviction).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use vigil_actors::{
+    AgentId, EventBody, EventKind, Filter, Reason, RuntimeError, SubscribeOptions, SubscriptionItem,
+};
+
+use super::Shared;
+
+/// Messages to a connection from elsewhere. Never dropped, so the channel has no bound; what
+/// it can hold is bounded all the same: each notice is about an agent the connection owns, and
+/// the owner changes with it (a takeover names the new owner; an evicted agent must register
+/// again, by another takeover, before it can be evicted again).
+pub(super) enum Control {
+    /// Another connection took this agent over.
+    TakenOver(AgentId),
+    /// An operator evicted this agent (the seq of the eviction).
+    Evicted(AgentId, u64),
+}
+
+pub(super) struct Owner {
+    pub(super) conn: u64,
+    pub(super) tx: mpsc::UnboundedSender<Control>,
+}
+
+/// Tells the owners of evicted agents (the `evicted` frame).
+pub(super) async fn tell_evicted(shared: Arc<Shared>) {
+    let filter = Filter {
+        events: vec![EventKind::Deregistered],
+        ..Filter::default()
+    };
+    let mut since = None;
+    loop {
+        let opts = SubscribeOptions {
+            filter: filter.clone(),
+            since,
+            snapshot: false,
+        };
+        let mut sub = match shared.rt.subscribe(opts).await {
+            Ok(sub) => sub,
+            // The store is failing: no eviction can be durable meanwhile; try again.
+            Err(RuntimeError::Overloaded(_)) => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(_) => return, // the runtime is stopping
+        };
+        while let Some(item) = sub.next().await {
+            match item {
+                SubscriptionItem::Event(e) => {
+                    since = Some(e.seq);
+                    let evicted = matches!(
+                        e.body,
+                        EventBody::Deregistered {
+                            reason: Reason::Evicted,
+                            ..
+                        }
+                    );
+                    if let (true, Some(id)) = (evicted, &e.agent) {
+                        let owners = shared.owners.lock().unwrap_or_else(|e| e.into_inner());
+                        if let Some(o) = owners.get(id) {
+                            let _ = o.tx.send(Control::Evicted(id.clone(), e.seq));
+                        }
+                    }
+                }
+                SubscriptionItem::Lagged { last_seq } => since = Some(last_seq),
+                SubscriptionItem::ResyncRequired { .. } => since = None,
+                SubscriptionItem::Snapshot(_) => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Removes `conn`'s claim on `id`, never one another connection has taken since.
+pub(super) fn release(owners: &mut HashMap<AgentId, Owner>, id: &AgentId, conn: u64) {
+    if owners.get(id).is_some_and(|o| o.conn == conn) {
+        owners.remove(id);
+    }
+}

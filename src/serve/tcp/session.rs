@@ -1,0 +1,460 @@
+//! A connection's session after the handshake: each frame handled by its role, the agents it
+//! owns, a monitor's subscription, an admin's operations.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+use vigil_actors::{
+    AgentHandle, AgentId, Beat, BeatError, JobReport, RegisterError, Registration, ReportQuota,
+    RuntimeError, Status,
+};
+
+use super::bucket::Bucket;
+use super::connection::Out;
+use super::owners::{release, Control, Owner};
+use super::Shared;
+use crate::protocol::limits::{check_activity, check_job};
+use crate::protocol::{
+    self, error_line, ClientFrame, ErrorCode, EvictedReason, Frame, OutgoingFrame, Role,
+};
+use crate::serve::admin::admin_op;
+use crate::serve::hub::now_text;
+
+pub(super) struct Session {
+    pub(super) shared: Arc<Shared>,
+    pub(super) conn: u64,
+    pub(super) role: Role,
+    pub(super) out: mpsc::Sender<Out>,
+    /// Looked up on every heartbeat; SipHash, as the ids are the client's choice.
+    pub(super) owned: HashMap<AgentId, AgentHandle>,
+    pub(super) bad: u32,
+    pub(super) bucket: Option<Bucket>,
+    /// A monitor's subscription: the task that forwards its items to the writer.
+    pub(super) subscription: Option<tokio::task::JoinHandle<()>>,
+    /// Heartbeats taken since the shared counter was last added to.
+    pub(super) beats: u64,
+    /// Bounds the activity and job reports this connection has waiting for the registry.
+    pub(super) reports: ReportQuota,
+}
+
+impl Session {
+    async fn send(&self, line: String) {
+        let _ = self.out.send(Out::Line(line)).await;
+    }
+
+    async fn error(&self, code: ErrorCode, msg: &str, reference: &Option<Value>) {
+        self.send(error_line(code, msg, reference.as_ref())).await;
+    }
+
+    /// Handles one item; `false` closes the connection.
+    pub(super) async fn handle(
+        &mut self,
+        item: Result<Option<Frame>, protocol::FrameError>,
+        ctl: &mpsc::UnboundedSender<Control>,
+    ) -> bool {
+        let frame = match item {
+            Ok(None) => return true,
+            Ok(Some(f)) => f,
+            Err(e) => return self.bad_frame(e.code, &e.message, &e.reference).await,
+        };
+        if let Some(b) = &mut self.bucket {
+            if !b.take() {
+                let msg = format!(
+                    "more than {} frames per second; frame refused",
+                    self.shared.cfg.rate_limit
+                );
+                return self
+                    .bad_frame(ErrorCode::RateLimited, &msg, &frame.reference)
+                    .await;
+            }
+        }
+        self.bad = 0;
+        let reference = frame.reference;
+        if let Some(needed) = frame.body.role() {
+            if needed != self.role {
+                let msg = format!("this frame needs the {needed:?} role").to_lowercase();
+                self.error(ErrorCode::Forbidden, &msg, &reference).await;
+                return true;
+            }
+        }
+        match frame.body {
+            ClientFrame::Hello(_) => {
+                self.error(ErrorCode::InvalidField, "already said hello", &reference)
+                    .await
+            }
+            ClientFrame::Ping => {
+                let pong = OutgoingFrame::Pong { time: now_text() };
+                self.send(pong.line(reference.as_ref())).await
+            }
+            ClientFrame::Register(r) => self.register(r, reference, ctl).await,
+            ClientFrame::Heartbeat(h) => {
+                if let Some(Err(msg)) = h.activity.as_deref().map(|a| check_activity(a, None)) {
+                    self.error(ErrorCode::InvalidField, &msg, &reference).await;
+                    return true;
+                }
+                let beat = Beat {
+                    reported: h.status,
+                    metrics: h.metrics,
+                };
+                match self.owned.get(&h.id).map(|handle| handle.heartbeat(beat)) {
+                    Some(Ok(())) => {
+                        self.beats += 1;
+                        if let Some(a) = h.activity {
+                            let rt = &self.shared.rt;
+                            let _ = rt
+                                .report_activity_within(&self.reports, &h.id, a, None)
+                                .await;
+                        }
+                        self.ack(&reference).await
+                    }
+                    Some(Err(e)) => self.beat_failed(&h.id, e, &reference).await,
+                    None => self.not_owned(&h.id, &reference).await,
+                }
+            }
+            ClientFrame::Activity(a) => {
+                if !self.owns(&a.id) {
+                    self.not_owned(&a.id, &reference).await;
+                } else if let Err(msg) = check_activity(&a.activity, a.detail.as_deref()) {
+                    self.error(ErrorCode::InvalidField, &msg, &reference).await;
+                } else {
+                    let rt = &self.shared.rt;
+                    let (activity, detail) = (a.activity, a.detail);
+                    match rt
+                        .report_activity_within(&self.reports, &a.id, activity, detail)
+                        .await
+                    {
+                        Ok(()) => self.ack(&reference).await,
+                        Err(e) => self.beat_failed(&a.id, e, &reference).await,
+                    }
+                }
+            }
+            ClientFrame::Job(j) => {
+                if !self.owns(&j.id) {
+                    self.not_owned(&j.id, &reference).await;
+                } else if let Err(msg) = check_job(&j) {
+                    self.error(ErrorCode::InvalidField, &msg, &reference).await;
+                } else {
+                    let report = JobReport {
+                        job: j.job,
+                        state: j.state,
+                        progress: j.progress,
+                        error: j.error,
+                    };
+                    match self
+                        .shared
+                        .rt
+                        .report_job_within(&self.reports, &j.id, report)
+                        .await
+                    {
+                        Ok(()) => self.ack(&reference).await,
+                        Err(e) => self.beat_failed(&j.id, e, &reference).await,
+                    }
+                }
+            }
+            ClientFrame::Deregister(d) => {
+                if !self.owns(&d.id) {
+                    self.not_owned(&d.id, &reference).await;
+                    return true;
+                }
+                match self.shared.rt.deregister(&d.id).await {
+                    Ok(_) => {
+                        self.disown(&d.id);
+                        let id = d.id.as_str().to_owned();
+                        let deregistered = OutgoingFrame::Deregistered { id };
+                        self.send(deregistered.line(reference.as_ref())).await;
+                    }
+                    Err(e) => {
+                        self.error(ErrorCode::Internal, &e.to_string(), &reference)
+                            .await
+                    }
+                }
+            }
+            ClientFrame::Subscribe(sub) => self.subscribe(sub, reference).await,
+            ClientFrame::Unsubscribe => {
+                if let Some(task) = self.subscription.take() {
+                    task.abort();
+                    let _ = task.await;
+                }
+                self.ack(&reference).await
+            }
+            ClientFrame::Admin(a) => self.admin(a, reference).await,
+        }
+        true
+    }
+
+    /// Answers a refused frame; `false` (close) after `max_bad_frames` in a row.
+    async fn bad_frame(&mut self, code: ErrorCode, msg: &str, reference: &Option<Value>) -> bool {
+        self.bad += 1;
+        self.error(code, msg, reference).await;
+        if self.bad >= self.shared.cfg.max_bad_frames {
+            self.error(
+                ErrorCode::BadFrame,
+                "too many bad frames in a row; closing",
+                &None,
+            )
+            .await;
+            return false;
+        }
+        true
+    }
+
+    /// Acknowledges a frame that carried a `ref`.
+    async fn ack(&self, reference: &Option<Value>) {
+        if reference.is_some() {
+            self.send(OutgoingFrame::Ack.line(reference.as_ref())).await
+        }
+    }
+
+    /// Answers a frame about an agent this connection does not own.
+    async fn not_owned(&self, id: &AgentId, reference: &Option<Value>) {
+        let owned_elsewhere = self
+            .shared
+            .owners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(id);
+        let (code, msg) = match owned_elsewhere {
+            true => (ErrorCode::NotOwner, "another connection owns this agent"),
+            false => (
+                ErrorCode::NotRegistered,
+                "this agent is not registered on this connection",
+            ),
+        };
+        self.error(code, msg, reference).await;
+    }
+
+    /// A monitor subscribes (replacing any subscription it had): a snapshot or a replay as
+    /// asked, then live events, each as a frame; `lagged` or `resync_required` end it. The
+    /// frames go through the connection's bounded reply queue, so a monitor that does not
+    /// read falls behind in its own subscription and gets `lagged`, delaying nobody else.
+    async fn subscribe(&mut self, sub: protocol::Subscribe, reference: Option<Value>) {
+        // A client that subscribes again and again without reading would queue a snapshot
+        // each time.
+        if self.out.capacity() < self.out.max_capacity() / 2 {
+            let msg = "replies are not being read; subscribe again once they are";
+            self.error(ErrorCode::Overloaded, msg, &reference).await;
+            return;
+        }
+        if let Some(task) = self.subscription.take() {
+            task.abort();
+            let _ = task.await; // none of its frames come after this
+        }
+        let stream = match self.shared.hub.subscribe(sub).await {
+            Ok(s) => s,
+            Err((code, msg)) => {
+                self.error(code, &msg, &reference).await;
+                return;
+            }
+        };
+        self.ack(&reference).await;
+        let out = self.out.clone();
+        self.subscription = Some(tokio::spawn(stream.run(move |frame| {
+            let out = out.clone();
+            async move { out.send(Out::Frame(frame.text)).await.is_ok() }
+        })));
+    }
+
+    /// An admin operation, answered with `result` or the protocol's error.
+    async fn admin(&mut self, a: protocol::Admin, reference: Option<Value>) {
+        match admin_op(&self.shared.rt, &a.op, a.args).await {
+            Ok(data) => {
+                let frame = OutgoingFrame::Result { ok: true, data };
+                self.send(frame.line(reference.as_ref())).await
+            }
+            Err((code, msg)) => self.error(code, &msg, &reference).await,
+        }
+    }
+
+    /// A report the runtime did not take: the agent's actor is gone (it left, was evicted, or
+    /// is restarting after a crash).
+    /// Whether this connection owns `id` now: it registered it, and no later registration
+    /// (a takeover whose notice has not come yet) superseded that.
+    fn owns(&mut self, id: &AgentId) -> bool {
+        match self.owned.get(id) {
+            Some(h) if h.is_current() => true,
+            Some(_) => {
+                self.owned.remove(id);
+                false
+            }
+            None => false,
+        }
+    }
+
+    async fn beat_failed(&mut self, id: &AgentId, e: BeatError, reference: &Option<Value>) {
+        if let BeatError::Superseded(_) = e {
+            // Taken over (its notice may not have come yet): no longer this connection's.
+            self.owned.remove(id);
+            self.error(ErrorCode::NotOwner, &e.to_string(), reference)
+                .await;
+            return;
+        }
+        let left = self.shared.rt.agent(id).is_none();
+        if left {
+            self.disown(id);
+            self.error(ErrorCode::NotRegistered, &e.to_string(), reference)
+                .await
+        } else {
+            self.error(ErrorCode::Internal, &e.to_string(), reference)
+                .await
+        }
+    }
+
+    async fn register(
+        &mut self,
+        r: protocol::Register,
+        reference: Option<Value>,
+        ctl: &mpsc::UnboundedSender<Control>,
+    ) {
+        let id = r.id.clone();
+        if !self.owned.contains_key(&id)
+            && self.owned.len() >= self.shared.cfg.max_agents_per_connection
+        {
+            let msg = format!(
+                "at most {} agents per connection",
+                self.shared.cfg.max_agents_per_connection
+            );
+            self.error(ErrorCode::Overloaded, &msg, &reference).await;
+            return;
+        }
+        // Ownership: claim the id, or refuse, or take it over.
+        let claimed = {
+            let mut owners = self.shared.owners.lock().unwrap_or_else(|e| e.into_inner());
+            let refused = owners
+                .get(&id)
+                .is_some_and(|o| o.conn != self.conn && !r.takeover);
+            match refused {
+                true => None,
+                false => Some(owners.insert(
+                    id.clone(),
+                    Owner {
+                        conn: self.conn,
+                        tx: ctl.clone(),
+                    },
+                )),
+            }
+        };
+        let Some(previous) = claimed else {
+            self.error(
+                ErrorCode::Conflict,
+                "another connection owns this agent (register with takeover to take it)",
+                &reference,
+            )
+            .await;
+            return;
+        };
+        if let Some(old) = previous.filter(|o| o.conn != self.conn) {
+            let _ = old.tx.send(Control::TakenOver(id.clone()));
+        }
+        let reg = Registration {
+            id: Some(id.clone()),
+            name: r.name,
+            kind: r.kind,
+            metadata: r.metadata,
+            capabilities: r.capabilities,
+            heartbeat_interval: r.heartbeat_interval_ms.map(Duration::from_millis),
+        };
+        match self.shared.rt.register_sequenced(reg).await {
+            Ok((handle, seq)) => {
+                let reply = OutgoingFrame::Registered {
+                    id: id.as_str().to_owned(),
+                    status: Status::Online,
+                    heartbeat_interval_ms: handle.heartbeat_interval().as_millis() as u64,
+                    incarnation: handle.incarnation(),
+                };
+                self.owned.insert(id, handle);
+                // `registered` goes out once the event is durable; the connection's other
+                // frames (its other agents' beats, more registrations) are served meanwhile.
+                let (rt, out) = (self.shared.rt.clone(), self.out.clone());
+                tokio::spawn(async move {
+                    let text = match rt.wait_durable(seq).await {
+                        Ok(()) => reply.line(reference.as_ref()),
+                        Err(e) => {
+                            let code = match e {
+                                RuntimeError::Overloaded(_) => ErrorCode::Overloaded,
+                                _ => ErrorCode::Internal,
+                            };
+                            error_line(code, &e.to_string(), reference.as_ref())
+                        }
+                    };
+                    let _ = out.send(Out::Line(text)).await;
+                });
+            }
+            Err(e) => {
+                if !self.owned.contains_key(&id) {
+                    self.disown(&id);
+                }
+                let code = match e {
+                    RegisterError::MissingField(_) => ErrorCode::MissingField,
+                    RegisterError::InvalidField(_) => ErrorCode::InvalidField,
+                    RegisterError::Unavailable(_) => ErrorCode::Internal,
+                    RegisterError::Overloaded(_) => ErrorCode::Overloaded,
+                };
+                self.error(code, &e.to_string(), &reference).await;
+            }
+        }
+    }
+
+    pub(super) async fn control(&mut self, ctl: Control) {
+        match ctl {
+            Control::TakenOver(id) => {
+                if self.owned.remove(&id).is_some() {
+                    let evicted = OutgoingFrame::Evicted {
+                        id: id.as_str().to_owned(),
+                        reason: EvictedReason::TakenOver,
+                    };
+                    self.send(evicted.line(None)).await;
+                }
+            }
+            Control::Evicted(id, seq) => {
+                // An eviction before this connection's registration of the agent (it came
+                // back at once) is not about the registration it holds now.
+                let current = self.owned.get(&id).map(|h| h.registered_seq());
+                if current.is_some_and(|registered| registered < seq) {
+                    self.disown(&id);
+                    let evicted = OutgoingFrame::Evicted {
+                        id: id.as_str().to_owned(),
+                        reason: EvictedReason::Evicted,
+                    };
+                    self.send(evicted.line(None)).await;
+                }
+            }
+        }
+    }
+
+    /// Drops this connection's claim on `id` (if it still holds it).
+    fn disown(&mut self, id: &AgentId) {
+        self.owned.remove(id);
+        let mut owners = self.shared.owners.lock().unwrap_or_else(|e| e.into_inner());
+        release(&mut owners, id, self.conn);
+    }
+
+    /// The connection is gone: its claims are released and, unless the listener is stopping,
+    /// its agents are disconnected (their deadlines run on).
+    pub(super) fn closed(&mut self, disconnect: bool) {
+        if let Some(task) = self.subscription.take() {
+            task.abort();
+        }
+        let mut owners = self.shared.owners.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, handle) in self.owned.drain() {
+            // Only an agent this connection still owns is disconnected: after a takeover the
+            // new owner's agent stays connected (whether or not the notice came).
+            let ours = owners.get(&id).is_some_and(|o| o.conn == self.conn);
+            if disconnect && ours {
+                let _ = handle.disconnected();
+            }
+            release(&mut owners, &id, self.conn);
+        }
+    }
+}
+
+impl Drop for Session {
+    /// A connection cut at shutdown never reaches `closed`: its subscription ends here.
+    fn drop(&mut self) {
+        if let Some(task) = self.subscription.take() {
+            task.abort();
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! `vigil bench ingest`: heartbeats per second over loopback TCP, and the lateness of the
+//! transitions detected meanwhile.
+//!
+//! This process runs the runtime and the agent listener; a child process (`vigil simulate`)
+//! runs N agents over C connections, so the CPU of each side is measured apart (user + system
+//! time from `/proc`, over the same measured window). After a warm-up, a share of the agents
+//! stop: for each, the delay from its true deadlines (its last beat as the server saw it,
+//! plus degraded_after, and plus offline_after, intervals, plus grace) to the transition
+//! (`detected`: the event's time) and to a subscriber receiving it (`delivered`: after the
+//! durable write and the fan-out). A transition of an agent that kept beating is spurious.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use vigil_actors::{
+    AdminRequest, AdminResponse, AgentId, EventBody, EventKind, Filter, LagConfig, MemStore,
+    Policy, Runtime, RuntimeConfig, Status, SubscribeOptions, SubscriptionItem,
+};
+
+use crate::serve::tcp::{Server, ServerConfig};
+use crate::tools::bench::{cpu_time, runtime, write_json, Machine, Quantiles};
+use crate::tools::simulate::{agent_id, picked};
+
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct IngestBench {
+    #[arg(long, default_value_t = 100_000)]
+    pub agents: usize,
+    #[arg(long, default_value_t = 1_000)]
+    pub connections: usize,
+    /// Heartbeat interval; agents beat every interval × beat_ratio (± jitter).
+    #[arg(long, default_value = "400ms", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    #[arg(long, default_value_t = 0.8)]
+    pub beat_ratio: f64,
+    #[arg(long, default_value_t = 0.05)]
+    pub jitter: f64,
+    /// The generator's tick: beats due within one go out in one write per connection (a
+    /// gateway multiplexing 100 agents writes their beats together).
+    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub tick: Duration,
+    /// Policy grace.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+    /// Beating before the measured window.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub warmup: Duration,
+    /// The measured window.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub measure: Duration,
+    /// Share of agents that stop, 2 s into the measured window.
+    #[arg(long, default_value_t = 0.001)]
+    pub stop_share: f64,
+    /// Worker threads of the server's async runtime.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Small sizes, for CI: 2,000 agents over 20 connections, 1 s warm-up, 4 s measured.
+    #[arg(long)]
+    pub quick: bool,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IngestResult {
+    pub machine: Machine,
+    pub command: String,
+    pub params: IngestBench,
+    pub register_secs: f64,
+    /// Frames the server received per second in the measured window.
+    pub server_frames_per_sec: f64,
+    /// Heartbeats the generator sent per second in its measured window.
+    pub generator_beats_per_sec: f64,
+    pub server_cpu_share_of_one_core: f64,
+    pub generator_cpu_share_of_one_core: f64,
+    pub server_cpu_us_per_beat: f64,
+    pub generator_errors: u64,
+    pub stopped: usize,
+    pub degraded_detected_late: Quantiles,
+    pub degraded_delivered_late: Quantiles,
+    pub offline_detected_late: Quantiles,
+    pub offline_delivered_late: Quantiles,
+    pub missing: usize,
+    /// Transitions of agents that kept beating, in the measured window ...
+    pub spurious: usize,
+    /// ... and before it (registration and warm-up).
+    pub spurious_before_window: usize,
+    pub max_lag_ms: u64,
+}
+
+/// A transition as the subscriber got it: agent, new status, event time, time received.
+type Seen = (AgentId, Status, DateTime<Utc>, DateTime<Utc>);
+
+pub fn run(mut args: IngestBench) -> anyhow::Result<()> {
+    if args.quick {
+        args.agents = args.agents.min(2_000);
+        args.connections = args.connections.min(20);
+        args.warmup = args.warmup.min(Duration::from_secs(1));
+        args.measure = args.measure.min(Duration::from_secs(4));
+        args.stop_share = args.stop_share.max(0.01);
+    }
+    anyhow::ensure!(
+        args.measure > Duration::from_secs(2) + args.interval * 4,
+        "--measure must leave room for the stopped agents to go offline (over 2 s + 4 intervals)"
+    );
+    let r = runtime(Some(args.workers))?.block_on(ingest(args.clone()))?;
+    print_table(&r);
+    write_json(&args.json, &r)?;
+    anyhow::ensure!(r.missing == 0, "{} expected transitions missing", r.missing);
+    anyhow::ensure!(r.spurious == 0, "{} spurious transitions", r.spurious);
+    anyhow::ensure!(r.generator_errors == 0, "the generator saw errors");
+    Ok(())
+}
+
+async fn ingest(args: IngestBench) -> anyhow::Result<IngestResult> {
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let policy = Policy {
+        heartbeat_interval: args.interval,
+        grace: args.grace,
+        ..Policy::default()
+    };
+    let config = RuntimeConfig {
+        policy: policy.clone(),
+        min_heartbeat_interval: Duration::from_millis(10),
+        lag: LagConfig::default(),
+        ..RuntimeConfig::default()
+    };
+    let runtime = Arc::new(Runtime::start(config, MemStore::new()).await?);
+    let server = Server::start(
+        ([127, 0, 0, 1], 0).into(),
+        runtime.clone(),
+        ServerConfig {
+            rate_limit: 0,
+            max_connections: args.connections + 100,
+            max_connections_per_ip: args.connections + 100,
+            max_agents_per_connection: args.agents,
+            heartbeat_interval: args.interval,
+            ..ServerConfig::default()
+        },
+    )
+    .await?;
+
+    // Every transition, as the subscriber receives it.
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let mut sub = runtime
+        .subscribe(SubscribeOptions {
+            filter: Filter {
+                events: vec![EventKind::Transition],
+                ..Filter::default()
+            },
+            ..SubscribeOptions::default()
+        })
+        .await?;
+    let seen2 = seen.clone();
+    let collector = tokio::spawn(async move {
+        while let Some(item) = sub.next().await {
+            if let SubscriptionItem::Event(e) = item {
+                if let (Some(id), EventBody::Transition { to, .. }) = (&e.agent, &e.body) {
+                    let got = Utc::now();
+                    seen2.lock().unwrap_or_else(|p| p.into_inner()).push((
+                        id.clone(),
+                        *to,
+                        e.at,
+                        got,
+                    ));
+                }
+            }
+        }
+    });
+
+    let out = std::env::temp_dir().join(format!("vigil-ingest-{}.json", std::process::id()));
+    let exe = std::env::current_exe().context("finding the vigil binary")?;
+    let fail_after = args.warmup + Duration::from_secs(2);
+    let mut child = tokio::process::Command::new(exe)
+        .arg("simulate")
+        .args(["--connect", &server.local_addr().to_string()])
+        .args(["--agents", &args.agents.to_string()])
+        .args(["--connections", &args.connections.to_string()])
+        .args(["--interval", &format!("{}ms", args.interval.as_millis())])
+        .args(["--beat-ratio", &args.beat_ratio.to_string()])
+        .args(["--jitter", &args.jitter.to_string()])
+        .args([
+            "--duration",
+            // Beyond the window, so the fleet is beating throughout it.
+            &format!("{}ms", (args.warmup + args.measure).as_millis() + 1000),
+        ])
+        .args(["--measure-from", &format!("{}ms", args.warmup.as_millis())])
+        .args(["--fail-after", &format!("{}ms", fail_after.as_millis())])
+        .args(["--stop-share", &args.stop_share.to_string()])
+        .args(["--tick", &format!("{}ms", args.tick.as_millis())])
+        .args(["--prefix", "ing"])
+        .arg("--quiet")
+        .arg("--json")
+        .arg(&out)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the load generator (vigil simulate)")?;
+
+    // Registration is done when the registry holds every agent.
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            anyhow::bail!("the load generator exited early: {status}");
+        }
+        if runtime.stats().await?.registry.total >= args.agents {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let register_secs = t0.elapsed().as_secs_f64();
+    let t_reg = tokio::time::Instant::now();
+    eprintln!(
+        "{} agents registered in {register_secs:.2}s; beating",
+        args.agents
+    );
+    let mut max_lag = Duration::ZERO;
+    while t_reg.elapsed() < args.warmup {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        max_lag = max_lag.max(runtime.lag());
+    }
+    let (f0, c0, m0) = (server.frames(), cpu_time(), std::time::Instant::now());
+    let window_start = Utc::now();
+    while t_reg.elapsed() < args.warmup + args.measure {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        max_lag = max_lag.max(runtime.lag());
+    }
+    let (f1, c1, dt) = (server.frames(), cpu_time(), m0.elapsed().as_secs_f64());
+    // Transitions after the window are the generator stopping, not the runtime's doing.
+    let window_end = Utc::now();
+    let status = child.wait().await?;
+    anyhow::ensure!(status.success(), "the load generator failed: {status}");
+    let gen: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&out).with_context(|| format!("reading {}", out.display()))?,
+    )?;
+    let _ = std::fs::remove_file(&out);
+    let gen_f = |k: &str| gen[k].as_f64().unwrap_or(0.0);
+    let frames = (f1 - f0) as f64;
+    let cpu = c1.saturating_sub(c0).as_secs_f64();
+
+    // Lateness of each stopped agent's transitions.
+    let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(|p| p.into_inner()));
+    let stopped: Vec<AgentId> = (0..args.agents)
+        .filter(|&i| picked(i, args.stop_share, 0))
+        .filter_map(|i| AgentId::new(agent_id("ing", i)).ok())
+        .collect();
+    let stop_set: std::collections::HashSet<&AgentId> = stopped.iter().collect();
+    let mut last_seen = std::collections::HashMap::new();
+    for id in &stopped {
+        if let Ok(AdminResponse::Agent(r)) =
+            runtime.admin(AdminRequest::Get { id: id.clone() }).await
+        {
+            if let Some(t) = r.last_seen {
+                last_seen.insert(id.clone(), t);
+            }
+        }
+    }
+    let mut lat: [Vec<Duration>; 4] = Default::default();
+    let (mut spurious, mut spurious_before) = (0, 0);
+    let mut got = std::collections::HashSet::new();
+    let late = |at: DateTime<Utc>, due: DateTime<Utc>| (at - due).to_std().unwrap_or_default();
+    for (id, to, at, recv) in seen.into_iter().filter(|s| s.2 <= window_end) {
+        let Some(seen_at) = stop_set.contains(&id).then(|| last_seen.get(&id)).flatten() else {
+            match at < window_start {
+                true => spurious_before += 1,
+                false => spurious += 1,
+            }
+            continue;
+        };
+        let missed = match to {
+            Status::Degraded => policy.degraded_after,
+            Status::Offline => policy.offline_after,
+            _ => {
+                spurious += 1;
+                continue;
+            }
+        };
+        if !got.insert((id.clone(), to)) {
+            spurious += 1;
+            continue;
+        }
+        let due = *seen_at
+            + chrono::Duration::from_std(policy.heartbeat_interval * missed + policy.grace)
+                .unwrap_or_default();
+        let k = if to == Status::Degraded { 0 } else { 2 };
+        lat[k].push(late(at, due));
+        lat[k + 1].push(late(recv, due));
+    }
+    let missing = stopped.len() * 2 - got.len();
+    collector.abort();
+    server.stop().await;
+    match Arc::try_unwrap(runtime) {
+        Ok(rt) => rt.shutdown().await?,
+        Err(_) => anyhow::bail!("runtime still shared at shutdown"),
+    }
+    let [dd, dv, od, ov] = lat;
+    Ok(IngestResult {
+        machine: Machine::read(),
+        command,
+        params: args,
+        register_secs,
+        server_frames_per_sec: frames / dt,
+        generator_beats_per_sec: gen_f("beats_per_sec"),
+        server_cpu_share_of_one_core: cpu / dt,
+        generator_cpu_share_of_one_core: gen_f("cpu_share_of_one_core"),
+        server_cpu_us_per_beat: cpu * 1e6 / frames.max(1.0),
+        generator_errors: gen["errors"].as_u64().unwrap_or(0),
+        stopped: stopped.len(),
+        degraded_detected_late: Quantiles::of(dd),
+        degraded_delivered_late: Quantiles::of(dv),
+        offline_detected_late: Quantiles::of(od),
+        offline_delivered_late: Quantiles::of(ov),
+        missing,
+        spurious,
+        spurious_before_window: spurious_before,
+        max_lag_ms: max_lag.as_millis() as u64,
+    })
+}
+
+fn print_table(r: &IngestResult) {
+    let q = |q: &Quantiles| {
+        format!(
+            "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (n={})",
+            q.p50_ms, q.p99_ms, q.max_ms, q.n
+        )
+    };
+    println!(
+        "| ingest | {} agents over {} connections, interval {:?} |",
+        r.params.agents, r.params.connections, r.params.interval
+    );
+    println!("| --- | --- |");
+    println!("| registration | {:.2} s |", r.register_secs);
+    println!(
+        "| heartbeats/s received by the server | {:.0} |",
+        r.server_frames_per_sec
+    );
+    println!(
+        "| heartbeats/s sent by the generator | {:.0} |",
+        r.generator_beats_per_sec
+    );
+    println!(
+        "| server CPU | {:.0}% of one core ({:.2} µs per beat) |",
+        r.server_cpu_share_of_one_core * 100.0,
+        r.server_cpu_us_per_beat
+    );
+    println!(
+        "| generator CPU | {:.0}% of one core |",
+        r.generator_cpu_share_of_one_core * 100.0
+    );
+    println!(
+        "| degraded detected after deadline | {} |",
+        q(&r.degraded_detected_late)
+    );
+    println!(
+        "| degraded delivered after deadline | {} |",
+        q(&r.degraded_delivered_late)
+    );
+    println!(
+        "| offline detected after deadline | {} |",
+        q(&r.offline_detected_late)
+    );
+    println!(
+        "| offline delivered after deadline | {} |",
+        q(&r.offline_delivered_late)
+    );
+    println!(
+        "| stopped / missing / spurious in the window (before it) | {} / {} / {} ({}) |",
+        r.stopped, r.missing, r.spurious, r.spurious_before_window
+    );
+    println!("| max scheduling lag | {} ms |", r.max_lag_ms);
+}
