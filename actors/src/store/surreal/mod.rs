@@ -261,7 +261,9 @@ impl Store for SurrealStore {
         seq: u64,
         full: bool,
     ) -> Result<(), StoreError> {
-        self.write_checkpoint(agents, seq, full).await
+        // Boxed: SurrealDB's futures are large, and nested in this one they overflowed a
+        // 2 MiB test thread's stack in a debug build.
+        Box::pin(self.write_checkpoint(agents, seq, full)).await
     }
 
     async fn mirror(
@@ -269,7 +271,8 @@ impl Store for SurrealStore {
         agents: &[AgentRecord],
         complete_at: Option<u64>,
     ) -> Result<(), StoreError> {
-        self.write_mirror(agents, complete_at).await
+        // Boxed, as the checkpoint is.
+        Box::pin(self.write_mirror(agents, complete_at)).await
     }
 
     async fn read_events(&self, from: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
