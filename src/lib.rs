@@ -13,12 +13,17 @@
 //! - [`config`]: the TOML configuration (defaults, file, environment, flags), redaction.
 //! - `main.rs`: the `vigil` command (serve, bench, simulate, agents, watch, config check).
 
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod client;
+#[cfg(feature = "server")]
 pub mod config;
+#[cfg(feature = "server")]
 pub mod outbound;
 pub mod protocol;
+#[cfg(feature = "server")]
 pub mod serve;
+#[cfg(feature = "cli")]
 pub mod tools;
 
 pub use vigil_actors as core;

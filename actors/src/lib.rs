@@ -76,4 +76,6 @@ pub use runtime::{
     AgentHandle, Beat, BeatError, RegisterError, Runtime, RuntimeConfig, RuntimeError,
 };
 pub use sink::{DeadLetter, LogSink, Sink, SinkConfig, SinkError, SinkFilter, SinkStatus, StartAt};
-pub use store::{FailingStore, MemStore, Retention, Store, StoreError};
+#[cfg(any(test, feature = "test-util"))]
+pub use store::FailingStore;
+pub use store::{MemStore, Retention, Store, StoreError};

@@ -2,12 +2,16 @@
 
 use super::Job;
 
-/// Longest activity name and detail, and job id.
-const MAX_ACTIVITY: usize = 64;
-const MAX_DETAIL: usize = 1024;
-const MAX_JOB_ID: usize = 128;
+/// Longest activity name, in bytes.
+pub const MAX_ACTIVITY: usize = 64;
+/// Longest activity detail or job error, in bytes.
+pub const MAX_DETAIL: usize = 1024;
+/// Longest job id, in bytes.
+pub const MAX_JOB_ID: usize = 128;
 
-pub(crate) fn check_activity(activity: &str, detail: Option<&str>) -> Result<(), String> {
+/// Whether an activity report is within the bounds (the server refuses it otherwise, with
+/// `invalid_field` and this message).
+pub fn check_activity(activity: &str, detail: Option<&str>) -> Result<(), String> {
     if activity.is_empty() || activity.len() > MAX_ACTIVITY {
         return Err(format!("activity must be 1-{MAX_ACTIVITY} bytes"));
     }
@@ -17,7 +21,8 @@ pub(crate) fn check_activity(activity: &str, detail: Option<&str>) -> Result<(),
     Ok(())
 }
 
-pub(crate) fn check_job(j: &Job) -> Result<(), String> {
+/// Whether a job report is within the bounds (as [`check_activity`]).
+pub fn check_job(j: &Job) -> Result<(), String> {
     if j.job.is_empty() || j.job.len() > MAX_JOB_ID {
         return Err(format!("job must be 1-{MAX_JOB_ID} bytes"));
     }

@@ -8,7 +8,7 @@
 
 mod error;
 pub mod framing;
-pub(crate) mod limits;
+pub mod limits;
 mod outgoing;
 #[cfg(test)]
 mod tests;

@@ -7,6 +7,8 @@
 //! A store may also keep a queryable copy of the agents for cold reads and other tools
 //! (`mirror`); restore never reads it.
 
+/// The suite every store must pass (with the `test-util` feature).
+#[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 mod memory;
 
@@ -20,7 +22,9 @@ use crate::model::{AgentId, AgentRecord, Event};
 
 pub use memory::MemStore;
 
+#[cfg(any(test, feature = "test-util"))]
 mod failing;
+#[cfg(any(test, feature = "test-util"))]
 pub use failing::FailingStore;
 
 #[cfg(feature = "surreal")]
