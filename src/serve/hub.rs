@@ -9,10 +9,11 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
+use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 use tracing::warn;
@@ -205,7 +206,7 @@ impl Hub {
     /// An event's frame, serialized once and shared by every subscriber.
     pub fn event_line(&self, e: &Event) -> Option<Arc<str>> {
         let slot = &self.lines[(e.seq as usize) & (LINE_SLOTS - 1)];
-        if let Some((seq, text)) = &*slot.lock().unwrap_or_else(|p| p.into_inner()) {
+        if let Some((seq, text)) = &*slot.lock() {
             if *seq == e.seq {
                 return Some(text.clone());
             }
@@ -220,7 +221,7 @@ impl Hub {
                 return None;
             }
         };
-        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some((e.seq, text.clone()));
+        *slot.lock() = Some((e.seq, text.clone()));
         Some(text)
     }
 

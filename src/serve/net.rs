@@ -5,10 +5,11 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
@@ -47,7 +48,7 @@ impl PerIp {
     /// A slot for one more connection from `ip`, or `None` when it holds `max` already.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
         let ip = ip.to_canonical();
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = self.open.lock();
         let n = open.entry(ip).or_insert(0);
         if *n >= self.max {
             return None;
@@ -61,7 +62,7 @@ impl PerIp {
 
     /// Connections open now from `ip`.
     pub fn open(&self, ip: IpAddr) -> usize {
-        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let open = self.open.lock();
         open.get(&ip.to_canonical()).copied().unwrap_or(0)
     }
 }
@@ -75,7 +76,7 @@ pub struct IpSlot {
 
 impl Drop for IpSlot {
     fn drop(&mut self) {
-        let mut open = self.owner.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = self.owner.open.lock();
         if let Some(n) = open.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {

@@ -11,8 +11,9 @@
 //! seen both ways is recognised by its stamp and counted once.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 
+use parking_lot::{Mutex, RwLock};
 use ractor::ActorRef;
 use tokio::time::Instant;
 
@@ -129,22 +130,19 @@ impl AgentCell {
     }
 
     pub(crate) fn set_metrics(&self, m: Metrics) {
-        *self.metrics.lock().unwrap_or_else(|e| e.into_inner()) = Some(m);
+        *self.metrics.lock() = Some(m);
     }
 
     pub fn metrics(&self) -> Option<Metrics> {
-        self.metrics
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.metrics.lock().clone()
     }
 
     pub fn kind(&self) -> Arc<str> {
-        self.kind.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.kind.read().clone()
     }
 
     pub(crate) fn set_kind(&self, kind: &str) {
-        *self.kind.write().unwrap_or_else(|e| e.into_inner()) = Arc::from(kind);
+        *self.kind.write() = Arc::from(kind);
     }
 
     /// The heartbeat interval the agent asked for, if any.
@@ -176,11 +174,11 @@ impl AgentCell {
     }
 
     pub(crate) fn actor(&self) -> Option<ActorRef<AgentMsg>> {
-        self.actor.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.actor.read().clone()
     }
 
     pub(crate) fn set_actor(&self, actor: Option<ActorRef<AgentMsg>>) {
-        *self.actor.write().unwrap_or_else(|e| e.into_inner()) = actor;
+        *self.actor.write() = actor;
     }
 }
 

@@ -2,10 +2,11 @@
 //! [`Subscription`] stream (which tells the broadcaster when it is dropped).
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::Stream;
+use parking_lot::Mutex;
 use ractor::ActorRef;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -100,7 +101,7 @@ pub(super) struct SubShared {
 
 impl SubShared {
     pub(super) fn end_with(&self, item: SubscriptionItem) {
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(item);
+        *self.last.lock() = Some(item);
     }
 }
 
@@ -128,12 +129,7 @@ impl Subscription {
     pub async fn next(&mut self) -> Option<SubscriptionItem> {
         match self.rx.recv().await {
             Some(item) => Some(item),
-            None => self
-                .shared
-                .last
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take(),
+            None => self.shared.last.lock().take(),
         }
     }
 }
@@ -143,13 +139,7 @@ impl Stream for Subscription {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         match self.rx.poll_recv(cx) {
-            Poll::Ready(None) => Poll::Ready(
-                self.shared
-                    .last
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .take(),
-            ),
+            Poll::Ready(None) => Poll::Ready(self.shared.last.lock().take()),
             other => other,
         }
     }

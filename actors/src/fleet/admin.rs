@@ -116,7 +116,6 @@ impl FleetState {
                 let cells: Vec<_> = self
                     .directory
                     .read()
-                    .unwrap_or_else(|e| e.into_inner())
                     .values()
                     .filter(|c| *c.kind() == *kind)
                     .cloned()

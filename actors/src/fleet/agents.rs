@@ -23,8 +23,8 @@ use crate::RegisterError;
 impl FleetState {
     pub(super) fn dir_write(
         &self,
-    ) -> std::sync::RwLockWriteGuard<'_, HashMap<AgentId, Arc<AgentCell>>> {
-        self.directory.write().unwrap_or_else(|e| e.into_inner())
+    ) -> parking_lot::RwLockWriteGuard<'_, HashMap<AgentId, Arc<AgentCell>>> {
+        self.directory.write()
     }
 
     /// One shared copy of each kind's name.
@@ -42,18 +42,13 @@ impl FleetState {
     pub(super) fn agent_of(&self, actor: ActorId) -> Option<AgentId> {
         self.directory
             .read()
-            .unwrap_or_else(|e| e.into_inner())
             .values()
             .find(|c| c.actor().is_some_and(|a| a.get_id() == actor))
             .map(|c| c.id.clone())
     }
 
     pub(super) fn lookup(&self, id: &AgentId) -> Option<Arc<AgentCell>> {
-        self.directory
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .cloned()
+        self.directory.read().get(id).cloned()
     }
 
     pub(super) async fn spawn(

@@ -7,9 +7,9 @@
 //! estimate is the largest lateness seen in the current and previous window; it counts as lag
 //! (and becomes slack) only above the threshold.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::time::Instant;
 
 /// Settings of the lag monitor.
@@ -88,14 +88,14 @@ impl LagMonitor {
         if !self.config.enabled {
             return;
         }
-        let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        let mut w = self.windows.lock();
         self.rotate(&mut w, now);
         w.current = w.current.max(lateness);
     }
 
     /// The current lag estimate, whether or not it is above the threshold.
     pub fn estimate(&self, now: Instant) -> Duration {
-        let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        let mut w = self.windows.lock();
         self.rotate(&mut w, now);
         w.current.max(w.previous)
     }

@@ -71,12 +71,7 @@ impl Runtime {
 
     /// A handle to a supervised agent, by id.
     pub fn agent(&self, id: &AgentId) -> Option<AgentHandle> {
-        let cell = self
-            .directory
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .cloned()?;
+        let cell = self.directory.read().get(id).cloned()?;
         let incarnation = cell.incarnation();
         Some(AgentHandle::new(cell, incarnation, Duration::ZERO, 0))
     }
@@ -86,7 +81,6 @@ impl Runtime {
         let cell = self
             .directory
             .read()
-            .unwrap_or_else(|e| e.into_inner())
             .get(id)
             .cloned()
             .ok_or_else(|| BeatError::UnknownAgent(id.clone()))?;
@@ -129,12 +123,7 @@ impl Runtime {
     /// Whether `activity` may differ from the agent's last (unchanged, as most heartbeats
     /// that carry it are: no message, no event).
     pub(super) fn activity_changed(&self, id: &AgentId, activity: &str) -> bool {
-        let cell = self
-            .directory
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .cloned();
+        let cell = self.directory.read().get(id).cloned();
         cell.is_none_or(|c| c.activity_changed(activity))
     }
 

@@ -119,7 +119,7 @@ impl Runtime {
         sinks
             .iter()
             .map(|s| {
-                let mut st = s.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let mut st = s.status.lock().clone();
                 if let Some(last) = last {
                     st.lag = last.saturating_sub(st.delivered_seq);
                 }

@@ -1,8 +1,9 @@
 //! A running sink as the runtime holds it: its task, its control channel, its saved state.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::warn;
@@ -88,7 +89,7 @@ impl SinkHandle {
                 t.abort();
             }
         }
-        lock(&self.status).state = "stopped".into();
+        self.status.lock().state = "stopped".into();
     }
 }
 
@@ -104,8 +105,4 @@ impl Drop for SinkHandle {
 /// cursor can share the key.
 pub(super) fn dead_key(name: &str) -> String {
     format!("{name}/dead")
-}
-
-pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

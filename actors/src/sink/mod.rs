@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::broadcaster::{SubscribeOptions, Subscription};
 use crate::model::{Event, EventKind, Status};
-use handle::{dead_key, lock};
+use handle::dead_key;
 use runner::{Runner, SavedDead};
 
 /// Why a delivery failed.

@@ -1,19 +1,20 @@
 //! A sink's task: follows the durable log from its cursor, delivers with retries and
 //! backoff, parks what fails for good as dead letters, saves its cursor.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use futures::FutureExt;
+use parking_lot::Mutex;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use super::{
-    dead_key, lock, Control, DeadLetter, LogSource, Sink, SinkConfig, SinkError, SinkStatus,
-    StartAt, Stopped,
+    dead_key, Control, DeadLetter, LogSource, Sink, SinkConfig, SinkError, SinkStatus, StartAt,
+    Stopped,
 };
 use crate::broadcaster::{SubscribeOptions, Subscription, SubscriptionItem};
 use crate::model::Event;
@@ -98,7 +99,7 @@ impl Runner {
                 self.save_cursor().await;
             }
         }
-        let mut st = lock(&self.status);
+        let mut st = self.status.lock();
         st.delivered_seq = self.cursor;
         st.dead_letters = self.dead.letters.len();
         st.dead_letters_dropped = self.dead.dropped;
@@ -109,7 +110,7 @@ impl Runner {
     /// Stops before delivering anything, and says why in the status and the log.
     fn refuse(&mut self, why: String) -> Result<(), Stopped> {
         tracing::error!(sink = %self.cfg.name, "sink not started: {why}");
-        let mut st = lock(&self.status);
+        let mut st = self.status.lock();
         st.state = "failed".into();
         st.last_error = Some(why);
         st.last_error_at = Some(Utc::now());
@@ -172,12 +173,12 @@ impl Runner {
                     )
                     .await?;
                     self.cursor = self.cursor.max(last);
-                    lock(&self.status).delivered_seq = self.cursor;
+                    self.status.lock().delivered_seq = self.cursor;
                     self.save_cursor().await;
                 }
                 // The runtime is stopping.
                 _ => {
-                    lock(&self.status).state = "stopped".into();
+                    self.status.lock().state = "stopped".into();
                     return Ok(());
                 }
             }
@@ -239,7 +240,7 @@ impl Runner {
             self.deliver_or_dead_letter(wanted).await?;
         }
         self.cursor = self.cursor.max(last);
-        lock(&self.status).delivered_seq = self.cursor;
+        self.status.lock().delivered_seq = self.cursor;
         if self.saved_at.elapsed() >= self.cfg.cursor_interval {
             self.save_cursor().await;
         }
@@ -276,7 +277,7 @@ impl Runner {
             let now = Utc::now();
             match r {
                 Ok(()) => {
-                    let mut st = lock(&self.status);
+                    let mut st = self.status.lock();
                     st.delivered += events.len() as u64;
                     st.consecutive_failures = 0;
                     st.last_delivery_at = Some(now);
@@ -287,7 +288,7 @@ impl Runner {
                     let final_ =
                         matches!(e, SinkError::Reject(_)) || attempt >= self.cfg.max_attempts;
                     {
-                        let mut st = lock(&self.status);
+                        let mut st = self.status.lock();
                         st.consecutive_failures += 1;
                         st.last_error = Some(e.to_string());
                         st.last_error_at = Some(now);
@@ -420,7 +421,7 @@ impl Runner {
     /// Saves the dead letters; false if the store refused.
     async fn save_dead(&mut self) -> bool {
         {
-            let mut st = lock(&self.status);
+            let mut st = self.status.lock();
             st.dead_letters = self.dead.letters.len();
             st.dead_letters_dropped = self.dead.dropped;
         }

@@ -4,10 +4,11 @@
 //! `Arc`) to test restarts.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::Utc;
+use parking_lot::Mutex;
 
 use super::{Loaded, Retention, Store, StoreError};
 use crate::model::{AgentId, AgentRecord, Event};
@@ -51,8 +52,8 @@ impl MemStore {
         Arc::new(Self::default())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Inner> {
+        self.inner.lock()
     }
 
     /// Number of events held (for tests and benchmarks).

@@ -62,7 +62,7 @@ pub(super) async fn tell_evicted(shared: Arc<Shared>) {
                         }
                     );
                     if let (true, Some(id)) = (evicted, &e.agent) {
-                        let owners = shared.owners.lock().unwrap_or_else(|e| e.into_inner());
+                        let owners = shared.owners.lock();
                         if let Some(o) = owners.get(id) {
                             let _ = o.tx.send(Control::Evicted(id.clone(), e.seq));
                         }

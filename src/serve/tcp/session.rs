@@ -210,12 +210,7 @@ impl Session {
 
     /// Answers a frame about an agent this connection does not own.
     async fn not_owned(&self, id: &AgentId, reference: &Option<Value>) {
-        let owned_elsewhere = self
-            .shared
-            .owners
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(id);
+        let owned_elsewhere = self.shared.owners.lock().contains_key(id);
         let (code, msg) = match owned_elsewhere {
             true => (ErrorCode::NotOwner, "another connection owns this agent"),
             false => (
@@ -321,7 +316,7 @@ impl Session {
         }
         // Ownership: claim the id, or refuse, or take it over.
         let claimed = {
-            let mut owners = self.shared.owners.lock().unwrap_or_else(|e| e.into_inner());
+            let mut owners = self.shared.owners.lock();
             let refused = owners
                 .get(&id)
                 .is_some_and(|o| o.conn != self.conn && !r.takeover);
@@ -427,7 +422,7 @@ impl Session {
     /// Drops this connection's claim on `id` (if it still holds it).
     fn disown(&mut self, id: &AgentId) {
         self.owned.remove(id);
-        let mut owners = self.shared.owners.lock().unwrap_or_else(|e| e.into_inner());
+        let mut owners = self.shared.owners.lock();
         release(&mut owners, id, self.conn);
     }
 
@@ -437,7 +432,7 @@ impl Session {
         if let Some(task) = self.subscription.take() {
             task.abort();
         }
-        let mut owners = self.shared.owners.lock().unwrap_or_else(|e| e.into_inner());
+        let mut owners = self.shared.owners.lock();
         for (id, handle) in self.owned.drain() {
             // Only an agent this connection still owns is disconnected: after a takeover the
             // new owner's agent stays connected (whether or not the notice came).

@@ -8,11 +8,12 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
+use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::time::Instant;
 use vigil_actors::{
@@ -179,9 +180,7 @@ async fn core(args: CoreBench, command: String) -> anyhow::Result<CoreResult> {
                     if let (EventBody::Transition { to, .. }, Some(i)) =
                         (&e.body, e.agent.as_ref().and_then(agent_index))
                     {
-                        seen.lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push((i, *to, now));
+                        seen.lock().push((i, *to, now));
                         count.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -299,7 +298,7 @@ async fn core(args: CoreBench, command: String) -> anyhow::Result<CoreResult> {
     drop(_hog);
     let beats = beats.load(Ordering::Relaxed) - beats0;
 
-    let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(|p| p.into_inner()));
+    let seen = std::mem::take(&mut *seen.lock());
     let mut degraded = Vec::new();
     let mut offline = Vec::new();
     let mut spurious = 0;

@@ -10,11 +10,12 @@
 //! durable write and the fan-out). A transition of an agent that kept beating is spurious.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
 use serde::Serialize;
 use vigil_actors::{
     AdminRequest, AdminResponse, AgentId, EventBody, EventKind, Filter, LagConfig, MemStore,
@@ -165,12 +166,7 @@ async fn ingest(args: IngestBench) -> anyhow::Result<IngestResult> {
             if let SubscriptionItem::Event(e) = item {
                 if let (Some(id), EventBody::Transition { to, .. }) = (&e.agent, &e.body) {
                     let got = Utc::now();
-                    seen2.lock().unwrap_or_else(|p| p.into_inner()).push((
-                        id.clone(),
-                        *to,
-                        e.at,
-                        got,
-                    ));
+                    seen2.lock().push((id.clone(), *to, e.at, got));
                 }
             }
         }
@@ -247,7 +243,7 @@ async fn ingest(args: IngestBench) -> anyhow::Result<IngestResult> {
     let cpu = c1.saturating_sub(c0).as_secs_f64();
 
     // Lateness of each stopped agent's transitions.
-    let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(|p| p.into_inner()));
+    let seen = std::mem::take(&mut *seen.lock());
     let stopped: Vec<AgentId> = (0..args.agents)
         .filter(|&i| picked(i, args.stop_share, 0))
         .filter_map(|i| AgentId::new(agent_id("ing", i)).ok())

@@ -35,7 +35,7 @@ impl SurrealStore {
     ) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
         let (gen, first, rows, seq) = {
-            let i = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            let i = self.index.lock();
             if i.legacy && !full {
                 return Err(StoreError::Write(
                     "the first checkpoint of a store in the old layout must be full".into(),
@@ -70,7 +70,7 @@ impl SurrealStore {
         )
         .await?;
         {
-            let mut i = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            let mut i = self.index.lock();
             i.checkpoint_seq = seq;
             i.gen = gen;
             i.chunks = n;
@@ -109,12 +109,7 @@ impl SurrealStore {
     ) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
         if !agents.is_empty() {
-            let loaded = self
-                .index
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .mirrored
-                .is_some();
+            let loaded = self.index.lock().mirrored.is_some();
             if !loaded {
                 let mut r = self
                     .read("SELECT VALUE agent_id FROM agent", json!({}))
@@ -124,14 +119,11 @@ impl SurrealStore {
                     .iter()
                     .filter_map(|v| v.as_str().and_then(|s| AgentId::new(s).ok()))
                     .collect();
-                self.index
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .mirrored = Some(ids);
+                self.index.lock().mirrored = Some(ids);
             }
         }
         let (fresh, known): (Vec<&AgentRecord>, Vec<&AgentRecord>) = {
-            let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            let index = self.index.lock();
             let mirrored = index.mirrored.as_ref();
             agents
                 .iter()
@@ -151,7 +143,7 @@ impl SurrealStore {
                 json!({ "rows": rows }),
             )
             .await?;
-            let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            let mut index = self.index.lock();
             if let Some(m) = &mut index.mirrored {
                 m.extend(chunk.iter().map(|a| a.id.clone()));
             }

@@ -2,8 +2,9 @@
 //! operation goes through.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use serde_json::{json, Value};
 use surrealdb::engine::local::Db;
 use surrealdb::{IndexedResults, Surreal};
@@ -198,7 +199,7 @@ impl SurrealStore {
             );
             index.last_seq = index.last_seq.max(last);
         }
-        *self.index.lock().unwrap_or_else(|e| e.into_inner()) = index;
+        *self.index.lock() = index;
         Ok(())
     }
 
@@ -299,7 +300,7 @@ impl SurrealStore {
         keep: impl Fn(&Event) -> bool,
     ) -> Result<Vec<Event>, StoreError> {
         let keys: Vec<u64> = {
-            let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            let index = self.index.lock();
             index.segments.range(from..).map(|(k, _)| *k).collect()
         };
         let mut out = Vec::new();

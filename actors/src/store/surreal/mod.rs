@@ -39,10 +39,11 @@ mod io;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
+use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tokio::sync::RwLock;
 use tracing::debug;
@@ -129,7 +130,7 @@ pub struct SurrealStore {
 impl Store for SurrealStore {
     async fn load(&self) -> Result<Loaded, StoreError> {
         let (cp, last, gen, chunks, legacy, mirror_clean) = {
-            let i = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            let i = self.index.lock();
             let i = &*i;
             (
                 i.checkpoint_seq,
@@ -193,7 +194,7 @@ impl Store for SurrealStore {
         // After a failed write the index is read again from what the store holds.
         self.reopen_if_suspect().await?;
         let (expected, newest) = {
-            let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            let index = self.index.lock();
             (index.last_seq.max(index.checkpoint_seq) + 1, index.last_seq)
         };
         let newest_at_ms = events.last().map_or(0, |e| e.at.timestamp_millis());
@@ -243,7 +244,7 @@ impl Store for SurrealStore {
         };
         self.write(sql, json!({ "k": last, "segment": segment }))
             .await?;
-        let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        let mut index = self.index.lock();
         index.segments.insert(
             last,
             SegMeta {
@@ -296,7 +297,7 @@ impl Store for SurrealStore {
     ) -> Result<Vec<Event>, StoreError> {
         // Segments newest first, until `limit` of the agent's events are found.
         let keys: Vec<u64> = {
-            let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            let index = self.index.lock();
             index.segments.keys().rev().copied().collect()
         };
         let mut out = Vec::new();
@@ -347,7 +348,7 @@ impl Store for SurrealStore {
                 json!({ "keys": keys }),
             )
             .await?;
-            let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            let mut index = self.index.lock();
             if let Some(m) = &mut index.mirrored {
                 for id in chunk {
                     m.remove(id);
@@ -358,13 +359,13 @@ impl Store for SurrealStore {
     }
 
     async fn oldest_seq(&self) -> Result<Option<u64>, StoreError> {
-        let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        let index = self.index.lock();
         Ok(index.segments.values().next().map(|m| m.first_seq))
     }
 
     async fn retain(&self, retention: &Retention) -> Result<Option<u64>, StoreError> {
         let drop_upto = {
-            let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            let index = self.index.lock();
             let now = Utc::now();
             let mut upto = None;
             for (last, m) in &index.segments {
@@ -383,7 +384,7 @@ impl Store for SurrealStore {
                 json!({ "upto": upto }),
             )
             .await?;
-            let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            let mut index = self.index.lock();
             index.segments = index.segments.split_off(&(upto + 1));
         }
         self.oldest_seq().await
