@@ -29,6 +29,8 @@ mod writes;
 pub(crate) mod durable;
 pub(crate) mod intake;
 pub(crate) mod pipeline;
+#[cfg(test)]
+mod pipeline_props;
 pub(crate) mod stats;
 
 use std::collections::VecDeque;
