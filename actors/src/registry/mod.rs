@@ -187,8 +187,6 @@ impl Entry {
     }
 }
 
-/// Below this many agents, incremental checkpoints go on until they hold this many records.
-const INCREMENTAL_MIN_ROWS: usize = 1000;
 /// Records per mirror write: small, so a refresh never holds the pipeline for long.
 const MIRROR_CHUNK: usize = 1000;
 /// How long a drain (shutdown) goes on refreshing the mirror before it gives up (the next

@@ -127,9 +127,7 @@ impl Run {
                     }
                     (Some(Outcome::Retry { .. }), Some(_)) => prop_assert!(!*ok),
                     (Some(other), running) => {
-                        return Err(TestCaseError::fail(format!(
-                            "{other:?} for {running:?}"
-                        )))
+                        return Err(TestCaseError::fail(format!("{other:?} for {running:?}")))
                     }
                     (None, _) => {}
                 }

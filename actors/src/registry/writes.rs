@@ -7,28 +7,34 @@ use std::sync::Arc;
 use ractor::ActorRef;
 use tracing::{error, info, warn};
 
-use super::{RegistryMsg, RegistryState, INCREMENTAL_MIN_ROWS, MIRROR_CHUNK};
+use super::{RegistryMsg, RegistryState, MIRROR_CHUNK};
 use crate::broadcaster::BroadcastMsg;
 use crate::model::{AgentId, AgentRecord};
 use crate::registry::durable::event_bytes;
 use crate::registry::pipeline::{Batch, Op, Outcome, Side};
+use crate::rules::{self, writes::Flush};
 use crate::store::StoreError;
 
 impl RegistryState {
     /// Asks for a flush after the messages already queued, so they join this batch.
     pub(super) fn schedule_flush(&mut self, myself: &ActorRef<RegistryMsg>) {
-        let running = self.pipeline.busy();
-        if !self.flush_queued && !running {
-            self.flush_queued = true;
-            if self.flush_interval.is_zero() {
+        let asked = rules::writes::flush(
+            self.flush_queued,
+            self.pipeline.busy(),
+            self.pending.len(),
+            self.max_batch,
+            self.flush_interval,
+        );
+        match asked {
+            Flush::Nothing => return,
+            Flush::Now => {
                 let _ = myself.cast(RegistryMsg::Flush);
-            } else {
-                // Linger: let a group gather for up to flush_interval (or max_batch events).
-                myself.send_after(self.flush_interval, || RegistryMsg::Flush);
             }
-        } else if self.flush_queued && self.pending.len() >= self.max_batch && !running {
-            let _ = myself.cast(RegistryMsg::Flush);
+            Flush::After(linger) => {
+                myself.send_after(linger, || RegistryMsg::Flush);
+            }
         }
+        self.flush_queued = true;
     }
 
     pub(super) fn seal(&mut self) {
@@ -49,12 +55,12 @@ impl RegistryState {
                 .map(|d| std::mem::take(d).into_iter().collect())
                 .unwrap_or_default()
         };
-        // Incremental records pile up until a restore would read more than the fleet twice
-        // over; then this checkpoint is full and replaces them.
-        let full = full
-            || self.checkpoint_rows.is_none_or(|rows| {
-                rows + ids.len() > (2 * self.agents.len()).max(INCREMENTAL_MIN_ROWS)
-            });
+        let full = rules::writes::checkpoint_is_full(
+            full,
+            self.checkpoint_rows,
+            ids.len(),
+            self.agents.len(),
+        );
         let ids = if full {
             if let Some(d) = &mut self.dirty {
                 d.clear();

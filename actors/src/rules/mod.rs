@@ -5,8 +5,10 @@
 //! - `jobs`: the jobs each agent reports, and which reports become events.
 //! - [`health`]: the fleet health check, its alerter and the mass-failure guard.
 //! - [`lag`]: the runtime's own scheduling lag, and how far it stretches deadlines.
+//! - `writes`: when the registry flushes a group of events, and whether a checkpoint is full.
 
 pub mod fsm;
 pub mod health;
 pub(crate) mod jobs;
 pub mod lag;
+pub(crate) mod writes;

@@ -1,0 +1,91 @@
+//! When the registry writes: the flush of a group of events, and whether a checkpoint is full
+//! or incremental. Pure: the registry asks, and acts on the answer.
+
+use std::time::Duration;
+
+/// Below this many agents, incremental checkpoints go on until they hold this many records.
+pub(crate) const INCREMENTAL_MIN_ROWS: usize = 1000;
+
+/// What to do about the events waiting to be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flush {
+    /// A flush is asked for already, or a write is running (its end flushes again).
+    Nothing,
+    /// Flush after the messages already queued, so they join this group.
+    Now,
+    /// Let a group gather for this long first.
+    After(Duration),
+}
+
+/// Whether to ask for a flush, given whether one is asked for already, whether a write is
+/// running, how many events wait and the group limit, and the linger (`flush_interval`).
+pub(crate) fn flush(
+    queued: bool,
+    running: bool,
+    pending: usize,
+    max_batch: usize,
+    linger: Duration,
+) -> Flush {
+    match (queued, running) {
+        (_, true) => Flush::Nothing,
+        (false, false) if linger.is_zero() => Flush::Now,
+        (false, false) => Flush::After(linger),
+        // A full group goes now rather than at the end of the linger.
+        (true, false) if pending >= max_batch => Flush::Now,
+        (true, false) => Flush::Nothing,
+    }
+}
+
+/// Whether the next checkpoint replaces every record (full) or adds the changed ones: full
+/// when asked for, when the stored checkpoint's size is unknown, or when the incremental
+/// records would make a restore read more than twice the fleet (or [`INCREMENTAL_MIN_ROWS`]).
+pub(crate) fn checkpoint_is_full(
+    asked: bool,
+    stored_rows: Option<usize>,
+    changed: usize,
+    fleet: usize,
+) -> bool {
+    asked || stored_rows.is_none_or(|rows| rows + changed > (2 * fleet).max(INCREMENTAL_MIN_ROWS))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINGER: Duration = Duration::from_millis(2);
+
+    #[test]
+    fn a_flush_is_asked_for_once_and_never_while_a_write_runs() {
+        assert_eq!(flush(false, false, 1, 100, LINGER), Flush::After(LINGER));
+        assert_eq!(flush(false, false, 1, 100, Duration::ZERO), Flush::Now);
+        assert_eq!(flush(true, false, 1, 100, LINGER), Flush::Nothing);
+        assert_eq!(flush(false, true, 500, 100, LINGER), Flush::Nothing);
+        assert_eq!(flush(true, true, 500, 100, LINGER), Flush::Nothing);
+    }
+
+    #[test]
+    fn a_full_group_does_not_wait_for_the_linger() {
+        assert_eq!(flush(true, false, 99, 100, LINGER), Flush::Nothing);
+        assert_eq!(flush(true, false, 100, 100, LINGER), Flush::Now);
+    }
+
+    #[test]
+    fn a_checkpoint_is_full_when_asked_or_when_its_size_is_unknown() {
+        assert!(checkpoint_is_full(true, Some(0), 0, 10));
+        assert!(checkpoint_is_full(false, None, 0, 10));
+        assert!(!checkpoint_is_full(false, Some(0), 5, 10));
+    }
+
+    #[test]
+    fn incremental_records_stop_at_twice_the_fleet() {
+        let fleet = 10_000;
+        assert!(!checkpoint_is_full(false, Some(15_000), 5_000, fleet));
+        assert!(checkpoint_is_full(false, Some(15_000), 5_001, fleet));
+    }
+
+    #[test]
+    fn a_small_fleet_goes_on_incrementally_up_to_the_minimum() {
+        assert!(!checkpoint_is_full(false, Some(990), 10, 3));
+        assert!(checkpoint_is_full(false, Some(990), 11, 3));
+    }
+}
