@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::broadcaster::BroadcastStats;
 use crate::model::{AgentId, AgentRecord, Event, Policy, PolicyPatch, Status};
-use crate::registry::RegistryStats;
+use crate::registry::stats::RegistryStats;
 use crate::rules::health::HealthReport;
 
 /// One admin operation (`{"op": "...", "args": {...}}` on the wire).

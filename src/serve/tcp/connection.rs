@@ -14,6 +14,7 @@ use tracing::debug;
 use vigil_actors::ReportQuota;
 
 use super::bucket::Bucket;
+use super::out::Out;
 use super::owners::Control;
 use super::session::Session;
 use super::{Shared, MAX_QUEUED_REPORTS};
@@ -226,32 +227,6 @@ fn rand_session() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(Utc::now().timestamp_nanos_opt().unwrap_or(0) as u128);
     h.finish()
-}
-
-/// What a connection's writer writes: a reply of its own, or a monitor frame that every
-/// subscriber of its event shares (its line ending is added as it is written, so no
-/// subscriber copies it).
-pub(super) enum Out {
-    Line(String),
-    Frame(Arc<str>),
-}
-
-impl Out {
-    fn append_to(&self, buf: &mut Vec<u8>) {
-        match self {
-            Out::Line(l) => buf.extend_from_slice(l.as_bytes()),
-            Out::Frame(f) => {
-                buf.extend_from_slice(f.as_bytes());
-                buf.push(b'\n');
-            }
-        }
-    }
-}
-
-impl From<String> for Out {
-    fn from(line: String) -> Self {
-        Out::Line(line)
-    }
 }
 
 /// Most bytes of queued lines a connection's writer puts in one write.

@@ -22,6 +22,7 @@
 
 mod bucket;
 mod connection;
+mod out;
 mod owners;
 mod session;
 

@@ -13,7 +13,7 @@ use vigil_actors::{
 };
 
 use super::bucket::Bucket;
-use super::connection::Out;
+use super::out::Out;
 use super::owners::{release, Control, Owner};
 use super::Shared;
 use crate::protocol::limits::{check_activity, check_job};
