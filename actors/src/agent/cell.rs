@@ -21,7 +21,7 @@ use crate::model::{AgentId, Metrics, Reported};
 
 /// The shared half of one supervised agent.
 #[derive(Debug)]
-pub struct AgentCell {
+pub(crate) struct AgentCell {
     pub(crate) id: AgentId,
     /// The runtime clock's epoch: stamps are nanoseconds since it, plus one.
     base: Instant,
@@ -70,7 +70,7 @@ impl AgentCell {
         })
     }
 
-    pub fn id(&self) -> &AgentId {
+    pub(crate) fn id(&self) -> &AgentId {
         &self.id
     }
 
@@ -99,11 +99,11 @@ impl AgentCell {
     }
 
     /// The latest beat, fast or not.
-    pub fn last_seen(&self) -> Option<Instant> {
+    pub(crate) fn last_seen(&self) -> Option<Instant> {
         from_stamp(self.base, self.stamp.load(SeqCst))
     }
 
-    pub fn connected(&self) -> bool {
+    pub(crate) fn connected(&self) -> bool {
         self.connected.load(SeqCst)
     }
 
@@ -111,7 +111,7 @@ impl AgentCell {
         self.connected.store(c, SeqCst);
     }
 
-    pub fn reported(&self) -> Reported {
+    pub(crate) fn reported(&self) -> Reported {
         match self.reported.load(SeqCst) {
             1 => Reported::Degraded,
             2 => Reported::Unhealthy,
@@ -132,14 +132,14 @@ impl AgentCell {
         *self.metrics.lock().unwrap_or_else(|e| e.into_inner()) = Some(m);
     }
 
-    pub fn metrics(&self) -> Option<Metrics> {
+    pub(crate) fn metrics(&self) -> Option<Metrics> {
         self.metrics
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
 
-    pub fn kind(&self) -> Arc<str> {
+    pub(crate) fn kind(&self) -> Arc<str> {
         self.kind.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
