@@ -12,24 +12,35 @@ use crate::rules::health::HealthReport;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", content = "args", rename_all = "snake_case")]
 pub enum AdminRequest {
+    /// Agents in id order, optionally filtered and paged (`{"op": "list"}`).
     List {
+        /// Only agents of this kind.
         #[serde(default)]
         kind: Option<String>,
+        /// Only agents in this status.
         #[serde(default)]
         status: Option<Status>,
+        /// At most this many agents; `None` for all.
         #[serde(default)]
         limit: Option<usize>,
+        /// Only agents whose id sorts after this one (the last id of the previous page).
         #[serde(default)]
         after: Option<AgentId>,
     },
+    /// One agent's record (`{"op": "get"}`).
     Get {
+        /// The agent.
         id: AgentId,
     },
+    /// Events from the durable log, in seq order (`{"op": "events"}`).
     Events {
+        /// Only this agent's events; `None` for every event.
         #[serde(default)]
         id: Option<AgentId>,
+        /// Only events with a seq greater than this; `None` for 0 (from the beginning).
         #[serde(default)]
         since: Option<u64>,
+        /// At most this many events; `None` for 1,000.
         #[serde(default)]
         limit: Option<usize>,
         /// With `id`: the agent's newest `limit` events (in seq order) instead of the oldest
@@ -37,26 +48,42 @@ pub enum AdminRequest {
         #[serde(default)]
         latest: bool,
     },
+    /// Removes an agent: it leaves with reason `evicted` (`{"op": "evict"}`).
     Evict {
+        /// The agent.
         id: AgentId,
+        /// Why, for the log; not stored.
         #[serde(default)]
         reason: Option<String>,
     },
+    /// Sets an agent's status as an operator (`{"op": "set_status"}`). `Left` is refused:
+    /// evict instead.
     SetStatus {
+        /// The agent.
         id: AgentId,
+        /// The status to set.
         status: Status,
+        /// Why, for the log; not stored.
         #[serde(default)]
         reason: Option<String>,
     },
+    /// Switches an agent's maintenance on or off (`{"op": "maintenance"}`).
     Maintenance {
+        /// The agent.
         id: AgentId,
+        /// On (true) or off (false).
         on: bool,
     },
+    /// Changes the policy of every agent of a kind, now and for later registrations
+    /// (`{"op": "set_policy"}`).
     SetPolicy {
+        /// The agent kind.
         kind: String,
+        /// The fields to change; the others keep their current values.
         #[serde(flatten)]
         patch: PolicyPatch,
     },
+    /// Runtime-wide counters (`{"op": "stats"}`).
     Stats,
     /// The fleet health check, now (`{"op": "health_report"}`).
     HealthReport,
@@ -65,7 +92,9 @@ pub enum AdminRequest {
 /// Runtime-wide counters.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
+    /// The registry's counters: agents, events, writes.
     pub registry: RegistryStats,
+    /// The broadcaster's counters: subscribers and what they were sent.
     pub broadcast: BroadcastStats,
     /// The runtime's current scheduling-lag estimate, in milliseconds.
     pub lag_ms: u64,
@@ -75,20 +104,31 @@ pub struct Stats {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum AdminResponse {
+    /// The answer to `List`.
     Agents(Vec<AgentRecord>),
+    /// The answer to `Get`.
     Agent(Box<AgentRecord>),
+    /// The answer to `Events`.
     Events(Vec<Event>),
     /// The result of a change: the agent's status after it, and whether it changed.
     Changed {
+        /// The agent.
         id: AgentId,
+        /// Its status after the change.
         status: Status,
+        /// Whether the status changed.
         changed: bool,
     },
+    /// The answer to `SetPolicy`: the kind's policy as it is now.
     Policy {
+        /// The agent kind.
         kind: String,
+        /// Its whole policy after the change.
         policy: Policy,
     },
+    /// The registry's counters alone.
     Registry(RegistryStats),
+    /// The answer to `Stats`.
     Stats(Box<Stats>),
     /// Last: `untagged` tries the variants in order, and every earlier one needs a field a
     /// report does not have, so neither shadows the other.
@@ -99,12 +139,17 @@ pub enum AdminResponse {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[serde(tag = "code", content = "message", rename_all = "snake_case")]
 pub enum AdminError {
+    /// No agent has this id (or it has left).
     #[error("unknown agent {0}")]
     UnknownAgent(AgentId),
+    /// A field of the request is invalid; the message says which and why.
     #[error("{0}")]
     InvalidField(String),
+    /// The caller may not do this.
     #[error("{0}")]
     Forbidden(String),
+    /// The runtime (or the part that would answer) is stopping, restarting or did not answer
+    /// in time.
     #[error("runtime unavailable: {0}")]
     Unavailable(String),
     /// The store is failing or too many events wait for it; try again later.

@@ -21,6 +21,7 @@ impl Clock {
         }
     }
 
+    /// The current monotonic instant (tokio's: paused and advanced in tests).
     pub fn now(&self) -> Instant {
         Instant::now()
     }

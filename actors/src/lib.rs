@@ -42,6 +42,8 @@
 //! - [`runtime`]: the `Runtime` value that owns all of the above.
 //! - [`clock`]: monotonic time and its wall-clock reading.
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod admin;
 mod agent;
 pub mod broadcaster;

@@ -22,7 +22,7 @@ use crate::model::{AgentId, Metrics, Reported};
 
 /// The shared half of one supervised agent.
 #[derive(Debug)]
-pub struct AgentCell {
+pub(crate) struct AgentCell {
     pub(crate) id: AgentId,
     /// The runtime clock's epoch: stamps are nanoseconds since it, plus one.
     base: Instant,
@@ -71,7 +71,7 @@ impl AgentCell {
         })
     }
 
-    pub fn id(&self) -> &AgentId {
+    pub(crate) fn id(&self) -> &AgentId {
         &self.id
     }
 
@@ -100,11 +100,11 @@ impl AgentCell {
     }
 
     /// The latest beat, fast or not.
-    pub fn last_seen(&self) -> Option<Instant> {
+    pub(crate) fn last_seen(&self) -> Option<Instant> {
         from_stamp(self.base, self.stamp.load(SeqCst))
     }
 
-    pub fn connected(&self) -> bool {
+    pub(crate) fn connected(&self) -> bool {
         self.connected.load(SeqCst)
     }
 
@@ -112,7 +112,7 @@ impl AgentCell {
         self.connected.store(c, SeqCst);
     }
 
-    pub fn reported(&self) -> Reported {
+    pub(crate) fn reported(&self) -> Reported {
         match self.reported.load(SeqCst) {
             1 => Reported::Degraded,
             2 => Reported::Unhealthy,
@@ -133,11 +133,11 @@ impl AgentCell {
         *self.metrics.lock() = Some(m);
     }
 
-    pub fn metrics(&self) -> Option<Metrics> {
+    pub(crate) fn metrics(&self) -> Option<Metrics> {
         self.metrics.lock().clone()
     }
 
-    pub fn kind(&self) -> Arc<str> {
+    pub(crate) fn kind(&self) -> Arc<str> {
         self.kind.read().clone()
     }
 

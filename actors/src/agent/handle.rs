@@ -12,8 +12,10 @@ use crate::model::{AgentId, Metrics, Reported};
 /// Why a heartbeat was not taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BeatError {
+    /// No agent has this id.
     #[error("unknown agent {0}")]
     UnknownAgent(AgentId),
+    /// The agent's actor is restarting, or the agent has left.
     #[error("agent {0} is not supervised right now (its actor is restarting or it left)")]
     NotSupervised(AgentId),
     /// The handle is of an earlier registration: the agent registered again (taken over).
@@ -24,15 +26,19 @@ pub enum BeatError {
 /// A heartbeat's content.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Beat {
+    /// The health the agent reports.
     pub reported: Reported,
+    /// Numbers to record with the beat; `None` keeps the last ones.
     pub metrics: Option<Metrics>,
 }
 
 impl Beat {
+    /// A healthy beat without metrics.
     pub fn healthy() -> Self {
         Self::default()
     }
 
+    /// A beat reporting this health, without metrics.
     pub fn reporting(reported: Reported) -> Self {
         Self {
             reported,
@@ -72,6 +78,7 @@ impl AgentHandle {
         self.seq
     }
 
+    /// The agent's id.
     pub fn id(&self) -> &AgentId {
         self.cell.id()
     }

@@ -185,13 +185,13 @@ pub(crate) struct Wheel {
 
 impl Wheel {
     /// Starts the wheel task. It ends when every handle is dropped.
-    pub fn start(lag: Arc<LagMonitor>) -> Self {
+    pub(crate) fn start(lag: Arc<LagMonitor>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(rx, lag));
         Self { tx }
     }
 
-    pub fn arm(&self, arm: Arm) {
+    pub(crate) fn arm(&self, arm: Arm) {
         // The wheel only stops when the runtime is gone; nothing is left to wake then.
         let _ = self.tx.send(arm);
     }

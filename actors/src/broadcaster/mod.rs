@@ -36,8 +36,11 @@ pub(crate) enum Start {
 /// Counters the broadcaster reports.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BroadcastStats {
+    /// Subscribers now.
     pub subscribers: usize,
+    /// Subscriptions ended since start because their subscriber fell behind.
     pub lagged_total: u64,
+    /// The last seq published to subscribers (every event up to it is durable).
     pub published_seq: u64,
 }
 

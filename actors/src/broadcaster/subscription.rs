@@ -17,18 +17,23 @@ use crate::model::{AgentId, AgentRecord, Event, EventKind, Status};
 /// Which events a subscriber wants. An empty list means "any".
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Filter {
+    /// Only events of these agents.
     #[serde(default)]
     pub ids: Vec<AgentId>,
+    /// Only events of agents of these kinds.
     #[serde(default)]
     pub kinds: Vec<String>,
     /// Matches an event whose status before or after is one of these.
     #[serde(default)]
     pub statuses: Vec<Status>,
+    /// Only events of these kinds.
     #[serde(default)]
     pub events: Vec<EventKind>,
 }
 
 impl Filter {
+    /// Whether an event passes the filter. Fleet-wide events (no agent) fail a non-empty `ids`
+    /// or `kinds`.
     pub fn matches(&self, e: &Event) -> bool {
         if !self.events.is_empty() && !self.events.contains(&e.body.kind()) {
             return false;
@@ -64,13 +69,16 @@ impl Filter {
 /// The state of the fleet as of event `seq`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
+    /// The seq of the last event the snapshot includes.
     pub seq: u64,
+    /// The agent records (those the subscription's filter matches).
     pub agents: Vec<AgentRecord>,
 }
 
 /// How a subscription starts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SubscribeOptions {
+    /// Which events to receive.
     pub filter: Filter,
     /// Replay every retained event with a seq greater than this, then go live.
     pub since: Option<u64>,
@@ -81,14 +89,18 @@ pub struct SubscribeOptions {
 /// One item of a subscription.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SubscriptionItem {
+    /// The state of the fleet; the first item, when a snapshot was asked for.
     Snapshot(Arc<Snapshot>),
+    /// An event, in seq order.
     Event(Arc<Event>),
     /// The subscriber fell behind and the subscription ended; resume with `since: last_seq`.
     Lagged {
+        /// Every event up to this seq was given or filtered out.
         last_seq: u64,
     },
     /// The requested history is no longer retained; ask for a snapshot. The subscription ended.
     ResyncRequired {
+        /// The oldest seq still available.
         oldest: u64,
     },
 }

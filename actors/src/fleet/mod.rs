@@ -51,7 +51,7 @@ impl Policies {
     }
 
     /// The kind's policy with the agent's own interval, if it asked for one.
-    pub fn for_agent(&self, kind: &str, own: Option<Duration>) -> Arc<Policy> {
+    pub(crate) fn for_agent(&self, kind: &str, own: Option<Duration>) -> Arc<Policy> {
         let p = self.for_kind(kind);
         match own {
             Some(i) if i != p.heartbeat_interval => Arc::new(Policy {
@@ -66,10 +66,13 @@ impl Policies {
 /// A successful registration.
 #[derive(Debug, Clone)]
 pub struct Registered {
+    /// The agent's id.
     pub id: AgentId,
+    /// 1 at the agent's first registration, one more at each after.
     pub incarnation: u64,
     /// The seq of its `registered` event.
     pub seq: u64,
+    /// The heartbeat interval in force: the agent's own, or its kind's.
     pub heartbeat_interval: Duration,
     pub(crate) cell: Arc<AgentCell>,
 }

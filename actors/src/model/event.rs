@@ -12,14 +12,20 @@ use super::{ts, AgentId, Reason, Status};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
+    /// Submitted, not yet assigned.
     Submitted,
+    /// Assigned, not yet running.
     Assigned,
+    /// In progress.
     Running,
+    /// Finished successfully (final).
     Completed,
+    /// Finished with an error (final).
     Failed,
 }
 
 impl JobState {
+    /// The protocol's name for the state (`"submitted"`, `"running"`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             JobState::Submitted => "submitted",
@@ -30,6 +36,7 @@ impl JobState {
         }
     }
 
+    /// The state with this protocol name; `None` for an unknown name.
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "submitted" => JobState::Submitted,
@@ -50,10 +57,13 @@ impl JobState {
 /// What an agent reports about one of its jobs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobReport {
+    /// The job's id (global, not per agent).
     pub job: String,
+    /// The state the agent reports the job in.
     pub state: JobState,
     /// 0..=1.
     pub progress: Option<f64>,
+    /// Why the job failed, when it did.
     pub error: Option<String>,
 }
 
@@ -61,8 +71,11 @@ pub struct JobReport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
+    /// For information; nothing needs doing.
     Info,
+    /// Worth a look.
     Warning,
+    /// Needs attention now.
     High,
 }
 
@@ -70,11 +83,17 @@ pub enum Severity {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
+    /// [`EventBody::Registered`].
     Registered,
+    /// [`EventBody::Transition`].
     Transition,
+    /// [`EventBody::Activity`].
     Activity,
+    /// [`EventBody::Job`].
     Job,
+    /// [`EventBody::Deregistered`].
     Deregistered,
+    /// [`EventBody::Alert`].
     Alert,
 }
 
@@ -82,48 +101,83 @@ pub enum EventKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum EventBody {
+    /// An agent registered, for the first time or again. No separate `Transition` is emitted
+    /// for it.
     Registered {
+        /// The status before; `None` for an agent not seen before.
         from: Option<Status>,
+        /// The status now (`Online`).
         status: Status,
+        /// The agent's display name.
         name: String,
+        /// The agent's metadata, as registered.
         metadata: BTreeMap<String, String>,
+        /// The agent's capabilities, as registered.
         capabilities: Vec<String>,
+        /// The registration's incarnation: 1 for the first, one more for each registration after.
         incarnation: u64,
     },
+    /// The agent's liveness status really changed (never emitted for a non-change).
     Transition {
+        /// The status before.
         from: Status,
+        /// The status after.
         to: Status,
+        /// Why it changed.
         reason: Reason,
+        /// Consecutive heartbeats missed, for a change caused by missed beats; otherwise `None`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         missed: Option<u32>,
     },
+    /// The activity the agent reports really changed.
     Activity {
+        /// The activity before; `None` if the agent had not reported one.
         from: Option<String>,
+        /// The activity now (`"idle"`, `"working"`, ... or another short string).
         to: String,
+        /// The free-text detail sent with the activity, if any.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         detail: Option<String>,
     },
+    /// A job changed state, or its progress moved by [`PROGRESS_STEP`](crate::PROGRESS_STEP) or
+    /// more.
     Job {
+        /// The job's id.
         job: String,
+        /// The state before, as [`JobState::as_str`] names it; `None` for a job not seen before.
         from: Option<String>,
+        /// The state now, as [`JobState::as_str`] names it.
         to: String,
+        /// Progress, 0..=1, if reported.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         progress: Option<f64>,
+        /// Why the job failed, when it did (`agent_offline` and `agent_left` when the agent's
+        /// failure ends it).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// The agent deregistered or was evicted; it is now `Left`. No separate `Transition` is
+    /// emitted for it.
     Deregistered {
+        /// The status before.
         from: Status,
+        /// `Deregistered` or `Evicted`.
         reason: Reason,
     },
+    /// An issue found by the health check, the mass-offline guard or the lag monitor, or
+    /// raised by the embedding program ([`Runtime::alert`](crate::Runtime::alert)).
     Alert {
+        /// How urgent it is.
         severity: Severity,
+        /// Which issue, as a short snake_case name (`"mass_offline"`, `"runtime_lagging"`, ...).
         issue: String,
+        /// Human-readable detail.
         detail: String,
     },
 }
 
 impl EventBody {
+    /// The kind of this event, for filters.
     pub fn kind(&self) -> EventKind {
         match self {
             EventBody::Registered { .. } => EventKind::Registered,
@@ -160,13 +214,18 @@ impl EventBody {
 /// A persisted event: one step of the gapless log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
+    /// The event's position in the log: starts at 1, one more per persisted event.
     pub seq: u64,
+    /// When the change happened (UTC).
     #[serde(with = "ts")]
     pub at: DateTime<Utc>,
+    /// The agent it concerns; `None` for fleet-wide events such as some alerts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<AgentId>,
+    /// The agent's kind (`"default"` unless registered with one); `None` when there is no agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<Arc<str>>,
+    /// What happened.
     #[serde(flatten)]
     pub body: EventBody,
 }

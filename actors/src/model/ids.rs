@@ -21,6 +21,7 @@ impl AgentId {
         Ok(Self(Arc::from(id)))
     }
 
+    /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }

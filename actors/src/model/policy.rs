@@ -9,6 +9,7 @@ use super::{duration_ms, opt_duration_ms, OnDisconnect};
 /// The liveness policy of one agent (the kind's policy, with the agent's own interval).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
+    /// How often the agent is expected to beat, in milliseconds on the wire.
     #[serde(with = "duration_ms")]
     pub heartbeat_interval: Duration,
     /// Missed intervals before `online` becomes `degraded`.
@@ -20,6 +21,7 @@ pub struct Policy {
     /// Extra slack before a beat counts as missed.
     #[serde(with = "duration_ms")]
     pub grace: Duration,
+    /// What a disconnect without `deregister` does.
     pub on_disconnect: OnDisconnect,
     /// How long restored agents get to reconnect after a restart; `None` means
     /// `offline_after × heartbeat_interval`.
@@ -91,23 +93,31 @@ impl Policy {
 /// Fields of a policy to change with `set_policy`; absent fields stay as they are.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyPatch {
+    /// New `heartbeat_interval` (ms on the wire).
     #[serde(default, with = "opt_duration_ms")]
     pub heartbeat_interval: Option<Duration>,
+    /// New `degraded_after`.
     #[serde(default)]
     pub degraded_after: Option<u32>,
+    /// New `offline_after`.
     #[serde(default)]
     pub offline_after: Option<u32>,
+    /// New `recovery`.
     #[serde(default)]
     pub recovery: Option<u32>,
+    /// New `grace` (ms on the wire).
     #[serde(default, with = "opt_duration_ms")]
     pub grace: Option<Duration>,
+    /// New `on_disconnect`.
     #[serde(default)]
     pub on_disconnect: Option<OnDisconnect>,
+    /// New `restart_grace` (ms on the wire); absent keeps the current one.
     #[serde(default, with = "opt_duration_ms")]
     pub restart_grace: Option<Duration>,
 }
 
 impl PolicyPatch {
+    /// The policy `p` with this patch's fields in place of its own.
     pub fn apply(&self, p: &Policy) -> Policy {
         Policy {
             heartbeat_interval: self.heartbeat_interval.unwrap_or(p.heartbeat_interval),

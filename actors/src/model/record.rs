@@ -15,22 +15,35 @@ pub type Metrics = BTreeMap<String, f64>;
 /// The persisted and queryable view of one agent (PROTOCOL.md, "Agent records").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentRecord {
+    /// The agent's id.
     pub id: AgentId,
+    /// Display name; the id unless the agent gave one.
     pub name: String,
     /// Shared among the agents of a kind.
     pub kind: Arc<str>,
+    /// Liveness status.
     pub status: Status,
+    /// The activity last reported (`"idle"`, `"working"`, ...); `None` if none was.
     pub activity: Option<String>,
+    /// The health the agent last reported.
     pub reported: Reported,
+    /// Free-form key/value pairs given at registration.
     pub metadata: BTreeMap<String, String>,
+    /// What the agent says it can do, as given at registration.
     pub capabilities: Vec<String>,
+    /// The metrics of the latest heartbeat that carried any.
     pub metrics: Metrics,
+    /// When the agent was last heard from: registration or heartbeat (UTC); `None` if never.
     #[serde(with = "ts::opt")]
     pub last_seen: Option<DateTime<Utc>>,
+    /// Whether a connection currently owns the agent.
     pub connected: bool,
+    /// 1 at the first registration, one more at each registration after.
     pub incarnation: u64,
+    /// When the agent last registered (UTC).
     #[serde(with = "ts")]
     pub registered_at: DateTime<Utc>,
+    /// When the record last changed: status, activity or registration (UTC).
     #[serde(with = "ts")]
     pub updated_at: DateTime<Utc>,
     /// The agent's own heartbeat interval, when it asked for one.
@@ -44,7 +57,9 @@ pub struct AgentRecord {
 /// An unfinished job, as its agent's record holds it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OpenJob {
+    /// The job's state (never a final one).
     pub state: JobState,
+    /// Progress, 0..=1, if reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<f64>,
 }
@@ -52,10 +67,15 @@ pub struct OpenJob {
 /// What an agent gives when it registers.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Registration {
+    /// The agent's id; required (a registration without one is refused).
     pub id: Option<AgentId>,
+    /// Display name; `None` for the id.
     pub name: Option<String>,
+    /// The agent's kind, which selects its policy; `None` for `"default"`.
     pub kind: Option<String>,
+    /// Free-form key/value pairs.
     pub metadata: BTreeMap<String, String>,
+    /// What the agent says it can do.
     pub capabilities: Vec<String>,
     /// The agent's own heartbeat interval; must lie within the runtime's bounds.
     pub heartbeat_interval: Option<Duration>,
@@ -70,16 +90,19 @@ impl Registration {
         }
     }
 
+    /// Sets the kind.
     pub fn kind(mut self, kind: impl Into<String>) -> Self {
         self.kind = Some(kind.into());
         self
     }
 
+    /// Sets the display name.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self
     }
 
+    /// Sets the agent's own heartbeat interval.
     pub fn heartbeat_interval(mut self, every: Duration) -> Self {
         self.heartbeat_interval = Some(every);
         self

@@ -8,15 +8,25 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
+    /// Not known to be alive: just out of maintenance (or set by an operator), until its next
+    /// heartbeat.
     Unknown,
+    /// Beating on time and reporting itself healthy.
     Online,
+    /// Late with its heartbeats (the policy's `degraded_after`), or reporting itself degraded
+    /// or unhealthy.
     Degraded,
+    /// Missed too many heartbeats (the policy's `offline_after`), disconnected, or not seen
+    /// since a restart.
     Offline,
+    /// Put in maintenance by an operator: no deadlines apply until it is switched off.
     Maintenance,
+    /// Deregistered or evicted; only a new registration brings it back.
     Left,
 }
 
 impl Status {
+    /// Every status, in order.
     pub const ALL: [Status; 6] = [
         Status::Unknown,
         Status::Online,
@@ -26,6 +36,7 @@ impl Status {
         Status::Left,
     ];
 
+    /// The protocol's name for the status (`"online"`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Unknown => "unknown",
@@ -58,9 +69,12 @@ impl std::str::FromStr for Status {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reported {
+    /// Working normally (the default when a heartbeat says nothing).
     #[default]
     Healthy,
+    /// Working, but impaired.
     Degraded,
+    /// Not working properly.
     Unhealthy,
 }
 
@@ -68,18 +82,33 @@ pub enum Reported {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
+    /// The agent registered (again).
     Registered,
+    /// Heartbeats stopped coming on time.
     HeartbeatMissed,
+    /// Heartbeats came on time again: `recovery` healthy beats in a row (from `unknown`, the
+    /// first beat).
     HeartbeatRecovered,
+    /// The agent reported itself degraded.
     ReportedDegraded,
+    /// The agent reported itself unhealthy.
     ReportedUnhealthy,
+    /// The agent reported itself healthy again (for `recovery` beats in a row) after
+    /// reporting otherwise.
     ReportedHealthy,
+    /// The agent's connection closed without `deregister` (policy `on_disconnect: offline`).
     Disconnected,
+    /// Restored after a restart and not seen within the restart grace.
     NotSeenSinceRestart,
+    /// The agent deregistered.
     Deregistered,
+    /// An operator evicted the agent.
     Evicted,
+    /// An operator set the status.
     Admin,
+    /// An operator switched maintenance on.
     MaintenanceOn,
+    /// An operator switched maintenance off.
     MaintenanceOff,
 }
 

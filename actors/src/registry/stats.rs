@@ -10,12 +10,15 @@ use crate::model::{EventKind, JobState, Status};
 /// Counters of the registry.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RegistryStats {
+    /// Agents by status (every status present, zero included).
     pub agents: BTreeMap<Status, usize>,
+    /// All agents known, whatever their status.
     pub total: usize,
     /// Last seq given to an event.
     pub last_seq: u64,
     /// Last seq known durable (and so published).
     pub durable_seq: u64,
+    /// Events sequenced and not yet durable (waiting or being written).
     pub pending_events: usize,
     /// About how many bytes the events waiting for the store take.
     #[serde(default)]
@@ -29,8 +32,11 @@ pub struct RegistryStats {
     /// The most reports that ever waited for the registry at once.
     #[serde(default)]
     pub queued_reports_peak: u64,
+    /// Store writes that failed since start (each retry counts).
     pub store_errors: u64,
+    /// False while store writes of events are failing (and being retried).
     pub store_healthy: bool,
+    /// Groups of events written to the store since start.
     pub batches: u64,
     /// Jobs by state (finished ones as far as they are remembered).
     #[serde(default)]
@@ -53,7 +59,9 @@ pub struct LatencyHistogram {
     pub bounds: Vec<f64>,
     /// Observations per bucket (not cumulative); one more than `bounds`.
     pub counts: Vec<u64>,
+    /// The sum of all observations, in seconds.
     pub sum_seconds: f64,
+    /// The number of observations.
     pub count: u64,
 }
 
@@ -72,6 +80,7 @@ impl Default for LatencyHistogram {
 }
 
 impl LatencyHistogram {
+    /// Adds one observation.
     pub fn observe(&mut self, d: Duration) {
         let s = d.as_secs_f64();
         let i = self.bounds.partition_point(|b| *b < s);

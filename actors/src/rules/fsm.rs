@@ -28,7 +28,10 @@ pub enum Input {
     Heartbeat(Reported),
     /// A timer fired: check what is due. `slack` extends every deadline (local health
     /// awareness: while the runtime itself lags, it does not blame its agents).
-    Tick { slack: Duration },
+    Tick {
+        /// Extra time added to every deadline.
+        slack: Duration,
+    },
     /// The connection that owns the agent closed without `deregister`.
     Disconnected,
     /// An operator set the status.
@@ -42,9 +45,14 @@ pub enum Input {
 /// A real change of status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transition {
+    /// The status before.
     pub from: Status,
+    /// The status after.
     pub to: Status,
+    /// Why it changed.
     pub reason: Reason,
+    /// Heartbeats missed in a row (the policy's `degraded_after` or `offline_after`) when the
+    /// change is [`Reason::HeartbeatMissed`]; otherwise `None`.
     pub missed: Option<u32>,
     /// When the change became due: the deadline for missed beats, otherwise the input's time.
     pub due: Instant,
@@ -183,18 +191,23 @@ impl Liveness {
         s
     }
 
+    /// The current status.
     pub fn status(&self) -> Status {
         self.status
     }
 
+    /// The health the agent last reported.
     pub fn reported(&self) -> Reported {
         self.reported
     }
 
+    /// The policy the deadlines follow.
     pub fn policy(&self) -> &Policy {
         &self.policy
     }
 
+    /// When the agent was last seen (a heartbeat or registration); `None` for a restored agent
+    /// not seen since.
     pub fn last_seen(&self) -> Option<Instant> {
         self.last_seen
     }

@@ -49,7 +49,7 @@ pub(crate) struct JobBook {
 
 impl JobBook {
     /// The event a report makes, if it changes anything; the book is updated.
-    pub fn report(&mut self, agent: &AgentId, r: JobReport) -> Option<EventBody> {
+    pub(crate) fn report(&mut self, agent: &AgentId, r: JobReport) -> Option<EventBody> {
         let progress = r.progress.map(|p| p.clamp(0.0, 1.0));
         let prev = self.jobs.get(&(agent.clone(), r.job.clone()));
         if prev.is_none()
@@ -84,7 +84,7 @@ impl JobBook {
     }
 
     /// Fails every unfinished job of `agent` (it went offline or left): the events to record.
-    pub fn fail_all(&mut self, agent: &AgentId, error: &str) -> Vec<EventBody> {
+    pub(crate) fn fail_all(&mut self, agent: &AgentId, error: &str) -> Vec<EventBody> {
         let Some(open) = self.open.get(agent) else {
             return Vec::new();
         };
@@ -108,7 +108,7 @@ impl JobBook {
     }
 
     /// Applies a job event (a new one, or one replayed from the log).
-    pub fn apply(&mut self, agent: &AgentId, body: &EventBody) {
+    pub(crate) fn apply(&mut self, agent: &AgentId, body: &EventBody) {
         let EventBody::Job {
             job, to, progress, ..
         } = body
@@ -156,7 +156,11 @@ impl JobBook {
     }
 
     /// Takes in the unfinished jobs an agent's record held (restore from a checkpoint).
-    pub fn load(&mut self, agent: &AgentId, jobs: &std::collections::BTreeMap<String, OpenJob>) {
+    pub(crate) fn load(
+        &mut self,
+        agent: &AgentId,
+        jobs: &std::collections::BTreeMap<String, OpenJob>,
+    ) {
         for (job, j) in jobs {
             self.jobs.insert(
                 (agent.clone(), job.clone()),
@@ -174,7 +178,7 @@ impl JobBook {
     }
 
     /// An agent's unfinished jobs, as its record holds them.
-    pub fn open_of(&self, agent: &AgentId) -> std::collections::BTreeMap<String, OpenJob> {
+    pub(crate) fn open_of(&self, agent: &AgentId) -> std::collections::BTreeMap<String, OpenJob> {
         self.open
             .get(agent)
             .into_iter()
@@ -193,7 +197,7 @@ impl JobBook {
     }
 
     /// The agents whose unfinished jobs changed since the last call.
-    pub fn take_touched(&mut self) -> Vec<AgentId> {
+    pub(crate) fn take_touched(&mut self) -> Vec<AgentId> {
         let mut t = std::mem::take(&mut self.touched);
         t.sort();
         t.dedup();
@@ -201,12 +205,12 @@ impl JobBook {
     }
 
     #[cfg(test)]
-    pub fn get(&self, agent: &AgentId, job: &str) -> Option<&JobEntry> {
+    pub(crate) fn get(&self, agent: &AgentId, job: &str) -> Option<&JobEntry> {
         self.jobs.get(&(agent.clone(), job.to_string()))
     }
 
     /// Jobs by state.
-    pub fn counts(&self) -> std::collections::BTreeMap<JobState, usize> {
+    pub(crate) fn counts(&self) -> std::collections::BTreeMap<JobState, usize> {
         let mut c = std::collections::BTreeMap::new();
         for e in self.jobs.values() {
             *c.entry(e.state).or_default() += 1;

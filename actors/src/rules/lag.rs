@@ -55,6 +55,7 @@ pub struct LagMonitor {
 }
 
 impl LagMonitor {
+    /// A monitor with no lateness seen yet; its first window starts at `now`.
     pub fn new(config: LagConfig, now: Instant) -> Self {
         Self {
             config,
@@ -66,6 +67,7 @@ impl LagMonitor {
         }
     }
 
+    /// The monitor's settings.
     pub fn config(&self) -> &LagConfig {
         &self.config
     }

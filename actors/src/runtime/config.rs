@@ -15,8 +15,9 @@ pub struct RuntimeConfig {
     pub policy: Policy,
     /// Policies per agent kind.
     pub kinds: HashMap<String, Policy>,
-    /// Bounds for an agent's own heartbeat interval.
+    /// The shortest heartbeat interval an agent may ask for.
     pub min_heartbeat_interval: Duration,
+    /// The longest heartbeat interval an agent may ask for.
     pub max_heartbeat_interval: Duration,
     /// Each subscriber's queue; a subscriber whose queue is full gets `lagged`.
     pub subscriber_queue: usize,
@@ -31,6 +32,8 @@ pub struct RuntimeConfig {
     pub flush_interval: Duration,
     /// How much of the event log to keep (applied after each checkpoint).
     pub event_retention: Retention,
+    /// The scheduling-lag monitor: how the runtime measures its own lateness and extends
+    /// deadlines by it.
     pub lag: LagConfig,
     /// The fleet health check and the mass-failure guard.
     pub health: HealthConfig,

@@ -10,6 +10,9 @@ use crate::fleet::FleetMsg;
 use crate::registry::RegistryMsg;
 
 impl Runtime {
+    /// Stops the runtime: sinks save their cursors, agent actors stop, every pending event is
+    /// written and a full checkpoint taken, then the store is closed. An error means the registry
+    /// did not finish writing.
     pub async fn shutdown(self) -> Result<(), RuntimeError> {
         let drained = self.stop_and_drain().await;
         for t in self.actor_tasks {

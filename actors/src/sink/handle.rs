@@ -30,7 +30,7 @@ pub(crate) struct SinkHandle {
 }
 
 impl SinkHandle {
-    pub fn spawn(
+    pub(crate) fn spawn(
         cfg: SinkConfig,
         sink: Arc<dyn Sink>,
         source: Arc<dyn LogSource>,
@@ -78,7 +78,7 @@ impl SinkHandle {
 
     /// Stops the task after it saves its cursor (an undelivered batch is delivered again
     /// after a restart).
-    pub async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         let _ = self.stop.send(true);
         if let Some(mut t) = self.task.take() {
             if tokio::time::timeout(Duration::from_secs(5), &mut t)

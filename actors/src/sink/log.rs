@@ -9,9 +9,9 @@ use super::{Sink, SinkError};
 use crate::model::Event;
 
 /// A sink that writes each event as a structured `tracing` event (target `vigil::sink`).
-/// A sink that writes each event as a structured `tracing` event (target `vigil::sink`).
 #[derive(Debug, Default)]
 pub struct LogSink {
+    /// The sink's name, written with each event (field `sink`).
     pub name: String,
 }
 

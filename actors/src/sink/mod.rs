@@ -63,6 +63,7 @@ pub struct SinkFilter {
 }
 
 impl SinkFilter {
+    /// Whether the filter lets this event through.
     pub fn accepts(&self, e: &Event) -> bool {
         if !self.events.is_empty() && !self.events.contains(&e.body.kind()) {
             return false;
@@ -101,22 +102,29 @@ pub struct SinkConfig {
     pub name: String,
     /// What it is (`webhook`, `log`, ...), for status reports.
     pub kind: String,
+    /// Which events the sink receives.
     pub filter: SinkFilter,
     /// Most events in one delivery.
     pub batch_size: usize,
     /// Deliveries of one batch before it becomes a dead letter.
     pub max_attempts: u32,
+    /// The wait after the first failed attempt; it doubles with each further failure, up to
+    /// `backoff_max`. Half of each wait is fixed, half random.
     pub backoff_initial: Duration,
+    /// The longest wait between two attempts at a batch.
     pub backoff_max: Duration,
     /// Dead letters kept; beyond this the oldest is dropped (and counted).
     pub max_dead_letters: usize,
     /// The cursor is saved at most this often while events flow (and whenever the sink is
     /// idle or stops): a crash re-delivers at most this much.
     pub cursor_interval: Duration,
+    /// Where the sink starts when no cursor is saved.
     pub start: StartAt,
 }
 
 impl SinkConfig {
+    /// A configuration with defaults: batches of 100, 10 attempts, backoff from 500 ms to 60 s,
+    /// 1,000 dead letters kept, the cursor saved every second, starting now.
     pub fn new(name: impl Into<String>, kind: impl Into<String>) -> Self {
         Self {
             name: name.into(),
@@ -132,6 +140,8 @@ impl SinkConfig {
         }
     }
 
+    /// Checks the name (1-64 of `A-Za-z0-9._-`), the batch size, attempts and backoff; the error
+    /// says what is wrong.
     pub fn validate(&self) -> Result<(), String> {
         let ok_name = !self.name.is_empty()
             && self.name.len() <= 64
@@ -166,12 +176,17 @@ impl SinkConfig {
 pub struct DeadLetter {
     /// Unique within the sink.
     pub id: u64,
+    /// Seq of the first event in the batch.
     pub first_seq: u64,
+    /// Seq of the last event in the batch.
     pub last_seq: u64,
     /// The events (empty when they were lost before delivery, e.g. to retention).
     pub events: Vec<Event>,
+    /// The last delivery error.
     pub error: String,
+    /// Deliveries tried (across replays too).
     pub attempts: u32,
+    /// When the batch last failed for good: dead-lettered, or a replay failed (UTC).
     #[serde(with = "crate::model::ts")]
     pub at: DateTime<Utc>,
 }
@@ -179,7 +194,9 @@ pub struct DeadLetter {
 /// What an operator sees of a sink.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SinkStatus {
+    /// The sink's name.
     pub name: String,
+    /// What it is (`webhook`, `log`, ...).
     #[serde(rename = "type")]
     pub kind: String,
     /// `starting`, `ok`, `retrying`, `stopped`, `failed` (its saved state is unreadable).
@@ -190,10 +207,14 @@ pub struct SinkStatus {
     pub lag: u64,
     /// Events delivered (accepted by the receiver) since start.
     pub delivered: u64,
+    /// Deliveries that failed since the last one that succeeded.
     pub consecutive_failures: u32,
+    /// The last delivery error, if any.
     pub last_error: Option<String>,
+    /// When the last delivery failed (UTC); `None` if none has.
     #[serde(with = "crate::model::ts::opt")]
     pub last_error_at: Option<DateTime<Utc>>,
+    /// When the last delivery succeeded (UTC); `None` if none has.
     #[serde(with = "crate::model::ts::opt")]
     pub last_delivery_at: Option<DateTime<Utc>>,
     /// Dead letters held now.

@@ -1,5 +1,6 @@
 //! The store conformance suite: one set of checks that every [`Store`] implementation must
-//! pass. Call [`run_all`] with a factory that makes a fresh, empty store.
+//! pass. Call [`run_all`](crate::store::conformance::run_all) with a factory that makes a
+//! fresh, empty store.
 
 use std::future::Future;
 use std::sync::Arc;

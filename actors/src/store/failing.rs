@@ -24,6 +24,7 @@ pub struct FailingStore<S> {
 }
 
 impl<S: Store> FailingStore<S> {
+    /// Wraps `inner`; nothing fails until asked to.
     pub fn new(inner: Arc<S>) -> Arc<Self> {
         Arc::new(Self {
             inner,
@@ -63,6 +64,7 @@ impl<S: Store> FailingStore<S> {
         self.refused.load(Ordering::SeqCst)
     }
 
+    /// The wrapped store.
     pub fn inner(&self) -> &Arc<S> {
         &self.inner
     }

@@ -48,6 +48,7 @@ pub struct MemStore {
 }
 
 impl MemStore {
+    /// An empty store.
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
     }
@@ -61,6 +62,7 @@ impl MemStore {
         self.lock().segments.iter().map(|s| s.events.len()).sum()
     }
 
+    /// Whether no event is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -44,10 +44,18 @@ pub enum StoreError {
     /// The write may or may not have landed (a failed commit or sync, a lost connection).
     #[error("store write outcome unknown: {0}")]
     Unknown(String),
+    /// A read failed.
     #[error("store read failed: {0}")]
     Read(String),
+    /// A batch did not continue the log.
     #[error("events out of order: expected seq {expected}, got {got}")]
-    OutOfOrder { expected: u64, got: u64 },
+    OutOfOrder {
+        /// The seq the log needed at that place in the batch.
+        expected: u64,
+        /// The seq found there.
+        got: u64,
+    },
+    /// The store cannot be reached (closed, or its connection is gone).
     #[error("store unavailable: {0}")]
     Unavailable(String),
 }
@@ -83,6 +91,7 @@ pub struct Retention {
 }
 
 impl Retention {
+    /// True when neither a maximum age nor a maximum count is set: everything is kept.
     pub fn is_unbounded(&self) -> bool {
         self.max_age.is_none() && self.max_events.is_none()
     }

@@ -17,6 +17,7 @@ pub struct Alerter {
 }
 
 impl Alerter {
+    /// An alerter that has alerted nothing yet.
     pub fn new() -> Self {
         Self::default()
     }
@@ -47,6 +48,7 @@ pub struct MassOfflineAlert {
     pub offline: usize,
     /// Supervised agents (not left) when it fired.
     pub fleet_size: usize,
+    /// The window the transitions were counted in (the config's `mass_offline_window`).
     pub window: Duration,
 }
 
@@ -80,6 +82,7 @@ pub struct MassOffline {
 }
 
 impl MassOffline {
+    /// A guard with the mass-offline settings of `cfg`, having seen nothing yet.
     pub fn new(cfg: &HealthConfig) -> Self {
         Self {
             share: cfg.mass_offline_share,

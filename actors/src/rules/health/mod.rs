@@ -45,6 +45,7 @@ pub struct HealthConfig {
     /// `mass_offline` when more than this share of the fleet (0..=1) goes offline within
     /// `mass_offline_window` ...
     pub mass_offline_share: f64,
+    /// How far back offline transitions count towards `mass_offline_share`.
     #[serde(with = "duration_ms")]
     pub mass_offline_window: Duration,
     /// ... and at least this many agents.
@@ -102,6 +103,7 @@ pub enum HealthIssue {
 }
 
 impl HealthIssue {
+    /// The protocol's name for the issue (`"stale_connection"`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             HealthIssue::StaleConnection => "stale_connection",
@@ -130,10 +132,15 @@ impl fmt::Display for HealthIssue {
 /// One issue of one agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
+    /// The agent.
     pub id: AgentId,
+    /// The agent's kind.
     pub kind: Arc<str>,
+    /// What is wrong.
     pub issue: HealthIssue,
+    /// How urgent it is (the issue's [`HealthIssue::severity`]).
     pub severity: Severity,
+    /// Human-readable detail (how long, since when).
     pub detail: String,
 }
 
@@ -141,12 +148,19 @@ pub struct Finding {
 /// that left stays in the view, and is counted apart).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthSummary {
+    /// Supervised agents: every status but `left`.
     pub total: usize,
+    /// Agents online.
     pub online: usize,
+    /// Agents degraded.
     pub degraded: usize,
+    /// Agents offline.
     pub offline: usize,
+    /// Agents in maintenance.
     pub maintenance: usize,
+    /// Agents in status `unknown`.
     pub unknown: usize,
+    /// Agents that left (not part of `total`).
     pub left: usize,
 }
 
@@ -171,8 +185,10 @@ impl HealthSummary {
 /// `{"at": ..., "summary": {...}, "agents": [{"id", "kind", "issue", "severity", "detail"}]}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HealthReport {
+    /// When the check was made (UTC); findings are judged as of this time.
     #[serde(with = "ts")]
     pub at: DateTime<Utc>,
+    /// Agents by status.
     pub summary: HealthSummary,
     /// The findings, by agent id (as the records were given), at most one per (agent, issue).
     pub agents: Vec<Finding>,

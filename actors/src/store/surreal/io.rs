@@ -25,7 +25,7 @@ impl SurrealStore {
     ///
     /// An embedded SurrealKV store is opened with `sync=every` (each commit flushed to disk
     /// before it is reported) unless its URL names another mode; a weaker one is accepted with
-    /// a warning, and [`Store::durability_warning`] says so.
+    /// a warning, and [`Store::durability_warning`](crate::Store::durability_warning) says so.
     pub async fn open(url: &str, opts: SurrealOptions) -> Result<Arc<Self>, StoreError> {
         let started = std::time::Instant::now();
         let (url, weak_sync) = with_sync(url);

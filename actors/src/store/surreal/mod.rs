@@ -71,7 +71,9 @@ pub struct SurrealOptions {
     pub block_cache_bytes: u64,
     /// SurrealKV's memtable, in bytes (it also bounds one transaction).
     pub memtable_bytes: u64,
+    /// The SurrealDB namespace (default `"vigil"`).
     pub namespace: String,
+    /// The SurrealDB database (default `"main"`).
     pub database: String,
 }
 
