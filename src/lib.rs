@@ -13,6 +13,8 @@
 //! - [`config`]: the TOML configuration (defaults, file, environment, flags), redaction.
 //! - `main.rs`: the `vigil` command (serve, bench, simulate, agents, watch, config check).
 
+#![warn(missing_docs, unreachable_pub)]
+
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod client;

@@ -28,6 +28,7 @@ use crate::protocol::Role;
 /// `vigil agents`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AgentsArgs {
+    /// Where and how to connect.
     #[command(flatten)]
     pub conn: ConnArgs,
     /// Print the answer as JSON (for scripts).
@@ -36,24 +37,32 @@ pub struct AgentsArgs {
     /// How long to wait for the answer.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, global = true)]
     pub timeout: Duration,
+    /// The operation.
     #[command(subcommand)]
     pub cmd: AgentsCmd,
 }
 
+/// `on` or `off`, for `vigil agents maintenance`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OnOff {
+    /// Into maintenance.
     On,
+    /// Out of maintenance.
     Off,
 }
 
+/// The subcommands of `vigil agents`, one admin operation each.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum AgentsCmd {
     /// The agents, by id.
     List {
+        /// Only agents of this kind.
         #[arg(long)]
         kind: Option<String>,
+        /// Only agents with this status.
         #[arg(long, value_parser = parse_status)]
         status: Option<Status>,
+        /// At most this many agents.
         #[arg(long)]
         limit: Option<usize>,
         /// Only ids after this one (to page through a large fleet).
@@ -61,33 +70,45 @@ pub enum AgentsCmd {
         after: Option<String>,
     },
     /// One agent's record.
-    Get { id: String },
+    Get {
+        /// The agent's id.
+        id: String,
+    },
     /// The event log (of one agent, or of all).
     Events {
+        /// Only this agent's events.
         id: Option<String>,
         /// Only events after this seq.
         #[arg(long, value_name = "SEQ")]
         since: Option<u64>,
+        /// At most this many events.
         #[arg(long)]
         limit: Option<usize>,
     },
     /// Evicts an agent: it leaves (reason `evicted`) and its connection is told.
     Evict {
+        /// The agent's id.
         id: String,
+        /// Why, for the event log.
         #[arg(long)]
         reason: Option<String>,
     },
     /// Sets an agent's status by hand (reason `admin`).
     Status {
+        /// The agent's id.
         id: String,
+        /// The new status.
         #[arg(value_parser = parse_status)]
         status: Status,
+        /// Why, for the event log.
         #[arg(long)]
         reason: Option<String>,
     },
     /// Puts an agent in maintenance (its deadlines stop) or takes it out.
     Maintenance {
+        /// The agent's id.
         id: String,
+        /// `on` to start maintenance, `off` to end it.
         #[arg(value_enum)]
         state: OnOff,
     },
@@ -155,9 +176,12 @@ impl AgentsCmd {
 /// Why an admin call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
+    /// The connection or the handshake failed.
     #[error("cannot reach the server at {addr}: {error}{hint}")]
     Connect {
+        /// The address tried.
         addr: String,
+        /// What went wrong.
         error: ClientError,
         /// What the operator may have got wrong.
         hint: &'static str,
@@ -165,9 +189,16 @@ pub enum CallError {
     /// The server refused: the handshake (`unauthorized`, ...) or the operation
     /// (`unknown_agent`, `invalid_field`, ...).
     #[error("{code}: {message}")]
-    Refused { code: String, message: String },
+    Refused {
+        /// The error code.
+        code: String,
+        /// The server's explanation.
+        message: String,
+    },
+    /// No answer came within the timeout (the timeout is given).
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    /// The server's answer was not what the protocol says.
     #[error("{0}")]
     Protocol(String),
 }

@@ -16,16 +16,22 @@ use vigil_actors::{JobState, Reported};
 /// One agent an [`AgentClient`] supervises.
 #[derive(Debug, Clone, Default)]
 pub struct AgentSpec {
+    /// The agent's id (1-128 characters of `A-Za-z0-9._:-`).
     pub id: String,
+    /// A display name; `None` sends none.
     pub name: Option<String>,
+    /// The agent's kind; `None`: the server's `"default"`.
     pub kind: Option<String>,
+    /// Free-form string labels.
     pub metadata: BTreeMap<String, String>,
+    /// What the agent says it can do.
     pub capabilities: Vec<String>,
     /// Its own heartbeat interval (within the server's bounds); the server's otherwise.
     pub heartbeat_interval: Option<Duration>,
 }
 
 impl AgentSpec {
+    /// An agent with this id, and everything else left to the server's defaults.
     pub fn new(id: impl Into<String>) -> Self {
         Self {
             id: id.into(),
@@ -33,11 +39,13 @@ impl AgentSpec {
         }
     }
 
+    /// Sets the agent's kind (which selects its policy on the server).
     pub fn kind(mut self, kind: impl Into<String>) -> Self {
         self.kind = Some(kind.into());
         self
     }
 
+    /// Asks for its own heartbeat interval (within the server's bounds).
     pub fn heartbeat_interval(mut self, every: Duration) -> Self {
         self.heartbeat_interval = Some(every);
         self
@@ -68,22 +76,46 @@ impl AgentSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientEvent {
     /// Connected and said hello.
-    Connected { session: String },
+    Connected {
+        /// The session's id, from `welcome`.
+        session: String,
+    },
     /// An agent is registered on the current connection.
     Registered {
+        /// The agent's id.
         id: String,
+        /// The registration's number: 1 the first time, one more at each registration since.
         incarnation: u64,
+        /// The interval the server holds the agent to.
         heartbeat_interval: Duration,
     },
     /// The server took an agent away (`evicted` by an operator, or `taken_over` by another
     /// connection); the client stops beating for it.
-    Evicted { id: String, reason: String },
+    Evicted {
+        /// The agent's id.
+        id: String,
+        /// `evicted` or `taken_over`.
+        reason: String,
+    },
     /// An agent left at the client's request.
-    Deregistered { id: String },
+    Deregistered {
+        /// The agent's id.
+        id: String,
+    },
     /// The server answered a frame with an error.
-    Error { code: String, message: String },
+    Error {
+        /// The error code (`invalid_field`, `not_owner`, ...).
+        code: String,
+        /// What was wrong, for a person.
+        message: String,
+    },
     /// The connection was lost (or could not be made); the client retries after `retry_in`.
-    Disconnected { error: String, retry_in: Duration },
+    Disconnected {
+        /// What went wrong.
+        error: String,
+        /// How long the client waits before it connects again.
+        retry_in: Duration,
+    },
 }
 
 enum Cmd {
@@ -124,6 +156,8 @@ impl AgentClient {
         let _ = self.cmd.send(Cmd::Report(id.into(), reported)).await;
     }
 
+    /// Sends `activity` for the agent: what it is doing now (`idle`, `working`, ...), with an
+    /// optional detail.
     pub async fn activity(&self, id: &str, activity: &str, detail: Option<String>) {
         let _ = self
             .cmd
@@ -131,6 +165,8 @@ impl AgentClient {
             .await;
     }
 
+    /// Sends `job` for the agent: job `job` is now in `state`, with its progress (0..1) if
+    /// given.
     pub async fn job(&self, id: &str, job: &str, state: JobState, progress: Option<f64>) {
         let mut f = json!({"type": "job", "id": id, "job": job, "state": state});
         if let Some(p) = progress {

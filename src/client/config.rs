@@ -10,7 +10,9 @@ use super::ClientError;
 /// TLS for a client: which roots to trust and the name to check the certificate against.
 #[derive(Clone)]
 pub struct ClientTls {
+    /// The rustls settings: the trusted roots.
     pub config: Arc<rustls::ClientConfig>,
+    /// The name the server's certificate must carry.
     pub server_name: String,
 }
 
@@ -52,13 +54,17 @@ impl std::fmt::Debug for ClientTls {
 pub struct ClientConfig {
     /// `host:port`.
     pub addr: String,
+    /// The token sent in `hello`; `None` sends none.
     pub token: Option<String>,
     /// Sent in `hello` as `client`.
     pub client_name: String,
+    /// TLS settings; `None` connects over plain TCP.
     pub tls: Option<ClientTls>,
+    /// How long each step of connecting may take: TCP, TLS, the wait for `welcome` (default 5 s).
     pub connect_timeout: Duration,
     /// Reconnection backoff: the first wait, and the most it grows to (doubling, full jitter).
     pub backoff_min: Duration,
+    /// The longest wait between reconnection attempts (default 30 s).
     pub backoff_max: Duration,
     /// Beat every `interval × beat_ratio` ...
     pub beat_ratio: f64,
@@ -67,6 +73,8 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
+    /// Settings to connect to `addr` (`host:port`) without a token or TLS; the defaults: connect
+    /// timeout 5 s, backoff 100 ms to 30 s, beat ratio 0.75, jitter 0.1.
     pub fn new(addr: impl Into<String>) -> Self {
         Self {
             addr: addr.into(),
@@ -81,11 +89,13 @@ impl ClientConfig {
         }
     }
 
+    /// Sends `token` in `hello`.
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
         self
     }
 
+    /// Connects over TLS.
     pub fn tls(mut self, tls: ClientTls) -> Self {
         self.tls = Some(tls);
         self

@@ -26,6 +26,7 @@ pub struct FrameWriter {
 
 /// One connection after the handshake.
 pub struct Connection {
+    /// The server's `welcome`.
     pub welcome: Welcome,
     reader: FrameReader,
     writer: FrameWriter,
@@ -84,14 +85,17 @@ impl Connection {
         }
     }
 
+    /// Sends one frame (one line).
     pub async fn send(&mut self, frame: &Value) -> Result<(), ClientError> {
         self.writer.send(frame).await
     }
 
+    /// Sends bytes as they are (lines built by the caller, e.g. a batch of heartbeats).
     pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
         self.writer.send_raw(bytes).await
     }
 
+    /// The next frame; `None` when the server closed the connection.
     pub async fn recv(&mut self) -> Result<Option<ServerFrame>, ClientError> {
         self.reader.recv().await
     }

@@ -45,16 +45,27 @@ pub use frame::{ServerFrame, Welcome};
 /// Why a client operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// Reading or writing the socket failed, or the connection could not be made.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// The TLS setup or handshake failed.
     #[error("TLS: {0}")]
     Tls(String),
+    /// A step took too long; the step is named.
     #[error("timed out: {0}")]
     Timeout(&'static str),
+    /// The server answered with an `error` frame.
     #[error("the server refused: {code}: {message}")]
-    Refused { code: String, message: String },
+    Refused {
+        /// The error code (`unauthorized`, `conflict`, ...).
+        code: String,
+        /// The server's explanation.
+        message: String,
+    },
+    /// The server sent something the client did not expect.
     #[error("unexpected from the server: {0}")]
     Protocol(String),
+    /// The server closed the connection.
     #[error("the connection closed")]
     Closed,
 }

@@ -29,6 +29,7 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Checks every policy and the values that must agree with each other.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.policy
             .default

@@ -20,40 +20,61 @@ use vigil_actors::{HealthConfig, LagConfig, OnDisconnect, Policy};
 /// A configuration error, said so that the operator can fix the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The file's path, as given.
         path: String,
+        /// Why it could not be read.
         source: std::io::Error,
     },
+    /// The file (or an environment variable) is not valid TOML, or does not fit the schema.
     #[error("{0}")]
     Parse(String),
+    /// A value is out of its bounds, or values contradict each other.
     #[error("invalid value: {0}")]
     Invalid(String),
 }
 
+/// The whole configuration: one field per section of the file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// `[server]`: the listeners and the limits on connections.
     pub server: Server,
+    /// `[store]`: where and how events and the agents' view are persisted.
     pub store: StoreConfig,
+    /// `[policy]`: the default policy, its bounds, and per-kind overrides.
     pub policy: PolicyConfig,
+    /// `[auth]`: each role's tokens.
     pub auth: Auth,
+    /// `[broadcast]`: the subscribers' queues and the in-memory event window.
     pub broadcast: Broadcast,
+    /// `[runtime]`: lag awareness (deadlines extended while the runtime itself runs late).
     pub runtime: RuntimeSection,
+    /// `[health]`: the fleet health check and the mass-failure guard.
     pub health: HealthSection,
     /// Outbound channels (`[[sinks]]`).
     pub sinks: Vec<SinkSection>,
 }
 
+/// `[server]`: the listeners and the limits on connections.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Server {
+    /// The TCP listener for agents, monitors and admins (default `127.0.0.1:7400`).
     pub agent_listen: SocketAddr,
+    /// The HTTP listener: dashboard, WebSocket, SSE, REST (default `127.0.0.1:7401`).
     pub http_listen: SocketAddr,
+    /// The longest frame, in bytes (default 65,536); longer ones get `frame_too_large`.
     pub max_frame_bytes: usize,
+    /// Bad frames in a row before the connection is closed (default 20).
     pub max_bad_frames: u32,
+    /// Agents one connection may register (default 10,000); the next gets `overloaded`.
     pub max_agents_per_connection: usize,
+    /// Connections at once (default 10,000); the next gets `overloaded` and is closed.
     pub max_connections: usize,
+    /// How long a new connection has to send `hello` (default 10 s).
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
     /// Frames per second one connection may send (a token bucket; 0: no limit).
@@ -65,9 +86,10 @@ pub struct Server {
     pub drain_timeout: Duration,
     /// TLS on the agent listener: both PEM files, or neither.
     pub tls_cert: Option<std::path::PathBuf>,
+    /// The TLS private key (PEM); `None` without TLS.
     pub tls_key: Option<std::path::PathBuf>,
     /// Host names (with or without `:port`) the HTTP listener answers, besides localhost,
-    /// 127.0.0.1 and [::1], for a role that needs no token (a defence against DNS rebinding).
+    /// 127.0.0.1 and `[::1]`, for a role that needs no token (a defence against DNS rebinding).
     pub allowed_hosts: Vec<String>,
     /// A TCP connection that sends no frame for this long is closed (TCP keepalive finds a
     /// peer that vanished; this finds one that stays and says nothing).
@@ -99,6 +121,7 @@ impl Default for Server {
     }
 }
 
+/// `[store]`: where and how events and the agents' view are persisted.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
@@ -151,14 +174,22 @@ impl Default for StoreConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PolicyFields {
+    /// The interval agents are expected to heartbeat at (default 30 s).
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
+    /// Missed intervals before `online` becomes `degraded` (default 1).
     pub degraded_after: u32,
+    /// Missed intervals before `online`/`degraded` becomes `offline` (default 3).
     pub offline_after: u32,
+    /// Healthy beats in a row that bring `degraded`/`offline` back to `online` (default 2).
     pub recovery: u32,
+    /// Extra slack before a beat counts as missed (default 0 s).
     #[serde(with = "humantime_serde")]
     pub grace: Duration,
+    /// What happens when an agent's connection closes without `deregister` (default `keep`).
     pub on_disconnect: OnDisconnect,
+    /// How long restored agents get to reconnect after a restart; `None` (the default):
+    /// `offline_after` × `heartbeat_interval`.
     #[serde(with = "humantime_serde")]
     pub restart_grace: Option<Duration>,
 }
@@ -179,6 +210,7 @@ impl Default for PolicyFields {
 }
 
 impl PolicyFields {
+    /// The core's policy with these values.
     pub fn to_policy(&self) -> Policy {
         Policy {
             heartbeat_interval: self.heartbeat_interval,
@@ -192,13 +224,17 @@ impl PolicyFields {
     }
 }
 
+/// `[policy]`: the default policy, the bounds of an agent's own interval, per-kind overrides.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PolicyConfig {
+    /// The policy of every kind without an override (the section's own keys).
     #[serde(flatten)]
     pub default: PolicyFields,
+    /// The shortest heartbeat interval an agent may ask for (default 100 ms).
     #[serde(with = "humantime_serde")]
     pub min_heartbeat_interval: Duration,
+    /// The longest heartbeat interval an agent may ask for (default 1 h).
     #[serde(with = "humantime_serde")]
     pub max_heartbeat_interval: Duration,
     /// Per-kind overrides: a full policy each (missing keys take the built-in defaults).
@@ -216,11 +252,15 @@ impl Default for PolicyConfig {
     }
 }
 
+/// `[auth]`: each role's tokens. An empty list: that role needs no token (loopback only).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Auth {
+    /// Tokens for the agent role (in `hello`).
     pub agent_tokens: Vec<String>,
+    /// Tokens for the monitor role (in `hello`; on HTTP, for streams and reads).
     pub monitor_tokens: Vec<String>,
+    /// Tokens for the admin role (in `hello`; on HTTP, for reads and writes).
     pub admin_tokens: Vec<String>,
 }
 
@@ -235,10 +275,13 @@ impl Auth {
     }
 }
 
+/// `[broadcast]`: the subscribers' queues and the in-memory event window.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Broadcast {
+    /// Events a subscriber's queue holds (default 4,096); one whose queue fills gets `lagged`.
     pub subscriber_queue: usize,
+    /// Recent events kept in memory for `since` resumes (default 65,536).
     pub event_window: usize,
     /// `stats` frames are sent when a count changed, at most this often.
     #[serde(with = "humantime_serde")]
@@ -255,12 +298,16 @@ impl Default for Broadcast {
     }
 }
 
+/// `[runtime]`: lag awareness, deadlines extended while the runtime itself runs late.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RuntimeSection {
+    /// Extend deadlines while the runtime lags, and alert on it (default on).
     pub lag_awareness: bool,
+    /// Scheduling lateness above this counts as lag (default 50 ms).
     #[serde(with = "humantime_serde")]
     pub lag_threshold: Duration,
+    /// How often the runtime measures its own wake-up lateness (default 50 ms).
     #[serde(with = "humantime_serde")]
     pub lag_probe_interval: Duration,
     /// The most deadlines are extended by, however late the runtime is.
@@ -317,6 +364,7 @@ impl Default for HealthSection {
 }
 
 impl HealthSection {
+    /// The core's health-check settings with these values.
     pub fn to_health(&self) -> HealthConfig {
         HealthConfig {
             check_interval: self.check_interval,

@@ -11,6 +11,7 @@ use vigil_actors::{EventKind, SinkConfig, SinkFilter, StartAt, Status};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkSection {
+    /// A unique name; it names the sink's cursor in the store.
     pub name: String,
     /// `webhook` or `log`.
     #[serde(rename = "type")]
@@ -28,6 +29,7 @@ pub struct SinkSection {
     /// `{seq} {at} {event} {agent} {kind} {from} {to} {reason} {issue} {severity} {detail}`.
     #[serde(default)]
     pub title: Option<String>,
+    /// Webhook: how long one POST may take (default 10 s).
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
     /// Only these event kinds (`transition`, `registered`, `deregistered`, `activity`, `job`,
@@ -40,14 +42,19 @@ pub struct SinkSection {
     /// Only changes to these statuses; empty: all.
     #[serde(default)]
     pub statuses: Vec<Status>,
+    /// Most events per delivery (default 100).
     #[serde(default = "default_batch")]
     pub batch_size: usize,
+    /// Attempts before a batch becomes a dead letter (default 10).
     #[serde(default = "default_attempts")]
     pub max_attempts: u32,
+    /// The wait after the first failed attempt, doubled per attempt with jitter (default 500 ms).
     #[serde(default = "default_backoff_initial", with = "humantime_serde")]
     pub backoff_initial: Duration,
+    /// The longest wait between attempts (default 60 s).
     #[serde(default = "default_backoff_max", with = "humantime_serde")]
     pub backoff_max: Duration,
+    /// Dead letters kept (default 1,000).
     #[serde(default = "default_dead")]
     pub max_dead_letters: usize,
     /// `now` (default) or `beginning`: where a sink with no saved cursor starts.
@@ -92,6 +99,7 @@ impl SinkSection {
         c
     }
 
+    /// Checks the entry: the core's settings, the type, and a webhook's `http(s)://` url.
     pub fn validate(&self) -> Result<(), String> {
         self.config().validate()?;
         match self.kind.as_str() {

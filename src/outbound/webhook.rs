@@ -24,6 +24,8 @@ pub struct WebhookSink {
 }
 
 impl WebhookSink {
+    /// A sink for the `[[sinks]]` entry `s`; an error when a header is invalid or the HTTP client
+    /// cannot be built.
     pub fn new(s: &SinkSection) -> Result<Self, String> {
         let mut headers = reqwest::header::HeaderMap::new();
         for (k, v) in &s.headers {

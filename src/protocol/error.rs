@@ -7,21 +7,38 @@ use serde_json::Value;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
+    /// The line is not a JSON object.
     BadFrame,
+    /// The line is longer than the frame limit.
     FrameTooLarge,
+    /// The frame's `type` is not one the protocol knows (on HTTP: a method the route does not
+    /// take).
     UnknownType,
+    /// A required field is absent.
     MissingField,
+    /// A field has the wrong type or a value outside its bounds.
     InvalidField,
+    /// The first frame was not `hello`.
     HelloRequired,
+    /// `hello` asked for a protocol version this server does not speak.
     UnsupportedProtocol,
+    /// The token is wrong or missing.
     Unauthorized,
+    /// The role may not do this, or an HTTP request names a host or origin that is not allowed.
     Forbidden,
+    /// The connection never registered this agent.
     NotRegistered,
+    /// Another connection owns this agent.
     NotOwner,
+    /// Another live connection owns the id being registered (and `takeover` was not set).
     Conflict,
+    /// No agent has this id.
     UnknownAgent,
+    /// The connection sends faster than its rate limit; slow down and resend.
     RateLimited,
+    /// The server cannot take this now (a queue is full or the store is failing).
     Overloaded,
+    /// Something went wrong inside the server.
     Internal,
 }
 
@@ -29,8 +46,11 @@ pub enum ErrorCode {
 /// had a readable one).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FrameError {
+    /// The error code to answer with.
     pub code: ErrorCode,
+    /// What was wrong, for a person.
     pub message: String,
+    /// The frame's `ref`, when it could be read; `None` otherwise.
     pub reference: Option<Value>,
 }
 

@@ -28,6 +28,7 @@ pub struct LineFrames {
 }
 
 impl LineFrames {
+    /// A decoder whose lines (without their ending) are at most `max_frame_bytes` long.
     pub fn new(max_frame_bytes: usize) -> Self {
         Self {
             max: max_frame_bytes.max(1),

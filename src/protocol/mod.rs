@@ -30,99 +30,147 @@ pub const PROTOCOL_VERSION: u64 = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
+    /// A supervised agent: registers itself, then sends heartbeats, activity and jobs.
     Agent,
+    /// An observer: subscribes to the fleet's events.
     Monitor,
+    /// An operator: runs admin operations.
     Admin,
 }
 
+/// `hello`: the first frame on a connection; chooses the role and authenticates.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Hello {
+    /// The protocol version the client speaks (this server speaks [`PROTOCOL_VERSION`]).
     pub protocol: u64,
+    /// What the connection will do.
     pub role: Role,
+    /// The token for the role; `None` when none is sent (refused if the role's tokens are
+    /// configured).
     #[serde(default)]
     pub token: Option<String>,
+    /// The client's free-form name and version (e.g. `my-agent/2.1`), for logs; `None` when
+    /// not sent.
     #[serde(default)]
     pub client: Option<String>,
 }
 
+/// `register`: the connection takes ownership of an agent, which goes `online`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Register {
+    /// The agent's id (1-128 characters of `A-Za-z0-9._:-`).
     #[serde(deserialize_with = "agent_id")]
     pub id: AgentId,
+    /// A display name; `None` when not sent.
     #[serde(default)]
     pub name: Option<String>,
+    /// The agent's kind, which selects its policy; `None` means `"default"`.
     #[serde(default)]
     pub kind: Option<String>,
+    /// Free-form string labels (empty when not sent).
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// What the agent says it can do (empty when not sent).
     #[serde(default)]
     pub capabilities: Vec<String>,
+    /// The interval the agent promises between heartbeats, in ms; `None` takes the configured
+    /// default. Must lie within the configured minimum and maximum.
     #[serde(default)]
     pub heartbeat_interval_ms: Option<u64>,
+    /// Take the agent over from another live connection instead of failing with `conflict`.
     #[serde(default)]
     pub takeover: bool,
 }
 
+/// `heartbeat`: the agent is alive, with its self-reported health.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Heartbeat {
+    /// The agent the heartbeat is for (owned by this connection).
     #[serde(deserialize_with = "agent_id")]
     pub id: AgentId,
+    /// The agent's own view of its health (`healthy` when not sent).
     #[serde(default)]
     pub status: Reported,
+    /// Numeric figures the agent reports; `None` when not sent.
     #[serde(default)]
     pub metrics: Option<Metrics>,
+    /// What the agent is doing now; `None` when not sent.
     #[serde(default)]
     pub activity: Option<String>,
 }
 
+/// `activity`: the agent says what it is doing.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Activity {
+    /// The agent (owned by this connection).
     #[serde(deserialize_with = "agent_id")]
     pub id: AgentId,
+    /// `idle`, `working`, `tool_calling`, `error`, `completed`, or another short string.
     pub activity: String,
+    /// More about the activity; `None` when not sent.
     #[serde(default)]
     pub detail: Option<String>,
 }
 
 pub use vigil_actors::JobState;
 
+/// `job`: a job of the agent changed state or progressed.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Job {
+    /// The agent the job runs on (owned by this connection).
     #[serde(deserialize_with = "agent_id")]
     pub id: AgentId,
+    /// The job's id (1-128 bytes).
     pub job: String,
+    /// The job's new state.
     pub state: JobState,
+    /// How far the job is, from 0 to 1; `None` when not sent.
     #[serde(default)]
     pub progress: Option<f64>,
+    /// The job's result (any JSON); `None` when not sent.
     #[serde(default)]
     pub result: Option<Value>,
+    /// Why the job failed; `None` when not sent.
     #[serde(default)]
     pub error: Option<String>,
 }
 
+/// `deregister`: the agent leaves for good and the connection gives it up.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Deregister {
+    /// The agent (owned by this connection).
     #[serde(deserialize_with = "agent_id")]
     pub id: AgentId,
+    /// Why it leaves, for the event log; `None` when not sent.
     #[serde(default)]
     pub reason: Option<String>,
 }
 
+/// `subscribe`: start (or replace) the connection's subscription to the fleet's events.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Subscribe {
+    /// The topics to receive (`agents`, `jobs`, `stats`, `alerts`); `None`: every event and no
+    /// `stats` frames.
     #[serde(default)]
     pub topics: Option<Vec<String>>,
+    /// Which agents' events to receive (every agent by default).
     #[serde(default)]
     pub filter: Filter,
+    /// Replay the retained events with a seq greater than this one first; `None`: live events only.
     #[serde(default)]
     pub since: Option<u64>,
+    /// Send a `snapshot` of the fleet first.
     #[serde(default)]
     pub snapshot: bool,
 }
 
+/// `admin`: an operator's operation.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Admin {
+    /// The operation (`list`, `get`, `events`, `evict`, `set_status`, `maintenance`, `set_policy`,
+    /// `stats`, `health_report`).
     pub op: String,
+    /// The operation's arguments (`null` when not sent).
     #[serde(default)]
     pub args: Value,
 }
@@ -130,15 +178,25 @@ pub struct Admin {
 /// A decoded client frame.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientFrame {
+    /// See [`Hello`].
     Hello(Hello),
+    /// See [`Register`].
     Register(Register),
+    /// See [`Heartbeat`].
     Heartbeat(Heartbeat),
+    /// See [`Activity`].
     Activity(Activity),
+    /// See [`Job`].
     Job(Job),
+    /// See [`Deregister`].
     Deregister(Deregister),
+    /// `ping`: answered with `pong`; keeps a quiet connection open.
     Ping,
+    /// See [`Subscribe`].
     Subscribe(Subscribe),
+    /// `unsubscribe`: end the connection's subscription.
     Unsubscribe,
+    /// See [`Admin`].
     Admin(Admin),
 }
 
@@ -161,7 +219,9 @@ impl ClientFrame {
 /// A decoded frame with its `ref`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Frame {
+    /// The frame's `ref` (a string or a number), echoed by the reply; `None` when not sent.
     pub reference: Option<Value>,
+    /// The frame itself.
     pub body: ClientFrame,
 }
 

@@ -21,45 +21,85 @@ pub enum OutgoingFrame<'a> {
     /// The answer to `hello`. The TCP listener also names the session and the heartbeat
     /// interval; the WebSocket's leaves them out.
     Welcome {
+        /// The protocol version the server speaks.
         protocol: u64,
+        /// The session's id; `None` on the WebSocket.
         #[serde(skip_serializing_if = "Option::is_none")]
         session: Option<String>,
+        /// The server's name and version ([`SERVER_NAME`]).
         server: &'static str,
+        /// The default heartbeat interval, in ms; `None` on the WebSocket.
         #[serde(skip_serializing_if = "Option::is_none")]
         heartbeat_interval_ms: Option<u64>,
+        /// The server's clock (RFC 3339, UTC, milliseconds).
         time: String,
     },
     /// The answer to `ping`.
-    Pong { time: String },
+    Pong {
+        /// The server's clock (RFC 3339, UTC, milliseconds).
+        time: String,
+    },
     /// A frame with a `ref` was taken.
     Ack,
     /// An admin operation's answer.
-    Result { ok: bool, data: Value },
+    Result {
+        /// Whether the operation succeeded.
+        ok: bool,
+        /// The operation's answer.
+        data: Value,
+    },
     /// An agent is registered (sent once its registration is durable).
     Registered {
+        /// The agent's id.
         id: String,
+        /// The agent's status now.
         status: Status,
+        /// The heartbeat interval the server holds the agent to, in ms.
         heartbeat_interval_ms: u64,
+        /// The registration's number: 1 the first time, one more at each registration since.
         incarnation: u64,
     },
     /// An agent left at its connection's request.
-    Deregistered { id: String },
+    Deregistered {
+        /// The agent's id.
+        id: String,
+    },
     /// The connection lost an agent.
-    Evicted { id: String, reason: EvictedReason },
+    Evicted {
+        /// The agent's id.
+        id: String,
+        /// Why the connection lost it.
+        reason: EvictedReason,
+    },
     /// A frame was refused, or something went wrong.
-    Error { code: ErrorCode, message: String },
+    Error {
+        /// What kind of error.
+        code: ErrorCode,
+        /// What was wrong, for a person.
+        message: String,
+    },
     /// The fleet as a subscription starts: every agent, the unfinished jobs (with the `jobs`
     /// topic) and the latest counts.
     Snapshot {
+        /// The fleet is as of this event's seq; the events after it follow.
         seq: u64,
+        /// Every agent the subscription's filter selects.
         agents: &'a [AgentRecord],
+        /// The unfinished jobs of those agents (with the `jobs` topic or no topics; else empty).
         jobs: Vec<Value>,
+        /// The latest counts.
         stats: Value,
     },
     /// The subscriber fell behind; its subscription ended after `last_seq`.
-    Lagged { last_seq: u64 },
+    Lagged {
+        /// The seq of the last event the subscriber was sent; resume with `since` = this.
+        last_seq: u64,
+    },
     /// The events after the subscriber's seq are gone; it starts again from a snapshot.
-    ResyncRequired { oldest: u64 },
+    ResyncRequired {
+        /// The oldest seq still retained.
+        oldest: u64,
+    },
 }
 
 /// Why a connection lost an agent.

@@ -38,15 +38,17 @@ pub struct Hub {
     stats_task: tokio::task::JoinHandle<()>,
     /// TCP connections open now (the listener keeps it).
     pub tcp_connections: AtomicU64,
-    /// Frames received over TCP, and the heartbeats among them (the listener keeps them).
+    /// Frames received over TCP (the listener keeps it).
     pub frames: AtomicU64,
+    /// Heartbeats received over TCP, among `frames` (the listener keeps it).
     pub heartbeats: AtomicU64,
     /// Heartbeats per second over the last `stats_interval` (an `f64`'s bits).
     beat_rate: AtomicU64,
     /// WebSocket and SSE streams open now.
     pub http_streams: AtomicU64,
-    /// Subscriptions of remote monitors open now, and those ended by `lagged`.
+    /// Subscriptions of remote monitors open now.
     pub subscribers: AtomicU64,
+    /// Subscriptions ended by `lagged` since the start.
     pub lagged: AtomicU64,
 }
 
@@ -72,6 +74,7 @@ pub struct Open {
 }
 
 impl Open {
+    /// Counts one more in `counter` of `hub`, until the returned value is dropped.
     pub fn new(hub: &Arc<Hub>, counter: fn(&Hub) -> &AtomicU64) -> Self {
         counter(hub).fetch_add(1, Ordering::Relaxed);
         Self {
@@ -90,9 +93,13 @@ impl Drop for Open {
 /// Which frames a subscriber asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Topics {
+    /// Agent events: `registered`, `transition`, `activity`, `deregistered`.
     pub agents: bool,
+    /// Job events.
     pub jobs: bool,
+    /// `stats` frames (the latest counts, on a change).
     pub stats: bool,
+    /// Alert events.
     pub alerts: bool,
 }
 
@@ -107,6 +114,7 @@ pub struct MonitorStream {
 /// One frame for a monitor, without its line ending.
 #[derive(Debug, Clone)]
 pub struct MonitorFrame {
+    /// The frame's JSON.
     pub text: Arc<str>,
     /// The frame's type (`event`, `snapshot`, `stats`, `lagged`, `resync_required`).
     pub kind: &'static str,
@@ -176,6 +184,7 @@ impl Hub {
         f64::from_bits(self.beat_rate.load(Ordering::Relaxed))
     }
 
+    /// The runtime the hub serves.
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.rt
     }

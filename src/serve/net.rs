@@ -38,6 +38,7 @@ pub struct PerIp {
 }
 
 impl PerIp {
+    /// A cap of `max` connections per address.
     pub fn new(max: usize) -> Arc<Self> {
         Arc::new(Self {
             max,
@@ -135,7 +136,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
 /// An HTTP listener whose connections count against their address's cap; one over it is
 /// closed at once.
 pub struct CappedListener<L> {
+    /// The listener that accepts.
     pub inner: L,
+    /// The per-address cap the accepted connections count against.
     pub per_ip: Arc<PerIp>,
 }
 
@@ -171,6 +174,7 @@ pub struct Idle {
 }
 
 impl Idle {
+    /// An idle timeout of `limit`, counted from now.
     pub fn new(limit: Duration) -> Self {
         let now = Instant::now();
         Self {

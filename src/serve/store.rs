@@ -9,6 +9,8 @@ use vigil_actors::{Store, StoreError};
 
 use crate::config::StoreConfig;
 
+/// Opens the store `cfg.url` names (creating the parent directory of a `surrealkv://` path),
+/// with SurrealKV's cache sizes from `cfg`.
 pub async fn open(cfg: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
     if let Some(path) = cfg.url.strip_prefix("surrealkv://") {
         let path = path.split('?').next().unwrap_or(path);

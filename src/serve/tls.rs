@@ -8,13 +8,23 @@ use tokio_rustls::rustls;
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// A PEM file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The file's path.
         path: String,
+        /// Why it could not be read.
         source: std::io::Error,
     },
+    /// A PEM file holds no certificate or key, or a malformed one.
     #[error("{path}: {message}")]
-    Pem { path: String, message: String },
+    Pem {
+        /// The file's path.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// rustls refused the certificate chain or the key.
     #[error("TLS configuration: {0}")]
     Config(#[from] rustls::Error),
 }

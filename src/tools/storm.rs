@@ -14,6 +14,7 @@ use vigil_actors::{AgentId, Beat, Registration, Runtime, SubscribeOptions, Subsc
 
 use crate::config::Config;
 
+/// `vigil storm`'s options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct StormArgs {
     /// Agents to supervise.
@@ -30,10 +31,13 @@ pub struct StormArgs {
     pub warmup: Duration,
 }
 
+/// The id of the `i`th agent (`storm-00042`).
 pub fn agent_id(i: usize) -> AgentId {
     AgentId::new(format!("storm-{i:05}")).expect("generated id is valid")
 }
 
+/// Runs the storm on `config`'s store, printing each delivered event, until Ctrl-C (or a
+/// kill).
 pub fn run(config: Config, args: StormArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

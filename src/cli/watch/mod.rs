@@ -37,6 +37,7 @@ pub const TOPICS: [&str; 4] = ["agents", "jobs", "alerts", "stats"];
 /// `vigil watch`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WatchArgs {
+    /// Where and how to connect.
     #[command(flatten)]
     pub conn: ConnArgs,
     /// A topic to follow (repeatable): agents, jobs, alerts, stats.
@@ -73,9 +74,13 @@ pub struct WatchArgs {
 pub struct WatchOptions {
     /// Address, token, TLS and the reconnection backoff.
     pub client: ClientConfig,
+    /// The topics to follow (of [`TOPICS`]).
     pub topics: Vec<String>,
+    /// Only agents of these kinds; empty: every kind.
     pub kinds: Vec<String>,
+    /// Only these agents; empty: every agent.
     pub ids: Vec<String>,
+    /// Only events into or out of these statuses; empty: every status.
     pub statuses: Vec<Status>,
     /// Start with a replay after this seq instead of a snapshot.
     pub since: Option<u64>,
@@ -127,32 +132,56 @@ pub enum Start {
 #[derive(Debug, Clone, PartialEq)]
 pub enum WatchLine {
     /// Connected and said hello.
-    Connected { addr: String, session: String },
+    Connected {
+        /// The server's address.
+        addr: String,
+        /// The session's id, from `welcome`.
+        session: String,
+    },
     /// The server accepted a subscription.
-    Subscribed { start: Start },
+    Subscribed {
+        /// How it starts.
+        start: Start,
+    },
     /// The `snapshot` frame.
     Snapshot(Value),
     /// An `event` frame not shown before.
-    Event { seq: u64, frame: Value },
+    Event {
+        /// The event's seq.
+        seq: u64,
+        /// The frame as the server sent it.
+        frame: Value,
+    },
     /// A `stats` frame.
     Stats(Value),
     /// The server dropped the subscription because the watcher fell behind; it resumes after
     /// `resume_after` on the same connection.
     Lagged {
+        /// The `lagged` frame.
         frame: Value,
+        /// The seq to resume after: the last one shown, else the frame's `last_seq`; `None`:
+        /// from the start.
         resume_after: Option<u64>,
     },
     /// The events after `last_seq` are no longer retained (the oldest kept is `oldest`); the
     /// watcher subscribes again with a snapshot, and what happened in between is not shown.
     Resync {
+        /// The `resync_required` frame.
         frame: Value,
+        /// The oldest seq the server still retains.
         oldest: u64,
+        /// The seq the watcher had reached; `None` when it had shown nothing.
         last_seq: Option<u64>,
     },
     /// An `error` frame the server sent on its own (e.g. `rate_limited`).
     Notice(Value),
     /// The connection was lost (or could not be made); the watcher retries after `retry_in`.
-    Disconnected { error: String, retry_in: Duration },
+    Disconnected {
+        /// What went wrong.
+        error: String,
+        /// How long the watcher waits before it connects again.
+        retry_in: Duration,
+    },
 }
 
 impl WatchLine {
@@ -175,10 +204,22 @@ impl WatchLine {
 /// Why [`watch`] gave up: the server refused something that retrying will not fix.
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
+    /// The handshake was refused (e.g. `unauthorized`).
     #[error("the server refused the connection: {code}: {message}")]
-    Refused { code: String, message: String },
+    Refused {
+        /// The error code.
+        code: String,
+        /// The server's explanation.
+        message: String,
+    },
+    /// The `subscribe` was refused (e.g. `invalid_field`).
     #[error("the server refused the subscription: {code}: {message}")]
-    Subscribe { code: String, message: String },
+    Subscribe {
+        /// The error code.
+        code: String,
+        /// The server's explanation.
+        message: String,
+    },
 }
 
 /// How one connection ended.
@@ -321,7 +362,9 @@ async fn session(
 /// Where a rendered line goes: data on stdout, the watcher's own news on stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
+    /// Standard output.
     Out,
+    /// Standard error.
     Err,
 }
 

@@ -30,7 +30,7 @@ fn split(host: &str) -> (String, Option<&str>) {
 }
 
 /// Whether `host` (a `Host` header's value) is one this server answers without a token.
-pub fn allowed(host: &str, extra: &[String]) -> bool {
+pub(crate) fn allowed(host: &str, extra: &[String]) -> bool {
     let (name, port) = split(host);
     if name.is_empty() {
         return false;

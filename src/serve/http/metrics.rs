@@ -78,7 +78,7 @@ fn counter(v: u64) -> Counter {
 }
 
 /// The text exposition of the current figures.
-pub fn render(
+pub(crate) fn render(
     stats: &Stats,
     hub: &Hub,
     lag: Duration,

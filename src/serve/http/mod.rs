@@ -70,7 +70,11 @@ pub const REST_ROUTES: &[(&str, &str)] = &[
 /// Settings of the HTTP listener.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
+    /// Tokens that let a request read (`Authorization: Bearer` or `?token=`); empty: reads
+    /// need no token (from an allowed host).
     pub monitor_tokens: Vec<String>,
+    /// Tokens that let a request read and write; empty: writes need no token (from an
+    /// allowed host).
     pub admin_tokens: Vec<String>,
     /// Frames queued for one WebSocket before its subscription falls behind.
     pub ws_queue: usize,
@@ -227,6 +231,7 @@ impl HttpServer {
         })
     }
 
+    /// The address the listener is bound to (the real port when it was asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local
     }

@@ -48,8 +48,11 @@ use owners::{tell_evicted, Owner};
 /// Settings of the agent listener.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
+    /// The longest frame, in bytes; longer ones get `frame_too_large`.
     pub max_frame_bytes: usize,
+    /// Bad frames in a row before the connection is closed.
     pub max_bad_frames: u32,
+    /// Agents one connection may register; the next gets `overloaded`.
     pub max_agents_per_connection: usize,
     /// Connections beyond this are answered `overloaded` and closed.
     pub max_connections: usize,
@@ -63,8 +66,11 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// TLS for every connection (see [`crate::serve::tls::tls_config`]).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Tokens an agent's `hello` may carry; empty: no token needed.
     pub agent_tokens: Vec<String>,
+    /// Tokens a monitor's `hello` may carry; empty: no token needed.
     pub monitor_tokens: Vec<String>,
+    /// Tokens an admin's `hello` may carry; empty: no token needed.
     pub admin_tokens: Vec<String>,
     /// Advertised in `welcome`.
     pub heartbeat_interval: Duration,

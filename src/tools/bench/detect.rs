@@ -23,6 +23,7 @@ use vigil_actors::{
 
 use super::{cpu_time, rss_bytes, runtime, write_json, Machine, Quantiles};
 
+/// `vigil bench detect`'s options.
 #[derive(Debug, Clone, clap::Args, Serialize)]
 pub struct CoreBench {
     /// Supervised agents.
@@ -61,22 +62,38 @@ pub struct CoreBench {
     pub json: Option<PathBuf>,
 }
 
+/// What `vigil bench detect` measured, as its JSON records it.
 #[derive(Debug, Serialize)]
 pub struct CoreResult {
+    /// The machine it ran on.
     pub machine: Machine,
+    /// The command line it ran with.
     pub command: String,
+    /// The options it ran with (after `--quick`).
     pub params: CoreBench,
+    /// Registering every agent, in seconds.
     pub register_secs: f64,
+    /// Memory the registrations added to the process, per agent, in bytes.
     pub rss_per_agent_bytes: u64,
+    /// Heartbeats sent from the warm-up's start to the end.
     pub beats: u64,
+    /// `beats` per second over the same time.
     pub beats_per_sec: f64,
+    /// The process's CPU per heartbeat, in µs.
     pub cpu_us_per_beat: f64,
+    /// The process's CPU over the same time, as a share of one core.
     pub cpu_share_of_one_core: f64,
+    /// Agents stopped after the warm-up.
     pub stopped: usize,
+    /// From a stopped agent's `degraded` deadline to a subscriber receiving the transition.
     pub degraded_late: Quantiles,
+    /// From a stopped agent's `offline` deadline to a subscriber receiving the transition.
     pub offline_late: Quantiles,
+    /// Expected transitions never seen (the bench fails unless 0).
     pub missing: usize,
+    /// Transitions of agents that kept beating (the bench fails unless 0).
     pub spurious: usize,
+    /// The runtime's largest scheduling lag seen, in ms.
     pub max_lag_ms: u64,
 }
 
@@ -116,6 +133,7 @@ fn agent_index(id: &AgentId) -> Option<usize> {
     id.as_str().strip_prefix("agent-")?.parse().ok()
 }
 
+/// Runs `vigil bench detect`; fails if a transition is missing or spurious.
 pub fn run_core(mut args: CoreBench) -> anyhow::Result<()> {
     if args.quick {
         args.agents = args.agents.min(2_000);

@@ -28,6 +28,7 @@ use crate::serve::hub::Hub;
 use crate::serve::tcp::{Server, ServerConfig};
 use crate::tools::bench::{cpu_time, rss_bytes, runtime, write_json, Machine, Quantiles};
 
+/// `vigil bench fanout`'s options.
 #[derive(Debug, Clone, clap::Args, Serialize)]
 pub struct FanoutBench {
     /// Remote monitors.
@@ -42,25 +43,30 @@ pub struct FanoutBench {
     /// Monitors that take every event (and check it has no gap).
     #[arg(long, default_value_t = 2)]
     pub firehose: usize,
+    /// Agents whose status the transitions change.
     #[arg(long, default_value_t = 10_000)]
     pub agents: usize,
     /// Transitions per second.
     #[arg(long, default_value_t = 10_000)]
     pub rate: u32,
+    /// Time before the measuring starts.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
     pub warmup: Duration,
+    /// Time measured.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
     pub measure: Duration,
     /// `surrealkv` (embedded SurrealDB in a temporary directory) or `mem`.
     #[arg(long, default_value = "surrealkv")]
     pub store: String,
+    /// Worker threads of the server's async runtime.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
     /// Small sizes, for CI: 40 monitors, 1,000 agents, 10 kinds, 1,000 transitions/s.
     #[arg(long)]
     pub quick: bool,
+    /// Write the figures as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
 }
@@ -68,34 +74,55 @@ pub struct FanoutBench {
 /// What the monitors' process reports.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct MonitorsReport {
+    /// Events the monitors received in the window, all together.
     pub events: u64,
+    /// The median delay, in ms.
     pub p50_ms: f64,
+    /// The 99th-percentile delay, in ms.
     pub p99_ms: f64,
+    /// The largest delay, in ms.
     pub max_ms: f64,
+    /// `lagged` frames the monitors received.
     pub lagged: u64,
+    /// Jumps in seq in the firehose monitors' streams.
     pub gaps: u64,
     /// Fewest events one monitor received in the window.
     pub min_per_monitor: u64,
+    /// The monitors' process's CPU over the window, as a share of one core.
     pub cpu_share_of_one_core: f64,
 }
 
+/// What `vigil bench fanout` measured, as its JSON records it.
 #[derive(Debug, Serialize)]
 pub struct FanoutResult {
+    /// The machine it ran on.
     pub machine: Machine,
+    /// The command line it ran with.
     pub command: String,
+    /// The options it ran with.
     pub params: FanoutBench,
+    /// Transitions the runtime made per second in the window.
     pub transitions_per_sec: f64,
+    /// Events delivered to monitors per second in the window.
     pub deliveries_per_sec: f64,
+    /// The delay from each transition to each monitor receiving it.
     pub delivered: Quantiles,
+    /// `lagged` frames the monitors received (the bench fails unless 0).
     pub lagged: u64,
+    /// Jumps in seq in the firehose monitors' streams (the bench fails unless 0).
     pub gaps: u64,
     /// Fewest events one monitor received in the window.
     pub min_per_monitor: u64,
+    /// The server's memory growth per subscriber, in bytes.
     pub server_rss_per_subscriber_bytes: u64,
+    /// The server process's CPU over the window, as a share of one core.
     pub server_cpu_share_of_one_core: f64,
+    /// The monitors' process's CPU over the window, as a share of one core.
     pub monitors_cpu_share_of_one_core: f64,
 }
 
+/// Runs `vigil bench fanout` (the monitors in a child process); fails if a monitor lagged or
+/// a firehose stream had a gap.
 pub fn run(mut args: FanoutBench) -> anyhow::Result<()> {
     if args.quick {
         args.monitors = args.monitors.min(40);

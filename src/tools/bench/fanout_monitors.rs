@@ -17,16 +17,22 @@ use crate::tools::bench::{cpu_time, runtime, Quantiles};
 /// The monitors' side (`vigil bench fanout-monitors`, run by `vigil bench fanout`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct FanoutMonitors {
+    /// The TCP listener's address.
     #[arg(long)]
     pub tcp: String,
+    /// The HTTP listener's address (for `/ws`).
     #[arg(long)]
     pub ws: String,
+    /// Monitors to run.
     #[arg(long)]
     pub monitors: usize,
+    /// Share of them on WebSocket.
     #[arg(long)]
     pub ws_share: f64,
+    /// Agent kinds; monitor `i` follows kind `k{i mod kinds}`.
     #[arg(long)]
     pub kinds: usize,
+    /// Monitors that take every event.
     #[arg(long)]
     pub firehose: usize,
 }
@@ -48,6 +54,8 @@ struct FrameHead<'a> {
     at: Option<&'a str>,
 }
 
+/// Runs the monitors: prints `ready` once all are subscribed, measures from `start` on stdin,
+/// then prints their report as one JSON line.
 pub fn run_monitors(args: FanoutMonitors) -> anyhow::Result<()> {
     runtime(Some(2))?.block_on(monitors(args))
 }

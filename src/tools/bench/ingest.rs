@@ -26,18 +26,23 @@ use crate::serve::tcp::{Server, ServerConfig};
 use crate::tools::bench::{cpu_time, runtime, write_json, Machine, Quantiles};
 use crate::tools::simulate::{agent_id, picked};
 
+/// `vigil bench ingest`'s options.
 #[derive(Debug, Clone, clap::Args, Serialize)]
 pub struct IngestBench {
+    /// Simulated agents.
     #[arg(long, default_value_t = 100_000)]
     pub agents: usize,
+    /// Connections they are spread over.
     #[arg(long, default_value_t = 1_000)]
     pub connections: usize,
     /// Heartbeat interval; agents beat every interval × beat_ratio (± jitter).
     #[arg(long, default_value = "400ms", value_parser = humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
+    /// Beat every interval × this.
     #[arg(long, default_value_t = 0.8)]
     pub beat_ratio: f64,
+    /// ± this share of each period, drawn per beat.
     #[arg(long, default_value_t = 0.05)]
     pub jitter: f64,
     /// The generator's tick: beats due within one go out in one write per connection (a
@@ -66,40 +71,60 @@ pub struct IngestBench {
     /// Small sizes, for CI: 2,000 agents over 20 connections, 1 s warm-up, 4 s measured.
     #[arg(long)]
     pub quick: bool,
+    /// Write the figures as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
 }
 
+/// What `vigil bench ingest` measured, as its JSON records it.
 #[derive(Debug, Serialize)]
 pub struct IngestResult {
+    /// The machine it ran on.
     pub machine: Machine,
+    /// The command line it ran with.
     pub command: String,
+    /// The options it ran with (after `--quick`).
     pub params: IngestBench,
+    /// From the generator's start until the registry held every agent, in seconds.
     pub register_secs: f64,
     /// Frames the server received per second in the measured window.
     pub server_frames_per_sec: f64,
     /// Heartbeats the generator sent per second in its measured window.
     pub generator_beats_per_sec: f64,
+    /// The server process's CPU over the measured window, as a share of one core.
     pub server_cpu_share_of_one_core: f64,
+    /// The generator's CPU over its measured window, as a share of one core.
     pub generator_cpu_share_of_one_core: f64,
+    /// The server's CPU per frame received, in µs.
     pub server_cpu_us_per_beat: f64,
+    /// Errors the generator saw (the bench fails unless 0).
     pub generator_errors: u64,
+    /// Agents stopped in the measured window.
     pub stopped: usize,
+    /// From a stopped agent's `degraded` deadline to the transition's time.
     pub degraded_detected_late: Quantiles,
+    /// From a stopped agent's `degraded` deadline to a subscriber receiving it.
     pub degraded_delivered_late: Quantiles,
+    /// From a stopped agent's `offline` deadline to the transition's time.
     pub offline_detected_late: Quantiles,
+    /// From a stopped agent's `offline` deadline to a subscriber receiving it.
     pub offline_delivered_late: Quantiles,
+    /// Expected transitions (`degraded`, then `offline`, per stopped agent) never seen (the bench
+    /// fails unless 0).
     pub missing: usize,
     /// Transitions of agents that kept beating, in the measured window ...
     pub spurious: usize,
     /// ... and before it (registration and warm-up).
     pub spurious_before_window: usize,
+    /// The runtime's largest scheduling lag seen, in ms.
     pub max_lag_ms: u64,
 }
 
 /// A transition as the subscriber got it: agent, new status, event time, time received.
 type Seen = (AgentId, Status, DateTime<Utc>, DateTime<Utc>);
 
+/// Runs `vigil bench ingest` (the generator is `vigil simulate` in a child process); fails if
+/// a transition is missing or spurious, or the generator saw errors.
 pub fn run(mut args: IngestBench) -> anyhow::Result<()> {
     if args.quick {
         args.agents = args.agents.min(2_000);

@@ -16,6 +16,7 @@ use vigil_actors::{AgentId, MemStore, Policy, Registration, Runtime, RuntimeConf
 
 use crate::tools::bench::{rss_bytes, runtime, write_json, Machine};
 
+/// `vigil bench memory`'s options.
 #[derive(Debug, Clone, clap::Args, Serialize)]
 pub struct MemoryBench {
     /// Fleet sizes, each measured in a fresh process.
@@ -24,6 +25,7 @@ pub struct MemoryBench {
     /// Small sizes, for CI: 1,000 and 10,000.
     #[arg(long)]
     pub quick: bool,
+    /// Write the figures as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
 }
@@ -31,30 +33,44 @@ pub struct MemoryBench {
 /// One size, in its own process.
 #[derive(Debug, Clone, clap::Args)]
 pub struct MemoryOne {
+    /// Agents to register.
     #[arg(long)]
     pub agents: usize,
+    /// Where the figures go (JSON).
     #[arg(long)]
     pub json: PathBuf,
+    /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
 }
 
+/// The memory of one fleet size.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MemoryPoint {
+    /// Agents registered.
     pub agents: usize,
+    /// Registering them, in seconds.
     pub register_secs: f64,
+    /// The process's resident memory before, in bytes.
     pub rss_before_bytes: u64,
+    /// The process's resident memory after, in bytes.
     pub rss_after_bytes: u64,
+    /// The difference per agent, in bytes.
     pub rss_per_agent_bytes: u64,
 }
 
+/// What `vigil bench memory` measured, as its JSON records it.
 #[derive(Debug, Serialize)]
 pub struct MemoryResult {
+    /// The machine it ran on.
     pub machine: Machine,
+    /// The command line it ran with.
     pub command: String,
+    /// One point per fleet size.
     pub points: Vec<MemoryPoint>,
 }
 
+/// Runs `vigil bench memory`: each size in a `memory-one` child process, then the table.
 pub fn run(mut args: MemoryBench) -> anyhow::Result<()> {
     if args.quick {
         args.sizes = vec![1_000, 10_000];
@@ -107,6 +123,7 @@ pub fn run(mut args: MemoryBench) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs one size (`vigil bench memory-one`) and writes its point to `--json`.
 pub fn run_one(args: MemoryOne) -> anyhow::Result<()> {
     let p = runtime(Some(2))?.block_on(one(&args))?;
     std::fs::write(&args.json, serde_json::to_vec(&p)?)?;

@@ -19,15 +19,21 @@ use anyhow::Context;
 use serde::Serialize;
 use tokio::time::Instant;
 
+/// Latency quantiles of a sample, in ms.
 #[derive(Debug, Default, Serialize)]
 pub struct Quantiles {
+    /// The sample's size (0: no sample, and every figure 0).
     pub n: usize,
+    /// The median, in ms.
     pub p50_ms: f64,
+    /// The 99th percentile, in ms.
     pub p99_ms: f64,
+    /// The largest, in ms.
     pub max_ms: f64,
 }
 
 impl Quantiles {
+    /// The quantiles of `v` (nearest rank).
     pub fn of(mut v: Vec<Duration>) -> Self {
         if v.is_empty() {
             return Self::default();
@@ -46,14 +52,19 @@ impl Quantiles {
     }
 }
 
+/// The machine a benchmark ran on, as its JSON records it.
 #[derive(Debug, Serialize)]
 pub struct Machine {
+    /// Logical CPUs available to the process.
     pub cpus: usize,
+    /// The CPU model (`/proc/cpuinfo`; `unknown` elsewhere).
     pub model: String,
+    /// Total memory, in KiB (`/proc/meminfo`; 0 elsewhere).
     pub memory_kib: u64,
 }
 
 impl Machine {
+    /// Reads this machine's figures.
     pub fn read() -> Self {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let model = cpuinfo

@@ -16,24 +16,37 @@ use super::store::{
 use crate::serve::tcp::{Server, ServerConfig};
 use crate::tools::bench::{rss_bytes, write_json, Machine};
 
+/// What `vigil bench restart` measured, as its JSON records it.
 #[derive(Debug, Serialize)]
 pub struct RestartResult {
+    /// The machine it ran on.
     pub machine: Machine,
+    /// The command line it ran with.
     pub command: String,
+    /// Agents persisted, restored and registered again.
     pub agents: usize,
+    /// Registering every agent before the restart, in seconds.
     pub register_secs: f64,
+    /// The shutdown (its final checkpoint), in seconds.
     pub shutdown_secs: f64,
+    /// Opening the store and restoring every agent, in seconds.
     pub restore_secs: f64,
+    /// Memory the restore added to the process, in bytes.
     pub rss_after_restore_bytes: u64,
+    /// Spawning as many actors that do nothing, in seconds (to compare with `restore_secs`).
     pub spawn_only_secs: f64,
+    /// The restart grace the restored agents got, in seconds.
     pub restart_grace_secs: f64,
     /// From the start of the load generator until every agent was registered again over TCP.
     pub reregister_secs: f64,
+    /// Status changes of agents during the grace (the bench fails unless 0).
     pub transitions_after_restart: usize,
     /// `registered` events after the restart (one per agent that reconnected).
     pub reregistered: usize,
 }
 
+/// Runs `vigil bench restart`: persist the agents, restart, reconnect them all over TCP; fails
+/// if a transition happened or an agent did not register again.
 pub fn run_restart(args: FleetBench) -> anyhow::Result<()> {
     let dir = scratch(&args.dir, "restart")?;
     let url = format!("surrealkv://{}/db", dir.display());

@@ -28,6 +28,7 @@ use vigil_actors::{
 
 use crate::tools::bench::{write_json, Machine, Quantiles};
 
+/// `vigil bench store`'s options.
 #[derive(Debug, Clone, clap::Args, Serialize)]
 pub struct StoreBench {
     /// Segment sizes (events per write) to measure.
@@ -40,6 +41,7 @@ pub struct StoreBench {
     /// Where the SurrealKV directories go.
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Write the figures as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
 }
@@ -47,11 +49,13 @@ pub struct StoreBench {
 /// The arguments of `storm` and `restart`.
 #[derive(Debug, Clone, clap::Args, Serialize)]
 pub struct FleetBench {
+    /// Agents in the fleet.
     #[arg(long, default_value_t = 100_000)]
     pub agents: usize,
     /// Where the SurrealKV directory goes.
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Write the figures as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// restart: the heartbeat interval after the restart (the bench beats every agent in one
@@ -79,15 +83,23 @@ pub(super) fn command() -> String {
     std::env::args().collect::<Vec<_>>().join(" ")
 }
 
+/// One row of `vigil bench store`: one segment size with one sync setting.
 #[derive(Debug, Serialize)]
 pub struct StoreRow {
+    /// `every` (each write synced to disk) or `never`.
     pub sync: String,
+    /// Events per segment (per write).
     pub segment: usize,
+    /// Events written in all.
     pub events: u64,
+    /// Durable events per second.
     pub events_per_sec: f64,
+    /// Each write's latency.
     pub commit: Quantiles,
 }
 
+/// Runs `vigil bench store`: appends segments of each size for `--each`, with and without
+/// sync, and prints a row per pair.
 pub fn run_store(args: StoreBench) -> anyhow::Result<()> {
     let rows = runtime()?.block_on(async {
         let mut rows = Vec::new();
@@ -193,23 +205,33 @@ pub(super) async fn register_all(
     Ok(handles)
 }
 
+/// What `vigil bench storm` measured, as its JSON records it.
 #[derive(Debug, Serialize)]
 pub struct StormResult {
+    /// The machine it ran on.
     pub machine: Machine,
+    /// The command line it ran with.
     pub command: String,
+    /// Agents in the storm.
     pub agents: usize,
+    /// Registering every agent (durably), in seconds.
     pub register_secs: f64,
+    /// Offline transitions delivered (every agent's, when the bench succeeds).
     pub offline_seen: usize,
     /// From the offline deadline to the last offline transition delivered.
     pub storm_secs: f64,
+    /// From the offline deadline to each offline transition's delivery.
     pub offline_late: Quantiles,
     /// From the offline deadline to the transition's timestamp (detection).
     pub detect_late: Quantiles,
     /// From the transition's timestamp to its delivery (persist + publish).
     pub deliver: Quantiles,
+    /// Registry write batches during the storm.
     pub batches: u64,
 }
 
+/// Runs `vigil bench storm`: every agent beats once, then never again; times the offline
+/// transitions from their deadline to their delivery.
 pub fn run_storm(args: FleetBench) -> anyhow::Result<()> {
     let dir = scratch(&args.dir, "storm")?;
     let url = format!("surrealkv://{}/db", dir.display());

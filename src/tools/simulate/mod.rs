@@ -32,6 +32,7 @@ use crate::client::ClientConfig;
 
 use connection::connection_task;
 
+/// `vigil simulate`'s options (also recorded in its JSON summary, without the token).
 #[derive(Debug, Clone, clap::Args, Serialize)]
 pub struct SimulateArgs {
     /// The agent listener.
@@ -60,6 +61,7 @@ pub struct SimulateArgs {
     /// Agent ids are PREFIX-000001, ...
     #[arg(long, default_value = "sim")]
     pub prefix: String,
+    /// The kind each agent registers with.
     #[arg(long, default_value = "sim")]
     pub kind: String,
     /// Stop after this long (from the end of registration); run until Ctrl-C without it.
@@ -108,8 +110,11 @@ pub struct SimulateArgs {
 /// Failure modes, with the residue that picks their agents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
+    /// Never beats again.
     Stop,
+    /// Silent for 2 intervals, then beating for 4, over and over.
     Flap,
+    /// Keeps beating, but reports `degraded`.
     Degraded,
 }
 
@@ -135,6 +140,7 @@ pub fn mode_of(i: usize, a: &SimulateArgs) -> Option<Mode> {
     }
 }
 
+/// The id of simulated agent `i`: `PREFIX-0000042`.
 pub fn agent_id(prefix: &str, i: usize) -> String {
     format!("{prefix}-{i:07}")
 }
@@ -151,23 +157,35 @@ struct Counters {
     measuring: AtomicBool,
 }
 
+/// What a simulation did, as `--json` writes it.
 #[derive(Debug, Serialize)]
 pub struct SimulateSummary {
+    /// The options it ran with.
     pub params: SimulateArgs,
+    /// How long registering every agent took, in seconds.
     pub register_secs: f64,
+    /// Heartbeats sent in all.
     pub beats: u64,
+    /// `error` frames received and failed writes or connections.
     pub errors: u64,
+    /// Connections made again after a drop.
     pub reconnects: u64,
+    /// `evicted` frames received.
     pub evicted: u64,
     /// Over the measured window.
     pub measured_secs: f64,
+    /// Heartbeats sent over the measured window.
     pub measured_beats: u64,
+    /// `measured_beats` per second of the measured window.
     pub beats_per_sec: f64,
+    /// CPU time the process used over the measured window, in seconds.
     pub cpu_secs: f64,
     /// CPU over the measured window as a share of one core.
     pub cpu_share_of_one_core: f64,
 }
 
+/// Runs a simulation on a runtime of its own, until `--duration` or Ctrl-C; writes the
+/// summary to `--json` if given.
 pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -191,6 +209,8 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Registers the agents, then beats (with the failures asked for) until `--duration` or
+/// Ctrl-C; the summary of what was sent.
 pub async fn simulate(args: SimulateArgs) -> anyhow::Result<SimulateSummary> {
     anyhow::ensure!(args.connections > 0, "--connections must be at least 1");
     let counters = Arc::new(Counters::default());
