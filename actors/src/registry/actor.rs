@@ -10,7 +10,7 @@ use super::stats::LatencyHistogram;
 use super::{
     Change, Entry, RegistryArgs, RegistryMsg, RegistryState, Restorable, DRAIN_MIRROR_BUDGET,
 };
-use crate::model::{EventBody, Status};
+use crate::model::Status;
 use crate::registry::pipeline::{Pipeline, Side};
 use crate::rules::jobs::JobBook;
 
@@ -108,46 +108,13 @@ impl Actor for RegistryActor {
                 st.sequence(change);
                 st.schedule_flush(&myself);
             }
-            RegistryMsg::Activity {
+            RegistryMsg::Report {
                 id,
-                activity,
-                detail,
                 at,
-                ticket: _ticket,
-            } => {
-                let Some(e) = st
-                    .agents
-                    .get(&id)
-                    .filter(|e| e.record.status != Status::Left)
-                else {
-                    return Ok(());
-                };
-                if e.record.activity.as_deref() != Some(activity.as_str()) {
-                    let body = EventBody::Activity {
-                        from: e.record.activity.clone(),
-                        to: activity,
-                        detail,
-                    };
-                    st.sequence(Change {
-                        agent: Some(id),
-                        at,
-                        body,
-                    });
-                    st.schedule_flush(&myself);
-                }
-            }
-            RegistryMsg::Job {
-                id,
                 report,
-                at,
                 ticket: _ticket,
             } => {
-                let live = st.agents.get(&id).map(|e| e.record.status);
-                if live.is_none_or(|s| s == Status::Left) {
-                    return Ok(());
-                }
-                if let Some(body) = st.jobs.report(&id, report) {
-                    st.sync_jobs();
+                if let Some(body) = st.report(&id, report) {
                     st.sequence(Change {
                         agent: Some(id),
                         at,

@@ -74,6 +74,20 @@ pub(crate) struct RegisterReply {
     pub seq: u64,
 }
 
+/// What an agent reports besides its heartbeats.
+#[derive(Debug)]
+pub(crate) enum Report {
+    /// Its activity (`idle`, `working`, ...), with an optional detail.
+    Activity {
+        /// The activity's name.
+        activity: String,
+        /// Free text about it.
+        detail: Option<String>,
+    },
+    /// On one of its jobs.
+    Job(JobReport),
+}
+
 pub(crate) enum RegistryMsg {
     Register {
         reg: Registration,
@@ -83,19 +97,15 @@ pub(crate) enum RegistryMsg {
         reply: RpcReplyPort<RegisterReply>,
     },
     Append(Change),
-    /// An agent reported its activity; an event only when it really changed.
-    Activity {
+    /// An agent reported its activity or on a job; an event only when it changes something.
+    Report {
+        /// The agent.
         id: AgentId,
-        activity: String,
-        detail: Option<String>,
+        /// When the report was taken.
         at: DateTime<Utc>,
-        ticket: Ticket,
-    },
-    /// An agent reported on one of its jobs.
-    Job {
-        id: AgentId,
-        report: JobReport,
-        at: DateTime<Utc>,
+        /// What it reported.
+        report: Report,
+        /// Counts the report as waiting until it is handled (and holds its source's slot).
         ticket: Ticket,
     },
     /// The record as the registry holds it (for restarting a crashed agent actor).

@@ -6,13 +6,37 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tracing::warn;
 
-use super::{Change, Entry, RegisterReply, RegistryState};
+use super::{Change, Entry, RegisterReply, RegistryState, Report};
 use crate::agent::cell::AgentCell;
 use crate::model::{AgentId, AgentRecord, Event, EventBody, Registration, Severity, Status};
 use crate::registry::durable::event_bytes;
 use crate::rules::health::MASS_OFFLINE;
 
 impl RegistryState {
+    /// The event an agent's report makes, if it changes anything: an activity other than the
+    /// last, or a job report the book records. An unknown or departed agent's makes none.
+    pub(super) fn report(&mut self, id: &AgentId, report: Report) -> Option<EventBody> {
+        let e = self
+            .agents
+            .get(id)
+            .filter(|e| e.record.status != Status::Left)?;
+        match report {
+            Report::Activity { activity, detail } => {
+                let last = e.record.activity.as_deref();
+                (last != Some(activity.as_str())).then(|| EventBody::Activity {
+                    from: e.record.activity.clone(),
+                    to: activity,
+                    detail,
+                })
+            }
+            Report::Job(r) => {
+                let body = self.jobs.report(id, r)?;
+                self.sync_jobs();
+                Some(body)
+            }
+        }
+    }
+
     pub(super) fn register(
         &mut self,
         reg: Registration,

@@ -12,7 +12,7 @@ use crate::fleet::{FleetMsg, Registered};
 use crate::model::{AgentId, JobReport, Registration};
 use crate::registry::durable::Waiter;
 use crate::registry::intake::{ReportQuota, Ticket};
-use crate::registry::RegistryMsg;
+use crate::registry::{RegistryMsg, Report};
 
 impl Runtime {
     /// Registers an agent (or registers it again: it goes online, incarnation + 1), and
@@ -100,7 +100,7 @@ impl Runtime {
         if !self.activity_changed(id, &activity) {
             return Ok(());
         }
-        self.send_activity(id, activity, detail, None)
+        self.send_report(id, Report::Activity { activity, detail }, None)
     }
 
     /// [`Runtime::report_activity`] for a source with many reports to send (a connection):
@@ -117,7 +117,7 @@ impl Runtime {
             return Ok(());
         }
         let slot = quota.slot().await;
-        self.send_activity(id, activity, detail, Some(slot))
+        self.send_report(id, Report::Activity { activity, detail }, Some(slot))
     }
 
     /// Whether `activity` may differ from the agent's last (unchanged, as most heartbeats
@@ -127,20 +127,19 @@ impl Runtime {
         cell.is_none_or(|c| c.activity_changed(activity))
     }
 
-    pub(super) fn send_activity(
+    /// Sends a report to the registry, counted (and holding `slot`, if any) until it is taken.
+    pub(super) fn send_report(
         &self,
         id: &AgentId,
-        activity: String,
-        detail: Option<String>,
+        report: Report,
         slot: Option<OwnedSemaphorePermit>,
     ) -> Result<(), BeatError> {
         let at = self.clock.utc(self.clock.now());
         self.registry
-            .cast(RegistryMsg::Activity {
+            .cast(RegistryMsg::Report {
                 id: id.clone(),
-                activity,
-                detail,
                 at,
+                report,
                 ticket: Ticket::new(&self.backpressure.reports, slot),
             })
             .map_err(|_| BeatError::NotSupervised(id.clone()))
@@ -149,7 +148,7 @@ impl Runtime {
     /// The agent reports on one of its jobs. A `job` event is recorded when the state (or the
     /// agent) changes, or the progress moves by [`crate::PROGRESS_STEP`] or more.
     pub fn report_job(&self, id: &AgentId, report: JobReport) -> Result<(), BeatError> {
-        self.send_job(id, report, None)
+        self.send_report(id, Report::Job(report), None)
     }
 
     /// [`Runtime::report_job`] for a source with many reports to send (see
@@ -161,24 +160,7 @@ impl Runtime {
         report: JobReport,
     ) -> Result<(), BeatError> {
         let slot = quota.slot().await;
-        self.send_job(id, report, Some(slot))
-    }
-
-    pub(super) fn send_job(
-        &self,
-        id: &AgentId,
-        report: JobReport,
-        slot: Option<OwnedSemaphorePermit>,
-    ) -> Result<(), BeatError> {
-        let at = self.clock.utc(self.clock.now());
-        self.registry
-            .cast(RegistryMsg::Job {
-                id: id.clone(),
-                report,
-                at,
-                ticket: Ticket::new(&self.backpressure.reports, slot),
-            })
-            .map_err(|_| BeatError::NotSupervised(id.clone()))
+        self.send_report(id, Report::Job(report), Some(slot))
     }
 
     /// The agent deregisters itself: it leaves (`deregistered`, status `left`).

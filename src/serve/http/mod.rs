@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -33,10 +33,7 @@ use tracing::{debug, info};
 use crate::protocol::ErrorCode;
 use crate::serve::hub::Hub;
 use error::ApiError;
-use rest::{
-    agent_events, dead_letters, evict_agent, get_agent, health_report, healthz, list_agents,
-    list_sinks, maintenance, openapi, readyz, replay, set_policy, set_status, stats,
-};
+use rest::{healthz, op_route, openapi, readyz, stats, OP_ROUTES};
 
 /// The OpenAPI document of the REST API.
 pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
@@ -259,7 +256,11 @@ impl Drop for HttpServer {
 }
 
 fn router(state: AppState) -> Router {
-    Router::new()
+    let mut router = Router::new();
+    for r in OP_ROUTES {
+        router = router.route(r.path, axum::routing::on(r.method, op_route));
+    }
+    router
         .route("/", get(dashboard::index))
         .route("/dashboard/app.js", get(dashboard::script))
         .route("/dashboard/app.css", get(dashboard::style))
@@ -269,17 +270,7 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/openapi.json", get(openapi))
         .route("/ws", get(ws::ws))
         .route("/api/v1/events", get(sse::sse))
-        .route("/api/v1/agents", get(list_agents))
-        .route("/api/v1/agents/{id}", get(get_agent).delete(evict_agent))
-        .route("/api/v1/agents/{id}/events", get(agent_events))
-        .route("/api/v1/agents/{id}/status", post(set_status))
-        .route("/api/v1/agents/{id}/maintenance", post(maintenance))
-        .route("/api/v1/policies/{kind}", axum::routing::put(set_policy))
-        .route("/api/v1/health-report", get(health_report))
         .route("/api/v1/stats", get(stats))
-        .route("/api/v1/sinks", get(list_sinks))
-        .route("/api/v1/sinks/{name}/dead-letters", get(dead_letters))
-        .route("/api/v1/sinks/{name}/replay", post(replay))
         .fallback(|| async {
             ApiError::new(ErrorCode::UnknownType, "no such route").into_response()
         })

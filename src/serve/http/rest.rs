@@ -3,9 +3,10 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
-use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{MatchedPath, Query, RawPathParams, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::MethodFilter;
 use axum::Json;
 use serde_json::{json, Value};
 
@@ -57,74 +58,169 @@ pub(super) fn num(q: &HashMap<String, String>, key: &str) -> Result<Option<u64>,
         .transpose()
 }
 
-pub(super) async fn list_agents(
+/// Where an operation's argument comes from in a request's query, and how it is read.
+#[derive(Debug, Clone, Copy)]
+enum Param {
+    /// Passed as it is.
+    Text(&'static str),
+    /// A number (`{key} must be a number` otherwise).
+    Number(&'static str),
+    /// `true` or `false`; only `true` is passed.
+    Flag(&'static str),
+}
+
+/// A REST route that runs one admin operation: who may call it, and where its arguments come
+/// from. Every such route is served by [`op_route`].
+#[derive(Debug)]
+pub(super) struct OpRoute {
+    /// The method.
+    pub(super) method: MethodFilter,
+    /// The path, as the router and the OpenAPI document write it.
+    pub(super) path: &'static str,
+    op: &'static str,
+    access: Access,
+    /// The path's parameter and the argument it becomes.
+    path_arg: Option<(&'static str, &'static str)>,
+    query: &'static [Param],
+    /// A JSON object body holds the other arguments.
+    body: bool,
+}
+
+const fn read(path: &'static str, op: &'static str) -> OpRoute {
+    OpRoute {
+        method: MethodFilter::GET,
+        path,
+        op,
+        access: Access::Read,
+        path_arg: None,
+        query: &[],
+        body: false,
+    }
+}
+
+/// Every REST route that runs an admin operation.
+pub(super) const OP_ROUTES: &[OpRoute] = &[
+    OpRoute {
+        query: &[
+            Param::Text("kind"),
+            Param::Text("status"),
+            Param::Text("after"),
+            Param::Number("limit"),
+        ],
+        ..read("/api/v1/agents", "list")
+    },
+    OpRoute {
+        path_arg: Some(("id", "id")),
+        ..read("/api/v1/agents/{id}", "get")
+    },
+    OpRoute {
+        method: MethodFilter::DELETE,
+        access: Access::Write,
+        path_arg: Some(("id", "id")),
+        query: &[Param::Text("reason")],
+        ..read("/api/v1/agents/{id}", "evict")
+    },
+    OpRoute {
+        path_arg: Some(("id", "id")),
+        query: &[
+            Param::Number("since"),
+            Param::Number("limit"),
+            Param::Flag("latest"),
+        ],
+        ..read("/api/v1/agents/{id}/events", "events")
+    },
+    OpRoute {
+        method: MethodFilter::POST,
+        access: Access::Write,
+        path_arg: Some(("id", "id")),
+        body: true,
+        ..read("/api/v1/agents/{id}/status", "set_status")
+    },
+    OpRoute {
+        method: MethodFilter::POST,
+        access: Access::Write,
+        path_arg: Some(("id", "id")),
+        body: true,
+        ..read("/api/v1/agents/{id}/maintenance", "maintenance")
+    },
+    OpRoute {
+        method: MethodFilter::PUT,
+        access: Access::Write,
+        path_arg: Some(("kind", "kind")),
+        body: true,
+        ..read("/api/v1/policies/{kind}", "set_policy")
+    },
+    read("/api/v1/health-report", "health_report"),
+    read("/api/v1/sinks", "sinks"),
+    OpRoute {
+        path_arg: Some(("name", "sink")),
+        ..read("/api/v1/sinks/{name}/dead-letters", "dead_letters")
+    },
+    OpRoute {
+        method: MethodFilter::POST,
+        access: Access::Write,
+        path_arg: Some(("name", "sink")),
+        query: &[Param::Number("id")],
+        ..read("/api/v1/sinks/{name}/replay", "replay")
+    },
+];
+
+/// Serves every route of [`OP_ROUTES`]: checks the caller's token (and, for a write, that it
+/// is no cross-site form), gathers the arguments, and answers the operation's data.
+pub(super) async fn op_route(
     State(st): State<AppState>,
+    method: Method,
+    matched: MatchedPath,
+    path: RawPathParams,
     headers: HeaderMap,
     Query(q): Params,
+    raw: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&st.cfg, &headers, &q, Access::Read)?;
-    let mut args = serde_json::Map::new();
-    for key in ["kind", "status", "after"] {
-        if let Some(v) = q.get(key) {
-            args.insert(key.into(), json!(v));
+    let route = OP_ROUTES
+        .iter()
+        .find(|r| {
+            r.path == matched.as_str()
+                && MethodFilter::try_from(method.clone()).ok() == Some(r.method)
+        })
+        .ok_or_else(|| ApiError::new(ErrorCode::Internal, "no operation for this route"))?;
+    authorize(&st.cfg, &headers, &q, route.access)?;
+    if route.access == Access::Write {
+        write_guard(&headers, route.body)?;
+    }
+    let mut args = match route.body {
+        true => body(&raw)?,
+        false => serde_json::Map::new(),
+    };
+    for param in route.query {
+        match *param {
+            Param::Text(key) => {
+                if let Some(v) = q.get(key) {
+                    args.insert(key.into(), json!(v));
+                }
+            }
+            Param::Number(key) => {
+                if let Some(n) = num(&q, key)? {
+                    args.insert(key.into(), json!(n));
+                }
+            }
+            Param::Flag(key) => match q.get(key).map(String::as_str) {
+                None | Some("false") => {}
+                Some("true") => {
+                    args.insert(key.into(), json!(true));
+                }
+                Some(_) => {
+                    let msg = format!("{key} must be true or false");
+                    return Err(ApiError::new(ErrorCode::InvalidField, msg));
+                }
+            },
         }
     }
-    if let Some(limit) = num(&q, "limit")? {
-        args.insert("limit".into(), json!(limit));
-    }
-    run_op(&st, "list", Value::Object(args)).await
-}
-
-pub(super) async fn get_agent(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    Query(q): Params,
-) -> Result<Json<Value>, ApiError> {
-    authorize(&st.cfg, &headers, &q, Access::Read)?;
-    run_op(&st, "get", json!({"id": id})).await
-}
-
-pub(super) async fn agent_events(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    Query(q): Params,
-) -> Result<Json<Value>, ApiError> {
-    authorize(&st.cfg, &headers, &q, Access::Read)?;
-    let mut args = json!({"id": id});
-    if let Some(since) = num(&q, "since")? {
-        args["since"] = json!(since);
-    }
-    if let Some(limit) = num(&q, "limit")? {
-        args["limit"] = json!(limit);
-    }
-    match q.get("latest").map(String::as_str) {
-        None | Some("false") => {}
-        Some("true") => args["latest"] = json!(true),
-        Some(_) => {
-            return Err(ApiError::new(
-                ErrorCode::InvalidField,
-                "latest must be true or false",
-            ))
+    if let Some((name, arg)) = route.path_arg {
+        if let Some((_, v)) = path.iter().find(|(k, _)| *k == name) {
+            args.insert(arg.into(), json!(v));
         }
     }
-    run_op(&st, "events", args).await
-}
-
-pub(super) async fn evict_agent(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    Query(q): Params,
-) -> Result<Json<Value>, ApiError> {
-    authorize(&st.cfg, &headers, &q, Access::Write)?;
-    write_guard(&headers, false)?;
-    let mut args = json!({"id": id});
-    if let Some(reason) = q.get("reason") {
-        args["reason"] = json!(reason);
-    }
-    run_op(&st, "evict", args).await
+    run_op(&st, route.op, Value::Object(args)).await
 }
 
 /// A JSON request body, or the protocol's error for a bad one.
@@ -140,95 +236,6 @@ pub(super) fn body(raw: &[u8]) -> Result<serde_json::Map<String, Value>, ApiErro
             format!("the body is not JSON: {e}"),
         )),
     }
-}
-
-pub(super) async fn set_status(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    Query(q): Params,
-    raw: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    body_op(&st, &headers, &q, &raw, "set_status", ("id", id)).await
-}
-
-pub(super) async fn maintenance(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    Query(q): Params,
-    raw: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    body_op(&st, &headers, &q, &raw, "maintenance", ("id", id)).await
-}
-
-pub(super) async fn set_policy(
-    State(st): State<AppState>,
-    Path(kind): Path<String>,
-    headers: HeaderMap,
-    Query(q): Params,
-    raw: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    body_op(&st, &headers, &q, &raw, "set_policy", ("kind", kind)).await
-}
-
-/// A REST write whose JSON body holds the op's arguments, with the one the path names.
-pub(super) async fn body_op(
-    st: &AppState,
-    headers: &HeaderMap,
-    q: &HashMap<String, String>,
-    raw: &[u8],
-    op: &str,
-    (key, value): (&str, String),
-) -> Result<Json<Value>, ApiError> {
-    authorize(&st.cfg, headers, q, Access::Write)?;
-    write_guard(headers, true)?;
-    let mut args = body(raw)?;
-    args.insert(key.into(), json!(value));
-    run_op(st, op, Value::Object(args)).await
-}
-
-pub(super) async fn health_report(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    Query(q): Params,
-) -> Result<Json<Value>, ApiError> {
-    authorize(&st.cfg, &headers, &q, Access::Read)?;
-    run_op(&st, "health_report", Value::Null).await
-}
-
-pub(super) async fn list_sinks(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    Query(q): Params,
-) -> Result<Json<Value>, ApiError> {
-    authorize(&st.cfg, &headers, &q, Access::Read)?;
-    run_op(&st, "sinks", Value::Null).await
-}
-
-pub(super) async fn dead_letters(
-    State(st): State<AppState>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    Query(q): Params,
-) -> Result<Json<Value>, ApiError> {
-    authorize(&st.cfg, &headers, &q, Access::Read)?;
-    run_op(&st, "dead_letters", json!({ "sink": name })).await
-}
-
-pub(super) async fn replay(
-    State(st): State<AppState>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    Query(q): Params,
-) -> Result<Json<Value>, ApiError> {
-    authorize(&st.cfg, &headers, &q, Access::Write)?;
-    write_guard(&headers, false)?;
-    let mut args = json!({ "sink": name });
-    if let Some(id) = num(&q, "id")? {
-        args["id"] = json!(id);
-    }
-    run_op(&st, "replay", args).await
 }
 
 pub(super) async fn stats(
