@@ -4,6 +4,8 @@
 //! - [`http`]: the HTTP listener: REST, WebSocket, SSE, metrics, the dashboard.
 //! - [`hub`]: what every monitor surface shares (subscriptions, frames, counters).
 //! - [`admin`]: the admin operations behind the `admin` frame and the REST API.
+//! - `monitoring`: `ping`, `subscribe`, `unsubscribe` and `admin`, answered once for the TCP
+//!   listener and the WebSocket.
 //! - `auth`: token checks, in constant time.
 //! - [`tls`]: the listeners' TLS configuration from PEM files.
 //! - [`net`]: accepted sockets: TCP keepalive, the per-IP connection cap, the idle timeout.
@@ -13,6 +15,7 @@ pub mod admin;
 pub(crate) mod auth;
 pub mod http;
 pub mod hub;
+pub(crate) mod monitoring;
 pub mod net;
 mod settings;
 pub mod store;

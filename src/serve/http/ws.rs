@@ -16,8 +16,8 @@ use super::error::ApiError;
 use super::rest::Params;
 use super::AppState;
 use crate::protocol::{self, ClientFrame, ErrorCode, OutgoingFrame, PROTOCOL_VERSION, SERVER_NAME};
-use crate::serve::admin::admin_op;
 use crate::serve::hub::{now_text, MonitorFrame, Open};
+use crate::serve::monitoring::{Monitoring, Outbox};
 
 /// `/ws`: the monitor protocol over WebSocket, one JSON frame per text message. The token
 /// comes with the upgrade request, so no `hello` is needed (one is answered `welcome`).
@@ -71,7 +71,7 @@ pub(super) async fn ws_session(st: AppState, socket: WebSocket, admin: bool) {
         let _ = sink.close().await;
     });
     let mut stop = st.stop.clone();
-    let mut subscription: Option<tokio::task::JoinHandle<()>> = None;
+    let mut monitoring = Monitoring::new(st.hub.clone(), WsOut(out.clone()));
     loop {
         let msg = tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
@@ -97,55 +97,24 @@ pub(super) async fn ws_session(st: AppState, socket: WebSocket, admin: bool) {
             }
         };
         let reference = frame.reference;
-        let reply = |frame: OutgoingFrame| frame.text(reference.as_ref());
-        let answer = match frame.body {
-            ClientFrame::Hello(_) => reply(OutgoingFrame::Welcome {
+        let handled = tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            handled = monitoring.handle(frame.body, &reference, admin) => handled,
+        };
+        let body = match handled {
+            Ok(true) => continue,
+            Ok(false) => break,
+            Err(body) => body,
+        };
+        let answer = match body {
+            ClientFrame::Hello(_) => OutgoingFrame::Welcome {
                 protocol: PROTOCOL_VERSION,
                 session: None,
                 server: SERVER_NAME,
                 heartbeat_interval_ms: None,
                 time: now_text(),
-            }),
-            ClientFrame::Ping => reply(OutgoingFrame::Pong { time: now_text() }),
-            ClientFrame::Subscribe(_) if out.capacity() < out.max_capacity() / 2 => error_text(
-                ErrorCode::Overloaded,
-                "replies are not being read; subscribe again once they are",
-                &reference,
-            ),
-            ClientFrame::Subscribe(sub) => {
-                if let Some(t) = subscription.take() {
-                    t.abort();
-                    let _ = t.await; // none of its frames come after this
-                }
-                match st.hub.subscribe(sub).await {
-                    Ok(stream) => {
-                        // The ack goes first, then the stream's frames.
-                        let ack = reply(OutgoingFrame::Ack);
-                        if reference.is_some() && out.send(ack).await.is_err() {
-                            break;
-                        }
-                        let o = out.clone();
-                        subscription = Some(tokio::spawn(stream.run(move |f: MonitorFrame| {
-                            let o = o.clone();
-                            async move { o.send(f.text.to_string()).await.is_ok() }
-                        })));
-                        continue;
-                    }
-                    Err((code, msg)) => error_text(code, &msg, &reference),
-                }
             }
-            ClientFrame::Unsubscribe => {
-                if let Some(t) = subscription.take() {
-                    t.abort();
-                    let _ = t.await;
-                }
-                reply(OutgoingFrame::Ack)
-            }
-            ClientFrame::Admin(a) if admin => match admin_op(st.hub.runtime(), &a.op, a.args).await
-            {
-                Ok(data) => reply(OutgoingFrame::Result { ok: true, data }),
-                Err((code, msg)) => error_text(code, &msg, &reference),
-            },
+            .text(reference.as_ref()),
             _ => error_text(
                 ErrorCode::Forbidden,
                 "this stream takes monitor frames (and admin frames with an admin token)",
@@ -160,12 +129,29 @@ pub(super) async fn ws_session(st: AppState, socket: WebSocket, admin: bool) {
             break;
         }
     }
-    if let Some(t) = subscription.take() {
-        t.abort();
-    }
+    drop(monitoring);
     drop(out);
     let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
     debug!("WebSocket closed");
+}
+
+/// The WebSocket's writer queue, as the monitor frames' [`Outbox`]: one text message per
+/// frame.
+#[derive(Clone)]
+struct WsOut(mpsc::Sender<String>);
+
+impl Outbox for WsOut {
+    async fn reply(&self, frame: OutgoingFrame<'_>, reference: Option<&Value>) -> bool {
+        self.0.send(frame.text(reference)).await.is_ok()
+    }
+
+    async fn frame(&self, frame: MonitorFrame) -> bool {
+        self.0.send(frame.text.to_string()).await.is_ok()
+    }
+
+    fn backlogged(&self) -> bool {
+        self.0.capacity() < self.0.max_capacity() / 2
+    }
 }
 
 pub(super) fn error_text(code: ErrorCode, msg: &str, reference: &Option<Value>) -> String {

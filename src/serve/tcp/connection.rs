@@ -14,7 +14,7 @@ use tracing::debug;
 use vigil_actors::ReportQuota;
 
 use super::bucket::Bucket;
-use super::out::Out;
+use super::out::{Out, TcpOut};
 use super::owners::Control;
 use super::session::Session;
 use super::{Shared, MAX_QUEUED_REPORTS};
@@ -24,6 +24,7 @@ use crate::protocol::{
     SERVER_NAME,
 };
 use crate::serve::hub::{now_text, Open};
+use crate::serve::monitoring::Monitoring;
 
 /// One connection: handshake, then frames until the peer closes, is closed, or the listener
 /// stops.
@@ -127,7 +128,7 @@ where
             owned: HashMap::default(),
             bad: 0,
             bucket: Bucket::new(shared.cfg.rate_limit, shared.cfg.rate_burst),
-            subscription: None,
+            monitoring: Monitoring::new(shared.hub.clone(), TcpOut(out_tx.clone())),
             beats: 0,
             reports: ReportQuota::new(MAX_QUEUED_REPORTS),
         };

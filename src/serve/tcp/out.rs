@@ -2,6 +2,13 @@
 
 use std::sync::Arc;
 
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::protocol::OutgoingFrame;
+use crate::serve::hub::MonitorFrame;
+use crate::serve::monitoring::Outbox;
+
 /// What a connection's writer writes: a reply of its own, or a monitor frame that every
 /// subscriber of its event shares (its line ending is added as it is written, so no
 /// subscriber copies it).
@@ -25,5 +32,24 @@ impl Out {
 impl From<String> for Out {
     fn from(line: String) -> Self {
         Out::Line(line)
+    }
+}
+
+/// A connection's writer queue, as the monitor frames' [`Outbox`]: replies as lines, stream
+/// frames shared.
+#[derive(Clone)]
+pub(super) struct TcpOut(pub(super) mpsc::Sender<Out>);
+
+impl Outbox for TcpOut {
+    async fn reply(&self, frame: OutgoingFrame<'_>, reference: Option<&Value>) -> bool {
+        self.0.send(Out::Line(frame.line(reference))).await.is_ok()
+    }
+
+    async fn frame(&self, frame: MonitorFrame) -> bool {
+        self.0.send(Out::Frame(frame.text)).await.is_ok()
+    }
+
+    fn backlogged(&self) -> bool {
+        self.0.capacity() < self.0.max_capacity() / 2
     }
 }

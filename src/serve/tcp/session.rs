@@ -13,15 +13,14 @@ use vigil_actors::{
 };
 
 use super::bucket::Bucket;
-use super::out::Out;
+use super::out::{Out, TcpOut};
 use super::owners::{release, Control, Owner};
 use super::Shared;
 use crate::protocol::limits::{check_activity, check_job};
 use crate::protocol::{
     self, error_line, ClientFrame, ErrorCode, EvictedReason, Frame, OutgoingFrame, Role,
 };
-use crate::serve::admin::admin_op;
-use crate::serve::hub::now_text;
+use crate::serve::monitoring::Monitoring;
 
 pub(super) struct Session {
     pub(super) shared: Arc<Shared>,
@@ -32,8 +31,8 @@ pub(super) struct Session {
     pub(super) owned: HashMap<AgentId, AgentHandle>,
     pub(super) bad: u32,
     pub(super) bucket: Option<Bucket>,
-    /// A monitor's subscription: the task that forwards its items to the writer.
-    pub(super) subscription: Option<tokio::task::JoinHandle<()>>,
+    /// The monitor side: ping, subscribe, unsubscribe, admin.
+    pub(super) monitoring: Monitoring<TcpOut>,
     /// Heartbeats taken since the shared counter was last added to.
     pub(super) beats: u64,
     /// Bounds the activity and job reports this connection has waiting for the registry.
@@ -84,10 +83,6 @@ impl Session {
             ClientFrame::Hello(_) => {
                 self.error(ErrorCode::InvalidField, "already said hello", &reference)
                     .await
-            }
-            ClientFrame::Ping => {
-                let pong = OutgoingFrame::Pong { time: now_text() };
-                self.send(pong.line(reference.as_ref())).await
             }
             ClientFrame::Register(r) => self.register(r, reference, ctl).await,
             ClientFrame::Heartbeat(h) => {
@@ -172,15 +167,14 @@ impl Session {
                     }
                 }
             }
-            ClientFrame::Subscribe(sub) => self.subscribe(sub, reference).await,
-            ClientFrame::Unsubscribe => {
-                if let Some(task) = self.subscription.take() {
-                    task.abort();
-                    let _ = task.await;
-                }
-                self.ack(&reference).await
+            monitor @ (ClientFrame::Ping
+            | ClientFrame::Subscribe(_)
+            | ClientFrame::Unsubscribe
+            | ClientFrame::Admin(_)) => {
+                // The role was checked above; a full writer closes nothing here (the reader
+                // ends the connection).
+                let _ = self.monitoring.handle(monitor, &reference, true).await;
             }
-            ClientFrame::Admin(a) => self.admin(a, reference).await,
         }
         true
     }
@@ -219,48 +213,6 @@ impl Session {
             ),
         };
         self.error(code, msg, reference).await;
-    }
-
-    /// A monitor subscribes (replacing any subscription it had): a snapshot or a replay as
-    /// asked, then live events, each as a frame; `lagged` or `resync_required` end it. The
-    /// frames go through the connection's bounded reply queue, so a monitor that does not
-    /// read falls behind in its own subscription and gets `lagged`, delaying nobody else.
-    async fn subscribe(&mut self, sub: protocol::Subscribe, reference: Option<Value>) {
-        // A client that subscribes again and again without reading would queue a snapshot
-        // each time.
-        if self.out.capacity() < self.out.max_capacity() / 2 {
-            let msg = "replies are not being read; subscribe again once they are";
-            self.error(ErrorCode::Overloaded, msg, &reference).await;
-            return;
-        }
-        if let Some(task) = self.subscription.take() {
-            task.abort();
-            let _ = task.await; // none of its frames come after this
-        }
-        let stream = match self.shared.hub.subscribe(sub).await {
-            Ok(s) => s,
-            Err((code, msg)) => {
-                self.error(code, &msg, &reference).await;
-                return;
-            }
-        };
-        self.ack(&reference).await;
-        let out = self.out.clone();
-        self.subscription = Some(tokio::spawn(stream.run(move |frame| {
-            let out = out.clone();
-            async move { out.send(Out::Frame(frame.text)).await.is_ok() }
-        })));
-    }
-
-    /// An admin operation, answered with `result` or the protocol's error.
-    async fn admin(&mut self, a: protocol::Admin, reference: Option<Value>) {
-        match admin_op(&self.shared.rt, &a.op, a.args).await {
-            Ok(data) => {
-                let frame = OutgoingFrame::Result { ok: true, data };
-                self.send(frame.line(reference.as_ref())).await
-            }
-            Err((code, msg)) => self.error(code, &msg, &reference).await,
-        }
     }
 
     /// A report the runtime did not take: the agent's actor is gone (it left, was evicted, or
@@ -429,9 +381,7 @@ impl Session {
     /// The connection is gone: its claims are released and, unless the listener is stopping,
     /// its agents are disconnected (their deadlines run on).
     pub(super) fn closed(&mut self, disconnect: bool) {
-        if let Some(task) = self.subscription.take() {
-            task.abort();
-        }
+        self.monitoring.end();
         let mut owners = self.shared.owners.lock();
         for (id, handle) in self.owned.drain() {
             // Only an agent this connection still owns is disconnected: after a takeover the
@@ -441,15 +391,6 @@ impl Session {
                 let _ = handle.disconnected();
             }
             release(&mut owners, &id, self.conn);
-        }
-    }
-}
-
-impl Drop for Session {
-    /// A connection cut at shutdown never reaches `closed`: its subscription ends here.
-    fn drop(&mut self) {
-        if let Some(task) = self.subscription.take() {
-            task.abort();
         }
     }
 }
