@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use vigil_actors::{AdminError, RegisterError, RuntimeError};
 
 /// Error codes of the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -64,6 +65,40 @@ impl FrameError {
             code,
             message: message.into(),
             reference,
+        }
+    }
+}
+
+// What each of the core's errors is on the wire: the one place these codes are chosen.
+
+impl From<&AdminError> for ErrorCode {
+    fn from(e: &AdminError) -> Self {
+        match e {
+            AdminError::UnknownAgent(_) => ErrorCode::UnknownAgent,
+            AdminError::InvalidField(_) => ErrorCode::InvalidField,
+            AdminError::Forbidden(_) => ErrorCode::Forbidden,
+            AdminError::Unavailable(_) => ErrorCode::Internal,
+            AdminError::Overloaded(_) => ErrorCode::Overloaded,
+        }
+    }
+}
+
+impl From<&RegisterError> for ErrorCode {
+    fn from(e: &RegisterError) -> Self {
+        match e {
+            RegisterError::MissingField(_) => ErrorCode::MissingField,
+            RegisterError::InvalidField(_) => ErrorCode::InvalidField,
+            RegisterError::Unavailable(_) => ErrorCode::Internal,
+            RegisterError::Overloaded(_) => ErrorCode::Overloaded,
+        }
+    }
+}
+
+impl From<&RuntimeError> for ErrorCode {
+    fn from(e: &RuntimeError) -> Self {
+        match e {
+            RuntimeError::Overloaded(_) => ErrorCode::Overloaded,
+            _ => ErrorCode::Internal,
         }
     }
 }

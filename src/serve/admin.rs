@@ -64,12 +64,5 @@ fn sink_arg(op: &str, args: &Value) -> Result<String, (ErrorCode, String)> {
 }
 
 fn admin_error(e: AdminError) -> (ErrorCode, String) {
-    let code = match e {
-        AdminError::UnknownAgent(_) => ErrorCode::UnknownAgent,
-        AdminError::InvalidField(_) => ErrorCode::InvalidField,
-        AdminError::Forbidden(_) => ErrorCode::Forbidden,
-        AdminError::Unavailable(_) => ErrorCode::Internal,
-        AdminError::Overloaded(_) => ErrorCode::Overloaded,
-    };
-    (code, e.to_string())
+    (ErrorCode::from(&e), e.to_string())
 }

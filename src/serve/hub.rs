@@ -18,8 +18,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use tracing::warn;
 use vigil_actors::{
-    AgentRecord, Event, EventKind, Runtime, RuntimeError, SubscribeOptions, Subscription,
-    SubscriptionItem,
+    AgentRecord, Event, EventKind, Runtime, SubscribeOptions, Subscription, SubscriptionItem,
 };
 
 use crate::protocol::{self, ErrorCode, OutgoingFrame};
@@ -242,10 +241,12 @@ impl Hub {
         let (opts, topics) = options(req)?;
         // Only `stats`: no events, so no subscription in the core.
         let sub = match topics.agents || topics.jobs || topics.alerts {
-            true => Some(self.rt.subscribe(opts).await.map_err(|e| match e {
-                RuntimeError::Overloaded(_) => (ErrorCode::Overloaded, e.to_string()),
-                _ => (ErrorCode::Internal, e.to_string()),
-            })?),
+            true => Some(
+                self.rt
+                    .subscribe(opts)
+                    .await
+                    .map_err(|e| (ErrorCode::from(&e), e.to_string()))?,
+            ),
             false => None,
         };
         self.subscribers.fetch_add(1, Ordering::Relaxed);

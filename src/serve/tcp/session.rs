@@ -8,8 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use vigil_actors::{
-    AgentHandle, AgentId, Beat, BeatError, JobReport, RegisterError, Registration, ReportQuota,
-    RuntimeError, Status,
+    AgentHandle, AgentId, Beat, BeatError, JobReport, Registration, ReportQuota, Status,
 };
 
 use super::bucket::Bucket;
@@ -318,13 +317,7 @@ impl Session {
                 tokio::spawn(async move {
                     let text = match rt.wait_durable(seq).await {
                         Ok(()) => reply.line(reference.as_ref()),
-                        Err(e) => {
-                            let code = match e {
-                                RuntimeError::Overloaded(_) => ErrorCode::Overloaded,
-                                _ => ErrorCode::Internal,
-                            };
-                            error_line(code, &e.to_string(), reference.as_ref())
-                        }
+                        Err(e) => error_line((&e).into(), &e.to_string(), reference.as_ref()),
                     };
                     let _ = out.send(Out::Line(text)).await;
                 });
@@ -333,13 +326,7 @@ impl Session {
                 if !self.owned.contains_key(&id) {
                     self.disown(&id);
                 }
-                let code = match e {
-                    RegisterError::MissingField(_) => ErrorCode::MissingField,
-                    RegisterError::InvalidField(_) => ErrorCode::InvalidField,
-                    RegisterError::Unavailable(_) => ErrorCode::Internal,
-                    RegisterError::Overloaded(_) => ErrorCode::Overloaded,
-                };
-                self.error(code, &e.to_string(), &reference).await;
+                self.error((&e).into(), &e.to_string(), &reference).await;
             }
         }
     }
