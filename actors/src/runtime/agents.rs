@@ -96,11 +96,10 @@ impl Runtime {
         activity: impl Into<String>,
         detail: Option<String>,
     ) -> Result<(), BeatError> {
-        let activity = activity.into();
-        if !self.activity_changed(id, &activity) {
-            return Ok(());
+        match self.activity_report(id, activity.into(), detail) {
+            Some(report) => self.send_report(id, report, None),
+            None => Ok(()),
         }
-        self.send_report(id, Report::Activity { activity, detail }, None)
     }
 
     /// [`Runtime::report_activity`] for a source with many reports to send (a connection):
@@ -112,19 +111,26 @@ impl Runtime {
         activity: impl Into<String>,
         detail: Option<String>,
     ) -> Result<(), BeatError> {
-        let activity = activity.into();
-        if !self.activity_changed(id, &activity) {
-            return Ok(());
+        match self.activity_report(id, activity.into(), detail) {
+            Some(report) => {
+                let slot = quota.slot().await;
+                self.send_report(id, report, Some(slot))
+            }
+            None => Ok(()),
         }
-        let slot = quota.slot().await;
-        self.send_report(id, Report::Activity { activity, detail }, Some(slot))
     }
 
-    /// Whether `activity` may differ from the agent's last (unchanged, as most heartbeats
-    /// that carry it are: no message, no event).
-    pub(super) fn activity_changed(&self, id: &AgentId, activity: &str) -> bool {
+    /// The report of `activity`, unless it is the agent's last (as for most heartbeats that
+    /// carry it: no message, no event).
+    fn activity_report(
+        &self,
+        id: &AgentId,
+        activity: String,
+        detail: Option<String>,
+    ) -> Option<Report> {
         let cell = self.directory.read().get(id).cloned();
-        cell.is_none_or(|c| c.activity_changed(activity))
+        cell.is_none_or(|c| c.activity_changed(&activity))
+            .then_some(Report::Activity { activity, detail })
     }
 
     /// Sends a report to the registry, counted (and holding `slot`, if any) until it is taken.
