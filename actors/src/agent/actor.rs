@@ -15,14 +15,15 @@ use crate::agent::cell::AgentCell;
 use crate::agent::wheel::{Arm, Wheel};
 use crate::clock::Clock;
 use crate::model::{EventBody, Metrics, Policy, Reason, Registration, Reported, Status};
-use crate::registry::{Change, RegisterReply, RegistryMsg};
+use crate::registry::RegistryHandle;
+use crate::registry::{Change, RegisterReply};
 use crate::rules::fsm::{Effects, Input, Liveness, Refusal};
 use crate::rules::lag::LagMonitor;
 
 /// What the agent actors share: where to send changes, the wheel, the clock, the lag monitor.
 #[derive(Clone)]
 pub(crate) struct Ctx {
-    pub registry: ActorRef<RegistryMsg>,
+    pub registry: RegistryHandle,
     pub wheel: Wheel,
     pub clock: Clock,
     pub lag: Arc<LagMonitor>,
@@ -249,14 +250,7 @@ impl AgentState {
         let id = cell.id.clone();
         let kind = reg.kind_or_default().to_string();
         let own_interval = reg.heartbeat_interval;
-        let sent = self.ctx.registry.cast(RegistryMsg::Register {
-            reg,
-            id,
-            at,
-            cell,
-            reply,
-        });
-        if sent.is_err() {
+        if !self.ctx.registry.register(reg, id, at, cell, reply) {
             warn!(agent = %self.cell.id(), "registry gone: re-registration dropped");
             return;
         }
@@ -299,7 +293,7 @@ impl AgentState {
                     missed: t.missed,
                 },
             };
-            if self.ctx.registry.cast(RegistryMsg::Append(change)).is_err() {
+            if !self.ctx.registry.append(change) {
                 warn!(agent = %id, "registry gone; transition not recorded");
             }
         }
@@ -309,7 +303,7 @@ impl AgentState {
                 at,
                 body: EventBody::Deregistered { from, reason },
             };
-            if self.ctx.registry.cast(RegistryMsg::Append(change)).is_err() {
+            if !self.ctx.registry.append(change) {
                 warn!(agent = %id, "registry gone; departure not recorded");
             }
         }

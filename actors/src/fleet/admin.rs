@@ -11,7 +11,7 @@ use crate::admin::{AdminError, AdminRequest, AdminResponse, Stats};
 use crate::agent::{AgentMsg, AgentOp};
 use crate::broadcaster::BroadcastMsg;
 use crate::model::{AgentId, Reason};
-use crate::registry::{Query, RegistryMsg};
+use crate::registry::Query;
 
 impl FleetState {
     pub(super) async fn admin(
@@ -21,8 +21,8 @@ impl FleetState {
         _myself: &ActorRef<FleetMsg>,
     ) {
         let query = |q: Query, reply| {
-            if let Err(e) = self.ctx.registry.cast(RegistryMsg::Query(q, reply)) {
-                warn!(error = %e, "registry gone");
+            if !self.ctx.registry.query_to(q, reply) {
+                warn!("registry gone");
             }
         };
         match req {
@@ -60,14 +60,13 @@ impl FleetState {
                 let broadcaster = self.broadcaster.clone();
                 let lag = self.ctx.lag.clone();
                 let timeout = Some(self.ctx.call_timeout);
+                let limit = self.ctx.call_timeout;
                 tokio::spawn(async move {
-                    let r = registry
-                        .call(|r| RegistryMsg::Query(Query::Stats, r), timeout)
-                        .await;
+                    let r = registry.query(Query::Stats, limit).await;
                     let b = broadcaster.call(BroadcastMsg::Stats, timeout).await;
                     let answer = match (r, b) {
                         (
-                            Ok(CallResult::Success(Ok(AdminResponse::Registry(registry)))),
+                            Some(Ok(AdminResponse::Registry(registry))),
                             Ok(CallResult::Success(broadcast)),
                         ) => Ok(AdminResponse::Stats(Box::new(Stats {
                             registry,

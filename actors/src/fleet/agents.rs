@@ -17,7 +17,6 @@ use crate::admin::{AdminError, AdminResponse};
 use crate::agent::cell::AgentCell;
 use crate::agent::{AgentActor, AgentArgs, AgentMsg, AgentOp, Mode};
 use crate::model::{AgentId, Policy, Reason, Registration};
-use crate::registry::RegistryMsg;
 use crate::RegisterError;
 
 impl FleetState {
@@ -134,14 +133,11 @@ impl FleetState {
         cell.record_seen(now);
         let at = self.ctx.clock.utc(now);
         let (tx, rx) = ractor::concurrency::oneshot();
-        let queued = self.ctx.registry.cast(RegistryMsg::Register {
-            reg,
-            id: id.clone(),
-            at,
-            cell: cell.clone(),
-            reply: tx.into(),
-        });
-        if queued.is_err() {
+        let queued = self
+            .ctx
+            .registry
+            .register(reg, id.clone(), at, cell.clone(), tx.into());
+        if !queued {
             let e = RegisterError::Unavailable("registry is gone".into());
             let _ = reply.send(Err(e));
             return;
@@ -216,12 +212,9 @@ impl FleetState {
         let record = self
             .ctx
             .registry
-            .call(
-                |reply| RegistryMsg::Record(id.clone(), reply),
-                Some(self.ctx.call_timeout),
-            )
+            .record(id.clone(), self.ctx.call_timeout)
             .await;
-        let Ok(CallResult::Success(Some(record))) = record else {
+        let Some(Some(record)) = record else {
             error!(agent = %id, "no record to restart the agent actor from");
             self.dir_write().remove(&id);
             return;
@@ -244,12 +237,8 @@ impl FleetState {
     }
 
     pub(super) async fn restore(&mut self, myself: &ActorRef<FleetMsg>) -> usize {
-        let list = self
-            .ctx
-            .registry
-            .call(RegistryMsg::Restorable, Some(Duration::from_secs(600)))
-            .await;
-        let Ok(CallResult::Success(list)) = list else {
+        let list = self.ctx.registry.restorable(Duration::from_secs(600)).await;
+        let Some(list) = list else {
             error!("registry did not list the agents to restore");
             return 0;
         };
@@ -313,7 +302,7 @@ impl FleetState {
             }
             for chunk in supervised.chunks(ATTACH_BATCH) {
                 let cells = chunk.iter().map(|c| (c.id.clone(), c.clone())).collect();
-                let _ = self.ctx.registry.cast(RegistryMsg::Attach(cells));
+                self.ctx.registry.attach(cells);
             }
             all.push(supervised);
         }

@@ -11,15 +11,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::rpc::CallResult;
-use ractor::ActorRef;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, warn};
 
 use crate::admin::{AdminError, AdminResponse};
 use crate::clock::Clock;
 use crate::registry::emit_alert;
-use crate::registry::{Query, RegistryMsg};
+use crate::registry::Query;
+use crate::registry::RegistryHandle;
 use crate::rules::health::{Alerter, HealthConfig, HealthReport};
 
 /// Records per read of the registry.
@@ -27,7 +26,7 @@ const PAGE: usize = 1000;
 
 /// A report on the whole fleet as of now.
 pub(crate) async fn report(
-    registry: &ActorRef<RegistryMsg>,
+    registry: &RegistryHandle,
     clock: &Clock,
     cfg: &HealthConfig,
     call_timeout: Duration,
@@ -41,12 +40,9 @@ pub(crate) async fn report(
             limit: PAGE,
             after: after.take(),
         };
-        let page = match registry
-            .call(|r| RegistryMsg::Query(query, r), Some(call_timeout))
-            .await
-        {
-            Ok(CallResult::Success(Ok(AdminResponse::Agents(page)))) => page,
-            Ok(CallResult::Success(Err(e))) => return Err(e),
+        let page = match registry.query(query, call_timeout).await {
+            Some(Ok(AdminResponse::Agents(page))) => page,
+            Some(Err(e)) => return Err(e),
             _ => return Err(AdminError::Unavailable("registry did not answer".into())),
         };
         report.scan(&page, cfg);
@@ -60,7 +56,7 @@ pub(crate) async fn report(
 /// Checks the fleet every `check_interval` (the first check one interval after the start) and
 /// emits each new high-severity finding as an `alert` about its agent.
 pub(crate) async fn run(
-    registry: ActorRef<RegistryMsg>,
+    registry: RegistryHandle,
     clock: Clock,
     cfg: Arc<HealthConfig>,
     call_timeout: Duration,

@@ -3,20 +3,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{ActorRef, RpcReplyPort};
+use ractor::RpcReplyPort;
 
 use super::Registered;
 use crate::admin::{AdminError, AdminResponse};
 use crate::agent::cell::AgentCell;
 use crate::model::AgentId;
 use crate::registry::durable::Waiter;
-use crate::registry::RegistryMsg;
+use crate::registry::RegistryHandle;
 use crate::RegisterError;
 
 /// Has the registry send `answer` once every event sequenced so far is durable. A refusal
 /// changed nothing and is sent at once.
 pub(super) fn answer_when_durable(
-    registry: &ActorRef<RegistryMsg>,
+    registry: &RegistryHandle,
     reply: RpcReplyPort<Result<AdminResponse, AdminError>>,
     answer: Result<AdminResponse, AdminError>,
 ) {
@@ -25,11 +25,7 @@ pub(super) fn answer_when_durable(
         return;
     }
     let waiter = Waiter::Admin(reply, Box::new(answer));
-    if let Err(ractor::MessagingErr::SendErr(RegistryMsg::WhenDurable {
-        waiter: Waiter::Admin(reply, _),
-        ..
-    })) = registry.cast(RegistryMsg::WhenDurable { upto: None, waiter })
-    {
+    if let Err(Waiter::Admin(reply, _)) = registry.when_durable(None, waiter) {
         let _ = reply.send(Err(AdminError::Unavailable("registry is gone".into())));
     }
 }

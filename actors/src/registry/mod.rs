@@ -27,6 +27,7 @@ mod view;
 mod writes;
 
 pub(crate) mod durable;
+mod handle;
 pub(crate) mod intake;
 pub(crate) mod pipeline;
 #[cfg(test)]
@@ -56,6 +57,7 @@ use crate::rules::jobs::JobBook;
 use crate::store::{Retention, Store, StoreError};
 
 pub(crate) use actor::RegistryActor;
+pub(crate) use handle::RegistryHandle;
 pub use stats::{LatencyHistogram, RegistryStats};
 
 /// A change to sequence, from an agent actor or the runtime.
@@ -265,7 +267,7 @@ pub(crate) struct RegistryState {
 
 /// Sequences an alert; with `agent`, the event names that agent (and its kind).
 pub(crate) fn emit_alert(
-    registry: &ActorRef<RegistryMsg>,
+    registry: &RegistryHandle,
     clock: &Clock,
     severity: crate::model::Severity,
     issue: &str,
@@ -281,7 +283,7 @@ pub(crate) fn emit_alert(
             detail,
         },
     };
-    if registry.cast(RegistryMsg::Append(change)).is_err() {
+    if !registry.append(change) {
         tracing::warn!(issue, "registry gone; alert not recorded");
     }
 }

@@ -10,9 +10,8 @@ use crate::admin::{AdminError, AdminResponse};
 use crate::agent::handle::beat_cell;
 use crate::fleet::{FleetMsg, Registered};
 use crate::model::{AgentId, JobReport, Registration};
-use crate::registry::durable::Waiter;
 use crate::registry::intake::{ReportQuota, Ticket};
-use crate::registry::{RegistryMsg, Report};
+use crate::registry::Report;
 
 impl Runtime {
     /// Registers an agent (or registers it again: it goes online, incarnation + 1), and
@@ -50,19 +49,9 @@ impl Runtime {
 
     /// Returns once every event up to `seq` is durable (or fails after the call timeout).
     pub async fn wait_durable(&self, seq: u64) -> Result<(), RuntimeError> {
-        let r = self
-            .registry
-            .call(
-                |reply| RegistryMsg::WhenDurable {
-                    upto: Some(seq),
-                    waiter: Waiter::Durable(reply),
-                },
-                Some(self.call_timeout),
-            )
-            .await;
-        match r {
-            Ok(CallResult::Success(())) => Ok(()),
-            _ => Err(match self.backpressure.refuse_write() {
+        match self.registry.durable(seq, self.call_timeout).await {
+            true => Ok(()),
+            false => Err(match self.backpressure.refuse_write() {
                 Some(why) => RuntimeError::Overloaded(why),
                 None => RuntimeError::Unavailable(format!("seq {seq} not durable in time")),
             }),
@@ -141,14 +130,11 @@ impl Runtime {
         slot: Option<OwnedSemaphorePermit>,
     ) -> Result<(), BeatError> {
         let at = self.clock.utc(self.clock.now());
-        self.registry
-            .cast(RegistryMsg::Report {
-                id: id.clone(),
-                at,
-                report,
-                ticket: Ticket::new(&self.backpressure.reports, slot),
-            })
-            .map_err(|_| BeatError::NotSupervised(id.clone()))
+        let ticket = Ticket::new(&self.backpressure.reports, slot);
+        match self.registry.report(id.clone(), at, report, ticket) {
+            true => Ok(()),
+            false => Err(BeatError::NotSupervised(id.clone())),
+        }
     }
 
     /// The agent reports on one of its jobs. A `job` event is recorded when the state (or the

@@ -25,7 +25,7 @@ use crate::clock::Clock;
 use crate::fleet::{Directory, FleetMsg};
 use crate::registry::durable::Backpressure;
 use crate::registry::emit_alert;
-use crate::registry::RegistryMsg;
+use crate::registry::RegistryHandle;
 use crate::rules::lag::LagMonitor;
 use crate::sink::SinkHandle;
 use crate::store::Store;
@@ -34,7 +34,7 @@ use tasks::{control_reply, probe_lag, RegistrySource};
 /// The supervision runtime.
 pub struct Runtime {
     fleet: ActorRef<FleetMsg>,
-    registry: ActorRef<RegistryMsg>,
+    registry: RegistryHandle,
     broadcaster: ActorRef<BroadcastMsg>,
     directory: Directory,
     clock: Clock,

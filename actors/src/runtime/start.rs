@@ -18,6 +18,7 @@ use crate::clock::Clock;
 use crate::fleet::health_task;
 use crate::fleet::{Directory, FleetArgs, FleetMsg, FleetSupervisor, Policies};
 use crate::registry::durable::Backpressure;
+use crate::registry::RegistryHandle;
 use crate::registry::{RegistryActor, RegistryArgs};
 use crate::rules::health::MassOffline;
 use crate::rules::lag::LagMonitor;
@@ -81,6 +82,7 @@ impl Runtime {
         )
         .await
         .map_err(spawn_err)?;
+        let registry = RegistryHandle::new(registry);
         let wheel = Wheel::start(lag.clone());
         let ctx = Ctx {
             registry: registry.clone(),

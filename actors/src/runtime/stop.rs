@@ -3,11 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::rpc::CallResult;
-
 use super::{Runtime, RuntimeError};
 use crate::fleet::FleetMsg;
-use crate::registry::RegistryMsg;
 
 impl Runtime {
     /// Stops the runtime: sinks save their cursors, agent actors stop, every pending event is
@@ -48,16 +45,13 @@ impl Runtime {
             .fleet
             .call(FleetMsg::StopAll, Some(self.call_timeout))
             .await;
-        let drained = self
-            .registry
-            .call(RegistryMsg::Drain, Some(Duration::from_secs(600)))
-            .await;
+        let drained = self.registry.drain(Duration::from_secs(600)).await;
         self.fleet.stop(None);
-        self.registry.stop(None);
+        self.registry.stop();
         self.broadcaster.stop(None);
         match drained {
-            Ok(CallResult::Success(Ok(()))) => Ok(()),
-            Ok(CallResult::Success(Err(e))) => Err(e.into()),
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(e.into()),
             _ => Err(RuntimeError::Unavailable(
                 "the registry did not finish writing".into(),
             )),

@@ -4,8 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::rpc::CallResult;
-use ractor::ActorRef;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -14,12 +12,13 @@ use crate::admin::{AdminError, AdminResponse};
 use crate::broadcaster::{SubscribeOptions, Subscription};
 use crate::clock::Clock;
 use crate::model::Severity;
-use crate::registry::{Query, RegistryMsg};
+use crate::registry::Query;
+use crate::registry::RegistryHandle;
 use crate::rules::lag::LagMonitor;
 use crate::sink::LogSource;
 
 /// Measures the runtime's own scheduling lag and raises `runtime_lagging` once per episode.
-pub(super) async fn probe_lag(lag: Arc<LagMonitor>, registry: ActorRef<RegistryMsg>, clock: Clock) {
+pub(super) async fn probe_lag(lag: Arc<LagMonitor>, registry: RegistryHandle, clock: Clock) {
     let period = lag.config().probe_interval;
     let mut lagging = false;
     loop {
@@ -80,38 +79,21 @@ pub(super) async fn control_reply<T>(
 
 /// A sink's view of the runtime: subscriptions and the last seq, through the registry.
 pub(super) struct RegistrySource {
-    pub(super) registry: ActorRef<RegistryMsg>,
+    pub(super) registry: RegistryHandle,
     pub(super) call_timeout: Duration,
 }
 
 #[async_trait::async_trait]
 impl LogSource for RegistrySource {
     async fn subscribe(&self, opts: SubscribeOptions) -> Option<Subscription> {
-        match self
-            .registry
-            .call(
-                |reply| RegistryMsg::Subscribe(opts, reply),
-                Some(self.call_timeout),
-            )
-            .await
-        {
-            Ok(CallResult::Success(s)) => Some(s),
-            _ => None,
-        }
+        self.registry.subscribe(opts, self.call_timeout).await
     }
 
     async fn last_seq(&self) -> Option<u64> {
-        match self
-            .registry
-            .call(
-                |reply| RegistryMsg::Query(Query::Stats, reply),
-                Some(self.call_timeout),
-            )
-            .await
-        {
+        match self.registry.query(Query::Stats, self.call_timeout).await {
             // The last seq durable and published: a sink starting "now" must not start past
             // events that a crash could still give to others.
-            Ok(CallResult::Success(Ok(AdminResponse::Registry(r)))) => Some(r.durable_seq),
+            Some(Ok(AdminResponse::Registry(r))) => Some(r.durable_seq),
             _ => None,
         }
     }
