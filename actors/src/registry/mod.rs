@@ -199,8 +199,6 @@ impl Entry {
     }
 }
 
-/// Records per mirror write: small, so a refresh never holds the pipeline for long.
-const MIRROR_CHUNK: usize = 1000;
 /// How long a drain (shutdown) goes on refreshing the mirror before it gives up (the next
 /// start then rewrites it in the background).
 const DRAIN_MIRROR_BUDGET: Duration = Duration::from_secs(3);

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use ractor::ActorRef;
 use tracing::{error, info, warn};
 
-use super::{RegistryMsg, RegistryState, MIRROR_CHUNK};
+use super::{RegistryMsg, RegistryState};
 use crate::broadcaster::BroadcastMsg;
 use crate::model::{AgentId, AgentRecord};
 use crate::registry::durable::event_bytes;
 use crate::registry::pipeline::{Batch, Op, Outcome, Side};
-use crate::rules::{self, writes::Flush};
+use crate::rules;
+use crate::rules::writes::{Flush, Mirror, MIRROR_CHUNK};
 use crate::store::StoreError;
 
 impl RegistryState {
@@ -85,36 +86,41 @@ impl RegistryState {
     /// whose row is out of date (after a checkpoint, or while draining), then, when draining
     /// and the mirror is up to date, the mark that it is complete.
     pub(super) fn next_mirror(&mut self) -> Option<Side> {
-        // While draining, the mirror is refreshed only within the drain's budget.
-        let allowed = match self.drain_until {
-            Some(t) => tokio::time::Instant::now() < t,
-            None => self.mirror_due,
-        };
-        if !self.mirror_dirty.is_empty() && allowed {
-            let mut records = Vec::with_capacity(MIRROR_CHUNK.min(self.mirror_dirty.len()));
-            while records.len() < MIRROR_CHUNK {
-                let Some(id) = self.mirror_dirty.pop_first() else {
-                    break;
-                };
-                if let Some(e) = self.agents.get(&id) {
-                    records.push(e.view(&self.clock));
-                }
-            }
-            return Some(Side::Mirror {
-                records: records.into(),
-                complete_at: None,
-            });
-        }
+        let in_budget = self.drain_until.map(|t| tokio::time::Instant::now() < t);
+        let draining = !self.drains.is_empty();
+        let marked = self.mirror_marked == Some(self.checkpoint_seq);
         if self.mirror_dirty.is_empty() {
             self.mirror_due = false;
-            if !self.drains.is_empty() && self.mirror_marked != Some(self.checkpoint_seq) {
-                return Some(Side::Mirror {
-                    records: Arc::from([]),
-                    complete_at: Some(self.checkpoint_seq),
-                });
-            }
         }
-        None
+        let step = rules::writes::mirror(
+            self.mirror_dirty.len(),
+            self.mirror_due,
+            in_budget,
+            draining,
+            marked,
+        );
+        match step {
+            Mirror::Chunk => {
+                let mut records = Vec::with_capacity(MIRROR_CHUNK.min(self.mirror_dirty.len()));
+                while records.len() < MIRROR_CHUNK {
+                    let Some(id) = self.mirror_dirty.pop_first() else {
+                        break;
+                    };
+                    if let Some(e) = self.agents.get(&id) {
+                        records.push(e.view(&self.clock));
+                    }
+                }
+                Some(Side::Mirror {
+                    records: records.into(),
+                    complete_at: None,
+                })
+            }
+            Mirror::MarkComplete => Some(Side::Mirror {
+                records: Arc::from([]),
+                complete_at: Some(self.checkpoint_seq),
+            }),
+            Mirror::Nothing => None,
+        }
     }
 
     /// Starts the next write if none is running.

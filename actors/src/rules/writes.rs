@@ -5,6 +5,8 @@ use std::time::Duration;
 
 /// Below this many agents, incremental checkpoints go on until they hold this many records.
 pub(crate) const INCREMENTAL_MIN_ROWS: usize = 1000;
+/// Records per mirror write: small, so a refresh never holds the pipeline for long.
+pub(crate) const MIRROR_CHUNK: usize = 1000;
 
 /// What to do about the events waiting to be written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +50,36 @@ pub(crate) fn checkpoint_is_full(
     asked || stored_rows.is_none_or(|rows| rows + changed > (2 * fleet).max(INCREMENTAL_MIN_ROWS))
 }
 
+/// The next mirror write, when the pipeline has nothing else to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mirror {
+    /// Refresh up to [`MIRROR_CHUNK`] of the rows out of date.
+    Chunk,
+    /// The rows are up to date: mark the mirror complete as of the last checkpoint.
+    MarkComplete,
+    /// Nothing (the refresh is not due, or the drain's budget is spent).
+    Nothing,
+}
+
+/// What the mirror needs next. Its `out_of_date` rows are refreshed after a checkpoint
+/// (`due`) or, while a drain refreshes it, within the drain's budget (`in_budget`: `Some`
+/// then). Once up to date while a drain waits (`draining`), it is marked complete, unless it
+/// already is as of the last checkpoint (`marked`).
+pub(crate) fn mirror(
+    out_of_date: usize,
+    due: bool,
+    in_budget: Option<bool>,
+    draining: bool,
+    marked: bool,
+) -> Mirror {
+    match out_of_date {
+        0 if draining && !marked => Mirror::MarkComplete,
+        0 => Mirror::Nothing,
+        _ if in_budget.unwrap_or(due) => Mirror::Chunk,
+        _ => Mirror::Nothing,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,6 +99,27 @@ mod tests {
     fn a_full_group_does_not_wait_for_the_linger() {
         assert_eq!(flush(true, false, 99, 100, LINGER), Flush::Nothing);
         assert_eq!(flush(true, false, 100, 100, LINGER), Flush::Now);
+    }
+
+    #[test]
+    fn the_mirror_is_refreshed_after_a_checkpoint_and_within_a_drain_budget() {
+        assert_eq!(mirror(5, true, None, false, false), Mirror::Chunk);
+        assert_eq!(mirror(5, false, None, false, false), Mirror::Nothing);
+        assert_eq!(mirror(5, false, Some(true), true, false), Mirror::Chunk);
+        assert_eq!(mirror(5, true, Some(false), true, false), Mirror::Nothing);
+        // A drain whose budget was cleared (a mirror write given up) goes by `due`.
+        assert_eq!(mirror(5, true, None, true, false), Mirror::Chunk);
+    }
+
+    #[test]
+    fn an_up_to_date_mirror_is_marked_complete_once_at_a_drain() {
+        assert_eq!(
+            mirror(0, false, Some(true), true, false),
+            Mirror::MarkComplete
+        );
+        assert_eq!(mirror(0, false, None, true, false), Mirror::MarkComplete);
+        assert_eq!(mirror(0, false, Some(true), true, true), Mirror::Nothing);
+        assert_eq!(mirror(0, true, None, false, false), Mirror::Nothing);
     }
 
     #[test]
