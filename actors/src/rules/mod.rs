@@ -5,7 +5,8 @@
 //! - `jobs`: the jobs each agent reports, and which reports become events.
 //! - [`health`]: the fleet health check, its alerter and the mass-failure guard.
 //! - [`lag`]: the runtime's own scheduling lag, and how far it stretches deadlines.
-//! - `writes`: when the registry flushes a group of events, and whether a checkpoint is full.
+//! - `writes`: when the registry flushes a group of events, whether a checkpoint is full, and
+//!   what the store's queryable copy of the agents needs next.
 
 pub mod fsm;
 pub mod health;
