@@ -254,16 +254,16 @@ impl SurrealStore {
             .map_err(|e| StoreError::Read(e.to_string()))
     }
 
+    /// One segment's row, as `sql` selects it from `type::record('segment', $k)`.
+    async fn segment_row(&self, sql: &str, last_seq: u64) -> Result<Option<Value>, StoreError> {
+        let mut r = self.read(sql, json!({ "k": last_seq })).await?;
+        r.take(0).map_err(read_err)
+    }
+
     /// Reads one segment's events.
     pub(super) async fn segment(&self, last_seq: u64) -> Result<Vec<Event>, StoreError> {
-        let mut r = self
-            .read(
-                "SELECT events, events_json FROM ONLY type::record('segment', $k)",
-                json!({ "k": last_seq }),
-            )
-            .await?;
-        let row: Option<Value> = r.take(0).map_err(read_err)?;
-        match row {
+        let sql = "SELECT events, events_json FROM ONLY type::record('segment', $k)";
+        match self.segment_row(sql, last_seq).await? {
             // Written as one JSON text (see `append`); an array of objects is read too.
             Some(mut v) => match v["events_json"].as_str() {
                 Some(text) => serde_json::from_str(text).map_err(read_err),
@@ -278,13 +278,8 @@ impl SurrealStore {
         &self,
         last_seq: u64,
     ) -> Result<Option<(u64, String)>, StoreError> {
-        let mut r = self
-            .read(
-                "SELECT first_seq, events_json FROM ONLY type::record('segment', $k)",
-                json!({ "k": last_seq }),
-            )
-            .await?;
-        let row: Option<Value> = r.take(0).map_err(read_err)?;
+        let sql = "SELECT first_seq, events_json FROM ONLY type::record('segment', $k)";
+        let row = self.segment_row(sql, last_seq).await?;
         Ok(row.and_then(|v| {
             let first = v["first_seq"].as_u64()?;
             Some((first, v["events_json"].as_str()?.to_string()))
