@@ -693,3 +693,23 @@ async fn the_http_listener_speaks_tls_when_configured() {
     let plain = client().get(format!("http://{addr}/healthz")).send().await;
     assert!(plain.is_err() || !plain.unwrap().status().is_success());
 }
+
+#[tokio::test]
+async fn a_websocket_unsubscribe_is_acknowledged_only_with_a_ref() {
+    let node = Node::start(RuntimeConfig::default(), MemStore::new()).await;
+    let ws_url = format!("ws://{}/ws", node.http.local_addr());
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    ws_send(&mut ws, json!({"type":"unsubscribe"})).await;
+    ws_send(&mut ws, json!({"type":"ping","ref":2})).await;
+    let v = ws_frame(&mut ws).await;
+    assert_eq!(
+        (v["type"].clone(), v["ref"].clone()),
+        (json!("pong"), json!(2))
+    );
+    ws_send(&mut ws, json!({"type":"unsubscribe","ref":3})).await;
+    let v = ws_frame(&mut ws).await;
+    assert_eq!(
+        (v["type"].clone(), v["ref"].clone()),
+        (json!("ack"), json!(3))
+    );
+}

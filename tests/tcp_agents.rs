@@ -24,6 +24,18 @@ async fn record(rt: &Runtime, id: &str) -> vigil_actors::AgentRecord {
     }
 }
 
+/// An operator sets the agent online: a round trip through its actor, so whatever was sent
+/// to it before is handled by the time this returns.
+async fn set_online(rt: &Runtime, id: &str) {
+    rt.admin(vigil_actors::AdminRequest::SetStatus {
+        id: AgentId::new(id).unwrap(),
+        status: Status::Online,
+        reason: None,
+    })
+    .await
+    .unwrap();
+}
+
 /// Waits until the server has seen every connection but one close.
 async fn closed_down_to_one(server: &Server) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -185,13 +197,7 @@ async fn one_connection_owns_an_agent_until_another_takes_it_over() {
     drop(a);
     closed_down_to_one(&server).await;
     // A round trip through the agent's actor: whatever the close sent it is handled by now.
-    rt.admin(vigil_actors::AdminRequest::SetStatus {
-        id: AgentId::new("x").unwrap(),
-        status: Status::Online,
-        reason: None,
-    })
-    .await
-    .unwrap();
+    set_online(&rt, "x").await;
     assert!(rt.agent(&AgentId::new("x").unwrap()).unwrap().connected());
     server.stop().await;
 }
@@ -805,13 +811,7 @@ async fn a_takeover_then_the_old_socket_closing_leaves_the_agent_online_under_on
     b.send(json!({"type":"heartbeat","id":"x","status":"degraded","ref":1}))
         .await;
     b.expect("ack").await;
-    rt.admin(vigil_actors::AdminRequest::SetStatus {
-        id: AgentId::new("x").unwrap(),
-        status: Status::Online,
-        reason: None,
-    })
-    .await
-    .unwrap();
+    set_online(&rt, "x").await;
     let x = record(&rt, "x").await;
     assert_eq!(x.status, Status::Online, "{x:?}");
     assert!(x.connected, "connected under its new owner");

@@ -79,7 +79,8 @@ impl RegistryHandle {
         match self.0.cast(RegistryMsg::WhenDurable { upto, waiter }) {
             Ok(()) => Ok(()),
             Err(MessagingErr::SendErr(RegistryMsg::WhenDurable { waiter, .. })) => Err(waiter),
-            // A cast that fails gives its message back; nothing else to answer.
+            // The other failures consume the waiter: its reply port is dropped, so its caller
+            // sees no answer, as it would from a registry that stopped.
             Err(_) => Ok(()),
         }
     }
