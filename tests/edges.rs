@@ -75,10 +75,10 @@ async fn without_tokens_only_names_of_this_machine_are_answered() {
     let node = Node::start_with(
         RuntimeConfig::default(),
         MemStore::new(),
-        ServerConfig::default(),
+        vigil::config::Config::default().server_config(),
         HttpConfig {
             allowed_hosts: vec!["vigil.lan".into()],
-            ..HttpConfig::default()
+            ..vigil::config::Config::default().http_config()
         },
     )
     .await;
@@ -125,11 +125,11 @@ async fn with_a_token_any_host_name_is_answered() {
     let node = Node::start_with(
         RuntimeConfig::default(),
         MemStore::new(),
-        ServerConfig::default(),
+        vigil::config::Config::default().server_config(),
         HttpConfig {
             admin_tokens: vec!["adm".into()],
             monitor_tokens: vec!["mon".into()],
-            ..HttpConfig::default()
+            ..vigil::config::Config::default().http_config()
         },
     )
     .await;
@@ -155,9 +155,9 @@ async fn a_connection_that_sends_nothing_is_closed_after_the_idle_timeout() {
         MemStore::new(),
         ServerConfig {
             idle_timeout: Duration::from_secs(2),
-            ..ServerConfig::default()
+            ..vigil::config::Config::default().server_config()
         },
-        HttpConfig::default(),
+        vigil::config::Config::default().http_config(),
     )
     .await;
     let addr = node.tcp.local_addr();
@@ -196,11 +196,11 @@ async fn one_address_holds_at_most_max_connections_per_ip() {
         MemStore::new(),
         ServerConfig {
             max_connections_per_ip: 2,
-            ..ServerConfig::default()
+            ..vigil::config::Config::default().server_config()
         },
         HttpConfig {
             max_connections_per_ip: 1,
-            ..HttpConfig::default()
+            ..vigil::config::Config::default().http_config()
         },
     )
     .await;

@@ -66,7 +66,7 @@ async fn a_hostile_flood_changes_nothing_for_well_behaved_agents() {
             max_connections_per_ip: usize::MAX,
             handshake_timeout: Duration::from_secs(2),
             max_bad_frames: 1_000_000,
-            ..ServerConfig::default()
+            ..vigil::config::Config::default().server_config()
         },
     )
     .await

@@ -11,7 +11,6 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 use vigil::serve::http::{HttpConfig, OPENAPI, REST_ROUTES};
-use vigil::serve::tcp::ServerConfig;
 use vigil_actors::{
     AdminRequest, AdminResponse, AgentId, FailingStore, MemStore, Registration, RuntimeConfig,
 };
@@ -255,12 +254,12 @@ async fn tokens_gate_reads_and_writes() {
     let tokens = HttpConfig {
         monitor_tokens: vec!["mon".into()],
         admin_tokens: vec!["adm".into()],
-        ..HttpConfig::default()
+        ..vigil::config::Config::default().http_config()
     };
     let node = Node::start_with(
         RuntimeConfig::default(),
         MemStore::new(),
-        ServerConfig::default(),
+        vigil::config::Config::default().server_config(),
         tokens,
     )
     .await;
@@ -671,10 +670,10 @@ async fn the_http_listener_speaks_tls_when_configured() {
     let node = Node::start_with(
         RuntimeConfig::default(),
         MemStore::new(),
-        ServerConfig::default(),
+        vigil::config::Config::default().server_config(),
         HttpConfig {
             tls: Some(tls),
-            ..HttpConfig::default()
+            ..vigil::config::Config::default().http_config()
         },
     )
     .await;

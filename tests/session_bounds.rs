@@ -53,7 +53,7 @@ async fn every_takeover_is_told_to_a_connection_that_was_busy() {
     let (server, _rt) = setup(ServerConfig {
         rate_limit: 0,
         max_agents_per_connection: 10_000,
-        ..ServerConfig::default()
+        ..vigil::config::Config::default().server_config()
     })
     .await;
     let addr = server.local_addr();
@@ -121,7 +121,7 @@ async fn one_connection_cannot_queue_reports_without_bound() {
     const CHANGES: usize = 6_000;
     let (server, rt) = setup(ServerConfig {
         rate_limit: 0,
-        ..ServerConfig::default()
+        ..vigil::config::Config::default().server_config()
     })
     .await;
     let mut c = Client::hello(server.local_addr(), "agent", None).await;

@@ -64,7 +64,7 @@ async fn setup_with(rt_cfg: RuntimeConfig, cfg: ServerConfig) -> (Server, Arc<Ru
 async fn the_handshake_admits_only_hello_with_the_right_protocol_and_token() {
     let cfg = ServerConfig {
         agent_tokens: vec!["s3cret".into()],
-        ..ServerConfig::default()
+        ..vigil::config::Config::default().server_config()
     };
     let (server, _rt) = setup(cfg).await;
 
@@ -111,7 +111,7 @@ async fn the_handshake_admits_only_hello_with_the_right_protocol_and_token() {
 
 #[tokio::test]
 async fn an_agent_registers_beats_and_deregisters() {
-    let (server, rt) = setup(ServerConfig::default()).await;
+    let (server, rt) = setup(vigil::config::Config::default().server_config()).await;
     let mut c = Client::hello(server.local_addr(), "agent", None).await;
     c.send(json!({"type":"register","id":"a1","kind":"worker","metadata":{"zone":"eu"},"ref":"r"}))
         .await;
@@ -163,7 +163,7 @@ async fn an_agent_registers_beats_and_deregisters() {
 
 #[tokio::test]
 async fn one_connection_owns_an_agent_until_another_takes_it_over() {
-    let (server, rt) = setup(ServerConfig::default()).await;
+    let (server, rt) = setup(vigil::config::Config::default().server_config()).await;
     let mut a = Client::hello(server.local_addr(), "agent", None).await;
     let mut b = Client::hello(server.local_addr(), "agent", None).await;
     a.send(json!({"type":"register","id":"x"})).await;
@@ -208,7 +208,7 @@ async fn bad_frames_are_answered_change_nothing_and_too_many_close_the_connectio
         max_frame_bytes: 256,
         max_bad_frames: 3,
         max_agents_per_connection: 2,
-        ..ServerConfig::default()
+        ..vigil::config::Config::default().server_config()
     };
     let (server, rt) = setup(cfg).await;
     let mut c = Client::hello(server.local_addr(), "agent", None).await;
@@ -261,7 +261,7 @@ async fn bad_frames_are_answered_change_nothing_and_too_many_close_the_connectio
 async fn a_connection_that_never_says_hello_is_closed_after_the_handshake_timeout() {
     let cfg = ServerConfig {
         handshake_timeout: Duration::from_millis(300),
-        ..ServerConfig::default()
+        ..vigil::config::Config::default().server_config()
     };
     let (server, _rt) = setup(cfg).await;
     let mut idle = Client::connect(server.local_addr()).await;
@@ -282,7 +282,7 @@ async fn a_connection_that_never_says_hello_is_closed_after_the_handshake_timeou
 async fn connections_beyond_the_limit_are_refused_with_overloaded() {
     let cfg = ServerConfig {
         max_connections: 2,
-        ..ServerConfig::default()
+        ..vigil::config::Config::default().server_config()
     };
     let (server, _rt) = setup(cfg).await;
     let a = Client::hello(server.local_addr(), "agent", None).await;
@@ -322,7 +322,7 @@ async fn garbage_over_the_socket_changes_nothing() {
     let (server, rt) = setup(ServerConfig {
         max_frame_bytes: 512,
         max_bad_frames: 1000,
-        ..ServerConfig::default()
+        ..vigil::config::Config::default().server_config()
     })
     .await;
     let mut owner = Client::hello(server.local_addr(), "agent", None).await;
@@ -408,7 +408,7 @@ async fn events(rt: &Runtime) -> Vec<vigil_actors::Event> {
 
 #[tokio::test]
 async fn activity_and_job_frames_are_acked_recorded_once_and_checked() {
-    let (server, rt) = setup(ServerConfig::default()).await;
+    let (server, rt) = setup(vigil::config::Config::default().server_config()).await;
     let mut c = Client::hello(server.local_addr(), "agent", None).await;
     c.send(json!({"type":"register","id":"w1","ref":1})).await;
     c.expect("registered").await;
@@ -506,7 +506,7 @@ async fn frames_beyond_the_rate_limit_are_refused_with_rate_limited() {
         rate_limit: 5,
         rate_burst: 10,
         max_bad_frames: 1000,
-        ..ServerConfig::default()
+        ..vigil::config::Config::default().server_config()
     };
     let (server, _rt) = setup(cfg).await;
     let mut c = Client::hello(server.local_addr(), "agent", None).await;
@@ -537,7 +537,7 @@ async fn too_many_refused_frames_in_a_row_close_a_flooding_connection() {
         rate_limit: 1,
         rate_burst: 1,
         max_bad_frames: 5,
-        ..ServerConfig::default()
+        ..vigil::config::Config::default().server_config()
     };
     let (server, _rt) = setup(cfg).await;
     let mut c = Client::hello(server.local_addr(), "agent", None).await;
@@ -554,7 +554,7 @@ async fn too_many_refused_frames_in_a_row_close_a_flooding_connection() {
 
 #[tokio::test]
 async fn an_operator_eviction_reaches_the_owning_connection() {
-    let (server, rt) = setup(ServerConfig::default()).await;
+    let (server, rt) = setup(vigil::config::Config::default().server_config()).await;
     let mut c = Client::hello(server.local_addr(), "agent", None).await;
     c.send(json!({"type":"register","id":"e1","ref":1})).await;
     c.expect("registered").await;
@@ -580,7 +580,7 @@ async fn an_operator_eviction_reaches_the_owning_connection() {
 
 #[tokio::test]
 async fn stopping_the_listener_closes_connections_without_disconnecting_their_agents() {
-    let (server, rt) = setup(ServerConfig::default()).await;
+    let (server, rt) = setup(vigil::config::Config::default().server_config()).await;
     let mut c = Client::hello(server.local_addr(), "agent", None).await;
     c.send(json!({"type":"register","id":"d1","ref":1})).await;
     c.expect("registered").await;
@@ -602,7 +602,7 @@ async fn tls_connections_speak_the_same_protocol() {
     let tls = vigil::serve::tls::tls_config(&dir.join("cert.pem"), &dir.join("key.pem")).unwrap();
     let cfg = ServerConfig {
         tls: Some(tls),
-        ..ServerConfig::default()
+        ..vigil::config::Config::default().server_config()
     };
     let (server, rt) = setup(cfg).await;
     let ca = std::fs::read(dir.join("ca.pem")).unwrap();
@@ -615,7 +615,7 @@ async fn tls_connections_speak_the_same_protocol() {
     conn.send(&json!({"type":"register","id":"t1","ref":"r"}))
         .await
         .unwrap();
-    match conn.recv().await.unwrap() {
+    match conn.recv().await.unwrap().map(|r| r.frame) {
         Some(ServerFrame::Registered { id, .. }) => assert_eq!(id, "t1"),
         other => panic!("{other:?}"),
     }
@@ -648,7 +648,7 @@ async fn the_rust_client_registers_beats_and_comes_back_after_the_server_does() 
             min_heartbeat_interval: Duration::from_millis(100),
             ..RuntimeConfig::default()
         },
-        ServerConfig::default(),
+        vigil::config::Config::default().server_config(),
     )
     .await;
     let addr = server.local_addr();
@@ -698,9 +698,13 @@ async fn the_rust_client_registers_beats_and_comes_back_after_the_server_does() 
     // The server goes away and comes back on the same address: the client reconnects and
     // registers its agents again.
     server.stop().await;
-    let server = Server::start(addr, rt.clone(), ServerConfig::default())
-        .await
-        .unwrap();
+    let server = Server::start(
+        addr,
+        rt.clone(),
+        vigil::config::Config::default().server_config(),
+    )
+    .await
+    .unwrap();
     let mut again = std::collections::BTreeMap::new();
     let mut disconnected = false;
     while again.len() < 2 {
@@ -728,7 +732,7 @@ async fn the_rust_client_registers_beats_and_comes_back_after_the_server_does() 
 
 #[tokio::test]
 async fn a_monitor_gets_a_snapshot_then_every_later_event_and_can_replay_since() {
-    let (server, _rt) = setup(ServerConfig::default()).await;
+    let (server, _rt) = setup(vigil::config::Config::default().server_config()).await;
     let mut agent = Client::hello(server.local_addr(), "agent", None).await;
     agent
         .send(json!({"type":"register","id":"m1","ref":1}))
@@ -795,7 +799,7 @@ async fn a_takeover_then_the_old_socket_closing_leaves_the_agent_online_under_on
         },
         ..RuntimeConfig::default()
     };
-    let (server, rt) = setup_with(rt_cfg, ServerConfig::default()).await;
+    let (server, rt) = setup_with(rt_cfg, vigil::config::Config::default().server_config()).await;
     let mut a = Client::hello(server.local_addr(), "agent", None).await;
     let mut b = Client::hello(server.local_addr(), "agent", None).await;
     a.send(json!({"type":"register","id":"x"})).await;

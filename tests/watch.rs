@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use vigil::cli::watch::{watch, Start, WatchLine, WatchOptions};
 use vigil::client::ClientConfig;
-use vigil::serve::tcp::{Server, ServerConfig};
+use vigil::serve::tcp::Server;
 use vigil_actors::{AdminRequest, AgentId, MemStore, Registration, Runtime, RuntimeConfig, Status};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -98,7 +98,7 @@ async fn the_watcher_resumes_after_the_listener_restarts_with_every_event_once_i
     let server = Server::start(
         ([127, 0, 0, 1], 0).into(),
         rt.clone(),
-        ServerConfig::default(),
+        vigil::config::Config::default().server_config(),
     )
     .await
     .unwrap();
@@ -152,9 +152,13 @@ async fn the_watcher_resumes_after_the_listener_restarts_with_every_event_once_i
 
     // The listener comes back on the same port; the watcher resumes after the last seq it
     // showed, and the missed events come first.
-    let server = Server::start(addr, rt.clone(), ServerConfig::default())
-        .await
-        .expect("the port is free again");
+    let server = Server::start(
+        addr,
+        rt.clone(),
+        vigil::config::Config::default().server_config(),
+    )
+    .await
+    .expect("the port is free again");
     let resumed = seen
         .until("the new subscription", |l| {
             matches!(l, WatchLine::Subscribed { .. })

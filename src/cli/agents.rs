@@ -22,7 +22,7 @@ use crate::cli::conn::{parse_status, ConnArgs};
 use crate::cli::render::{
     render_events, render_flat, render_health, render_list, render_record, text,
 };
-use crate::client::{ClientConfig, ClientError, Connection};
+use crate::client::{ClientConfig, ClientError, Connection, ErrorCode, ServerFrame};
 use crate::protocol::Role;
 
 /// `vigil agents`.
@@ -191,7 +191,7 @@ pub enum CallError {
     #[error("{code}: {message}")]
     Refused {
         /// The error code.
-        code: String,
+        code: ErrorCode,
         /// The server's explanation.
         message: String,
     },
@@ -205,9 +205,9 @@ pub enum CallError {
 
 impl CallError {
     /// The protocol's error code, when the server gave one.
-    pub fn code(&self) -> Option<&str> {
+    pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            CallError::Refused { code, .. } => Some(code),
+            CallError::Refused { code, .. } => Some(*code),
             _ => None,
         }
     }
@@ -249,15 +249,18 @@ pub async fn call(
     conn.send(&frame).await.map_err(lost)?;
     let answer = tokio::time::timeout(timeout, async {
         loop {
-            match conn.recv_value().await.map_err(lost)? {
+            match conn.recv().await.map_err(lost)? {
                 None => {
                     return Err(CallError::Protocol(
                         "the server closed the connection without answering".into(),
                     ))
                 }
                 // Ours, or an error about the connection itself (it has only this request).
-                Some(f) if f["ref"] == json!(1) || (f["type"] == "error" && f["ref"].is_null()) => {
-                    return Ok(f)
+                Some(r) if r.reference == Some(json!(1)) => return Ok(r.frame),
+                Some(r)
+                    if matches!(r.frame, ServerFrame::Error { .. }) && r.reference.is_none() =>
+                {
+                    return Ok(r.frame)
                 }
                 Some(_) => continue,
             }
@@ -265,16 +268,14 @@ pub async fn call(
     })
     .await
     .map_err(|_| CallError::Timeout(timeout))??;
-    let refused = |f: &Value| CallError::Refused {
-        code: f["code"].as_str().unwrap_or("error").to_string(),
-        message: f["message"].as_str().unwrap_or("").to_string(),
-    };
-    match answer["type"].as_str() {
-        Some("result") if answer["ok"] != json!(false) => {
-            Ok(answer.get("data").cloned().unwrap_or(Value::Null))
-        }
-        Some("result") | Some("error") => Err(refused(&answer)),
-        _ => Err(CallError::Protocol(format!("unexpected answer: {answer}"))),
+    match answer {
+        ServerFrame::Result { ok: true, data } => Ok(data),
+        ServerFrame::Error { code, message } => Err(CallError::Refused { code, message }),
+        ServerFrame::Result { ok: false, data } => Err(CallError::Refused {
+            code: ErrorCode::Internal,
+            message: data.to_string(),
+        }),
+        other => Err(CallError::Protocol(format!("unexpected answer: {other:?}"))),
     }
 }
 

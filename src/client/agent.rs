@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{ClientConfig, ClientError, Connection, ServerFrame};
+use super::{ClientConfig, ClientError, Connection, ErrorCode, EvictedReason, ServerFrame};
 use crate::protocol::Role;
 use vigil_actors::{JobState, Reported};
 
@@ -94,8 +94,8 @@ pub enum ClientEvent {
     Evicted {
         /// The agent's id.
         id: String,
-        /// `evicted` or `taken_over`.
-        reason: String,
+        /// Why: another connection took it over, or an operator evicted it.
+        reason: EvictedReason,
     },
     /// An agent left at the client's request.
     Deregistered {
@@ -105,7 +105,7 @@ pub enum ClientEvent {
     /// The server answered a frame with an error.
     Error {
         /// The error code (`invalid_field`, `not_owner`, ...).
-        code: String,
+        code: ErrorCode,
         /// What was wrong, for a person.
         message: String,
     },
@@ -276,7 +276,7 @@ async fn session(
     let conn = Connection::connect(cfg, Role::Agent).await?;
     let _ = events
         .send(ClientEvent::Connected {
-            session: conn.welcome.session.clone(),
+            session: conn.welcome.session.clone().unwrap_or_default(),
         })
         .await;
     let (mut reader, mut writer) = conn.split();
@@ -292,7 +292,7 @@ async fn session(
                 let Some(frame) = frame? else {
                     return if stopping { Ok(()) } else { Err(ClientError::Closed) };
                 };
-                match frame {
+                match frame.frame {
                     ServerFrame::Registered { id, heartbeat_interval_ms, incarnation, .. } => {
                         let interval = Duration::from_millis(heartbeat_interval_ms.max(1));
                         if let Some(a) = agents.get_mut(&id) {

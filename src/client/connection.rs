@@ -7,7 +7,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::rustls;
 use tokio_util::codec::FramedRead;
 
-use super::{ClientConfig, ClientError, ServerFrame, Welcome};
+use super::{ClientConfig, ClientError, Received, ServerFrame, Welcome};
 use crate::protocol::framing::{Line, LineFrames};
 use crate::protocol::{Role, PROTOCOL_VERSION};
 
@@ -69,7 +69,7 @@ impl Connection {
         let first = tokio::time::timeout(cfg.connect_timeout, reader.recv())
             .await
             .map_err(|_| ClientError::Timeout("welcome"))??;
-        match first {
+        match first.map(|r| r.frame) {
             Some(ServerFrame::Welcome(welcome)) => Ok(Self {
                 welcome,
                 reader,
@@ -95,8 +95,8 @@ impl Connection {
         self.writer.send_raw(bytes).await
     }
 
-    /// The next frame; `None` when the server closed the connection.
-    pub async fn recv(&mut self) -> Result<Option<ServerFrame>, ClientError> {
+    /// The next frame and the `ref` it answers; `None` when the server closed the connection.
+    pub async fn recv(&mut self) -> Result<Option<Received>, ClientError> {
         self.reader.recv().await
     }
 
@@ -133,19 +133,20 @@ impl FrameWriter {
 }
 
 impl FrameReader {
-    /// The next frame; `None` when the server closed the connection.
-    pub async fn recv(&mut self) -> Result<Option<ServerFrame>, ClientError> {
-        self.recv_as().await
+    /// The next frame and the `ref` it answers; `None` when the server closed the connection.
+    /// A frame of a later protocol version is [`ServerFrame::Other`].
+    pub async fn recv(&mut self) -> Result<Option<Received>, ClientError> {
+        let Some(value) = self.recv_value().await? else {
+            return Ok(None);
+        };
+        Received::from_value(value)
+            .map(Some)
+            .map_err(|e| ClientError::Protocol(format!("{e}")))
     }
 
-    /// The next frame as JSON, whatever its type: monitors and operators read frames
-    /// (`event`, `snapshot`, `result`, ...) that [`ServerFrame`] leaves as `Other`. `None`
+    /// The next frame as the JSON the server sent (to print or keep it as it was). `None`
     /// when the server closed the connection.
     pub async fn recv_value(&mut self) -> Result<Option<Value>, ClientError> {
-        self.recv_as().await
-    }
-
-    async fn recv_as<T: serde::de::DeserializeOwned>(&mut self) -> Result<Option<T>, ClientError> {
         loop {
             match self.frames.next().await {
                 None => return Ok(None),

@@ -3,7 +3,8 @@
 //!
 //! Two levels:
 //! - [`Connection`]: one socket (TCP or TLS) after the `hello`/`welcome` handshake; send frames
-//!   (or pre-built lines, for load generation) and receive typed [`ServerFrame`]s.
+//!   (or pre-built lines, for load generation) and receive typed [`ServerFrame`]s, the same
+//!   type the server writes them with.
 //! - [`AgentClient`]: supervised agents in a background task: it connects, registers them,
 //!   heartbeats each on its own schedule with jitter, reconnects with exponential backoff and
 //!   registers them again (with `takeover`, so a half-open old connection cannot hold them),
@@ -35,12 +36,11 @@
 mod agent;
 mod config;
 mod connection;
-mod frame;
 
+pub use crate::protocol::{ErrorCode, EvictedReason, Received, ServerFrame, Welcome};
 pub use agent::{AgentClient, AgentSpec, ClientEvent};
 pub use config::{ClientConfig, ClientTls};
 pub use connection::{Connection, FrameReader, FrameWriter};
-pub use frame::{ServerFrame, Welcome};
 
 /// Why a client operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +58,7 @@ pub enum ClientError {
     #[error("the server refused: {code}: {message}")]
     Refused {
         /// The error code (`unauthorized`, `conflict`, ...).
-        code: String,
+        code: ErrorCode,
         /// The server's explanation.
         message: String,
     },

@@ -41,6 +41,20 @@ pub enum ErrorCode {
     Overloaded,
     /// Something went wrong inside the server.
     Internal,
+    /// A code of a later version of the protocol, which this one does not know (read by a
+    /// client only; the server never sends it).
+    #[serde(other)]
+    Other,
+}
+
+impl std::fmt::Display for ErrorCode {
+    /// The code as the protocol writes it (`not_owner`, ...).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match serde_json::to_value(self) {
+            Ok(Value::String(s)) => f.write_str(&s),
+            _ => write!(f, "{self:?}"),
+        }
+    }
 }
 
 /// A frame that could not be decoded: the error to answer with (echoing `ref` when the frame

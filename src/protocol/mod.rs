@@ -9,12 +9,12 @@
 mod error;
 pub mod framing;
 pub mod limits;
-mod outgoing;
+mod server_frame;
 #[cfg(test)]
 mod tests;
 
 pub use error::{ErrorCode, FrameError};
-pub use outgoing::{EvictedReason, OutgoingFrame, SERVER_NAME};
+pub use server_frame::{EvictedReason, Received, ServerFrame, Welcome, SERVER_NAME};
 
 use std::collections::BTreeMap;
 
@@ -363,7 +363,7 @@ pub fn admin_request(
 
 /// The `error` frame for a decoding failure (or any protocol error), as one line.
 pub fn error_line(code: ErrorCode, message: &str, reference: Option<&Value>) -> String {
-    OutgoingFrame::Error {
+    ServerFrame::Error {
         code,
         message: message.to_string(),
     }

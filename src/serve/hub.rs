@@ -7,6 +7,7 @@
 //! by one task per [`Hub`], at most once per `stats_interval` and only when a count changed,
 //! and handed to every subscriber of the `stats` topic.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use vigil_actors::{
     AgentRecord, Event, EventKind, Runtime, SubscribeOptions, Subscription, SubscriptionItem,
 };
 
-use crate::protocol::{self, ErrorCode, OutgoingFrame};
+use crate::protocol::{self, ErrorCode, ServerFrame};
 
 /// Events whose frames are kept for reuse (a power of two).
 const LINE_SLOTS: usize = 4096;
@@ -33,7 +34,7 @@ type LineSlot = Mutex<Option<(u64, Arc<str>)>>;
 pub struct Hub {
     rt: Arc<Runtime>,
     lines: Box<[LineSlot]>,
-    stats: watch::Receiver<Option<Arc<Value>>>,
+    stats: watch::Receiver<Option<Arc<LatestStats>>>,
     stats_task: tokio::task::JoinHandle<()>,
     /// TCP connections open now (the listener keeps it).
     pub tcp_connections: AtomicU64,
@@ -107,7 +108,7 @@ pub struct MonitorStream {
     hub: Arc<Hub>,
     sub: Option<Subscription>,
     topics: Topics,
-    stats: watch::Receiver<Option<Arc<Value>>>,
+    stats: watch::Receiver<Option<Arc<LatestStats>>>,
 }
 
 /// One frame for a monitor, without its line ending.
@@ -151,11 +152,14 @@ impl Hub {
                         continue;
                     };
                     if last.as_ref() != Some(&counts) {
-                        let mut frame = counts.clone();
-                        frame["type"] = json!("stats");
-                        frame["at"] = json!(now_text());
+                        let mut at_now = counts.clone();
+                        at_now["at"] = json!(now_text());
                         last = Some(counts);
-                        if tx.send(Some(Arc::new(frame))).is_err() {
+                        let latest = LatestStats {
+                            frame: ServerFrame::Stats(at_now.clone()).text(None).into(),
+                            counts: at_now,
+                        };
+                        if tx.send(Some(Arc::new(latest))).is_err() {
                             return;
                         }
                     }
@@ -207,7 +211,7 @@ impl Hub {
     }
 
     /// The latest `stats` frame, if one has been computed.
-    pub fn latest_stats(&self) -> Option<Arc<Value>> {
+    pub fn latest_stats(&self) -> Option<Arc<LatestStats>> {
         self.stats.borrow().clone()
     }
 
@@ -219,10 +223,7 @@ impl Hub {
                 return Some(text.clone());
             }
         }
-        let text: Arc<str> = match serde_json::to_string(&EventFrame {
-            kind: "event",
-            event: e,
-        }) {
+        let text: Arc<str> = match ServerFrame::event_text(e) {
             Ok(t) => t.into(),
             Err(err) => {
                 warn!(error = %err, seq = e.seq, "an event could not be serialized");
@@ -335,7 +336,7 @@ impl MonitorStream {
                     }
                     let Some(stats) = self.stats.borrow_and_update().clone() else { continue };
                     return Some(MonitorFrame {
-                        text: stats.to_string().into(),
+                        text: stats.frame.clone(),
                         kind: "stats",
                         seq: None,
                         last: false,
@@ -358,18 +359,15 @@ impl MonitorStream {
                     true => open_jobs(&s.agents),
                     false => vec![],
                 };
-                // The counts of the latest `stats` frame (and its `at`), without its `type`.
-                let mut stats = self
+                // The counts of the latest `stats` frame (and its `at`).
+                let stats = self
                     .hub
                     .latest_stats()
-                    .map(|v| (*v).clone())
+                    .map(|s| s.counts.clone())
                     .unwrap_or_else(|| json!({}));
-                if let Some(m) = stats.as_object_mut() {
-                    m.remove("type");
-                }
-                let frame = OutgoingFrame::Snapshot {
+                let frame = ServerFrame::Snapshot {
                     seq: s.seq,
-                    agents: &s.agents,
+                    agents: Cow::Borrowed(&s.agents),
                     jobs,
                     stats,
                 };
@@ -383,14 +381,14 @@ impl MonitorStream {
             SubscriptionItem::Lagged { last_seq } => {
                 self.hub.lagged.fetch_add(1, Ordering::Relaxed);
                 MonitorFrame {
-                    text: OutgoingFrame::Lagged { last_seq }.text(None).into(),
+                    text: ServerFrame::Lagged { last_seq }.text(None).into(),
                     kind: "lagged",
                     seq: None,
                     last: true,
                 }
             }
             SubscriptionItem::ResyncRequired { oldest } => MonitorFrame {
-                text: OutgoingFrame::ResyncRequired { oldest }.text(None).into(),
+                text: ServerFrame::ResyncRequired { oldest }.text(None).into(),
                 kind: "resync_required",
                 seq: None,
                 last: true,
@@ -440,15 +438,17 @@ fn open_jobs(agents: &[AgentRecord]) -> Vec<Value> {
         .collect()
 }
 
-/// An event as a monitor frame: `{"type": "event", "seq": ..., "event": ..., ...}`.
-#[derive(serde::Serialize)]
-struct EventFrame<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    #[serde(flatten)]
-    event: &'a Event,
+/// The latest `stats` frame: its counts (with `at`) and its text, written once for every
+/// subscriber.
+#[derive(Debug)]
+pub struct LatestStats {
+    /// The counts and `at`, as a snapshot carries them.
+    pub counts: Value,
+    /// The `stats` frame.
+    pub frame: Arc<str>,
 }
 
+/// The server's clock as frames write it (RFC 3339, UTC, milliseconds).
 pub(crate) fn now_text() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
 }

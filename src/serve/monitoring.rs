@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
-use crate::protocol::{ClientFrame, ErrorCode, OutgoingFrame};
+use crate::protocol::{ClientFrame, ErrorCode, ServerFrame};
 use crate::serve::admin::admin_op;
 use crate::serve::hub::{now_text, Hub, MonitorFrame};
 
@@ -18,7 +18,7 @@ pub(crate) trait Outbox: Clone + Send + Sync + 'static {
     /// Queues a reply; `false` when the connection is gone.
     fn reply(
         &self,
-        frame: OutgoingFrame,
+        frame: ServerFrame,
         reference: Option<&Value>,
     ) -> impl Future<Output = bool> + Send;
     /// Queues a frame of the subscription (shared by every subscriber of its event).
@@ -56,7 +56,7 @@ impl<O: Outbox> Monitoring<O> {
         let r = reference.as_ref();
         let sent = match frame {
             ClientFrame::Ping => {
-                let pong = OutgoingFrame::Pong { time: now_text() };
+                let pong = ServerFrame::Pong { time: now_text() };
                 self.out.reply(pong, r).await
             }
             ClientFrame::Subscribe(_) if self.out.backlogged() => {
@@ -68,7 +68,7 @@ impl<O: Outbox> Monitoring<O> {
                 match self.hub.subscribe(sub).await {
                     Ok(stream) => {
                         // The ack goes first, then the stream's frames.
-                        if reference.is_some() && !self.out.reply(OutgoingFrame::Ack, r).await {
+                        if reference.is_some() && !self.out.reply(ServerFrame::Ack, r).await {
                             return Ok(false);
                         }
                         let out = self.out.clone();
@@ -84,14 +84,14 @@ impl<O: Outbox> Monitoring<O> {
             ClientFrame::Unsubscribe => {
                 self.stop().await;
                 match reference.is_some() {
-                    true => self.out.reply(OutgoingFrame::Ack, r).await,
+                    true => self.out.reply(ServerFrame::Ack, r).await,
                     false => true,
                 }
             }
             ClientFrame::Admin(a) if admin => {
                 match admin_op(self.hub.runtime(), &a.op, a.args).await {
                     Ok(data) => {
-                        let result = OutgoingFrame::Result { ok: true, data };
+                        let result = ServerFrame::Result { ok: true, data };
                         self.out.reply(result, r).await
                     }
                     Err((code, msg)) => self.out.reply(error(code, &msg), r).await,
@@ -125,8 +125,8 @@ impl<O: Outbox> Drop for Monitoring<O> {
     }
 }
 
-fn error(code: ErrorCode, message: &str) -> OutgoingFrame<'static> {
-    OutgoingFrame::Error {
+fn error(code: ErrorCode, message: &str) -> ServerFrame<'static> {
+    ServerFrame::Error {
         code,
         message: message.to_string(),
     }

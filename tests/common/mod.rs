@@ -83,8 +83,8 @@ impl Node {
         Self::start_with(
             rt_cfg,
             store,
-            ServerConfig::default(),
-            HttpConfig::default(),
+            vigil::config::Config::default().server_config(),
+            vigil::config::Config::default().http_config(),
         )
         .await
     }

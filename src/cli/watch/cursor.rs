@@ -2,6 +2,8 @@
 
 use serde_json::Value;
 
+use crate::protocol::ServerFrame;
+
 use super::{Start, WatchLine};
 
 /// The resume rules: the last seq shown, and what each subscription frame means for it.
@@ -29,46 +31,46 @@ impl Cursor {
         }
     }
 
-    /// Takes one frame of a subscription: the line to show (if any), and how to subscribe
-    /// again when the subscription ended.
-    pub fn on_frame(&mut self, frame: Value) -> (Option<WatchLine>, Option<Start>) {
-        match frame["type"].as_str() {
-            Some("snapshot") => {
-                if let Some(seq) = frame["seq"].as_u64() {
-                    self.last_seq = Some(seq);
-                }
-                (Some(WatchLine::Snapshot(frame)), None)
+    /// Takes one frame of a subscription (`value` is the frame as the server sent it, kept
+    /// for printing): the line to show (if any), and how to subscribe again when the
+    /// subscription ended.
+    pub fn on_frame(
+        &mut self,
+        frame: &ServerFrame,
+        value: Value,
+    ) -> (Option<WatchLine>, Option<Start>) {
+        match frame {
+            ServerFrame::Snapshot { seq, .. } => {
+                self.last_seq = Some(*seq);
+                (Some(WatchLine::Snapshot(value)), None)
             }
-            Some("event") => {
-                let Some(seq) = frame["seq"].as_u64() else {
-                    return (None, None); // not a persisted event: nothing to place it by
-                };
+            ServerFrame::Event(e) => {
+                let seq = e.seq;
                 if self.last_seq.is_some_and(|last| seq <= last) {
                     return (None, None); // shown already
                 }
                 self.last_seq = Some(seq);
-                (Some(WatchLine::Event { seq, frame }), None)
+                (Some(WatchLine::Event { seq, frame: value }), None)
             }
-            Some("stats") => (Some(WatchLine::Stats(frame)), None),
-            Some("lagged") => {
-                let resume_after = self.last_seq.or(frame["last_seq"].as_u64());
+            ServerFrame::Stats(_) => (Some(WatchLine::Stats(value)), None),
+            ServerFrame::Lagged { last_seq } => {
+                let resume_after = self.last_seq.or(Some(*last_seq));
                 self.last_seq = resume_after;
                 let again = self.start();
                 (
                     Some(WatchLine::Lagged {
-                        frame,
+                        frame: value,
                         resume_after,
                     }),
                     Some(again),
                 )
             }
-            Some("resync_required") => {
-                let oldest = frame["oldest"].as_u64().unwrap_or(0);
+            ServerFrame::ResyncRequired { oldest } => {
                 let last_seq = self.last_seq.take();
                 (
                     Some(WatchLine::Resync {
-                        frame,
-                        oldest,
+                        frame: value,
+                        oldest: *oldest,
                         last_seq,
                     }),
                     Some(Start::Snapshot),

@@ -28,7 +28,7 @@ use vigil_actors::Status;
 
 use crate::cli::conn::{parse_status, ConnArgs};
 use crate::cli::render::{format_event, format_stats, snapshot_summary, use_color};
-use crate::client::{ClientConfig, ClientError, Connection};
+use crate::client::{ClientConfig, ClientError, Connection, ErrorCode, Received, ServerFrame};
 use crate::protocol::Role;
 
 /// The topics a monitor may subscribe to.
@@ -208,7 +208,7 @@ pub enum WatchError {
     #[error("the server refused the connection: {code}: {message}")]
     Refused {
         /// The error code.
-        code: String,
+        code: ErrorCode,
         /// The server's explanation.
         message: String,
     },
@@ -216,7 +216,7 @@ pub enum WatchError {
     #[error("the server refused the subscription: {code}: {message}")]
     Subscribe {
         /// The error code.
-        code: String,
+        code: ErrorCode,
         /// The server's explanation.
         message: String,
     },
@@ -264,10 +264,14 @@ pub async fn watch(
 }
 
 /// Codes that another try would only get again.
-fn fatal(code: &str) -> bool {
+fn fatal(code: ErrorCode) -> bool {
     matches!(
         code,
-        "unauthorized" | "unsupported_protocol" | "forbidden" | "invalid_field" | "missing_field"
+        ErrorCode::Unauthorized
+            | ErrorCode::UnsupportedProtocol
+            | ErrorCode::Forbidden
+            | ErrorCode::InvalidField
+            | ErrorCode::MissingField
     )
 }
 
@@ -279,14 +283,14 @@ async fn session(
 ) -> End {
     let conn = match Connection::connect(&opts.client, Role::Monitor).await {
         Ok(c) => c,
-        Err(ClientError::Refused { code, message }) if fatal(&code) => {
+        Err(ClientError::Refused { code, message }) if fatal(code) => {
             return End::Fatal(WatchError::Refused { code, message })
         }
         Err(e) => return End::Retry(e.to_string()),
     };
     let connected = WatchLine::Connected {
         addr: opts.client.addr.clone(),
-        session: conn.welcome.session.clone(),
+        session: conn.welcome.session.clone().unwrap_or_default(),
     };
     if out(connected).is_break() {
         return End::Stopped;
@@ -304,31 +308,33 @@ async fn session(
     loop {
         tokio::select! {
             frame = reader.recv_value() => {
-                let frame = match frame {
+                let value = match frame {
                     Ok(Some(f)) => f,
                     Ok(None) => return End::Retry("the server closed the connection".into()),
                     Err(e) => return End::Retry(e.to_string()),
                 };
                 heard = Instant::now();
-                let ours = frame["ref"].as_u64() == Some(reference);
-                let line = match frame["type"].as_str() {
-                    Some("ack") if ours => {
+                let received = match Received::from_value(value.clone()) {
+                    Ok(r) => r,
+                    Err(e) => return End::Retry(format!("unexpected from the server: {e}")),
+                };
+                let ours = received.reference == Some(json!(reference));
+                let line = match received.frame {
+                    ServerFrame::Ack if ours => {
                         *backoff = opts.client.backoff_min;
                         Some(WatchLine::Subscribed { start })
                     }
-                    Some("error") => {
-                        let code = frame["code"].as_str().unwrap_or("").to_string();
-                        let message = frame["message"].as_str().unwrap_or("").to_string();
-                        if ours && fatal(&code) {
+                    ServerFrame::Error { code, message } => {
+                        if ours && fatal(code) {
                             return End::Fatal(WatchError::Subscribe { code, message });
                         }
                         if ours {
                             return End::Retry(format!("subscribe refused: {code}: {message}"));
                         }
-                        Some(WatchLine::Notice(frame))
+                        Some(WatchLine::Notice(value))
                     }
-                    _ => {
-                        let (line, again) = cursor.on_frame(frame);
+                    frame => {
+                        let (line, again) = cursor.on_frame(&frame, value);
                         if let Some(again) = again {
                             reference += 1;
                             start = again;

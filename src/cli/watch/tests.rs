@@ -1,6 +1,12 @@
 use super::*;
 use crate::cli::render::format_event;
 
+/// A frame as the watcher takes it: read as a client reads it, kept as it came.
+fn on(c: &mut Cursor, value: Value) -> (Option<WatchLine>, Option<Start>) {
+    let received = crate::client::Received::from_value(value.clone()).expect("a server frame");
+    c.on_frame(&received.frame, value)
+}
+
 fn event(seq: u64) -> Value {
     json!({"type":"event","seq":seq,"at":"2026-11-23T10:00:31.002Z","event":"transition",
                "agent":"a1","kind":"worker","from":"online","to":"degraded",
@@ -11,22 +17,25 @@ fn event(seq: u64) -> Value {
 fn the_cursor_shows_each_seq_once_and_resumes_after_the_last_shown() {
     let mut c = Cursor::new(None);
     assert_eq!(c.start(), Start::Snapshot);
-    let (line, again) = c.on_frame(json!({"type":"snapshot","seq":10,"agents":[]}));
+    let (line, again) = on(
+        &mut c,
+        json!({"type":"snapshot","seq":10,"agents":[],"jobs":[],"stats":{}}),
+    );
     assert!(matches!(line, Some(WatchLine::Snapshot(_))));
     assert_eq!(again, None);
     assert_eq!(c.start(), Start::Since(10));
     // An event at or before the snapshot is not shown.
-    assert_eq!(c.on_frame(event(10)), (None, None));
-    let (line, _) = c.on_frame(event(11));
+    assert_eq!(on(&mut c, event(10)), (None, None));
+    let (line, _) = on(&mut c, event(11));
     assert!(matches!(line, Some(WatchLine::Event { seq: 11, .. })));
-    assert_eq!(c.on_frame(event(11)), (None, None), "never twice");
-    assert_eq!(c.on_frame(event(9)), (None, None));
-    let (line, _) = c.on_frame(event(14)); // a filter may skip seqs
+    assert_eq!(on(&mut c, event(11)), (None, None), "never twice");
+    assert_eq!(on(&mut c, event(9)), (None, None));
+    let (line, _) = on(&mut c, event(14)); // a filter may skip seqs
     assert!(line.is_some());
     assert_eq!(c.start(), Start::Since(14));
 
     // lagged: resume after the last seq shown (not the server's idea of it).
-    let (line, again) = c.on_frame(json!({"type":"lagged","last_seq":20}));
+    let (line, again) = on(&mut c, json!({"type":"lagged","last_seq":20}));
     assert_eq!(
         line.and_then(|l| match l {
             WatchLine::Lagged { resume_after, .. } => resume_after,
@@ -37,7 +46,7 @@ fn the_cursor_shows_each_seq_once_and_resumes_after_the_last_shown() {
     assert_eq!(again, Some(Start::Since(14)));
 
     // resync_required: a snapshot, and the cursor forgets what it cannot vouch for.
-    let (line, again) = c.on_frame(json!({"type":"resync_required","oldest":100}));
+    let (line, again) = on(&mut c, json!({"type":"resync_required","oldest":100}));
     assert!(matches!(
         line,
         Some(WatchLine::Resync {
@@ -48,7 +57,7 @@ fn the_cursor_shows_each_seq_once_and_resumes_after_the_last_shown() {
     ));
     assert_eq!(again, Some(Start::Snapshot));
     assert_eq!(c.last_seq(), None);
-    let (line, _) = c.on_frame(event(12));
+    let (line, _) = on(&mut c, event(12));
     assert!(line.is_some(), "with no cursor, an event is shown");
 }
 
@@ -56,12 +65,12 @@ fn the_cursor_shows_each_seq_once_and_resumes_after_the_last_shown() {
 fn a_watch_started_since_a_seq_resumes_from_it_and_lagged_without_events_keeps_it() {
     let mut c = Cursor::new(Some(5));
     assert_eq!(c.start(), Start::Since(5));
-    assert_eq!(c.on_frame(event(5)), (None, None));
-    let (_, again) = c.on_frame(json!({"type":"lagged","last_seq":5}));
+    assert_eq!(on(&mut c, event(5)), (None, None));
+    let (_, again) = on(&mut c, json!({"type":"lagged","last_seq":5}));
     assert_eq!(again, Some(Start::Since(5)));
     // Lagged before anything was shown or snapshotted: the server's last seq.
     let mut c = Cursor::new(None);
-    let (_, again) = c.on_frame(json!({"type":"lagged","last_seq":7}));
+    let (_, again) = on(&mut c, json!({"type":"lagged","last_seq":7}));
     assert_eq!(again, Some(Start::Since(7)));
 }
 

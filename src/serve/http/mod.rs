@@ -83,13 +83,6 @@ pub struct HttpConfig {
     pub max_connections_per_ip: usize,
 }
 
-impl Default for HttpConfig {
-    /// The configuration file's defaults (`config/vigil.toml`).
-    fn default() -> Self {
-        crate::config::Config::default().http_config()
-    }
-}
-
 /// TLS handshakes in progress at once; more connections wait in the kernel's backlog.
 const MAX_HANDSHAKES: usize = 1024;
 

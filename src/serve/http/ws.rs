@@ -15,7 +15,9 @@ use super::access::{authorize, foreign_origin, Access};
 use super::error::ApiError;
 use super::rest::Params;
 use super::AppState;
-use crate::protocol::{self, ClientFrame, ErrorCode, OutgoingFrame, PROTOCOL_VERSION, SERVER_NAME};
+use crate::protocol::{
+    self, ClientFrame, ErrorCode, ServerFrame, Welcome, PROTOCOL_VERSION, SERVER_NAME,
+};
 use crate::serve::hub::{now_text, MonitorFrame, Open};
 use crate::serve::monitoring::{Monitoring, Outbox};
 
@@ -107,13 +109,13 @@ pub(super) async fn ws_session(st: AppState, socket: WebSocket, admin: bool) {
             Err(body) => body,
         };
         let answer = match body {
-            ClientFrame::Hello(_) => OutgoingFrame::Welcome {
+            ClientFrame::Hello(_) => ServerFrame::Welcome(Welcome {
                 protocol: PROTOCOL_VERSION,
                 session: None,
-                server: SERVER_NAME,
+                server: SERVER_NAME.into(),
                 heartbeat_interval_ms: None,
                 time: now_text(),
-            }
+            })
             .text(reference.as_ref()),
             _ => error_text(
                 ErrorCode::Forbidden,
@@ -141,7 +143,7 @@ pub(super) async fn ws_session(st: AppState, socket: WebSocket, admin: bool) {
 struct WsOut(mpsc::Sender<String>);
 
 impl Outbox for WsOut {
-    async fn reply(&self, frame: OutgoingFrame<'_>, reference: Option<&Value>) -> bool {
+    async fn reply(&self, frame: ServerFrame<'_>, reference: Option<&Value>) -> bool {
         self.0.send(frame.text(reference)).await.is_ok()
     }
 

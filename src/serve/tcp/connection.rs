@@ -20,7 +20,7 @@ use super::session::Session;
 use super::{Shared, MAX_QUEUED_REPORTS};
 use crate::protocol::framing::{Line, LineFrames};
 use crate::protocol::{
-    self, error_line, ClientFrame, ErrorCode, Frame, Hello, OutgoingFrame, PROTOCOL_VERSION,
+    self, error_line, ClientFrame, ErrorCode, Frame, Hello, ServerFrame, Welcome, PROTOCOL_VERSION,
     SERVER_NAME,
 };
 use crate::serve::hub::{now_text, Open};
@@ -99,13 +99,13 @@ where
     let role = match hello {
         Some((h, reference)) => match handshake(&shared, &h) {
             Ok(()) => {
-                let welcome = OutgoingFrame::Welcome {
+                let welcome = ServerFrame::Welcome(Welcome {
                     protocol: PROTOCOL_VERSION,
                     session: Some(format!("{:016x}", rand_session())),
-                    server: SERVER_NAME,
+                    server: SERVER_NAME.into(),
                     heartbeat_interval_ms: Some(shared.cfg.heartbeat_interval.as_millis() as u64),
                     time: now_text(),
-                };
+                });
                 let _ = out_tx.send(welcome.line(reference.as_ref()).into()).await;
                 Some(h.role)
             }

@@ -80,13 +80,6 @@ pub struct ServerConfig {
     pub max_connections_per_ip: usize,
 }
 
-impl Default for ServerConfig {
-    /// The configuration file's defaults (`config/vigil.toml`).
-    fn default() -> Self {
-        crate::config::Config::default().server_config()
-    }
-}
-
 impl ServerConfig {
     fn tokens(&self, role: Role) -> &[String] {
         match role {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::protocol::OutgoingFrame;
+use crate::protocol::ServerFrame;
 use crate::serve::hub::MonitorFrame;
 use crate::serve::monitoring::Outbox;
 
@@ -41,7 +41,7 @@ impl From<String> for Out {
 pub(super) struct TcpOut(pub(super) mpsc::Sender<Out>);
 
 impl Outbox for TcpOut {
-    async fn reply(&self, frame: OutgoingFrame<'_>, reference: Option<&Value>) -> bool {
+    async fn reply(&self, frame: ServerFrame<'_>, reference: Option<&Value>) -> bool {
         self.0.send(Out::Line(frame.line(reference))).await.is_ok()
     }
 

@@ -17,7 +17,7 @@ use super::owners::{release, Control, Owner};
 use super::Shared;
 use crate::protocol::limits::{check_activity, check_job};
 use crate::protocol::{
-    self, error_line, ClientFrame, ErrorCode, EvictedReason, Frame, OutgoingFrame, Role,
+    self, error_line, ClientFrame, ErrorCode, EvictedReason, Frame, Role, ServerFrame,
 };
 use crate::serve::monitoring::Monitoring;
 
@@ -157,7 +157,7 @@ impl Session {
                     Ok(_) => {
                         self.disown(&d.id);
                         let id = d.id.as_str().to_owned();
-                        let deregistered = OutgoingFrame::Deregistered { id };
+                        let deregistered = ServerFrame::Deregistered { id };
                         self.send(deregistered.line(reference.as_ref())).await;
                     }
                     Err(e) => {
@@ -197,7 +197,7 @@ impl Session {
     /// Acknowledges a frame that carried a `ref`.
     async fn ack(&self, reference: &Option<Value>) {
         if reference.is_some() {
-            self.send(OutgoingFrame::Ack.line(reference.as_ref())).await
+            self.send(ServerFrame::Ack.line(reference.as_ref())).await
         }
     }
 
@@ -304,7 +304,7 @@ impl Session {
         };
         match self.shared.rt.register_sequenced(reg).await {
             Ok((handle, seq)) => {
-                let reply = OutgoingFrame::Registered {
+                let reply = ServerFrame::Registered {
                     id: id.as_str().to_owned(),
                     status: Status::Online,
                     heartbeat_interval_ms: handle.heartbeat_interval().as_millis() as u64,
@@ -335,7 +335,7 @@ impl Session {
         match ctl {
             Control::TakenOver(id) => {
                 if self.owned.remove(&id).is_some() {
-                    let evicted = OutgoingFrame::Evicted {
+                    let evicted = ServerFrame::Evicted {
                         id: id.as_str().to_owned(),
                         reason: EvictedReason::TakenOver,
                     };
@@ -348,7 +348,7 @@ impl Session {
                 let current = self.owned.get(&id).map(|h| h.registered_seq());
                 if current.is_some_and(|registered| registered < seq) {
                     self.disown(&id);
-                    let evicted = OutgoingFrame::Evicted {
+                    let evicted = ServerFrame::Evicted {
                         id: id.as_str().to_owned(),
                         reason: EvictedReason::Evicted,
                     };

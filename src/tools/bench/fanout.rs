@@ -171,7 +171,7 @@ async fn fanout(args: FanoutBench) -> anyhow::Result<FanoutResult> {
         ServerConfig {
             max_connections: args.monitors + 100,
             max_connections_per_ip: args.monitors + 100,
-            ..ServerConfig::default()
+            ..crate::config::Config::default().server_config()
         },
     )
     .await?;
@@ -180,7 +180,7 @@ async fn fanout(args: FanoutBench) -> anyhow::Result<FanoutResult> {
         hub.clone(),
         HttpConfig {
             max_connections_per_ip: args.monitors + 100,
-            ..HttpConfig::default()
+            ..crate::config::Config::default().http_config()
         },
     )
     .await?;

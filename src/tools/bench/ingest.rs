@@ -169,7 +169,7 @@ async fn ingest(args: IngestBench) -> anyhow::Result<IngestResult> {
             max_connections_per_ip: args.connections + 100,
             max_agents_per_connection: args.agents,
             heartbeat_interval: args.interval,
-            ..ServerConfig::default()
+            ..crate::config::Config::default().server_config()
         },
     )
     .await?;

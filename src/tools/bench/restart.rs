@@ -94,7 +94,7 @@ pub fn run_restart(args: FleetBench) -> anyhow::Result<()> {
                 max_connections: 1000,
                 max_agents_per_connection: args.agents,
                 heartbeat_interval: Duration::from_millis(args.interval_ms),
-                ..ServerConfig::default()
+                ..crate::config::Config::default().server_config()
             },
         )
         .await?;

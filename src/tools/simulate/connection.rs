@@ -104,7 +104,7 @@ pub(super) async fn connection_task(
             let mut pending = index.len();
             let mut done = Some(done_tx);
             while let Ok(Some(f)) = reader.recv().await {
-                match f {
+                match f.frame {
                     ServerFrame::Registered { id, .. } => {
                         if let Some(&k) = index.get(&id) {
                             let _ = reg_tx.send(k);
