@@ -198,6 +198,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("opening the store at {}", config.store.url))?;
         let started = std::time::Instant::now();
+        let held = store.clone();
         let runtime = Runtime::start(config.runtime(), store)
             .await
             .context("starting the supervision runtime")?;
@@ -238,15 +239,25 @@ fn serve(config: Config) -> anyhow::Result<()> {
             start_ms = started.elapsed().as_millis() as u64,
             "vigil is supervising; Ctrl-C or SIGTERM stops it"
         );
-        let signal = stop_signal().await.context("waiting for a stop signal")?;
-        info!(signal, "shutting down");
+        let lost = tokio::select! {
+            signal = stop_signal() => {
+                info!(signal = signal.context("waiting for a stop signal")?, "shutting down");
+                None
+            }
+            // Another process took the store over: this one has written nothing since, and
+            // stops (its connections close, its agents reconnect to the holder).
+            reason = held.lost() => Some(reason),
+        };
         http.stop().await;
         server.stop().await;
         drop(hub);
         // Every pending event is written even if a listener's last task still holds the
         // runtime.
-        runtime.shutdown_shared().await.context("shutting down")?;
-        Ok(())
+        let stopped = runtime.shutdown_shared().await;
+        match lost {
+            Some(reason) => anyhow::bail!("stopped: {reason}"),
+            None => stopped.context("shutting down"),
+        }
     })
 }
 

@@ -151,6 +151,10 @@ pub struct StoreConfig {
     /// Bytes of events that may wait for a slow or failing store before new registrations
     /// are refused with `overloaded`.
     pub max_pending_bytes: u64,
+    /// On a SurrealDB server (`ws://`), one live process holds the store: how long its
+    /// heartbeat may stay silent before another process takes the store over.
+    #[serde(with = "humantime_serde")]
+    pub hold_lease: Duration,
 }
 
 impl Default for StoreConfig {
@@ -166,6 +170,7 @@ impl Default for StoreConfig {
             event_retention_count: None,
             left_ttl: Duration::from_secs(7 * 24 * 3600),
             max_pending_bytes: 256 << 20,
+            hold_lease: Duration::from_secs(10),
         }
     }
 }

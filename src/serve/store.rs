@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use vigil_actors::store::{SurrealOptions, SurrealStore};
+use vigil_actors::store::{HoldOptions, SurrealOptions, SurrealStore};
 use vigil_actors::{Store, StoreError};
 
 use crate::config::StoreConfig;
@@ -22,10 +22,28 @@ pub async fn open(cfg: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
             }
         }
     }
+    let remote = cfg.url.starts_with("ws://") || cfg.url.starts_with("wss://");
     let opts = SurrealOptions {
         block_cache_bytes: cfg.block_cache_bytes,
         memtable_bytes: cfg.memtable_bytes,
+        // An embedded store is this process's alone; a server may be reached by others.
+        hold: remote.then(|| HoldOptions {
+            lease: cfg.hold_lease,
+            holder: this_process(),
+        }),
         ..SurrealOptions::default()
     };
     Ok(SurrealStore::open(&cfg.url, opts).await?)
+}
+
+/// This process as another one is told of it: host, pid, and when it started.
+fn this_process() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "this host".into());
+    format!(
+        "vigil pid {} on {host}, since {}",
+        std::process::id(),
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    )
 }

@@ -61,6 +61,7 @@ impl Actor for RegistryActor {
             parked: Vec::new(),
             drains: Vec::new(),
             drain_error: None,
+            fenced: None,
             flush_queued: false,
             jobs: JobBook::default(),
             mass_offline: args.mass_offline,

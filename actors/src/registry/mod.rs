@@ -254,6 +254,9 @@ pub(crate) struct RegistryState {
     drains: Vec<RpcReplyPort<Result<(), StoreError>>>,
     /// The drain's final checkpoint was given up: the drain reports this.
     drain_error: Option<StoreError>,
+    /// Another process took the store over: nothing is written or published any more, and
+    /// a drain reports this.
+    fenced: Option<StoreError>,
     flush_queued: bool,
     jobs: JobBook,
     /// Fed every offline transition as it is sequenced. A hook here rather than a

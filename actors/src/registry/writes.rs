@@ -125,6 +125,14 @@ impl RegistryState {
 
     /// Starts the next write if none is running.
     pub(super) fn pump(&mut self, myself: &ActorRef<RegistryMsg>) {
+        if let Some(e) = &self.fenced {
+            // Held events stay unpublished for good; whoever waits for a drain is told why.
+            if !self.drains.is_empty() {
+                self.drain_error = Some(e.clone());
+                self.finish_drains();
+            }
+            return;
+        }
         if self.pipeline.busy() {
             return;
         }
@@ -185,6 +193,16 @@ impl RegistryState {
         result: Result<(), StoreError>,
         myself: &ActorRef<RegistryMsg>,
     ) {
+        if let Err(e @ StoreError::Fenced(_)) = &result {
+            // The write is refused and no later one can succeed: publish nothing from it,
+            // retry nothing.
+            error!(error = %e, "the store was taken over by another process; this one publishes nothing more");
+            self.backpressure.store_ok.store(false, Ordering::SeqCst);
+            self.store_errors += 1;
+            self.fenced = Some(e.clone());
+            self.pump(myself);
+            return;
+        }
         let now = tokio::time::Instant::now();
         let Some(outcome) = self.pipeline.finish(result, now) else {
             return;

@@ -30,7 +30,7 @@ pub use failing::FailingStore;
 #[cfg(feature = "surreal")]
 mod surreal;
 #[cfg(feature = "surreal")]
-pub use surreal::{SurrealOptions, SurrealStore, SCHEMA_VERSION};
+pub use surreal::{HoldOptions, SurrealOptions, SurrealStore, SCHEMA_VERSION};
 
 /// Errors a store reports. The registry treats every one of them as "not known to be
 /// written": it keeps the batch, retries with backoff, and publishes nothing until a write
@@ -58,6 +58,13 @@ pub enum StoreError {
     /// The store cannot be reached (closed, or its connection is gone).
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// Another live process holds the store (refused at open).
+    #[error("{0}")]
+    Held(String),
+    /// This process no longer holds the store: another took it over. Nothing of the write
+    /// landed, and no write of this process will.
+    #[error("fenced: {0}")]
+    Fenced(String),
 }
 
 /// What a store holds at start-up.
@@ -176,6 +183,11 @@ pub trait Store: Send + Sync + 'static {
     async fn sink_state(&self, key: &str) -> Result<Option<String>, StoreError>;
     /// Saves a sink's state under `key`, replacing what was there, durably.
     async fn put_sink_state(&self, key: &str, value: &str) -> Result<(), StoreError>;
+    /// Resolves, with the reason, when this process has lost the store to another one (a
+    /// store shared by processes hands it to one at a time); never, for a store that is not.
+    async fn lost(&self) -> String {
+        std::future::pending().await
+    }
     /// Flushes and releases the store (the runtime calls it last, at shutdown).
     async fn close(&self) {}
     /// Why the store's writes are weaker than "durable when `append` returns" (a sync mode

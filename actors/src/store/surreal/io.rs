@@ -13,7 +13,7 @@ use tokio::sync::RwLock;
 use tracing::{debug, info, warn};
 
 use super::StoreError;
-use super::{with_sync, Conn, Index, SegMeta, SurrealOptions, SurrealStore, SCHEMA_VERSION};
+use super::{hold, with_sync, Conn, Index, SegMeta, SurrealOptions, SurrealStore, SCHEMA_VERSION};
 use crate::model::Event;
 
 pub(super) fn read_err(e: impl std::fmt::Display) -> StoreError {
@@ -45,17 +45,25 @@ impl SurrealStore {
             index: Mutex::new(Index::default()),
             suspect: AtomicBool::new(false),
             weak_sync,
+            hold: std::sync::OnceLock::new(),
         });
         let conn = store.connect().await?;
         let connect_ms = started.elapsed().as_millis() as u64;
         store.init(&conn).await?;
-        // From now until a clean close marks it again, the mirror may fall behind.
-        conn.query(
-            "UPSERT meta:mirror SET clean = false RETURN NONE",
-            json!({}),
-        )
-        .await?;
+        if let Some(opts) = &store.opts.hold {
+            let hold = hold::acquire(&conn, opts).await?;
+            info!(url, epoch = hold.epoch(), "this process holds the store");
+            let _ = store.hold.set(hold);
+            tokio::spawn(hold::renew(Arc::downgrade(&store), opts.lease));
+        }
         *store.conn.write().await = Some(conn);
+        // From now until a clean close marks it again, the mirror may fall behind.
+        store
+            .write(
+                "UPSERT meta:mirror SET clean = false RETURN NONE",
+                json!({}),
+            )
+            .await?;
         debug!(
             url,
             connect_ms,
@@ -134,11 +142,12 @@ impl SurrealStore {
                  DEFINE INDEX IF NOT EXISTS agent_kind_status ON agent FIELDS kind, status;
                  DEFINE TABLE IF NOT EXISTS job SCHEMALESS;
                  DEFINE TABLE IF NOT EXISTS cursor SCHEMALESS;
+                 DEFINE TABLE IF NOT EXISTS hold SCHEMALESS;
                  SELECT VALUE version FROM ONLY meta:schema;",
                 json!({}),
             )
             .await?;
-        let version: Option<Value> = r.take(11).map_err(read_err)?;
+        let version: Option<Value> = r.take(12).map_err(read_err)?;
         match version.and_then(|v| v.as_u64()) {
             Some(v) if v > SCHEMA_VERSION => {
                 return Err(StoreError::Unavailable(format!(
@@ -226,20 +235,57 @@ impl SurrealStore {
         Ok(())
     }
 
-    /// Runs a write; a failure makes the next write reopen the datastore first.
+    /// Runs a write, fenced by the hold when the process holds the store (see the `hold`
+    /// module); a failure makes the next write reopen the datastore first.
     pub(super) async fn write(
         &self,
         sql: &str,
         binds: Value,
     ) -> Result<IndexedResults, StoreError> {
+        self.write_as(sql, binds, true).await
+    }
+
+    /// Runs a write that is not fenced (a sink's state, which its own task writes beside the
+    /// registry); it is still refused once the hold is lost.
+    pub(super) async fn write_unfenced(
+        &self,
+        sql: &str,
+        binds: Value,
+    ) -> Result<IndexedResults, StoreError> {
+        self.write_as(sql, binds, false).await
+    }
+
+    async fn write_as(
+        &self,
+        sql: &str,
+        mut binds: Value,
+        fence: bool,
+    ) -> Result<IndexedResults, StoreError> {
+        let hold = self.hold.get();
+        if let Some(reason) = hold.and_then(|h| h.lost_reason()) {
+            return Err(StoreError::Fenced(reason));
+        }
         self.reopen_if_suspect().await?;
-        let guard = self.conn.read().await;
-        let conn = guard
-            .as_ref()
-            .ok_or_else(|| StoreError::Unavailable("store is closed".into()))?;
-        let r = conn.query(sql, binds).await;
+        let sql = match hold {
+            Some(h) if fence => std::borrow::Cow::Owned(hold::fenced(sql, &mut binds, h.epoch())),
+            _ => std::borrow::Cow::Borrowed(sql),
+        };
+        let r = {
+            let guard = self.conn.read().await;
+            let conn = guard
+                .as_ref()
+                .ok_or_else(|| StoreError::Unavailable("store is closed".into()))?;
+            conn.query(&sql, binds).await
+        };
         if r.is_err() {
             self.suspect.store(true, Ordering::SeqCst);
+            if let Some(h) = hold {
+                // Refused by the fence, or in conflict with a takeover: find out which.
+                hold::check(self, h).await;
+                if let Some(reason) = h.lost_reason() {
+                    return Err(StoreError::Fenced(reason));
+                }
+            }
         }
         r
     }

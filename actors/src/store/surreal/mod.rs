@@ -35,6 +35,7 @@
 
 mod agents;
 mod conn;
+mod hold;
 mod io;
 
 use std::collections::BTreeMap;
@@ -52,6 +53,7 @@ use super::{Loaded, Retention, Store, StoreError};
 use crate::model::{AgentId, AgentRecord, Event};
 use agents::agent_from_row;
 use conn::{with_sync, Conn};
+pub use hold::HoldOptions;
 use io::read_err;
 
 /// The schema version this code writes.
@@ -75,6 +77,9 @@ pub struct SurrealOptions {
     pub namespace: String,
     /// The SurrealDB database (default `"main"`).
     pub database: String,
+    /// Take the store's hold (see the `hold` module): one live process writes it at a time,
+    /// every write fenced. `None` (the default): no hold, for a store no other process opens.
+    pub hold: Option<HoldOptions>,
 }
 
 impl Default for SurrealOptions {
@@ -84,6 +89,7 @@ impl Default for SurrealOptions {
             memtable_bytes: 64 << 20,
             namespace: "vigil".into(),
             database: "main".into(),
+            hold: None,
         }
     }
 }
@@ -126,6 +132,8 @@ pub struct SurrealStore {
     suspect: AtomicBool,
     /// The sync mode the URL asked for, when it is weaker than `every`.
     weak_sync: Option<String>,
+    /// This process's hold on the store, when it takes one.
+    hold: std::sync::OnceLock<hold::Hold>,
 }
 
 #[async_trait]
@@ -334,7 +342,9 @@ impl Store for SurrealStore {
     }
 
     async fn put_sink_state(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.write(
+        // Not fenced: the sink's task writes beside the registry, and two fenced writes of one
+        // process would conflict on the hold. A process that lost the hold still stops here.
+        self.write_unfenced(
             "UPSERT type::record('cursor', $k) CONTENT { v: $v } RETURN NONE",
             json!({ "k": key, "v": value }),
         )
@@ -393,8 +403,18 @@ impl Store for SurrealStore {
     }
 
     /// Closes the store (flushes and releases SurrealKV's lock).
+    async fn lost(&self) -> String {
+        match self.hold.get() {
+            Some(h) => h.lost().await,
+            None => std::future::pending().await,
+        }
+    }
+
     async fn close(&self) {
         if let Some(conn) = self.conn.write().await.take() {
+            if let Some(h) = self.hold.get() {
+                hold::release(&conn, h).await;
+            }
             conn.close().await;
         }
     }

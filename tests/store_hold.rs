@@ -1,0 +1,326 @@
+//! One store on a SurrealDB server belongs to one live `vigil serve` (without `[cluster]`): a
+//! second process is refused with the holder's name; a process paused past its lease is
+//! taken over, and when it wakes it publishes nothing and stops.
+//!
+//! Runs a real SurrealDB server (`scripts/surrealdb-server`, built once; `VIGIL_SURREAL`
+//! names a binary to use instead) and real `vigil serve` processes.
+
+mod surreal;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use surreal::SurrealServer;
+
+/// A `vigil serve` on `store`, its stderr read by a thread.
+struct Vigil {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    agents: String,
+}
+
+fn vigil(store: &str, lease: &str) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args([
+            "serve",
+            "--agent-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--store", store])
+        .env("VIGIL_STORE__HOLD_LEASE", lease)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("vigil starts");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (child, rx)
+}
+
+impl Vigil {
+    /// Starts one and waits for it to say it is supervising.
+    fn start(store: &str, lease: &str) -> Self {
+        let (child, lines) = vigil(store, lease);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = lines
+                .recv_timeout(left)
+                .expect("vigil says it is supervising in time");
+            if line.contains("vigil is supervising") {
+                let agents = word(&line, "agents=");
+                return Vigil {
+                    child,
+                    lines,
+                    agents,
+                };
+            }
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+}
+
+impl Drop for Vigil {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn word(line: &str, key: &str) -> String {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+        .to_string()
+}
+
+/// Waits for `child` to exit; returns its status and everything it wrote to stderr.
+fn exit_of(
+    child: &mut Child,
+    lines: &mpsc::Receiver<String>,
+    limit: Duration,
+) -> (std::process::ExitStatus, String) {
+    let deadline = Instant::now() + limit;
+    let mut text = String::new();
+    loop {
+        while let Ok(l) = lines.try_recv() {
+            text.push_str(&l);
+            text.push('\n');
+        }
+        if let Some(status) = child.try_wait().expect("wait") {
+            while let Ok(l) = lines.recv_timeout(Duration::from_millis(200)) {
+                text.push_str(&l);
+                text.push('\n');
+            }
+            return (status, text);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "vigil did not exit within {limit:?}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A blocking NDJSON connection.
+struct Conn {
+    write: TcpStream,
+    read: BufReader<TcpStream>,
+}
+
+impl Conn {
+    fn open(addr: &str, role: &str) -> Self {
+        let write = TcpStream::connect(addr).expect("connect");
+        let read = BufReader::new(write.try_clone().expect("clone"));
+        let mut c = Conn { write, read };
+        c.send(json!({"type": "hello", "protocol": 1, "role": role}));
+        assert_eq!(c.recv().expect("welcome")["type"], "welcome");
+        c
+    }
+
+    fn send(&mut self, v: Value) {
+        let mut line = v.to_string();
+        line.push('\n');
+        self.write.write_all(line.as_bytes()).expect("send");
+    }
+
+    /// The next frame; `None` at the end of the stream (or after 60 s of silence).
+    fn recv(&mut self) -> Option<Value> {
+        self.read
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("timeout");
+        let mut line = String::new();
+        match self.read.read_line(&mut line) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(serde_json::from_str(&line).expect("a JSON frame")),
+        }
+    }
+
+    /// Frames until one of `kind` arrives.
+    fn until(&mut self, kind: &str) -> Value {
+        loop {
+            let f = self
+                .recv()
+                .unwrap_or_else(|| panic!("the stream ended before {kind}"));
+            if f["type"] == kind {
+                return f;
+            }
+        }
+    }
+}
+
+#[test]
+fn one_live_process_holds_a_store_and_a_paused_one_is_fenced() {
+    let t0 = Instant::now();
+    let mark = |what: &str| eprintln!("{:>6} ms  {what}", t0.elapsed().as_millis());
+    let surreal = SurrealServer::start();
+    mark("server");
+    let store = surreal.url();
+    let lease = "1s";
+
+    // A holds the store and supervises an agent; a monitor watches A.
+    let a = Vigil::start(&store, lease);
+    let mut agent = Conn::open(&a.agents, "agent");
+    // A long interval: nothing happens to a1 unless the test makes it happen.
+    agent.send(json!({"type": "register", "id": "a1", "heartbeat_interval_ms": 600000, "ref": 1}));
+    assert_eq!(agent.until("registered")["id"], "a1");
+    let mut monitor = Conn::open(&a.agents, "monitor");
+    monitor.send(json!({"type": "subscribe", "snapshot": true, "ref": 1}));
+    let seen_before = monitor.until("snapshot")["seq"].as_u64().expect("seq");
+
+    mark("a up");
+    // B is refused, naming A.
+    let (mut b, b_lines) = vigil(&store, lease);
+    let (status, text) = exit_of(&mut b, &b_lines, Duration::from_secs(60));
+    assert!(
+        !status.success(),
+        "a second process must not start:\n{text}"
+    );
+    assert!(text.contains("held by a live vigil process"), "{text}");
+    assert!(text.contains(&format!("pid {}", a.child.id())), "{text}");
+
+    mark("b refused");
+    // A is paused past its lease: C takes the store over and supervises.
+    a.signal("-STOP");
+    let c = Vigil::start(&store, lease);
+    let mut on_c = Conn::open(&c.agents, "agent");
+    on_c.send(json!({"type": "register", "id": "c1", "ref": 1}));
+    assert_eq!(on_c.until("registered")["id"], "c1");
+
+    mark("c up");
+    // A wakes: its agent keeps talking to it, which A would record; it publishes nothing
+    // and stops.
+    a.signal("-CONT");
+    agent.send(json!({"type": "activity", "id": "a1", "activity": "working"}));
+    let mut a = a;
+    let (status, text) = exit_of(&mut a.child, &a.lines, Duration::from_secs(60));
+    assert!(
+        !status.success(),
+        "a fenced process exits with an error:\n{text}"
+    );
+    assert!(text.contains("no longer holds the store"), "{text}");
+    mark("a exited");
+    let mut published = Vec::new();
+    while let Some(f) = monitor.recv() {
+        if f["type"] == "event" && f["seq"].as_u64() > Some(seen_before) {
+            published.push(f);
+        }
+    }
+    assert!(
+        published.is_empty(),
+        "a fenced process published {published:?}"
+    );
+
+    mark("monitor ended");
+    // C's log has nothing of A's after C took over: every event after C's own
+    // registration of c1 is C's (none about a1's activity).
+    let mut admin = Conn::open(&c.agents, "admin");
+    admin.send(json!({"type": "admin", "op": "events", "args": {"id": "a1"}, "ref": 1}));
+    let result = admin.until("result");
+    let events = result["data"].as_array().cloned().unwrap_or_default();
+    assert!(
+        !events.iter().any(|e| e["event"] == "activity"),
+        "A's activity after the takeover was written: {events:?}"
+    );
+
+    // A clean stop releases the hold: the next process takes it without waiting a lease.
+    c.signal("-TERM");
+    let mut c = c;
+    let (status, text) = exit_of(&mut c.child, &c.lines, Duration::from_secs(60));
+    assert!(status.success(), "{text}");
+    let (mut d, d_lines) = vigil(&store, "1h");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = d_lines.recv_timeout(left).expect("D starts");
+        assert!(!line.contains("waiting one lease"), "D waited: {line}");
+        if line.contains("vigil is supervising") {
+            break;
+        }
+    }
+    let _ = d.kill();
+    let _ = d.wait();
+    mark("released and taken at once");
+}
+
+/// The fence is in the write itself: a process whose hold was taken while its renewal slept
+/// has its next write refused, and nothing of it lands.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_after_a_takeover_is_refused_and_lands_nothing() {
+    use std::sync::Arc;
+    use vigil::core::store::{HoldOptions, SurrealOptions, SurrealStore};
+    use vigil::core::{Event, EventBody, Severity, Store, StoreError};
+
+    let surreal = tokio::task::spawn_blocking(SurrealServer::start)
+        .await
+        .expect("server");
+    let url = surreal.url();
+    let opts = |lease: Duration, holder: &str| SurrealOptions {
+        hold: Some(HoldOptions {
+            lease,
+            holder: holder.into(),
+        }),
+        ..SurrealOptions::default()
+    };
+    let alert = |seq: u64| {
+        Arc::new(Event {
+            seq,
+            at: chrono::Utc::now(),
+            agent: None,
+            kind: None,
+            body: EventBody::Alert {
+                severity: Severity::Info,
+                issue: "test".into(),
+                detail: format!("event {seq}"),
+            },
+        })
+    };
+    // The first holder renews once at the start, then not for 20 minutes.
+    let first = SurrealStore::open(&url, opts(Duration::from_secs(3600), "first"))
+        .await
+        .expect("the first process takes the hold");
+    first.append(&[alert(1)]).await.expect("the holder writes");
+    // The second sees a silent holder for its (short) lease and takes over.
+    let second = SurrealStore::open(&url, opts(Duration::from_millis(300), "second"))
+        .await
+        .expect("a silent holder is taken over");
+    match first.append(&[alert(2)]).await {
+        Err(StoreError::Fenced(reason)) => assert!(reason.contains("took the store over")),
+        other => panic!("a write after the takeover must be fenced, got {other:?}"),
+    }
+    let lost = tokio::time::timeout(Duration::from_secs(60), first.lost())
+        .await
+        .expect("the loss is reported");
+    assert!(lost.contains("epoch"), "{lost}");
+    let loaded = second.load().await.expect("load");
+    assert_eq!(loaded.last_seq, 1, "nothing of the fenced write landed");
+    second
+        .append(&[alert(2)])
+        .await
+        .expect("the new holder writes");
+    second.close().await;
+    first.close().await;
+}

@@ -1,0 +1,74 @@
+//! A SurrealDB server on a free loopback port, for tests of stores shared by processes.
+//!
+//! The binary is `VIGIL_SURREAL` when set, else what `scripts/surrealdb-server --path`
+//! builds (once per machine, into a cache outside the clone) and prints.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `surreal start … memory`, killed when dropped.
+pub struct SurrealServer {
+    child: Child,
+    port: u16,
+}
+
+impl SurrealServer {
+    /// Starts one (in memory, unauthenticated) and waits until it takes connections.
+    pub fn start() -> Self {
+        let bin = binary();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new(&bin)
+            .args(["start", "--bind", &format!("127.0.0.1:{port}")])
+            .args(["--unauthenticated", "--log", "warn", "memory"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run the SurrealDB server {}: {e}", bin.display()));
+        let server = SurrealServer { child, port };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the SurrealDB server did not listen on {port} within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    /// The store URL vigil is given.
+    pub fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for SurrealServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("VIGIL_SURREAL") {
+        return p.into();
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/surrealdb-server");
+    let out = Command::new(&script)
+        .arg("--path")
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "{} could not build the SurrealDB server (it needs cargo and the crates.io registry; \
+         or set VIGIL_SURREAL to a `surreal` binary 3.3.x)",
+        script.display()
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
