@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use vigil_actors::{AdminError, RegisterError, RuntimeError};
+use vigil_actors::{AdminError, BeatError, RegisterError, RuntimeError};
 
 /// Error codes of the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -104,6 +104,20 @@ impl From<&RegisterError> for ErrorCode {
             RegisterError::InvalidField(_) => ErrorCode::InvalidField,
             RegisterError::Unavailable(_) => ErrorCode::Internal,
             RegisterError::Overloaded(_) => ErrorCode::Overloaded,
+        }
+    }
+}
+
+impl From<&BeatError> for ErrorCode {
+    /// A connection sends frames for agents it registered: an agent it no longer has is
+    /// `not_owner` when someone took it over, `not_registered` when nobody has it. An agent
+    /// whose actor is restarting is `internal`; the session says `not_registered` instead once
+    /// it has found that the agent left.
+    fn from(e: &BeatError) -> Self {
+        match e {
+            BeatError::Superseded(_) => ErrorCode::NotOwner,
+            BeatError::UnknownAgent(_) => ErrorCode::NotRegistered,
+            BeatError::NotSupervised(_) => ErrorCode::Internal,
         }
     }
 }

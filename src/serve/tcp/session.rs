@@ -230,22 +230,16 @@ impl Session {
     }
 
     async fn beat_failed(&mut self, id: &AgentId, e: BeatError, reference: &Option<Value>) {
+        let mut code = ErrorCode::from(&e);
         if let BeatError::Superseded(_) = e {
             // Taken over (its notice may not have come yet): no longer this connection's.
             self.owned.remove(id);
-            self.error(ErrorCode::NotOwner, &e.to_string(), reference)
-                .await;
-            return;
-        }
-        let left = self.shared.rt.agent(id).is_none();
-        if left {
+        } else if self.shared.rt.agent(id).is_none() {
+            // It left while its frame was on the way.
             self.disown(id);
-            self.error(ErrorCode::NotRegistered, &e.to_string(), reference)
-                .await
-        } else {
-            self.error(ErrorCode::Internal, &e.to_string(), reference)
-                .await
+            code = ErrorCode::NotRegistered;
         }
+        self.error(code, &e.to_string(), reference).await
     }
 
     async fn register(

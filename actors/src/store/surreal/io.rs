@@ -242,7 +242,9 @@ impl SurrealStore {
         sql: &str,
         binds: Value,
     ) -> Result<IndexedResults, StoreError> {
-        self.write_as(sql, binds, true).await
+        // Boxed, like the other writes: SurrealDB's futures are large, and nested they
+        // overflow a 2 MiB test thread's stack in a debug build.
+        Box::pin(self.write_as(sql, binds, true)).await
     }
 
     /// Runs a write that is not fenced (a sink's state, which its own task writes beside the
@@ -252,7 +254,7 @@ impl SurrealStore {
         sql: &str,
         binds: Value,
     ) -> Result<IndexedResults, StoreError> {
-        self.write_as(sql, binds, false).await
+        Box::pin(self.write_as(sql, binds, false)).await
     }
 
     async fn write_as(
@@ -275,13 +277,13 @@ impl SurrealStore {
             let conn = guard
                 .as_ref()
                 .ok_or_else(|| StoreError::Unavailable("store is closed".into()))?;
-            conn.query(&sql, binds).await
+            Box::pin(conn.query(&sql, binds)).await
         };
         if r.is_err() {
             self.suspect.store(true, Ordering::SeqCst);
             if let Some(h) = hold {
                 // Refused by the fence, or in conflict with a takeover: find out which.
-                hold::check(self, h).await;
+                Box::pin(hold::check(self, h)).await;
                 if let Some(reason) = h.lost_reason() {
                     return Err(StoreError::Fenced(reason));
                 }
