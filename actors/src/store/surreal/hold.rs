@@ -221,7 +221,8 @@ async fn take_over(
 
 /// Renews the heartbeat every third of the lease until the store is closed or the hold lost.
 pub(super) async fn renew(store: Weak<SurrealStore>, lease: Duration) {
-    let mut tick = tokio::time::interval(lease / 3);
+    // (A zero lease would make a zero period, which `interval` refuses.)
+    let mut tick = tokio::time::interval((lease / 3).max(Duration::from_millis(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
