@@ -112,6 +112,9 @@ enum BenchCmd {
     /// M monitors (TCP and WebSocket) while E transitions/s happen: delivery delay, memory
     /// per subscriber.
     Fanout(vigil::tools::bench::fanout::FanoutBench),
+    /// One gapless log shared by 1, 2, 3 … writers on a SurrealDB server (the cluster's
+    /// stream): events/s, lost heads, append latency.
+    SharedLog(vigil::tools::bench::shared_log::SharedLogBench),
     /// RSS per supervised agent at several fleet sizes (10k, 100k, 1M), each in a fresh
     /// process.
     Memory(vigil::tools::bench::memory::MemoryBench),
@@ -160,6 +163,7 @@ fn main() -> anyhow::Result<()> {
             BenchCmd::Restart(args) => vigil::tools::bench::restart::run_restart(args),
             BenchCmd::Ingest(args) => vigil::tools::bench::ingest::run(args),
             BenchCmd::Fanout(args) => vigil::tools::bench::fanout::run(args),
+            BenchCmd::SharedLog(args) => vigil::tools::bench::shared_log::run(args),
             BenchCmd::FanoutMonitors(args) => {
                 vigil::tools::bench::fanout_monitors::run_monitors(args)
             }

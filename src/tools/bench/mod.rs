@@ -1,8 +1,8 @@
 //! `vigil bench`: benchmark scenarios that anyone can rerun. Each prints a short table and can
 //! write every figure, the machine and the command as JSON.
 //!
-//! Scenarios: [`detect`], [`ingest`], [`fanout`], [`memory`], [`store`] (also `storm`) and
-//! [`restart`]; [`run_all`] runs every one in a process of its own.
+//! Scenarios: [`detect`], [`ingest`], [`fanout`], [`memory`], [`store`] (also `storm`),
+//! [`restart`] and [`shared_log`]; [`run_all`] runs every one in a process of its own.
 
 pub mod detect;
 pub mod fanout;
@@ -10,6 +10,7 @@ pub mod fanout_monitors;
 pub mod ingest;
 pub mod memory;
 pub mod restart;
+pub mod shared_log;
 pub mod store;
 
 use std::path::PathBuf;
@@ -157,6 +158,15 @@ pub fn run_all(quick: bool, json_dir: Option<PathBuf>) -> anyhow::Result<()> {
         ("memory", q(&[], &["--quick"])),
         ("store", q(&[], &["--sizes", "1,100", "--each", "1s"])),
     ];
+    // The shared log needs a SurrealDB server; without one it is left out, and said so.
+    let mut scenarios = scenarios;
+    if std::env::var_os("VIGIL_SURREAL").is_some() {
+        scenarios.push(("shared-log", q(&[], &["--writers", "1,3", "--each", "1s"])));
+    } else {
+        eprintln!(
+            "== vigil bench shared-log: left out (it needs VIGIL_SURREAL, a `surreal` binary)"
+        );
+    }
     let mut summary = Vec::new();
     for (name, args) in &scenarios {
         let json = dir.join(format!("{name}.json"));

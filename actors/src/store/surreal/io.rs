@@ -20,6 +20,27 @@ pub(super) fn read_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Read(e.to_string())
 }
 
+/// Runs `op` again, after a short random pause, while the store refuses it (a conflict with
+/// another process doing the same), a few times at most.
+async fn refused_retried<T, F, Fut>(mut op: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match op().await {
+            Err(StoreError::Write(e)) if attempt < 20 => {
+                attempt += 1;
+                debug!(attempt, error = %e, "refused while opening; trying again");
+                let pause = 5 + rand::random::<u64>() % (10 * attempt);
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
 impl SurrealStore {
     /// Opens (creating if needed) the store at `url` and defines the schema.
     ///
@@ -49,7 +70,8 @@ impl SurrealStore {
         });
         let conn = store.connect().await?;
         let connect_ms = started.elapsed().as_millis() as u64;
-        store.init(&conn).await?;
+        // Processes opening one server's store at once conflict on the schema's records.
+        refused_retried(|| store.init(&conn)).await?;
         if let Some(opts) = &store.opts.hold {
             let hold = hold::acquire(&conn, opts).await?;
             info!(url, epoch = hold.epoch(), "this process holds the store");
@@ -58,12 +80,13 @@ impl SurrealStore {
         }
         *store.conn.write().await = Some(conn);
         // From now until a clean close marks it again, the mirror may fall behind.
-        store
-            .write(
+        refused_retried(|| {
+            store.write(
                 "UPSERT meta:mirror SET clean = false RETURN NONE",
                 json!({}),
             )
-            .await?;
+        })
+        .await?;
         debug!(
             url,
             connect_ms,
@@ -73,9 +96,14 @@ impl SurrealStore {
         Ok(store)
     }
 
+    /// Whether the store is a server (reached by other processes too).
+    pub(super) fn is_remote(&self) -> bool {
+        self.url.starts_with("ws://") || self.url.starts_with("wss://")
+    }
+
     pub(super) async fn connect(&self) -> Result<Conn, StoreError> {
         let unavailable = |e: String| StoreError::Unavailable(format!("{}: {e}", self.url));
-        let conn = if self.url.starts_with("ws://") || self.url.starts_with("wss://") {
+        let conn = if self.is_remote() {
             let db = surrealdb::engine::any::connect(self.url.as_str())
                 .await
                 .map_err(|e| unavailable(e.to_string()))?;
@@ -134,6 +162,7 @@ impl SurrealStore {
                 "DEFINE TABLE IF NOT EXISTS meta SCHEMALESS;
                  DEFINE TABLE IF NOT EXISTS segment SCHEMALESS;
                  DEFINE INDEX IF NOT EXISTS segment_last ON segment FIELDS last_seq;
+                 DEFINE INDEX IF NOT EXISTS segment_batch ON segment FIELDS batch;
                  DEFINE TABLE IF NOT EXISTS snapshot SCHEMALESS;
                  DEFINE INDEX IF NOT EXISTS snapshot_gen ON snapshot FIELDS gen;
                  DEFINE TABLE IF NOT EXISTS agent SCHEMALESS;
@@ -147,7 +176,7 @@ impl SurrealStore {
                 json!({}),
             )
             .await?;
-        let version: Option<Value> = r.take(12).map_err(read_err)?;
+        let version: Option<Value> = r.take(13).map_err(read_err)?;
         match version.and_then(|v| v.as_u64()) {
             Some(v) if v > SCHEMA_VERSION => {
                 return Err(StoreError::Unavailable(format!(
@@ -279,8 +308,13 @@ impl SurrealStore {
                 .ok_or_else(|| StoreError::Unavailable("store is closed".into()))?;
             Box::pin(conn.query(&sql, binds)).await
         };
-        if r.is_err() {
-            self.suspect.store(true, Ordering::SeqCst);
+        if let Err(e) = &r {
+            // A server that refused a write (a conflict among writers) has not been damaged
+            // by it; an embedded store may have been, and any store may have lost the link.
+            let refused_by_server = matches!(e, StoreError::Write(_)) && self.is_remote();
+            if !refused_by_server {
+                self.suspect.store(true, Ordering::SeqCst);
+            }
             if let Some(h) = hold {
                 // Refused by the fence, or in conflict with a takeover: find out which.
                 Box::pin(hold::check(self, h)).await;

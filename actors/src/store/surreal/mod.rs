@@ -37,6 +37,7 @@ mod agents;
 mod conn;
 mod hold;
 mod io;
+mod shared;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
@@ -55,6 +56,7 @@ use agents::agent_from_row;
 use conn::{with_sync, Conn};
 pub use hold::HoldOptions;
 use io::read_err;
+pub use shared::{Appended, BatchId};
 
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: u64 = 1;
