@@ -30,7 +30,9 @@ pub use failing::FailingStore;
 #[cfg(feature = "surreal")]
 mod surreal;
 #[cfg(feature = "surreal")]
-pub use surreal::{Appended, BatchId, HoldOptions, SurrealOptions, SurrealStore, SCHEMA_VERSION};
+pub use surreal::{
+    Appended, BatchId, HoldOptions, LogTail, SurrealOptions, SurrealStore, SCHEMA_VERSION,
+};
 
 /// Errors a store reports. The registry treats every one of them as "not known to be
 /// written": it keeps the batch, retries with backoff, and publishes nothing until a write

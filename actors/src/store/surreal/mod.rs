@@ -38,6 +38,7 @@ mod conn;
 mod hold;
 mod io;
 mod shared;
+mod tail;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
@@ -57,6 +58,7 @@ use conn::{with_sync, Conn};
 pub use hold::HoldOptions;
 use io::read_err;
 pub use shared::{Appended, BatchId};
+pub use tail::LogTail;
 
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: u64 = 1;
