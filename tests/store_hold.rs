@@ -282,6 +282,7 @@ async fn a_write_after_a_takeover_is_refused_and_lands_nothing() {
         hold: Some(HoldOptions {
             lease,
             holder: holder.into(),
+            key: "store".into(),
         }),
         ..SurrealOptions::default()
     };
@@ -323,4 +324,62 @@ async fn a_write_after_a_takeover_is_refused_and_lands_nothing() {
         .expect("the new holder writes");
     second.close().await;
     first.close().await;
+}
+
+/// Holds are per key: a cluster's nodes each hold their own (`node-<id>`) on one store, a
+/// second claim of a live node's key is refused, and each node's writes are fenced by its own
+/// epoch only.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_node_holds_its_own_key_and_a_second_claim_of_one_is_refused() {
+    use vigil::core::store::{BatchId, HoldOptions, SurrealOptions, SurrealStore};
+    use vigil::core::{Event, EventBody, Severity, StoreError};
+
+    let surreal = tokio::task::spawn_blocking(SurrealServer::start)
+        .await
+        .expect("server");
+    let url = surreal.url();
+    let node = |id: &str, holder: &str| SurrealOptions {
+        hold: Some(HoldOptions {
+            lease: Duration::from_millis(600),
+            holder: holder.into(),
+            key: format!("node-{id}"),
+        }),
+        ..SurrealOptions::default()
+    };
+    let n1 = SurrealStore::open(&url, node("n1", "first n1"))
+        .await
+        .expect("n1");
+    let n2 = SurrealStore::open(&url, node("n2", "n2"))
+        .await
+        .expect("n2 beside n1");
+    match SurrealStore::open(&url, node("n1", "second n1")).await {
+        Err(StoreError::Held(msg)) => assert!(msg.contains("first n1"), "{msg}"),
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(_) => panic!("a live node's id was claimed twice"),
+    }
+    let alert = |n: u64| {
+        std::sync::Arc::new(Event {
+            seq: n,
+            at: chrono::Utc::now(),
+            agent: None,
+            kind: None,
+            body: EventBody::Alert {
+                severity: Severity::Info,
+                issue: "t".into(),
+                detail: n.to_string(),
+            },
+        })
+    };
+    // Both write the shared log, each fenced by its own hold.
+    for (store, id) in [(&n1, "n1"), (&n2, "n2")] {
+        let batch = BatchId {
+            node: id.into(),
+            first: 1,
+        };
+        store
+            .append_shared(&batch, &[alert(1)], false)
+            .await
+            .expect("a holder writes");
+    }
+    assert_eq!(n2.shared_head().await.expect("head"), 2);
 }

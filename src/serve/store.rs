@@ -30,6 +30,7 @@ pub async fn open(cfg: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
         hold: remote.then(|| HoldOptions {
             lease: cfg.hold_lease,
             holder: this_process(),
+            key: "store".into(),
         }),
         ..SurrealOptions::default()
     };

@@ -1,12 +1,13 @@
 //! The hold: one live process writes a store on a SurrealDB server at a time.
 //!
-//! Two records, in table `hold`:
-//! - `hold:store` `{epoch, holder, released, writes}`: who holds the store. Every write of the
+//! Two records per hold, keyed by what is held (`store` for a process alone on the store; one
+//! key per node of a cluster, `node-<id>`):
+//! - `hold:<key>` `{epoch, holder, released, writes}`: who holds it. Every write of the
 //!   holder *writes* it too, in the same transaction, `WHERE epoch = $mine`, and throws when
 //!   nothing matched: on SurrealKV and TiKV two writes of one key conflict, so a write of a
 //!   process whose hold was taken fails, before or after the taker's commit, and nothing of it
 //!   lands (a fence that only reads would not be one: plain reads are not checked).
-//! - `hold:beat` `{epoch, beat}`: the holder's heartbeat, renewed every third of the lease. A
+//! - `hold_beat:<key>` `{epoch, beat}`: the holder's heartbeat, renewed every third of the lease. A
 //!   process that finds the store held watches it on its own monotonic clock (never comparing
 //!   clocks across machines): a change within one lease means the holder is alive and the
 //!   process refuses to start, naming it; no change for a whole lease means the holder is gone
@@ -33,15 +34,24 @@ pub struct HoldOptions {
     pub lease: Duration,
     /// Who this process is, for the error another process gets (host, pid, listeners).
     pub holder: String,
+    /// What is held: `store` (the whole store, for a process alone on it) or a cluster
+    /// node's own key (`node-<id>`).
+    pub key: String,
 }
 
 /// This process's hold on the store, once taken.
 pub(super) struct Hold {
+    key: String,
     epoch: u64,
     lost: watch::Sender<Option<String>>,
 }
 
 impl Hold {
+    /// What is held.
+    pub(super) fn key(&self) -> &str {
+        &self.key
+    }
+
     /// The epoch every write is fenced with.
     pub(super) fn epoch(&self) -> u64 {
         self.epoch
@@ -79,11 +89,12 @@ impl Hold {
 }
 
 /// The fence appended to a write's statements (inside its transaction).
-const FENCE: &str = "LET $vigil_fence = (UPDATE hold:store SET writes += 1 WHERE epoch = $vigil_epoch RETURN VALUE epoch);
+const FENCE: &str = "LET $vigil_fence = (UPDATE type::record('hold', $vigil_hold) SET writes += 1 WHERE epoch = $vigil_epoch RETURN VALUE epoch);
      IF array::len($vigil_fence) == 0 { THROW 'this process no longer holds the store' };";
 
-/// `sql` as one transaction that also writes the fence; `binds` gets the epoch.
-pub(super) fn fenced(sql: &str, binds: &mut Value, epoch: u64) -> String {
+/// `sql` as one transaction that also writes the fence; `binds` gets the hold's key and epoch.
+pub(super) fn fenced(sql: &str, binds: &mut Value, key: &str, epoch: u64) -> String {
+    binds["vigil_hold"] = json!(key);
     binds["vigil_epoch"] = json!(epoch);
     let body = sql.trim();
     let body = body
@@ -105,12 +116,12 @@ struct Seen {
     beat: Option<(u64, u64)>,
 }
 
-async fn look(conn: &Conn) -> Result<Option<Seen>, StoreError> {
+async fn look(conn: &Conn, key: &str) -> Result<Option<Seen>, StoreError> {
     let mut r = conn
         .query(
-            "SELECT epoch, holder, released FROM ONLY hold:store;
-             SELECT epoch, beat FROM ONLY hold:beat;",
-            json!({}),
+            "SELECT epoch, holder, released FROM ONLY type::record('hold', $k);
+             SELECT epoch, beat FROM ONLY type::record('hold_beat', $k);",
+            json!({ "k": key }),
         )
         .await
         .map_err(|e| StoreError::Read(e.to_string()))?;
@@ -133,15 +144,15 @@ async fn look(conn: &Conn) -> Result<Option<Seen>, StoreError> {
 /// lease of silence from a holder that stopped, never from a live one.
 pub(super) async fn acquire(conn: &Conn, opts: &HoldOptions) -> Result<Hold, StoreError> {
     loop {
-        let epoch = match look(conn).await? {
+        let epoch = match look(conn, &opts.key).await? {
             None => {
                 let created = conn
                     .query(
                         "BEGIN TRANSACTION;
-                         CREATE hold:store CONTENT { epoch: 1, holder: $holder, released: false, writes: 0 } RETURN NONE;
-                         CREATE hold:beat CONTENT { epoch: 1, beat: 0 } RETURN NONE;
+                         CREATE type::record('hold', $k) CONTENT { epoch: 1, holder: $holder, released: false, writes: 0 } RETURN NONE;
+                         CREATE type::record('hold_beat', $k) CONTENT { epoch: 1, beat: 0 } RETURN NONE;
                          COMMIT TRANSACTION;",
-                        json!({ "holder": opts.holder }),
+                        json!({ "holder": opts.holder, "k": opts.key }),
                     )
                     .await;
                 match created {
@@ -165,7 +176,11 @@ pub(super) async fn acquire(conn: &Conn, opts: &HoldOptions) -> Result<Hold, Sto
             }
         };
         let (lost, _) = watch::channel(None);
-        return Ok(Hold { epoch, lost });
+        return Ok(Hold {
+            key: opts.key.clone(),
+            epoch,
+            lost,
+        });
     }
 }
 
@@ -177,7 +192,7 @@ async fn watch_holder(conn: &Conn, opts: &HoldOptions, first: &Seen) -> Result<(
     info!(holder = %first.holder, lease = ?opts.lease, "the store is held; waiting one lease to see whether its holder is alive");
     while start.elapsed() < opts.lease {
         tokio::time::sleep(step).await;
-        let now = look(conn).await?;
+        let now = look(conn, &opts.key).await?;
         match now {
             Some(s) if s.released => return Ok(()),
             Some(s) if s == *first => {}
@@ -204,12 +219,12 @@ async fn take_over(
     let r = conn
         .query(
             "BEGIN TRANSACTION;
-             LET $taken = (UPDATE hold:store SET epoch = $epoch, holder = $holder, released = false
+             LET $taken = (UPDATE type::record('hold', $k) SET epoch = $epoch, holder = $holder, released = false
                  WHERE epoch = $seen RETURN VALUE epoch);
              IF array::len($taken) == 0 { THROW 'the hold changed' };
-             UPSERT hold:beat CONTENT { epoch: $epoch, beat: 0 } RETURN NONE;
+             UPSERT type::record('hold_beat', $k) CONTENT { epoch: $epoch, beat: 0 } RETURN NONE;
              COMMIT TRANSACTION;",
-            json!({ "epoch": epoch, "seen": seen_epoch, "holder": opts.holder }),
+            json!({ "epoch": epoch, "seen": seen_epoch, "holder": opts.holder, "k": opts.key }),
         )
         .await;
     match r {
@@ -234,8 +249,8 @@ pub(super) async fn renew(store: Weak<SurrealStore>, lease: Duration) {
         let epoch = hold.epoch();
         let r = store
             .read(
-                "UPDATE hold:beat SET beat += 1 WHERE epoch = $e RETURN VALUE beat",
-                json!({ "e": epoch }),
+                "UPDATE type::record('hold_beat', $k) SET beat += 1 WHERE epoch = $e RETURN VALUE beat",
+                json!({ "e": epoch, "k": hold.key }),
             )
             .await;
         match r.and_then(|mut r| r.take::<Vec<Value>>(0).map_err(super::read_err)) {
@@ -255,7 +270,10 @@ pub(super) async fn renew(store: Weak<SurrealStore>, lease: Duration) {
 /// After a failed write: whether the store still has this process's epoch.
 pub(super) async fn check(store: &SurrealStore, hold: &Hold) {
     let r = store
-        .read("SELECT VALUE epoch FROM ONLY hold:store", json!({}))
+        .read(
+            "SELECT VALUE epoch FROM ONLY type::record('hold', $k)",
+            json!({ "k": hold.key }),
+        )
         .await
         .and_then(|mut r| r.take::<Option<u64>>(0).map_err(super::read_err));
     if let Ok(now) = r {
@@ -276,8 +294,8 @@ pub(super) async fn release(conn: &Conn, hold: &Hold) {
     }
     if let Err(e) = conn
         .query(
-            "UPDATE hold:store SET released = true WHERE epoch = $e RETURN NONE",
-            json!({ "e": hold.epoch() }),
+            "UPDATE type::record('hold', $k) SET released = true WHERE epoch = $e RETURN NONE",
+            json!({ "e": hold.epoch(), "k": hold.key }),
         )
         .await
     {
@@ -295,13 +313,14 @@ mod tests {
         let sql = fenced(
             "BEGIN TRANSACTION;\n CREATE a:1 RETURN NONE;\n COMMIT TRANSACTION;",
             &mut b,
+            "store",
             7,
         );
         assert_eq!(b["vigil_epoch"], 7);
         assert!(sql.starts_with("BEGIN TRANSACTION;\nCREATE a:1 RETURN NONE;\nLET $vigil_fence"));
         assert!(sql.ends_with("COMMIT TRANSACTION;"));
         assert_eq!(sql.matches("BEGIN TRANSACTION;").count(), 1);
-        let sql = fenced("UPSERT meta:x SET v = 1 RETURN NONE", &mut b, 7);
+        let sql = fenced("UPSERT meta:x SET v = 1 RETURN NONE", &mut b, "store", 7);
         assert!(sql.contains("RETURN NONE;\nLET $vigil_fence"));
     }
 }

@@ -172,11 +172,12 @@ impl SurrealStore {
                  DEFINE TABLE IF NOT EXISTS job SCHEMALESS;
                  DEFINE TABLE IF NOT EXISTS cursor SCHEMALESS;
                  DEFINE TABLE IF NOT EXISTS hold SCHEMALESS;
+                 DEFINE TABLE IF NOT EXISTS hold_beat SCHEMALESS;
                  SELECT VALUE version FROM ONLY meta:schema;",
                 json!({}),
             )
             .await?;
-        let version: Option<Value> = r.take(13).map_err(read_err)?;
+        let version: Option<Value> = r.take(14).map_err(read_err)?;
         match version.and_then(|v| v.as_u64()) {
             Some(v) if v > SCHEMA_VERSION => {
                 return Err(StoreError::Unavailable(format!(
@@ -298,7 +299,9 @@ impl SurrealStore {
         }
         self.reopen_if_suspect().await?;
         let sql = match hold {
-            Some(h) if fence => std::borrow::Cow::Owned(hold::fenced(sql, &mut binds, h.epoch())),
+            Some(h) if fence => {
+                std::borrow::Cow::Owned(hold::fenced(sql, &mut binds, h.key(), h.epoch()))
+            }
             _ => std::borrow::Cow::Borrowed(sql),
         };
         let r = {
