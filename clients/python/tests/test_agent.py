@@ -1,0 +1,153 @@
+"""The asyncio agent client against a real `vigil serve`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Dict, List, Optional, Type
+
+from vigil_fleet import (
+    AgentSpec,
+    AsyncAgentClient,
+    Connected,
+    Connection,
+    Evicted,
+    Registered,
+)
+from vigil_fleet.events import Event
+
+# Long enough that a loaded machine does not make a beat late (a beat leaves 250 ms early).
+INTERVAL_MS = 1000
+
+
+async def admin(address: str, op: str, args: Optional[Dict[str, Any]] = None) -> Any:
+    conn = await Connection.open(address, "admin")
+    try:
+        await conn.send({"type": "admin", "op": op, "args": args or {}, "ref": 1})
+        while True:
+            frame = await conn.recv()
+            assert frame is not None, "the server closed the admin connection"
+            if frame.get("ref") == 1:
+                assert frame["type"] == "result", frame
+                return frame["data"]
+    finally:
+        conn.close()
+
+
+async def events_of(address: str, id: str) -> List[Dict[str, Any]]:
+    return await admin(address, "events", {"id": id, "limit": 1000})
+
+
+async def until(what: Type[Event], client: AsyncAgentClient, timeout: float = 20.0) -> Event:
+    deadline = time.monotonic() + timeout
+    while True:
+        e = await client.next_event(max(0.01, deadline - time.monotonic()))
+        if isinstance(e, what):
+            return e
+
+
+async def wait_status(address: str, id: str, status: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        record = await admin(address, "get", {"id": id})
+        if record["status"] == status:
+            return
+        assert time.monotonic() < deadline, f"{id} is {record['status']}, not {status}"
+        await asyncio.sleep(0.05)
+
+
+def spec(id: str) -> AgentSpec:
+    return AgentSpec(id, kind="worker", heartbeat_interval_ms=INTERVAL_MS)
+
+
+def test_beats_keep_an_agent_online(server) -> None:
+    async def main() -> None:
+        async with AsyncAgentClient(server.address, [spec("py-1")]) as client:
+            reg = await until(Registered, client)
+            assert (reg.id, reg.heartbeat_interval_ms) == ("py-1", INTERVAL_MS)
+            # Five intervals of beats: the agent must never have been late.
+            await asyncio.sleep(5 * INTERVAL_MS / 1000)
+            kinds = [e["event"] for e in await events_of(server.address, "py-1")]
+            assert kinds == ["registered"], kinds
+            assert (await admin(server.address, "get", {"id": "py-1"}))["status"] == "online"
+
+    asyncio.run(main())
+
+
+def test_an_agent_that_stops_beating_goes_degraded_then_offline(server) -> None:
+    async def main() -> None:
+        client = AsyncAgentClient(server.address, [spec("py-2")])
+        client.start()
+        await until(Registered, client)
+        await client.abandon()
+        await wait_status(server.address, "py-2", "offline")
+        steps = [(e.get("from"), e.get("to")) for e in await events_of(server.address, "py-2") if e["event"] == "transition"]
+        assert steps == [("online", "degraded"), ("degraded", "offline")], steps
+
+    asyncio.run(main())
+
+
+def test_a_takeover_from_another_connection_is_an_evicted_event(server) -> None:
+    async def main() -> None:
+        async with AsyncAgentClient(server.address, [spec("py-3")]) as client:
+            await until(Registered, client)
+            other = await Connection.open(server.address, "agent")
+            await other.send({"type": "register", "id": "py-3", "takeover": True, "ref": 1})
+            ev = await until(Evicted, client)
+            assert (ev.id, ev.reason) == ("py-3", "taken_over")
+            other.close()
+
+    asyncio.run(main())
+
+
+def test_reports_are_coalesced_and_recorded_once(server) -> None:
+    async def main() -> None:
+        async with AsyncAgentClient(server.address, [spec("py-4")]) as client:
+            await until(Registered, client)
+            for _ in range(3):
+                client.activity("py-4", "working")
+            client.job("py-4", "j1", "running", progress=0.5)
+            client.job("py-4", "j1", "running", progress=0.501)  # below the step: not sent
+            client.job("py-4", "j1", "completed", progress=1.0)
+            deadline = time.monotonic() + 20
+            while True:
+                evs = await events_of(server.address, "py-4")
+                if any(e["event"] == "job" and e.get("to") == "completed" for e in evs):
+                    break
+                assert time.monotonic() < deadline, evs
+                await asyncio.sleep(0.05)
+            activity = [e["to"] for e in evs if e["event"] == "activity"]
+            assert activity == ["working"], activity
+            jobs = [(e["job"], e["to"]) for e in evs if e["event"] == "job"]
+            assert jobs.count(("j1", "completed")) == 1, jobs
+            assert jobs[0] == ("j1", "running"), jobs
+
+    asyncio.run(main())
+
+
+def test_a_server_restart_is_survived_without_a_transition(server) -> None:
+    async def main() -> None:
+        async with AsyncAgentClient(server.address, [spec("py-5")]) as client:
+            first = await until(Registered, client)
+            await asyncio.get_running_loop().run_in_executor(None, server.stop)
+            await asyncio.get_running_loop().run_in_executor(None, server.start)
+            again = await until(Registered, client)
+            assert again.incarnation == first.incarnation + 1
+            await asyncio.sleep(5 * INTERVAL_MS / 1000)
+            kinds = [e["event"] for e in await events_of(server.address, "py-5")]
+            assert kinds == ["registered", "registered"], kinds
+
+    asyncio.run(main())
+
+
+def test_stop_deregisters(server) -> None:
+    async def main() -> None:
+        client = AsyncAgentClient(server.address, [spec("py-6")])
+        client.start()
+        ev = await until(Connected, client)
+        assert not ev.reconnect
+        await until(Registered, client)
+        await client.stop()
+        assert (await admin(server.address, "get", {"id": "py-6"}))["status"] == "left"
+
+    asyncio.run(main())
