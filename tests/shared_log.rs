@@ -7,24 +7,9 @@ mod surreal;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use surreal::SurrealServer;
+use surreal::{alert as event, SurrealServer};
 use vigil::core::store::{BatchId, SurrealOptions, SurrealStore};
-use vigil::core::{Event, EventBody, Severity};
-
-/// Event `n` of writer `node` (its own seq `n`; the log numbers it again).
-fn event(node: &str, n: u64) -> Arc<Event> {
-    Arc::new(Event {
-        seq: n,
-        at: chrono::Utc::now(),
-        agent: None,
-        kind: None,
-        body: EventBody::Alert {
-            severity: Severity::Info,
-            issue: node.into(),
-            detail: n.to_string(),
-        },
-    })
-}
+use vigil::core::{Event, EventBody};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn writers_at_once_share_one_gapless_log_and_a_retry_lands_once() {

@@ -270,9 +270,8 @@ fn one_live_process_holds_a_store_and_a_paused_one_is_fenced() {
 /// has its next write refused, and nothing of it lands.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_write_after_a_takeover_is_refused_and_lands_nothing() {
-    use std::sync::Arc;
     use vigil::core::store::{HoldOptions, SurrealOptions, SurrealStore};
-    use vigil::core::{Event, EventBody, Severity, Store, StoreError};
+    use vigil::core::{Store, StoreError};
 
     let surreal = tokio::task::spawn_blocking(SurrealServer::start)
         .await
@@ -286,19 +285,7 @@ async fn a_write_after_a_takeover_is_refused_and_lands_nothing() {
         }),
         ..SurrealOptions::default()
     };
-    let alert = |seq: u64| {
-        Arc::new(Event {
-            seq,
-            at: chrono::Utc::now(),
-            agent: None,
-            kind: None,
-            body: EventBody::Alert {
-                severity: Severity::Info,
-                issue: "test".into(),
-                detail: format!("event {seq}"),
-            },
-        })
-    };
+    let alert = |n: u64| surreal::alert("test", n);
     // The first holder renews once at the start, then not for 20 minutes.
     let first = SurrealStore::open(&url, opts(Duration::from_secs(3600), "first"))
         .await
@@ -332,7 +319,7 @@ async fn a_write_after_a_takeover_is_refused_and_lands_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn each_node_holds_its_own_key_and_a_second_claim_of_one_is_refused() {
     use vigil::core::store::{BatchId, HoldOptions, SurrealOptions, SurrealStore};
-    use vigil::core::{Event, EventBody, Severity, StoreError};
+    use vigil::core::StoreError;
 
     let surreal = tokio::task::spawn_blocking(SurrealServer::start)
         .await
@@ -357,19 +344,7 @@ async fn each_node_holds_its_own_key_and_a_second_claim_of_one_is_refused() {
         Err(e) => panic!("refused for another reason: {e}"),
         Ok(_) => panic!("a live node's id was claimed twice"),
     }
-    let alert = |n: u64| {
-        std::sync::Arc::new(Event {
-            seq: n,
-            at: chrono::Utc::now(),
-            agent: None,
-            kind: None,
-            body: EventBody::Alert {
-                severity: Severity::Info,
-                issue: "t".into(),
-                detail: n.to_string(),
-            },
-        })
-    };
+    let alert = |n: u64| surreal::alert("t", n);
     // Both write the shared log, each fenced by its own hold.
     for (store, id) in [(&n1, "n1"), (&n2, "n2")] {
         let batch = BatchId {

@@ -38,6 +38,8 @@
 //! - [`broadcaster`]: the BroadcasterActor — subscribers, filters, resume, lag.
 //! - [`sink`]: outbound channels that follow the durable log.
 //! - [`store`]: the `Store` trait, the in-memory store, SurrealDB, the conformance suite.
+//! - [`cluster`]: what a node of a cluster needs beyond a single node (the fleet view kept
+//!   from the shared log).
 //! - [`admin`]: admin requests, responses and errors.
 //! - [`runtime`]: the `Runtime` value that owns all of the above.
 //! - [`clock`]: monotonic time and its wall-clock reading.
@@ -48,6 +50,7 @@ pub mod admin;
 mod agent;
 pub mod broadcaster;
 pub mod clock;
+pub mod cluster;
 mod fleet;
 pub mod model;
 mod registry;

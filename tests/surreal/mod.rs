@@ -6,6 +6,7 @@
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A running `surreal start … memory`, killed when dropped.
@@ -71,4 +72,22 @@ fn binary() -> PathBuf {
         script.display()
     );
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// An event to write: an alert whose `issue` names the writer and whose `detail` is `n`, at
+/// seq `n` (a shared log numbers it again).
+#[allow(dead_code)] // each test file uses what it needs
+pub fn alert(writer: &str, n: u64) -> Arc<vigil::core::Event> {
+    use vigil::core::{Event, EventBody, Severity};
+    Arc::new(Event {
+        seq: n,
+        at: chrono::Utc::now(),
+        agent: None,
+        kind: None,
+        body: EventBody::Alert {
+            severity: Severity::Info,
+            issue: writer.into(),
+            detail: n.to_string(),
+        },
+    })
 }

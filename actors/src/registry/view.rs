@@ -7,8 +7,9 @@ use chrono::{DateTime, Utc};
 use tracing::info;
 
 use super::{Entry, RegistryState};
-use crate::model::{AgentId, AgentRecord, Event, EventBody, Status};
+use crate::model::{AgentId, Event, EventBody, Status};
 use crate::registry::pipeline::Side;
+use crate::rules;
 
 impl RegistryState {
     pub(super) fn insert(&mut self, entry: Entry) {
@@ -94,57 +95,33 @@ impl RegistryState {
         self.mirror_dirty.insert(id.clone());
     }
 
-    /// Applies a persisted event to the view (restore: replay of the log).
+    /// Applies a persisted event to the view (restore: replay of the log), by the rule in
+    /// `rules::replay`.
     pub(super) fn apply(&mut self, e: &Event) {
         let Some(id) = &e.agent else { return };
-        match &e.body {
-            EventBody::Registered {
-                status,
-                name,
-                metadata,
-                capabilities,
-                incarnation,
-                ..
-            } => {
-                let old = self.agents.get(id).map(|x| &x.record);
-                let record = AgentRecord {
-                    id: id.clone(),
-                    name: name.clone(),
-                    kind: e.kind.clone().unwrap_or_else(|| "default".into()),
-                    status: *status,
-                    activity: old.and_then(|r| r.activity.clone()),
-                    jobs: old.map(|r| r.jobs.clone()).unwrap_or_default(),
-                    reported: Default::default(),
-                    metadata: metadata.clone(),
-                    capabilities: capabilities.clone(),
-                    metrics: Default::default(),
-                    last_seen: Some(e.at),
-                    connected: false,
-                    incarnation: *incarnation,
-                    registered_at: e.at,
-                    updated_at: e.at,
-                    heartbeat_interval_ms: old.and_then(|r| r.heartbeat_interval_ms),
-                };
-                if let Some(old) = self.agents.remove(id) {
-                    self.count(&old.record.kind, old.record.status, false);
-                }
-                self.insert(Entry {
-                    record: Box::new(record),
-                    cell: None,
-                });
-                self.touch(id);
-            }
-            EventBody::Activity { to, .. } => self.set_activity(id, to, e.at),
-            job @ EventBody::Job { .. } => {
-                self.jobs.apply(id, job);
-                self.sync_jobs();
-            }
-            other => {
-                if let Some(s) = other.status_after() {
-                    self.set_status(id, s, e.at);
-                }
-            }
+        if let job @ EventBody::Job { .. } = &e.body {
+            self.jobs.apply(id, job);
+            self.sync_jobs();
+            return;
         }
+        let before = self.agents.get(id).map(|x| &*x.record);
+        let Some(after) = rules::replay::record_after(before, e) else {
+            return;
+        };
+        // A registration starts a new incarnation, with no agent actor yet.
+        let keep_cell = !matches!(e.body, EventBody::Registered { .. });
+        let cell = match self.agents.remove(id) {
+            Some(old) => {
+                self.count(&old.record.kind, old.record.status, false);
+                old.cell.filter(|_| keep_cell)
+            }
+            None => None,
+        };
+        self.insert(Entry {
+            record: Box::new(after),
+            cell,
+        });
+        self.touch(id);
     }
 
     /// Copies the unfinished jobs that changed into their agents' records.

@@ -107,10 +107,20 @@ impl SurrealStore {
             let db = surrealdb::engine::any::connect(self.url.as_str())
                 .await
                 .map_err(|e| unavailable(e.to_string()))?;
-            db.use_ns(self.opts.namespace.as_str())
-                .use_db(self.opts.database.as_str())
-                .await
-                .map_err(|e| unavailable(e.to_string()))?;
+            // Choosing the namespace and database defines them when new: processes starting
+            // at once conflict there, and the loser tries again (the connection is made, so
+            // a failure here is taken for such a conflict, a few times at most).
+            refused_retried(|| async {
+                db.use_ns(self.opts.namespace.as_str())
+                    .use_db(self.opts.database.as_str())
+                    .await
+                    .map_err(|e| StoreError::Write(e.to_string()))
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::Write(e) => unavailable(e),
+                e => e,
+            })?;
             Conn::Remote(db)
         } else {
             let path = match self.url.as_str() {

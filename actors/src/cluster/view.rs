@@ -1,0 +1,218 @@
+//! [`FleetView`]: every agent of the fleet as of one seq of the log.
+
+use std::collections::BTreeMap;
+
+use crate::model::{AgentId, AgentRecord, Event, EventBody, Status};
+use crate::rules::jobs::JobBook;
+use crate::rules::replay::record_after;
+
+/// An event that cannot be applied: the view is as of seq `at`, the event is not the next.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the view is as of seq {at}; event {got} is not the next")]
+pub struct ViewError {
+    /// The seq the view is as of.
+    pub at: u64,
+    /// The event's seq.
+    pub got: u64,
+}
+
+/// Every agent's record, the counts by status and the unfinished jobs, as of [`FleetView::seq`].
+#[derive(Debug, Default)]
+pub struct FleetView {
+    records: BTreeMap<AgentId, AgentRecord>,
+    counts: BTreeMap<Status, usize>,
+    jobs: JobBook,
+    seq: u64,
+}
+
+impl FleetView {
+    /// A view of `records` as of `seq` (a checkpoint), to which the events after `seq` are
+    /// applied.
+    pub fn new(records: impl IntoIterator<Item = AgentRecord>, seq: u64) -> Self {
+        let mut view = FleetView {
+            seq,
+            ..FleetView::default()
+        };
+        for r in records {
+            view.jobs.load(&r.id, &r.jobs);
+            *view.counts.entry(r.status).or_default() += 1;
+            view.records.insert(r.id.clone(), r);
+        }
+        view
+    }
+
+    /// The seq the view is as of: every event up to it is applied, none after.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Applies the next event of the log (its seq must be the view's plus one).
+    pub fn apply(&mut self, e: &Event) -> Result<(), ViewError> {
+        if e.seq != self.seq + 1 {
+            return Err(ViewError {
+                at: self.seq,
+                got: e.seq,
+            });
+        }
+        self.seq = e.seq;
+        let Some(id) = &e.agent else { return Ok(()) };
+        if let job @ EventBody::Job { .. } = &e.body {
+            self.jobs.apply(id, job);
+            for touched in self.jobs.take_touched() {
+                let open = self.jobs.open_of(&touched);
+                if let Some(r) = self.records.get_mut(&touched) {
+                    r.jobs = open;
+                }
+            }
+            return Ok(());
+        }
+        if let Some(after) = record_after(self.records.get(id), e) {
+            if let Some(before) = self.records.get(id) {
+                if let Some(n) = self.counts.get_mut(&before.status) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+            *self.counts.entry(after.status).or_default() += 1;
+            self.records.insert(id.clone(), after);
+        }
+        Ok(())
+    }
+
+    /// One agent's record.
+    pub fn get(&self, id: &AgentId) -> Option<&AgentRecord> {
+        self.records.get(id)
+    }
+
+    /// Every agent's record, in id order.
+    pub fn agents(&self) -> impl Iterator<Item = &AgentRecord> {
+        self.records.values()
+    }
+
+    /// How many agents are in each status (statuses with none are left out).
+    pub fn counts(&self) -> BTreeMap<Status, usize> {
+        self.counts
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(s, n)| (*s, *n))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::{TimeZone, Utc};
+
+    use super::*;
+    use crate::model::{JobState, Reason};
+
+    fn event(seq: u64, agent: &str, body: EventBody) -> Event {
+        Event {
+            seq,
+            at: Utc
+                .timestamp_millis_opt(1_700_000_000_000 + seq as i64)
+                .unwrap(),
+            agent: AgentId::new(agent).ok(),
+            kind: Some(Arc::from("worker")),
+            body,
+        }
+    }
+
+    fn registered(seq: u64, agent: &str) -> Event {
+        event(
+            seq,
+            agent,
+            EventBody::Registered {
+                from: None,
+                status: Status::Online,
+                name: agent.into(),
+                metadata: Default::default(),
+                capabilities: vec![],
+                incarnation: 1,
+            },
+        )
+    }
+
+    fn transition(seq: u64, agent: &str, from: Status, to: Status) -> Event {
+        event(
+            seq,
+            agent,
+            EventBody::Transition {
+                from,
+                to,
+                reason: Reason::HeartbeatMissed,
+                missed: None,
+            },
+        )
+    }
+
+    #[test]
+    fn events_in_order_make_the_fleet_and_its_counts() {
+        let mut v = FleetView::default();
+        v.apply(&registered(1, "a")).unwrap();
+        v.apply(&registered(2, "b")).unwrap();
+        v.apply(&transition(3, "a", Status::Online, Status::Degraded))
+            .unwrap();
+        assert_eq!(v.seq(), 3);
+        assert_eq!(
+            v.counts(),
+            BTreeMap::from([(Status::Online, 1), (Status::Degraded, 1)])
+        );
+        let a = AgentId::new("a").unwrap();
+        assert_eq!(v.get(&a).map(|r| r.status), Some(Status::Degraded));
+        assert_eq!(v.agents().count(), 2);
+    }
+
+    #[test]
+    fn an_event_out_of_order_is_refused_and_changes_nothing() {
+        let mut v = FleetView::default();
+        v.apply(&registered(1, "a")).unwrap();
+        assert_eq!(
+            v.apply(&registered(3, "b")),
+            Err(ViewError { at: 1, got: 3 })
+        );
+        assert_eq!(
+            v.apply(&registered(1, "b")),
+            Err(ViewError { at: 1, got: 1 })
+        );
+        assert_eq!((v.seq(), v.agents().count()), (1, 1));
+    }
+
+    #[test]
+    fn jobs_are_kept_in_their_agents_records() {
+        let mut v = FleetView::new([], 10);
+        v.apply(&registered(11, "a")).unwrap();
+        v.apply(&event(
+            12,
+            "a",
+            EventBody::Job {
+                job: "j1".into(),
+                from: None,
+                to: "running".into(),
+                progress: Some(0.5),
+                error: None,
+            },
+        ))
+        .unwrap();
+        let a = AgentId::new("a").unwrap();
+        let jobs = &v.get(&a).unwrap().jobs;
+        assert_eq!(jobs.get("j1").map(|j| j.state), Some(JobState::Running));
+        v.apply(&event(
+            13,
+            "a",
+            EventBody::Job {
+                job: "j1".into(),
+                from: Some("running".into()),
+                to: "completed".into(),
+                progress: Some(1.0),
+                error: None,
+            },
+        ))
+        .unwrap();
+        assert!(
+            v.get(&a).unwrap().jobs.is_empty(),
+            "a finished job is not open"
+        );
+    }
+}
