@@ -323,22 +323,17 @@ class AsyncAgentClient:
                 self._wake.clear()
                 if reader.done():
                     return reader.result()
-                if self._stopping and not deregistering:
-                    deregistering = True
-                    for id in list(self._registered):
-                        await conn.send({"type": "deregister", "id": id})
-                    if not self._registered:
-                        return True
                 if not deregistering:
-                    for a in list(self._agents.values()):
-                        if a.spec.id not in sent_register:
-                            sent_register.add(a.spec.id)
-                            await conn.send(a.spec.register_frame(takeover))
+                    if not self._stopping:
+                        for a in list(self._agents.values()):
+                            if a.spec.id not in sent_register:
+                                sent_register.add(a.spec.id)
+                                await conn.send(a.spec.register_frame(takeover))
                     now = loop.time()
                     for a in list(self._agents.values()):
                         if a.spec.id not in self._registered:
                             continue
-                        if a.next_beat is not None and a.next_beat <= now:
+                        if not self._stopping and a.next_beat is not None and a.next_beat <= now:
                             beat: Dict[str, Any] = {"type": "heartbeat", "id": a.spec.id}
                             if a.health != "healthy":
                                 beat["status"] = a.health
@@ -346,6 +341,7 @@ class AsyncAgentClient:
                                 beat["metrics"] = a.metrics
                             await conn.send(beat)
                             a.next_beat = now + self._period(a)
+                        # Reports go out before a stop's deregistration: the last ones count.
                         if a.activity is not None and a.activity != a.activity_sent:
                             f: Dict[str, Any] = {"type": "activity", "id": a.spec.id, "activity": a.activity[0]}
                             if a.activity[1] is not None:
@@ -356,6 +352,12 @@ class AsyncAgentClient:
                             frame = a.jobs_pending.pop(0)
                             await conn.send(frame)
                             a.jobs[frame["job"]] = frame
+                if self._stopping and not deregistering:
+                    deregistering = True
+                    for id in list(self._registered):
+                        await conn.send({"type": "deregister", "id": id})
+                    if not self._registered:
+                        return True
                 waits = [a.next_beat for a in self._agents.values() if a.next_beat is not None]
                 timeout = max(0.0, min(waits) - loop.time()) if waits else 1.0
                 if waiter is None or waiter.done():
