@@ -1,0 +1,158 @@
+// One connection to a vigil server: TCP or TLS, one JSON object per line, after the
+// hello/welcome handshake (protocol v1, docs/protocol.md).
+
+import net from "node:net";
+import tls from "node:tls";
+import { readFileSync } from "node:fs";
+
+export const PROTOCOL = 1;
+const MAX_FRAME = 16 * 1024 * 1024;
+
+/** The server refused (`code` is the protocol's error code), or spoke out of turn. */
+export class VigilError extends Error {
+  constructor(code, message) {
+    super(`${code}: ${message}`);
+    this.code = code;
+    this.detail = message;
+  }
+}
+
+function splitAddress(address) {
+  const i = address.lastIndexOf(":");
+  if (i < 0) throw new Error(`not host:port: ${address}`);
+  return { host: address.slice(0, i).replace(/^\[|\]$/g, ""), port: Number(address.slice(i + 1)) };
+}
+
+/** A connection after the handshake: `send` frames, `recv` the server's. */
+export class Connection {
+  constructor(socket, address) {
+    this.socket = socket;
+    this.address = address;
+    this.welcome = null;
+    this.buffer = "";
+    this.frames = [];
+    this.waiters = [];
+    this.ended = false;
+    this.error = null;
+    socket.setEncoding("utf8");
+    socket.on("data", (chunk) => this.#take(chunk));
+    socket.on("end", () => this.#finish(null));
+    socket.on("close", () => this.#finish(null));
+    socket.on("error", (e) => this.#finish(e));
+  }
+
+  /** Connects to `address` and says hello as `role`; rejects with VigilError on refusal. */
+  static async open(address, role, { token, tls: tlsOptions, client = "vigil-fleet-js/0.1", timeout = 10000 } = {}) {
+    const { host, port } = splitAddress(address);
+    const socket = await new Promise((resolve, reject) => {
+      const onError = (e) => reject(e);
+      const s = tlsOptions
+        ? tls.connect({
+            host,
+            port,
+            servername: tlsOptions.serverName ?? host,
+            ca: tlsOptions.caFile ? readFileSync(tlsOptions.caFile) : undefined,
+          }, () => { s.off("error", onError); resolve(s); })
+        : net.connect({ host, port }, () => { s.off("error", onError); resolve(s); });
+      s.once("error", onError);
+      s.setTimeout(timeout, () => s.destroy(new Error(`no connection within ${timeout} ms`)));
+    });
+    socket.setTimeout(0);
+    socket.setNoDelay(true);
+    const conn = new Connection(socket, address);
+    const hello = { type: "hello", protocol: PROTOCOL, role, client };
+    if (token !== undefined) hello.token = token;
+    conn.send(hello);
+    let first;
+    try {
+      first = await conn.recv(timeout);
+    } catch (e) {
+      conn.close();
+      throw e;
+    }
+    if (first === null) throw new VigilError("closed", "the server closed the connection during the handshake");
+    if (first.type === "error") {
+      conn.close();
+      throw new VigilError(first.code, first.message);
+    }
+    if (first.type !== "welcome") {
+      conn.close();
+      throw new VigilError("bad_frame", `expected welcome, got ${JSON.stringify(first)}`);
+    }
+    conn.welcome = first;
+    return conn;
+  }
+
+  #take(chunk) {
+    this.buffer += chunk;
+    if (this.buffer.length > MAX_FRAME && !this.buffer.includes("\n")) {
+      this.#finish(new VigilError("frame_too_large", `a frame over ${MAX_FRAME} bytes`));
+      return;
+    }
+    let i;
+    while ((i = this.buffer.indexOf("\n")) >= 0) {
+      const line = this.buffer.slice(0, i).trim();
+      this.buffer = this.buffer.slice(i + 1);
+      if (!line) continue;
+      let frame;
+      try {
+        frame = JSON.parse(line);
+      } catch {
+        this.#finish(new VigilError("bad_frame", `not JSON: ${line.slice(0, 80)}`));
+        return;
+      }
+      if (frame === null || typeof frame !== "object" || Array.isArray(frame)) {
+        this.#finish(new VigilError("bad_frame", `not a JSON object: ${line.slice(0, 80)}`));
+        return;
+      }
+      this.frames.push(frame);
+    }
+    this.#wake();
+  }
+
+  #finish(error) {
+    if (this.ended) return;
+    this.ended = true;
+    if (error) this.error = error;
+    else if (this.buffer.trim()) this.error = new VigilError("bad_frame", "the connection closed in the middle of a frame");
+    this.socket.destroy();
+    this.#wake();
+  }
+
+  #wake() {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) w();
+  }
+
+  /** Sends one frame (one line). */
+  send(frame) {
+    if (!this.ended) this.socket.write(JSON.stringify(frame) + "\n");
+  }
+
+  /** The next frame; null when the connection ended; rejects on a bad frame or after `timeout` ms. */
+  async recv(timeout) {
+    for (;;) {
+      if (this.frames.length) return this.frames.shift();
+      if (this.ended) {
+        if (this.error) throw this.error;
+        return null;
+      }
+      await new Promise((resolve, reject) => {
+        let timer;
+        const done = () => { clearTimeout(timer); resolve(); };
+        this.waiters.push(done);
+        if (timeout !== undefined) {
+          timer = setTimeout(() => {
+            this.waiters = this.waiters.filter((w) => w !== done);
+            reject(new Error(`no frame within ${timeout} ms`));
+          }, timeout);
+        }
+      });
+    }
+  }
+
+  close() {
+    this.#finish(null);
+  }
+}
