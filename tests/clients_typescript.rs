@@ -8,8 +8,20 @@ use std::process::Command;
 #[test]
 fn the_typescript_client_passes_its_tests_against_this_server() {
     let client = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/typescript");
+    let mut suites: Vec<String> = std::fs::read_dir(client.join("test"))
+        .expect("clients/typescript/test")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".test.js"))
+        .map(|n| format!("test/{n}"))
+        .collect();
+    suites.sort();
+    assert!(
+        !suites.is_empty(),
+        "no test suites in clients/typescript/test"
+    );
     let out = Command::new("node")
-        .args(["--test", "test/client.test.js"])
+        .arg("--test")
+        .args(&suites)
         .current_dir(&client)
         .env("VIGIL_BIN", env!("CARGO_BIN_EXE_vigil"))
         .output()
