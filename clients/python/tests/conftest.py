@@ -42,8 +42,9 @@ def _free_port() -> int:
 class Server:
     """`vigil serve` on fixed ports and a SurrealKV store, so that it can be restarted."""
 
-    def __init__(self, binary: str, store_dir: Path) -> None:
+    def __init__(self, binary: str, store_dir: Path, env: Optional[dict] = None) -> None:
         self.binary = binary
+        self.env = env or {}
         self.store = f"surrealkv://{store_dir}/db"
         self.port = _free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -51,7 +52,7 @@ class Server:
         self.log: List[str] = []
 
     def start(self) -> None:
-        env = dict(os.environ, RUST_LOG="warn,vigil=info", NO_COLOR="1")
+        env = dict(os.environ, RUST_LOG="warn,vigil=info", NO_COLOR="1", **self.env)
         self.proc = subprocess.Popen(
             [self.binary, "serve", "--agent-listen", self.address, "--http-listen", "127.0.0.1:0", "--store", self.store],
             env=env,
@@ -89,6 +90,25 @@ def vigil_binary() -> str:
 @pytest.fixture
 def server(vigil_binary: str, tmp_path: Path) -> Iterator[Server]:
     s = Server(vigil_binary, tmp_path)
+    s.start()
+    yield s
+    s.stop()
+
+
+#: The test certificates of the Rust tests (a CA, and a certificate for `localhost`).
+TLS_DIR = REPO / "tests" / "fixtures" / "tls"
+
+
+@pytest.fixture
+def tls_server(vigil_binary: str, tmp_path: Path) -> Iterator[Server]:
+    s = Server(
+        vigil_binary,
+        tmp_path,
+        {
+            "VIGIL_SERVER__TLS_CERT": str(TLS_DIR / "cert.pem"),
+            "VIGIL_SERVER__TLS_KEY": str(TLS_DIR / "key.pem"),
+        },
+    )
     s.start()
     yield s
     s.stop()

@@ -151,3 +151,23 @@ def test_stop_deregisters(server) -> None:
         assert (await admin(server.address, "get", {"id": "py-6"}))["status"] == "left"
 
     asyncio.run(main())
+
+
+def test_tls_with_a_ca_file_and_a_server_name(tls_server) -> None:
+    from conftest import TLS_DIR
+    from vigil_fleet import Tls
+
+    async def main() -> None:
+        tls = Tls(ca_file=str(TLS_DIR / "ca.pem"), server_name="localhost")
+        async with AsyncAgentClient(tls_server.address, [spec("tls-1")], tls=tls) as client:
+            assert (await until(Registered, client)).id == "tls-1"
+        # Without the CA the certificate is not trusted: the client says so and tries again.
+        plain = AsyncAgentClient(tls_server.address, [spec("tls-2")], tls=Tls(server_name="localhost"))
+        plain.start()
+        from vigil_fleet import Disconnected
+
+        seen = await until(Disconnected, plain)
+        assert "CERTIFICATE" in seen.error.upper(), seen.error
+        await plain.abandon()
+
+    asyncio.run(main())

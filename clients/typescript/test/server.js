@@ -16,7 +16,7 @@ async function freePort() {
   });
 }
 
-export async function startServer() {
+export async function startServer(extraEnv = {}) {
   const bin = process.env.VIGIL_BIN;
   if (!bin) throw new Error("VIGIL_BIN must name the vigil binary (cargo test sets it)");
   const address = `127.0.0.1:${await freePort()}`;
@@ -25,7 +25,7 @@ export async function startServer() {
   server.start = () =>
     new Promise((resolve, reject) => {
       const proc = spawn(bin, ["serve", "--agent-listen", address, "--http-listen", "127.0.0.1:0", "--store", store], {
-        env: { ...process.env, RUST_LOG: "warn,vigil=info", NO_COLOR: "1" },
+        env: { ...process.env, RUST_LOG: "warn,vigil=info", NO_COLOR: "1", ...extraEnv },
         stdio: ["ignore", "ignore", "pipe"],
       });
       server.proc = proc;
