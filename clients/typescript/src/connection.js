@@ -4,18 +4,12 @@
 import net from "node:net";
 import tls from "node:tls";
 import { readFileSync } from "node:fs";
+import { VigilError } from "./errors.js";
+
+export { VigilError };
 
 export const PROTOCOL = 1;
 const MAX_FRAME = 16 * 1024 * 1024;
-
-/** The server refused (`code` is the protocol's error code), or spoke out of turn. */
-export class VigilError extends Error {
-  constructor(code, message) {
-    super(`${code}: ${message}`);
-    this.code = code;
-    this.detail = message;
-  }
-}
 
 function splitAddress(address) {
   const i = address.lastIndexOf(":");

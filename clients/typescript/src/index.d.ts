@@ -100,3 +100,5 @@ export declare class Monitor implements AsyncIterable<MonitorItem> {
 }
 
 export declare function admin(address: string, op: string, args?: object, options?: ConnectOptions): Promise<any>;
+
+export { WebSocketConnection, WebSocketMonitor } from "./browser.js";

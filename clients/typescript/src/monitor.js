@@ -2,12 +2,15 @@
 // the last seq it yielded; after a lost connection or `lagged` it subscribes `since` that seq
 // (nothing missed, nothing twice); after `resync_required` it starts again from a snapshot.
 
-import { Connection, VigilError } from "./connection.js";
+import { VigilError } from "./errors.js";
 
 const FATAL = new Set(["unauthorized", "unsupported_protocol", "forbidden", "invalid_field", "missing_field"]);
 
-export class Monitor {
-  constructor(addresses, { topics, kinds = [], ids = [], statuses = [], since, backoffMinMs = 100, backoffMaxMs = 30000, ...options } = {}) {
+/** The monitor's loop over any transport: `open(address, options)` resolves with a connection
+ * after the handshake as a monitor (`send`, `recv`, `close`). */
+export class MonitorCore {
+  constructor(open, addresses, { topics, kinds = [], ids = [], statuses = [], since, backoffMinMs = 100, backoffMaxMs = 30000, ...options } = {}) {
+    this.open = open;
     this.addresses = typeof addresses === "string" ? [addresses] : [...addresses];
     this.topics = topics;
     this.filter = { kinds, ids, statuses };
@@ -44,7 +47,7 @@ export class Monitor {
       let error = "";
       let conn;
       try {
-        conn = await Connection.open(this.addresses[n++ % this.addresses.length], "monitor", this.options);
+        conn = await this.open(this.addresses[n++ % this.addresses.length], this.options);
       } catch (e) {
         if (e instanceof VigilError && FATAL.has(e.code)) throw e;
         error = String(e.message ?? e);
@@ -95,19 +98,3 @@ export class Monitor {
   }
 }
 
-/** One admin call on a connection of its own; resolves with the result's `data`. */
-export async function admin(address, op, args = {}, options = {}) {
-  const conn = await Connection.open(address, "admin", options);
-  try {
-    conn.send({ type: "admin", op, args, ref: 1 });
-    for (;;) {
-      const f = await conn.recv();
-      if (f === null) throw new VigilError("closed", "the server closed the connection without answering");
-      if (f.ref !== 1 && !(f.type === "error" && f.ref === undefined)) continue;
-      if (f.type === "result" && f.ok !== false) return f.data;
-      throw new VigilError(f.code ?? "error", f.message ?? JSON.stringify(f.data));
-    }
-  } finally {
-    conn.close();
-  }
-}

@@ -32,7 +32,11 @@ export async function startServer(extraEnv = {}) {
       const timer = setTimeout(() => reject(new Error("vigil serve did not start within 60 s")), 60000);
       const lines = createInterface({ input: proc.stderr });
       lines.on("line", (line) => {
-        if (line.includes("vigil is supervising")) { clearTimeout(timer); resolve(); }
+        if (line.includes("vigil is supervising")) {
+          server.http = /http=(\S+)/.exec(line)?.[1];
+          clearTimeout(timer);
+          resolve();
+        }
       });
       proc.on("exit", (code) => { clearTimeout(timer); reject(new Error(`vigil serve exited (${code})`)); });
     });

@@ -1,0 +1,3 @@
+// vigil-fleet for browsers: the monitor over WebSocket (no Node modules).
+export { VigilError } from "./errors.js";
+export { WebSocketConnection, WebSocketMonitor } from "./websocket.js";
