@@ -235,6 +235,7 @@ mod tests {
             at,
             agent: None,
             kind: None,
+            node: None,
             body: EventBody::Alert {
                 severity: Severity::High,
                 issue: "mass_offline".into(),

@@ -1040,3 +1040,39 @@ async fn health_report_gives_the_summary_and_the_findings() {
     assert_eq!(v["agents"][1]["id"], "gone");
     rt.shutdown().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cluster_node_stamps_its_events_and_a_single_node_does_not() {
+    let mut cfg = config();
+    cfg.node = Some("n1".into());
+    let (rt, store) = start(cfg).await;
+    let a = rt.register(Registration::new(id("a1"))).await.unwrap();
+    drop(a);
+    rt.admin(AdminRequest::Evict {
+        id: id("a1"),
+        reason: None,
+    })
+    .await
+    .unwrap();
+    let events = all_events(&rt).await;
+    assert!(events.len() >= 2, "{events:?}");
+    assert!(
+        events.iter().all(|e| e.node.as_deref() == Some("n1")),
+        "{events:?}"
+    );
+    // Stored as published: the node survives the store.
+    let stored = store.read_events(1, 100).await.unwrap();
+    assert!(stored.iter().all(|e| e.node.as_deref() == Some("n1")));
+    rt.shutdown().await.unwrap();
+
+    let (rt, _) = start(config()).await;
+    rt.register(Registration::new(id("b1"))).await.unwrap();
+    let events = all_events(&rt).await;
+    assert!(events.iter().all(|e| e.node.is_none()));
+    let text = serde_json::to_string(&events[0]).unwrap();
+    assert!(
+        !text.contains("node"),
+        "a single node writes no node: {text}"
+    );
+    rt.shutdown().await.unwrap();
+}

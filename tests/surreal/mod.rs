@@ -84,6 +84,7 @@ pub fn alert(writer: &str, n: u64) -> Arc<vigil::core::Event> {
         at: chrono::Utc::now(),
         agent: None,
         kind: None,
+        node: None,
         body: EventBody::Alert {
             severity: Severity::Info,
             issue: writer.into(),

@@ -115,6 +115,7 @@ mod tests {
                 .unwrap(),
             agent: AgentId::new(agent).ok(),
             kind: Some(Arc::from("worker")),
+            node: None,
             body,
         }
     }

@@ -225,6 +225,9 @@ pub struct Event {
     /// The agent's kind (`"default"` unless registered with one); `None` when there is no agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<Arc<str>>,
+    /// The cluster node that decided it; `None` on a single node (and then not written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<Arc<str>>,
     /// What happened.
     #[serde(flatten)]
     pub body: EventBody,

@@ -106,6 +106,7 @@ mod tests {
             at: "2026-11-23T10:00:31.002Z".parse().unwrap(),
             agent: Some(AgentId::new("a1").unwrap()),
             kind: Some("worker".into()),
+            node: None,
             body: EventBody::Transition {
                 from: Status::Online,
                 to: Status::Degraded,

@@ -34,6 +34,7 @@ impl Actor for RegistryActor {
             flush_interval: args.flush_interval,
             retention: args.retention,
             left_ttl: args.left_ttl,
+            node: args.node,
             agents: BTreeMap::new(),
             counts: HashMap::new(),
             by_kind: HashMap::new(),

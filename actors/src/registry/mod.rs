@@ -170,6 +170,8 @@ pub(crate) struct RegistryArgs {
     pub retention: Retention,
     /// Agents that left are dropped from the view this long after they left.
     pub left_ttl: Option<Duration>,
+    /// The cluster node stamped on every event; `None` for a single node.
+    pub node: Option<Arc<str>>,
     pub loaded: crate::store::Loaded,
     pub backpressure: Arc<Backpressure>,
     pub mass_offline: MassOffline,
@@ -211,6 +213,8 @@ pub(crate) struct RegistryState {
     flush_interval: Duration,
     retention: Retention,
     left_ttl: Option<Duration>,
+    /// The cluster node stamped on every event; `None` for a single node.
+    node: Option<Arc<str>>,
     agents: BTreeMap<AgentId, Entry>,
     counts: HashMap<Status, usize>,
     /// Agents by kind, then by status (indexed as `Status::ALL`).

@@ -172,6 +172,7 @@ impl RegistryState {
             at: change.at,
             agent: change.agent,
             kind,
+            node: self.node.clone(),
             body: change.body,
         };
         self.pending_bytes += event_bytes(&event) as u64;

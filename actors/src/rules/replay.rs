@@ -73,6 +73,7 @@ mod tests {
                 .unwrap(),
             agent: AgentId::new("a1").ok(),
             kind: Some(Arc::from("worker")),
+            node: None,
             body,
         }
     }

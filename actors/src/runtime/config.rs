@@ -1,6 +1,7 @@
 //! The runtime's settings and their defaults.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::model::Policy;
@@ -48,6 +49,9 @@ pub struct RuntimeConfig {
     /// and the mirror this long after they left (`None`: kept for ever). Their events stay in
     /// the log as long as the retention keeps them.
     pub left_ttl: Option<Duration>,
+    /// The cluster node this runtime is, stamped on every event it decides; `None` for a
+    /// single node.
+    pub node: Option<Arc<str>>,
 }
 
 impl Default for RuntimeConfig {
@@ -73,6 +77,7 @@ impl Default for RuntimeConfig {
             call_timeout: Duration::from_secs(10),
             max_pending_bytes: 256 << 20,
             left_ttl: Some(Duration::from_secs(7 * 24 * 3600)),
+            node: None,
         }
     }
 }

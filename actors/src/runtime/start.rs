@@ -75,6 +75,7 @@ impl Runtime {
                 flush_interval: config.flush_interval,
                 retention: config.event_retention.clone(),
                 left_ttl: config.left_ttl,
+                node: config.node.clone(),
                 loaded,
                 backpressure: backpressure.clone(),
                 mass_offline: MassOffline::new(&health),

@@ -23,6 +23,7 @@ pub fn event(seq: u64, agent: &str, from: Status, to: Status) -> Arc<Event> {
             .unwrap(),
         agent: Some(id(agent)),
         kind: Some("worker".into()),
+        node: None,
         body: EventBody::Transition {
             from,
             to,

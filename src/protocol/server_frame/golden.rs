@@ -238,6 +238,14 @@ fn events_and_stats() {
     };
     assert_eq!(event.seq, 1235);
     assert_eq!(ServerFrame::event_text(event).unwrap(), golden);
+    // On a cluster, the node that decided it follows the kind.
+    let on_node = r#"{"type":"event","seq":1235,"at":"2026-11-23T10:00:31.002Z","agent":"a1","kind":"worker","node":"n1","event":"transition","from":"online","to":"degraded","reason":"heartbeat_missed","missed":1}"#;
+    let (frame, _) = read(on_node);
+    let ServerFrame::Event(event) = &frame else {
+        panic!("{frame:?}")
+    };
+    assert_eq!(event.node.as_deref(), Some("n1"));
+    assert_eq!(ServerFrame::event_text(event).unwrap(), on_node);
 
     let counts = json!({"agents": {"online": 3}, "at": T, "jobs": {}});
     let stats = ServerFrame::Stats(counts.clone());

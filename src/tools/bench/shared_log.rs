@@ -100,6 +100,7 @@ fn event(writer: usize, n: u64) -> Arc<Event> {
         at: chrono::Utc::now(),
         agent: None,
         kind: None,
+        node: None,
         body: EventBody::Alert {
             severity: Severity::Info,
             issue: format!("w{writer}"),

@@ -158,6 +158,7 @@ fn sample_event(seq: u64) -> Event {
         at: Utc::now(),
         agent: AgentId::new(format!("agent-{:07}", seq % 100_000)).ok(),
         kind: Some(Arc::from("bench")),
+        node: None,
         body: EventBody::Transition {
             from: Status::Online,
             to: Status::Offline,
