@@ -172,7 +172,6 @@ impl SurrealStore {
                 "DEFINE TABLE IF NOT EXISTS meta SCHEMALESS;
                  DEFINE TABLE IF NOT EXISTS segment SCHEMALESS;
                  DEFINE INDEX IF NOT EXISTS segment_last ON segment FIELDS last_seq;
-                 DEFINE INDEX IF NOT EXISTS segment_batch ON segment FIELDS batch;
                  DEFINE TABLE IF NOT EXISTS snapshot SCHEMALESS;
                  DEFINE INDEX IF NOT EXISTS snapshot_gen ON snapshot FIELDS gen;
                  DEFINE TABLE IF NOT EXISTS agent SCHEMALESS;
@@ -187,7 +186,16 @@ impl SurrealStore {
                 json!({}),
             )
             .await?;
-        let version: Option<Value> = r.take(14).map_err(read_err)?;
+        let version: Option<Value> = r.take(13).map_err(read_err)?;
+        if self.is_remote() {
+            // Only a server's log is shared by writers that look their batches up; an
+            // embedded store's segment writes do not pay for the index.
+            conn.query(
+                "DEFINE INDEX IF NOT EXISTS segment_batch ON segment FIELDS batch",
+                json!({}),
+            )
+            .await?;
+        }
         match version.and_then(|v| v.as_u64()) {
             Some(v) if v > SCHEMA_VERSION => {
                 return Err(StoreError::Unavailable(format!(
