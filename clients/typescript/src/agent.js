@@ -4,6 +4,8 @@
 // reports coalesced as the server does; typed events.
 
 import { Connection, VigilError } from "./connection.js";
+import { Inbox } from "./inbox.js";
+import { backoff } from "./backoff.js";
 
 export const PROGRESS_STEP = 0.01;
 const FATAL = new Set(["unauthorized", "unsupported_protocol", "forbidden"]);
@@ -24,8 +26,7 @@ export class AgentClient {
     this.options = { beatRatio: 0.75, jitter: 0.1, backoffMinMs: 100, backoffMaxMs: 30000, takeover: false, ...options };
     this.agents = new Map();
     for (const a of agents) this.agents.set(a.id, this.#state(a));
-    this.queue = [];
-    this.waiting = [];
+    this.inbox = new Inbox();
     this.registered = new Set();
     this.stopping = false;
     this.conn = null;
@@ -38,9 +39,7 @@ export class AgentClient {
   }
 
   #emit(event) {
-    const w = this.waiting.shift();
-    if (w) w(event);
-    else this.queue.push(event);
+    this.inbox.push(event);
   }
 
   #wake() {
@@ -72,18 +71,7 @@ export class AgentClient {
 
   /** The next event; rejects after `timeoutMs`. */
   nextEvent(timeoutMs) {
-    if (this.queue.length) return Promise.resolve(this.queue.shift());
-    return new Promise((resolve, reject) => {
-      let timer;
-      const take = (e) => { clearTimeout(timer); resolve(e); };
-      this.waiting.push(take);
-      if (timeoutMs !== undefined) {
-        timer = setTimeout(() => {
-          this.waiting = this.waiting.filter((w) => w !== take);
-          reject(new Error(`no event within ${timeoutMs} ms`));
-        }, timeoutMs);
-      }
-    });
+    return this.inbox.take(timeoutMs, "event");
   }
 
   /** What happens, as it happens. */
@@ -175,8 +163,7 @@ export class AgentClient {
         error = String(e.message ?? e);
       }
       if (this.stopping) return;
-      const cap = Math.min(this.options.backoffMaxMs, this.options.backoffMinMs * 2 ** Math.min(attempt, 30));
-      const delay = Math.random() * cap;
+      const delay = backoff(attempt, this.options.backoffMinMs, this.options.backoffMaxMs);
       attempt++;
       this.#emit({ type: "disconnected", error, retryInMs: delay });
       await new Promise((r) => { this.kick = r; setTimeout(r, delay); });

@@ -5,6 +5,7 @@ import net from "node:net";
 import tls from "node:tls";
 import { readFileSync } from "node:fs";
 import { VigilError } from "./errors.js";
+import { Inbox } from "./inbox.js";
 
 export { VigilError };
 
@@ -24,10 +25,7 @@ export class Connection {
     this.address = address;
     this.welcome = null;
     this.buffer = "";
-    this.frames = [];
-    this.waiters = [];
-    this.ended = false;
-    this.error = null;
+    this.inbox = new Inbox();
     socket.setEncoding("utf8");
     socket.on("data", (chunk) => this.#take(chunk));
     socket.on("end", () => this.#finish(null));
@@ -99,51 +97,23 @@ export class Connection {
         this.#finish(new VigilError("bad_frame", `not a JSON object: ${line.slice(0, 80)}`));
         return;
       }
-      this.frames.push(frame);
+      this.inbox.push(frame);
     }
-    this.#wake();
   }
 
   #finish(error) {
-    if (this.ended) return;
-    this.ended = true;
-    if (error) this.error = error;
-    else if (this.buffer.trim()) this.error = new VigilError("bad_frame", "the connection closed in the middle of a frame");
-    this.socket.destroy();
-    this.#wake();
-  }
-
-  #wake() {
-    const waiters = this.waiters;
-    this.waiters = [];
-    for (const w of waiters) w();
+    if (!error && this.buffer.trim()) error = new VigilError("bad_frame", "the connection closed in the middle of a frame");
+    if (this.inbox.end(error)) this.socket.destroy();
   }
 
   /** Sends one frame (one line). */
   send(frame) {
-    if (!this.ended) this.socket.write(JSON.stringify(frame) + "\n");
+    if (!this.inbox.ended) this.socket.write(JSON.stringify(frame) + "\n");
   }
 
   /** The next frame; null when the connection ended; rejects on a bad frame or after `timeout` ms. */
-  async recv(timeout) {
-    for (;;) {
-      if (this.frames.length) return this.frames.shift();
-      if (this.ended) {
-        if (this.error) throw this.error;
-        return null;
-      }
-      await new Promise((resolve, reject) => {
-        let timer;
-        const done = () => { clearTimeout(timer); resolve(); };
-        this.waiters.push(done);
-        if (timeout !== undefined) {
-          timer = setTimeout(() => {
-            this.waiters = this.waiters.filter((w) => w !== done);
-            reject(new Error(`no frame within ${timeout} ms`));
-          }, timeout);
-        }
-      });
-    }
+  recv(timeout) {
+    return this.inbox.take(timeout);
   }
 
   close() {

@@ -3,6 +3,7 @@
 // (nothing missed, nothing twice); after `resync_required` it starts again from a snapshot.
 
 import { VigilError } from "./errors.js";
+import { backoff } from "./backoff.js";
 
 const FATAL = new Set(["unauthorized", "unsupported_protocol", "forbidden", "invalid_field", "missing_field"]);
 
@@ -15,7 +16,7 @@ export class MonitorCore {
     this.topics = topics;
     this.filter = { kinds, ids, statuses };
     this.lastSeq = since ?? null;
-    this.backoff = [backoffMinMs, backoffMaxMs];
+    this.backoffMs = [backoffMinMs, backoffMaxMs];
     this.options = options;
     this.conn = null;
     this.closed = false;
@@ -89,8 +90,7 @@ export class MonitorCore {
         }
       }
       if (this.closed) return;
-      const cap = Math.min(this.backoff[1], this.backoff[0] * 2 ** Math.min(attempt, 30));
-      const delay = Math.random() * cap;
+      const delay = backoff(attempt, this.backoffMs[0], this.backoffMs[1]);
       attempt++;
       yield { type: "disconnected", error, retryInMs: delay };
       await new Promise((r) => setTimeout(r, delay));

@@ -3,15 +3,13 @@
 // Node 20 with --experimental-websocket).
 
 import { VigilError } from "./errors.js";
+import { Inbox } from "./inbox.js";
 import { MonitorCore } from "./monitor.js";
 
 export class WebSocketConnection {
   constructor(ws) {
     this.ws = ws;
-    this.frames = [];
-    this.waiters = [];
-    this.ended = false;
-    this.error = null;
+    this.inbox = new Inbox();
     this.welcome = null;
     ws.onmessage = (m) => {
       let frame;
@@ -23,8 +21,7 @@ export class WebSocketConnection {
       if (frame === null || typeof frame !== "object" || Array.isArray(frame)) {
         return this.#finish(new VigilError("bad_frame", "not a JSON object"));
       }
-      this.frames.push(frame);
-      this.#wake();
+      this.inbox.push(frame);
     };
     ws.onclose = () => this.#finish(null);
     ws.onerror = () => this.#finish(new Error("the WebSocket failed"));
@@ -53,42 +50,17 @@ export class WebSocketConnection {
   }
 
   #finish(error) {
-    if (this.ended) return;
-    this.ended = true;
-    if (error) this.error = error;
-    try { this.ws.close(); } catch { /* closed already */ }
-    this.#wake();
-  }
-
-  #wake() {
-    const w = this.waiters;
-    this.waiters = [];
-    for (const f of w) f();
+    if (this.inbox.end(error)) {
+      try { this.ws.close(); } catch { /* closed already */ }
+    }
   }
 
   send(frame) {
-    if (!this.ended) this.ws.send(JSON.stringify(frame));
+    if (!this.inbox.ended) this.ws.send(JSON.stringify(frame));
   }
 
-  async recv(timeout) {
-    for (;;) {
-      if (this.frames.length) return this.frames.shift();
-      if (this.ended) {
-        if (this.error) throw this.error;
-        return null;
-      }
-      await new Promise((resolve, reject) => {
-        let timer;
-        const done = () => { clearTimeout(timer); resolve(); };
-        this.waiters.push(done);
-        if (timeout !== undefined) {
-          timer = setTimeout(() => {
-            this.waiters = this.waiters.filter((w) => w !== done);
-            reject(new Error(`no frame within ${timeout} ms`));
-          }, timeout);
-        }
-      });
-    }
+  recv(timeout) {
+    return this.inbox.take(timeout);
   }
 
   close() {

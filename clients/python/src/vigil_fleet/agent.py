@@ -18,7 +18,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Dict, List, Optional, Sequence, Union
 
-from .connection import Connection, Tls, VigilError
+from .connection import Connection, Tls, VigilError, backoff
 from .events import (
     Connected,
     Deregistered,
@@ -290,8 +290,7 @@ class AsyncAgentClient:
                     await conn.wait_closed()
             if self._stopping:
                 return
-            cap = min(self._backoff_max, self._backoff_min * (2 ** min(attempt, 30)))
-            delay = random.uniform(0, cap)
+            delay = backoff(attempt, self._backoff_min, self._backoff_max)
             attempt += 1
             self._emit(Disconnected(error, delay))
             try:

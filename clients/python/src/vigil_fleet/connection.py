@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import ssl
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
@@ -33,6 +34,12 @@ class Tls:
 
     def context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=self.ca_file)
+
+
+def backoff(attempt: int, low: float, high: float) -> float:
+    """How long to wait before try ``attempt`` + 1: exponential from ``low`` to ``high``
+    seconds, with full jitter, so that clients that lost one server do not return in one wave."""
+    return random.uniform(0, min(high, low * (2 ** min(attempt, 30))))
 
 
 def split_address(address: str) -> Tuple[str, int]:

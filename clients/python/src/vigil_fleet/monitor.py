@@ -10,11 +10,10 @@ snapshot, which it yields.
 from __future__ import annotations
 
 import asyncio
-import random
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Dict, List, Optional, Sequence, Union
 
-from .connection import Connection, Tls, VigilError
+from .connection import Connection, Tls, VigilError, backoff
 from .events import Disconnected
 
 
@@ -165,8 +164,7 @@ class AsyncMonitor:
                     await conn.wait_closed()
             if self._closed:
                 return
-            cap = min(self._backoff_max, self._backoff_min * (2 ** min(attempt, 30)))
-            delay = random.uniform(0, cap)
+            delay = backoff(attempt, self._backoff_min, self._backoff_max)
             attempt += 1
             yield Disconnected(error, delay)
             await asyncio.sleep(delay)
