@@ -78,17 +78,12 @@ fn binary() -> PathBuf {
 /// seq `n` (a shared log numbers it again).
 #[allow(dead_code)] // each test file uses what it needs
 pub fn alert(writer: &str, n: u64) -> Arc<vigil::core::Event> {
-    use vigil::core::{Event, EventBody, Severity};
-    Arc::new(Event {
-        seq: n,
-        at: chrono::Utc::now(),
-        agent: None,
-        kind: None,
-        node: None,
-        body: EventBody::Alert {
-            severity: Severity::Info,
-            issue: writer.into(),
-            detail: n.to_string(),
-        },
-    })
+    use vigil::core::{Event, Severity};
+    Arc::new(Event::alert(
+        n,
+        chrono::Utc::now(),
+        Severity::Info,
+        writer,
+        n.to_string(),
+    ))
 }

@@ -232,3 +232,27 @@ pub struct Event {
     #[serde(flatten)]
     pub body: EventBody,
 }
+
+impl Event {
+    /// A fleet-wide alert (about no agent) at `seq`, decided by no particular node.
+    pub fn alert(
+        seq: u64,
+        at: DateTime<Utc>,
+        severity: Severity,
+        issue: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
+        Event {
+            seq,
+            at,
+            agent: None,
+            kind: None,
+            node: None,
+            body: EventBody::Alert {
+                severity,
+                issue: issue.into(),
+                detail: detail.into(),
+            },
+        }
+    }
+}

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Serialize;
 use vigil_actors::store::{BatchId, SurrealOptions, SurrealStore};
-use vigil_actors::{Event, EventBody, Severity, Store};
+use vigil_actors::{Event, Severity, Store};
 
 use crate::tools::bench::store::{command, runtime};
 use crate::tools::bench::{write_json, Machine, Quantiles};
@@ -95,18 +95,14 @@ fn start_server(bin: &PathBuf) -> anyhow::Result<(Server, String)> {
 }
 
 fn event(writer: usize, n: u64) -> Arc<Event> {
-    Arc::new(Event {
-        seq: n,
-        at: chrono::Utc::now(),
-        agent: None,
-        kind: None,
-        node: None,
-        body: EventBody::Alert {
-            severity: Severity::Info,
-            issue: format!("w{writer}"),
-            detail: n.to_string(),
-        },
-    })
+    let issue = format!("w{writer}");
+    Arc::new(Event::alert(
+        n,
+        chrono::Utc::now(),
+        Severity::Info,
+        issue,
+        n.to_string(),
+    ))
 }
 
 /// Runs `vigil bench shared-log`.
