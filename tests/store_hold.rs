@@ -179,7 +179,10 @@ fn one_live_process_holds_a_store_and_a_paused_one_is_fenced() {
     let surreal = SurrealServer::start();
     mark("server");
     let store = surreal.url();
-    let lease = "1s";
+    // A renews every second; B watches for ten, so a loaded machine that delays one of A's
+    // renewals does not make B take a live store. C's short lease only makes the takeover of
+    // the paused A quick.
+    let lease = "3s";
 
     // A holds the store and supervises an agent; a monitor watches A.
     let a = Vigil::start(&store, lease);
@@ -193,7 +196,7 @@ fn one_live_process_holds_a_store_and_a_paused_one_is_fenced() {
 
     mark("a up");
     // B is refused, naming A.
-    let (mut b, b_lines) = vigil(&store, lease);
+    let (mut b, b_lines) = vigil(&store, "10s");
     let (status, text) = exit_of(&mut b, &b_lines, Duration::from_secs(60));
     assert!(
         !status.success(),
@@ -327,7 +330,8 @@ async fn each_node_holds_its_own_key_and_a_second_claim_of_one_is_refused() {
     let url = surreal.url();
     let node = |id: &str, holder: &str| SurrealOptions {
         hold: Some(HoldOptions {
-            lease: Duration::from_millis(600),
+            // The first n1 renews every second; the second claim watches for ten.
+            lease: Duration::from_secs(if holder == "second n1" { 10 } else { 3 }),
             holder: holder.into(),
             key: format!("node-{id}"),
         }),

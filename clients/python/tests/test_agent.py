@@ -16,7 +16,7 @@ from vigil_fleet import (
 )
 from vigil_fleet.events import Event
 
-# Long enough that a loaded machine does not make a beat late (a beat leaves 250 ms early).
+# With the server's 500 ms grace, a beat has 750 ms to spare (it leaves 250 ms early).
 INTERVAL_MS = 1000
 
 

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { AgentClient, Connection, Monitor, admin } from "../src/index.js";
 import { startServer } from "./server.js";
 
-// Long enough that a loaded machine does not make a beat late (a beat leaves 250 ms early).
+// With the server's 500 ms grace, a beat has 750 ms to spare (it leaves 250 ms early).
 const INTERVAL_MS = 1000;
 let server;
 before(async () => { server = await startServer(); });

@@ -18,8 +18,8 @@ use serde::Serialize;
 use vigil_actors::store::{BatchId, SurrealOptions, SurrealStore};
 use vigil_actors::{Event, Severity, Store};
 
-use crate::tools::bench::store::{command, runtime};
-use crate::tools::bench::{write_json, Machine, Quantiles};
+use crate::tools::bench::store::{runtime, write_rows};
+use crate::tools::bench::Quantiles;
 
 /// `vigil bench shared-log`'s options.
 #[derive(Debug, Clone, clap::Args, Serialize)]
@@ -200,8 +200,5 @@ pub fn run(args: SharedLogBench) -> anyhow::Result<()> {
         }
         anyhow::Ok(rows)
     })?;
-    write_json(
-        &args.json,
-        &serde_json::json!({"machine": Machine::read(), "command": command(), "rows": rows}),
-    )
+    write_rows(&args.json, &rows)
 }

@@ -83,6 +83,14 @@ pub(super) fn command() -> String {
     std::env::args().collect::<Vec<_>>().join(" ")
 }
 
+/// Writes a table's rows as JSON (when asked), with the machine and the command.
+pub(super) fn write_rows(path: &Option<PathBuf>, rows: &impl Serialize) -> anyhow::Result<()> {
+    write_json(
+        path,
+        &serde_json::json!({"machine": Machine::read(), "command": command(), "rows": rows}),
+    )
+}
+
 /// One row of `vigil bench store`: one segment size with one sync setting.
 #[derive(Debug, Serialize)]
 pub struct StoreRow {
@@ -146,10 +154,7 @@ pub fn run_store(args: StoreBench) -> anyhow::Result<()> {
         }
         anyhow::Ok(rows)
     })?;
-    write_json(
-        &args.json,
-        &serde_json::json!({"machine": Machine::read(), "command": command(), "rows": rows}),
-    )
+    write_rows(&args.json, &rows)
 }
 
 fn sample_event(seq: u64) -> Event {

@@ -88,6 +88,9 @@ impl Hold {
     }
 }
 
+/// Times a process looks again after losing a race for the hold to another process.
+const MAX_RACES: u32 = 20;
+
 /// The fence appended to a write's statements (inside its transaction).
 const FENCE: &str = "LET $vigil_fence = (UPDATE type::record('hold', $vigil_hold) SET writes += 1 WHERE epoch = $vigil_epoch RETURN VALUE epoch);
      IF array::len($vigil_fence) == 0 { THROW 'this process no longer holds the store' };";
@@ -143,7 +146,7 @@ async fn look(conn: &Conn, key: &str) -> Result<Option<Seen>, StoreError> {
 /// Takes the hold: at once when nobody holds the store or its holder released it, after one
 /// lease of silence from a holder that stopped, never from a live one.
 pub(super) async fn acquire(conn: &Conn, opts: &HoldOptions) -> Result<Hold, StoreError> {
-    loop {
+    for _ in 0..MAX_RACES {
         let epoch = match look(conn, &opts.key).await? {
             None => {
                 let created = conn
@@ -182,6 +185,10 @@ pub(super) async fn acquire(conn: &Conn, opts: &HoldOptions) -> Result<Hold, Sto
             lost,
         });
     }
+    Err(StoreError::Unavailable(format!(
+        "could not take the store's hold ({}): other processes kept changing it",
+        opts.key
+    )))
 }
 
 /// Waits one lease on the monotonic clock: returns when the holder stayed silent for all of
@@ -239,6 +246,8 @@ pub(super) async fn renew(store: Weak<SurrealStore>, lease: Duration) {
     // (A zero lease would make a zero period, which `interval` refuses.)
     let mut tick = tokio::time::interval((lease / 3).max(Duration::from_millis(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Taking the hold wrote its first beat: the first renewal is a third of a lease later.
+    tick.tick().await;
     loop {
         tick.tick().await;
         let Some(store) = store.upgrade() else { return };

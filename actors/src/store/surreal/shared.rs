@@ -73,11 +73,14 @@ impl SurrealStore {
     ) -> Result<Appended, StoreError> {
         let key = batch.key();
         let mut conflicts = 0;
-        let mut last_error = None;
+        if events.is_empty() {
+            return Ok(Appended {
+                events: Vec::new(),
+                conflicts,
+            });
+        }
+        let mut last_error = StoreError::Write("no attempt made".into());
         for attempt in 0..MAX_ATTEMPTS {
-            if events.is_empty() {
-                break;
-            }
             if attempt > 0 || again {
                 if let Some(first) = self.landed(&key).await? {
                     return Ok(Appended {
@@ -136,19 +139,13 @@ impl SurrealStore {
                 Err(StoreError::Write(e)) => {
                     conflicts += 1;
                     debug!(batch = %key, attempt, error = %e, "lost the log's head; numbering again");
-                    last_error = Some(StoreError::Write(e));
+                    last_error = StoreError::Write(e);
                 }
                 // It may have landed: the next attempt looks first.
-                Err(e) => last_error = Some(e),
+                Err(e) => last_error = e,
             }
         }
-        match last_error {
-            Some(e) => Err(e),
-            None => Ok(Appended {
-                events: Vec::new(),
-                conflicts,
-            }),
-        }
+        Err(last_error)
     }
 
     /// The shared log's head: the last seq any writer committed.
