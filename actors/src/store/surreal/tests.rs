@@ -202,3 +202,96 @@ async fn surrealkv_store_passes_the_conformance_suite_and_survives_a_reopen() {
     s.close().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A `registered` event of agent `id`, decided by `node`.
+fn registration(id: &str, node: &str) -> Arc<Event> {
+    Arc::new(Event {
+        seq: 0,
+        at: Utc::now(),
+        agent: AgentId::new(id).ok(),
+        kind: Some(Arc::from("worker")),
+        node: Some(Arc::from(node)),
+        body: crate::model::EventBody::Registered {
+            from: None,
+            status: crate::model::Status::Online,
+            name: id.into(),
+            metadata: Default::default(),
+            capabilities: vec![],
+            incarnation: 1,
+        },
+    })
+}
+
+#[tokio::test]
+async fn a_node_writes_nothing_about_an_agent_another_node_claimed() {
+    let s = SurrealStore::open("mem://", SurrealOptions::default())
+        .await
+        .expect("open");
+    let batch = |node: &str, first: u64| BatchId {
+        node: node.into(),
+        first,
+    };
+    let x = AgentId::new("x").unwrap();
+    // Node a claims x by registering it; its transitions of x are written.
+    let mut first = vec![registration("x", "a")];
+    first.extend(degradations(1..=1).into_iter().map(|e| {
+        let mut e = Event::clone(&e);
+        e.agent = Some(x.clone());
+        Arc::new(e)
+    }));
+    let r = s
+        .append_owned(&batch("a", 1), &first, false, "a")
+        .await
+        .unwrap();
+    assert_eq!((r.events.len(), r.disowned.len()), (2, 0));
+    // Node b's transition of x is left out: a owns it.
+    let theirs: Vec<Arc<Event>> = first[1..].to_vec();
+    let r = s
+        .append_owned(&batch("b", 1), &theirs, false, "b")
+        .await
+        .unwrap();
+    assert_eq!((r.events.len(), r.disowned.clone()), (0, vec![x.clone()]));
+    // b takes x over; then a's late transition of x is left out, its alert is not.
+    let r = s
+        .append_owned(&batch("b", 2), &[registration("x", "b")], false, "b")
+        .await
+        .unwrap();
+    assert_eq!(r.events[0].seq, 3);
+    let mut late = first[1..].to_vec();
+    late.push(Arc::new(Event::alert(
+        0,
+        Utc::now(),
+        crate::model::Severity::Info,
+        "a",
+        "kept",
+    )));
+    let r = s
+        .append_owned(&batch("a", 3), &late, false, "a")
+        .await
+        .unwrap();
+    assert_eq!(r.disowned, vec![x.clone()]);
+    assert_eq!(r.events.len(), 1);
+    assert!(
+        r.events[0].agent.is_none(),
+        "only the alert: {:?}",
+        r.events
+    );
+    assert_eq!(s.shared_head().await.unwrap(), 4);
+    assert_eq!(
+        s.owners().await.unwrap(),
+        vec![("x".to_string(), "b".to_string())]
+    );
+    // Read back, and backwards.
+    let all = s.read_shared(1, 100).await.unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    let back = s.read_shared_back(4, 10).await.unwrap();
+    let seqs: Vec<Vec<u64>> = back
+        .iter()
+        .map(|seg| seg.iter().map(|e| e.seq).collect())
+        .collect();
+    assert_eq!(seqs, vec![vec![3], vec![1, 2]]);
+    assert_eq!(s.shared_oldest().await.unwrap(), Some(1));
+}
