@@ -198,14 +198,30 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async move {
-        let store = vigil::serve::store::open(&config.store)
-            .await
-            .with_context(|| format!("opening the store at {}", config.store.url))?;
         let started = std::time::Instant::now();
-        let held = store.clone();
-        let runtime = Runtime::start(config.runtime(), store)
-            .await
-            .context("starting the supervision runtime")?;
+        let (runtime, held) = match &config.cluster.node_id {
+            None => {
+                let store = vigil::serve::store::open(&config.store)
+                    .await
+                    .with_context(|| format!("opening the store at {}", config.store.url))?;
+                let runtime = Runtime::start(config.runtime(), store.clone())
+                    .await
+                    .context("starting the supervision runtime")?;
+                (runtime, store)
+            }
+            Some(node) => {
+                let store = vigil::serve::store::open_node(&config.store, &config.cluster, node)
+                    .await
+                    .with_context(|| {
+                        format!("joining the cluster at {} as node {node}", config.store.url)
+                    })?;
+                let runtime = Runtime::start_node(config.runtime(), store.clone())
+                    .await
+                    .context("starting the supervision runtime as a cluster node")?;
+                let held: std::sync::Arc<dyn vigil::core::Store> = store;
+                (runtime, held)
+            }
+        };
         vigil::outbound::start(&runtime, &config.sinks)
             .await
             .context("starting the sinks")?;
@@ -237,6 +253,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", config.server.http_listen))?;
         info!(
             store = %config.store.url,
+            node = config.cluster.node_id.as_deref().unwrap_or("-"),
             agents = %server.local_addr(),
             http = %http.local_addr(),
             tls = config.server.tls_cert.is_some(),

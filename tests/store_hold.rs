@@ -7,169 +7,15 @@
 
 mod surreal;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
+use surreal::procs::{exit_of, vigil, Conn, Vigil};
 use surreal::SurrealServer;
 
-/// A `vigil serve` on `store`, its stderr read by a thread.
-struct Vigil {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    agents: String,
-}
-
-fn vigil(store: &str, lease: &str) -> (Child, mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args([
-            "serve",
-            "--agent-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--store", store])
-        .env("VIGIL_STORE__HOLD_LEASE", lease)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("vigil starts");
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    (child, rx)
-}
-
-impl Vigil {
-    /// Starts one and waits for it to say it is supervising.
-    fn start(store: &str, lease: &str) -> Self {
-        let (child, lines) = vigil(store, lease);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = lines
-                .recv_timeout(left)
-                .expect("vigil says it is supervising in time");
-            if line.contains("vigil is supervising") {
-                let agents = word(&line, "agents=");
-                return Vigil {
-                    child,
-                    lines,
-                    agents,
-                };
-            }
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .expect("kill runs")
-            .success();
-        assert!(ok, "kill {sig}");
-    }
-}
-
-impl Drop for Vigil {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn word(line: &str, key: &str) -> String {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(key))
-        .unwrap_or_else(|| panic!("no {key} in {line}"))
-        .to_string()
-}
-
-/// Waits for `child` to exit; returns its status and everything it wrote to stderr.
-fn exit_of(
-    child: &mut Child,
-    lines: &mpsc::Receiver<String>,
-    limit: Duration,
-) -> (std::process::ExitStatus, String) {
-    let deadline = Instant::now() + limit;
-    let mut text = String::new();
-    loop {
-        while let Ok(l) = lines.try_recv() {
-            text.push_str(&l);
-            text.push('\n');
-        }
-        if let Some(status) = child.try_wait().expect("wait") {
-            while let Ok(l) = lines.recv_timeout(Duration::from_millis(200)) {
-                text.push_str(&l);
-                text.push('\n');
-            }
-            return (status, text);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "vigil did not exit within {limit:?}:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A blocking NDJSON connection.
-struct Conn {
-    write: TcpStream,
-    read: BufReader<TcpStream>,
-}
-
-impl Conn {
-    fn open(addr: &str, role: &str) -> Self {
-        let write = TcpStream::connect(addr).expect("connect");
-        let read = BufReader::new(write.try_clone().expect("clone"));
-        let mut c = Conn { write, read };
-        c.send(json!({"type": "hello", "protocol": 1, "role": role}));
-        assert_eq!(c.recv().expect("welcome")["type"], "welcome");
-        c
-    }
-
-    fn send(&mut self, v: Value) {
-        let mut line = v.to_string();
-        line.push('\n');
-        self.write.write_all(line.as_bytes()).expect("send");
-    }
-
-    /// The next frame; `None` at the end of the stream (or after 60 s of silence).
-    fn recv(&mut self) -> Option<Value> {
-        self.read
-            .get_ref()
-            .set_read_timeout(Some(Duration::from_secs(60)))
-            .expect("timeout");
-        let mut line = String::new();
-        match self.read.read_line(&mut line) {
-            Ok(0) | Err(_) => None,
-            Ok(_) => Some(serde_json::from_str(&line).expect("a JSON frame")),
-        }
-    }
-
-    /// Frames until one of `kind` arrives.
-    fn until(&mut self, kind: &str) -> Value {
-        loop {
-            let f = self
-                .recv()
-                .unwrap_or_else(|| panic!("the stream ended before {kind}"));
-            if f["type"] == kind {
-                return f;
-            }
-        }
-    }
+/// The environment that sets the hold's lease.
+fn hold(lease: &str) -> Vec<(&'static str, String)> {
+    vec![("VIGIL_STORE__HOLD_LEASE", lease.to_string())]
 }
 
 #[test]
@@ -185,7 +31,7 @@ fn one_live_process_holds_a_store_and_a_paused_one_is_fenced() {
     let lease = "3s";
 
     // A holds the store and supervises an agent; a monitor watches A.
-    let a = Vigil::start(&store, lease);
+    let a = Vigil::start(&store, &hold(lease));
     let mut agent = Conn::open(&a.agents, "agent");
     // A long interval: nothing happens to a1 unless the test makes it happen.
     agent.send(json!({"type": "register", "id": "a1", "heartbeat_interval_ms": 600000, "ref": 1}));
@@ -196,7 +42,7 @@ fn one_live_process_holds_a_store_and_a_paused_one_is_fenced() {
 
     mark("a up");
     // B is refused, naming A.
-    let (mut b, b_lines) = vigil(&store, "10s");
+    let (mut b, b_lines) = vigil(&store, &hold("10s"));
     let (status, text) = exit_of(&mut b, &b_lines, Duration::from_secs(60));
     assert!(
         !status.success(),
@@ -208,7 +54,7 @@ fn one_live_process_holds_a_store_and_a_paused_one_is_fenced() {
     mark("b refused");
     // A is paused past its lease: C takes the store over and supervises.
     a.signal("-STOP");
-    let c = Vigil::start(&store, lease);
+    let c = Vigil::start(&store, &hold(lease));
     let mut on_c = Conn::open(&c.agents, "agent");
     on_c.send(json!({"type": "register", "id": "c1", "ref": 1}));
     assert_eq!(on_c.until("registered")["id"], "c1");
@@ -254,7 +100,7 @@ fn one_live_process_holds_a_store_and_a_paused_one_is_fenced() {
     let mut c = c;
     let (status, text) = exit_of(&mut c.child, &c.lines, Duration::from_secs(60));
     assert!(status.success(), "{text}");
-    let (mut d, d_lines) = vigil(&store, "1h");
+    let (mut d, d_lines) = vigil(&store, &hold("1h"));
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());

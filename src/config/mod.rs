@@ -1,6 +1,7 @@
 //! The configuration file (`config/vigil.toml`): every key has a default, so a file holds
 //! only what differs. Precedence: defaults, then `--config FILE`, then environment variables
 //! `VIGIL_<SECTION>__<KEY>`, then command-line flags.
+mod cluster;
 mod load;
 pub mod redact;
 mod runtime;
@@ -8,6 +9,7 @@ mod sinks;
 #[cfg(test)]
 mod tests;
 
+pub use cluster::Cluster;
 pub use sinks::SinkSection;
 
 use std::collections::HashMap;
@@ -56,6 +58,8 @@ pub struct Config {
     pub health: HealthSection,
     /// Outbound channels (`[[sinks]]`).
     pub sinks: Vec<SinkSection>,
+    /// `[cluster]`: this process as one node of a cluster.
+    pub cluster: Cluster,
 }
 
 /// `[server]`: the listeners and the limits on connections.

@@ -36,6 +36,7 @@ impl Config {
                 ..LagConfig::default()
             },
             health: self.health.to_health(),
+            node: self.cluster.node_id.as_deref().map(std::sync::Arc::from),
             ..RuntimeConfig::default()
         }
     }

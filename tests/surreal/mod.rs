@@ -3,6 +3,8 @@
 //! The binary is `VIGIL_SURREAL` when set, else what `scripts/surrealdb-server --path`
 //! builds (once per machine, into a cache outside the clone) and prints.
 
+pub mod procs;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -3,7 +3,14 @@
 //! - [`FleetView`]: the whole fleet as the shared log says it is, kept by applying every
 //!   event of every node in seq order (the rule is `rules::replay`, the one a restart uses);
 //!   the source of a cluster node's snapshots and admin reads.
+//! - `node`: the view kept by the shared log's tail, published to the node's subscribers in
+//!   the log's order; snapshots and fleet-wide reads.
+//! - `log`: the store as a node's registry writes it (its batches appended to the shared
+//!   log, owners kept) and its broadcaster reads it.
 
+#[cfg(feature = "surreal")]
+pub(crate) mod log;
+pub(crate) mod node;
 mod view;
 
 pub use view::{FleetView, ViewError};

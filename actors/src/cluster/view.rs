@@ -1,6 +1,7 @@
 //! [`FleetView`]: every agent of the fleet as of one seq of the log.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use crate::model::{AgentId, AgentRecord, Event, EventBody, Status};
 use crate::rules::jobs::JobBook;
@@ -16,10 +17,13 @@ pub struct ViewError {
     pub got: u64,
 }
 
-/// Every agent's record, the counts by status and the unfinished jobs, as of [`FleetView::seq`].
+/// Every agent's record and owner, the counts by status and the unfinished jobs, as of
+/// [`FleetView::seq`].
 #[derive(Debug, Default)]
 pub struct FleetView {
     records: BTreeMap<AgentId, AgentRecord>,
+    /// The node whose `registered` event was the agent's last (its owner).
+    owners: HashMap<AgentId, Arc<str>>,
     counts: BTreeMap<Status, usize>,
     jobs: JobBook,
     seq: u64,
@@ -56,6 +60,9 @@ impl FleetView {
         }
         self.seq = e.seq;
         let Some(id) = &e.agent else { return Ok(()) };
+        if let (EventBody::Registered { .. }, Some(node)) = (&e.body, &e.node) {
+            self.owners.insert(id.clone(), node.clone());
+        }
         if let job @ EventBody::Job { .. } = &e.body {
             self.jobs.apply(id, job);
             for touched in self.jobs.take_touched() {
@@ -81,6 +88,23 @@ impl FleetView {
     /// One agent's record.
     pub fn get(&self, id: &AgentId) -> Option<&AgentRecord> {
         self.records.get(id)
+    }
+
+    /// The node that owns an agent: the one that decided its last `registered` event.
+    pub fn owner(&self, id: &AgentId) -> Option<&Arc<str>> {
+        self.owners.get(id)
+    }
+
+    /// The records of the agents `node` owns.
+    pub fn owned_by<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a AgentRecord> + 'a {
+        self.records
+            .values()
+            .filter(move |r| self.owners.get(&r.id).is_some_and(|o| **o == *node))
+    }
+
+    /// The unfinished jobs, by state.
+    pub fn job_counts(&self) -> BTreeMap<crate::model::JobState, usize> {
+        self.jobs.counts()
     }
 
     /// Every agent's record, in id order.
@@ -163,6 +187,30 @@ mod tests {
         let a = AgentId::new("a").unwrap();
         assert_eq!(v.get(&a).map(|r| r.status), Some(Status::Degraded));
         assert_eq!(v.agents().count(), 2);
+    }
+
+    #[test]
+    fn the_last_registration_names_the_owner() {
+        let mut v = FleetView::default();
+        let on = |mut e: Event, node: &str| {
+            e.node = Some(Arc::from(node));
+            e
+        };
+        v.apply(&on(registered(1, "a"), "n1")).unwrap();
+        v.apply(&on(registered(2, "b"), "n2")).unwrap();
+        v.apply(&on(
+            transition(3, "a", Status::Online, Status::Degraded),
+            "n1",
+        ))
+        .unwrap();
+        let a = AgentId::new("a").unwrap();
+        assert_eq!(v.owner(&a).map(|n| &**n), Some("n1"));
+        let owned: Vec<&str> = v.owned_by("n1").map(|r| r.id.as_str()).collect();
+        assert_eq!(owned, vec!["a"]);
+        v.apply(&on(registered(4, "a"), "n2")).unwrap();
+        assert_eq!(v.owner(&a).map(|n| &**n), Some("n2"));
+        assert_eq!(v.owned_by("n1").count(), 0);
+        assert_eq!(v.owned_by("n2").count(), 2);
     }
 
     #[test]

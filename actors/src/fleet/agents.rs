@@ -206,6 +206,32 @@ impl FleetState {
         answer
     }
 
+    /// Stops supervising an agent another node registered at seq `taken`: the registry
+    /// forgets it (unless it was registered here again since) and its actor stops, with no
+    /// event (the other node recorded the move).
+    pub(super) async fn disown(&mut self, id: AgentId, taken: u64) {
+        if self.lookup(&id).is_none() {
+            return;
+        }
+        let registry = self.ctx.registry.clone();
+        if !registry
+            .forget(id.clone(), taken, self.ctx.call_timeout)
+            .await
+        {
+            return;
+        }
+        let Some(cell) = self.dir_write().remove(&id) else {
+            return;
+        };
+        info!(agent = %id, "agent taken over by another node; no longer supervised here");
+        cell.next_timer_gen();
+        if let Some(actor) = cell.actor() {
+            actor.stop(None);
+        }
+        cell.set_actor(None);
+        cell.set_connected(false);
+    }
+
     pub(super) async fn restart(&mut self, id: AgentId, myself: &ActorRef<FleetMsg>) {
         let Some(cell) = self.lookup(&id) else { return };
         cell.set_actor(None);

@@ -92,6 +92,10 @@ pub(crate) enum FleetMsg {
     Restore(RpcReplyPort<usize>),
     /// Stop every agent actor (graceful shutdown).
     StopAll(RpcReplyPort<()>),
+    /// Another node of the cluster registered these agents (at these seqs of the shared log):
+    /// stop supervising them, with no event, unless registered here again since.
+    #[cfg_attr(not(feature = "surreal"), allow(dead_code))]
+    Disown(Vec<(AgentId, u64)>),
 }
 
 /// Restored agents' cells go to the registry in batches of this many (one message each).
@@ -170,6 +174,11 @@ impl Actor for FleetSupervisor {
             FleetMsg::Restore(reply) => {
                 let n = st.restore(&myself).await;
                 let _ = reply.send(n);
+            }
+            FleetMsg::Disown(ids) => {
+                for (id, taken) in ids {
+                    st.disown(id, taken).await;
+                }
             }
             FleetMsg::StopAll(reply) => {
                 let cells: Vec<_> = st.dir_write().drain().map(|(_, c)| c).collect();

@@ -35,6 +35,7 @@ impl Actor for RegistryActor {
             retention: args.retention,
             left_ttl: args.left_ttl,
             node: args.node,
+            cluster: args.cluster,
             agents: BTreeMap::new(),
             counts: HashMap::new(),
             by_kind: HashMap::new(),
@@ -188,6 +189,9 @@ impl Actor for RegistryActor {
                     st.pipeline.push_side(st.next_seq - 1, Side::Retain);
                 }
                 st.pump(&myself);
+            }
+            RegistryMsg::Forget { id, taken, reply } => {
+                let _ = reply.send(st.forget(&id, taken));
             }
             RegistryMsg::Drain(reply) => {
                 st.queue_checkpoint(true);

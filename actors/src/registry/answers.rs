@@ -9,7 +9,8 @@ use super::stats::RegistryStats;
 use super::{Query, RegistryState};
 use crate::admin::{AdminError, AdminResponse};
 use crate::broadcaster::{BroadcastMsg, Snapshot, Start, SubscribeOptions, Subscription};
-use crate::model::Status;
+use crate::cluster::node::Node;
+use crate::model::{AgentId, AgentRecord, Status};
 
 impl RegistryState {
     /// Answers the waiters whose events are all durable.
@@ -66,6 +67,11 @@ impl RegistryState {
             // told `overloaded`).
             return;
         }
+        if let Some(cluster) = &self.cluster {
+            // The fleet's view: every node's agents, as of a seq the node published.
+            cluster.subscribe(opts, reply);
+            return;
+        }
         if opts.snapshot {
             // The view reflects every event sequenced so far; it may be shown only once they
             // are all durable, and the subscriber continues right after them.
@@ -98,6 +104,10 @@ impl RegistryState {
         q: Query,
         reply: RpcReplyPort<Result<AdminResponse, AdminError>>,
     ) {
+        if let Some(cluster) = self.cluster.clone() {
+            self.query_fleet(&cluster, q, reply);
+            return;
+        }
         match q {
             Query::List {
                 kind,
@@ -146,24 +156,83 @@ impl RegistryState {
                         return;
                     }
                 }
-                // Reads go to the store off the actor; only durable events are there.
-                let store = self.store.clone();
-                tokio::spawn(async move {
-                    let r = match &id {
-                        Some(id) if latest => store.agent_events_latest(id, limit).await,
-                        Some(id) => store.agent_events(id, since, limit).await,
-                        None => store.read_events(since + 1, limit).await,
-                    };
-                    let _ = reply.send(
-                        r.map(AdminResponse::Events)
-                            .map_err(|e| AdminError::Unavailable(e.to_string())),
-                    );
-                });
+                self.read_events(id, since, limit, latest, reply);
             }
             Query::Stats => {
                 let _ = reply.send(Ok(AdminResponse::Registry(self.stats())));
             }
         }
+    }
+
+    /// Reads events from the store off the actor (only durable events are there).
+    fn read_events(
+        &self,
+        id: Option<AgentId>,
+        since: u64,
+        limit: usize,
+        latest: bool,
+        reply: RpcReplyPort<Result<AdminResponse, AdminError>>,
+    ) {
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let r = match &id {
+                Some(id) if latest => store.agent_events_latest(id, limit).await,
+                Some(id) => store.agent_events(id, since, limit).await,
+                None => store.read_events(since + 1, limit).await,
+            };
+            let _ = reply.send(
+                r.map(AdminResponse::Events)
+                    .map_err(|e| AdminError::Unavailable(e.to_string())),
+            );
+        });
+    }
+
+    /// A query on a cluster node: the whole fleet, from the node's view, with the live
+    /// fields (last seen, connected, metrics) of the agents this node supervises.
+    fn query_fleet(
+        &mut self,
+        cluster: &Node,
+        q: Query,
+        reply: RpcReplyPort<Result<AdminResponse, AdminError>>,
+    ) {
+        let live = |r: AgentRecord| match self.agents.get(&r.id) {
+            Some(e) => e.view(&self.clock),
+            None => r,
+        };
+        let answer = match q {
+            Query::List {
+                kind,
+                status,
+                limit,
+                after,
+            } => {
+                let list = cluster.list(kind.as_deref(), status, limit, after.as_ref());
+                Ok(AdminResponse::Agents(list.into_iter().map(live).collect()))
+            }
+            Query::Get(id) => match cluster.record(&id) {
+                Some(r) => Ok(AdminResponse::Agent(Box::new(live(r)))),
+                None => Err(AdminError::UnknownAgent(id)),
+            },
+            Query::Events {
+                id,
+                since,
+                limit,
+                latest,
+            } => {
+                if latest && id.is_none() {
+                    Err(AdminError::InvalidField(
+                        "events: latest needs an agent id".into(),
+                    ))
+                } else if let Some(unknown) = id.as_ref().filter(|i| cluster.record(i).is_none()) {
+                    Err(AdminError::UnknownAgent(unknown.clone()))
+                } else {
+                    self.read_events(id, since, limit, latest, reply);
+                    return;
+                }
+            }
+            Query::Stats => Ok(AdminResponse::Registry(cluster.fleet_stats(self.stats()))),
+        };
+        let _ = reply.send(answer);
     }
 
     pub(super) fn stats(&self) -> RegistryStats {

@@ -151,6 +151,20 @@ impl RegistryHandle {
         }
     }
 
+    /// Drops an agent another node registered at seq `taken`, with no event, unless this
+    /// node registered it again since; whether it was dropped (`false` too when the registry
+    /// did not answer within `timeout`).
+    pub(crate) async fn forget(&self, id: AgentId, taken: u64, timeout: Duration) -> bool {
+        let r = self
+            .0
+            .call(
+                |reply| RegistryMsg::Forget { id, taken, reply },
+                Some(timeout),
+            )
+            .await;
+        matches!(r, Ok(CallResult::Success(true)))
+    }
+
     /// The cells of restored agents, now supervised.
     pub(crate) fn attach(&self, cells: Vec<(AgentId, Arc<AgentCell>)>) {
         let _ = self.0.cast(RegistryMsg::Attach(cells));

@@ -46,6 +46,7 @@ use crate::admin::{AdminError, AdminResponse};
 use crate::agent::cell::AgentCell;
 use crate::broadcaster::{BroadcastMsg, Filter, Snapshot, SubscribeOptions, Subscription};
 use crate::clock::Clock;
+use crate::cluster::node::Node;
 use crate::model::{
     AgentId, AgentRecord, Event, EventBody, EventKind, JobReport, Registration, Status,
 };
@@ -129,6 +130,14 @@ pub(crate) enum RegistryMsg {
     Checkpoint,
     /// Flush everything, write a full checkpoint, answer when durable.
     Drain(RpcReplyPort<Result<(), StoreError>>),
+    /// Another node of the cluster registered this agent at seq `taken` of the shared log: it
+    /// is dropped from this node's view, with no event (the other node's `registered` event
+    /// says it all), unless this node registered it again since. Answers whether it was.
+    Forget {
+        id: AgentId,
+        taken: u64,
+        reply: RpcReplyPort<bool>,
+    },
 }
 
 /// What supervising a restored agent again needs from its record.
@@ -172,6 +181,9 @@ pub(crate) struct RegistryArgs {
     pub left_ttl: Option<Duration>,
     /// The cluster node stamped on every event; `None` for a single node.
     pub node: Option<Arc<str>>,
+    /// On a cluster node: the fleet's view, which publishes and answers subscriptions and
+    /// fleet-wide reads (the registry then publishes nothing itself).
+    pub cluster: Option<Arc<Node>>,
     pub loaded: crate::store::Loaded,
     pub backpressure: Arc<Backpressure>,
     pub mass_offline: MassOffline,
@@ -215,6 +227,8 @@ pub(crate) struct RegistryState {
     left_ttl: Option<Duration>,
     /// The cluster node stamped on every event; `None` for a single node.
     node: Option<Arc<str>>,
+    /// On a cluster node: the fleet's view (see [`RegistryArgs::cluster`]).
+    cluster: Option<Arc<Node>>,
     agents: BTreeMap<AgentId, Entry>,
     counts: HashMap<Status, usize>,
     /// Agents by kind, then by status (indexed as `Status::ALL`).

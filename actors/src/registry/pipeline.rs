@@ -143,6 +143,15 @@ impl Pipeline {
         self.side.iter().any(|(_, s)| f(s)) || matches!(&self.inflight, Some(Op::Side(s)) if f(s))
     }
 
+    /// Whether an event of the batches queued or running is like `f`.
+    pub(crate) fn any_event(&self, f: impl Fn(&Event) -> bool) -> bool {
+        let running = match &self.inflight {
+            Some(Op::Segment(b)) => b.iter().any(|e| f(e)),
+            _ => false,
+        };
+        running || self.segments.iter().flat_map(|b| b.iter()).any(|e| f(e))
+    }
+
     /// Events in the batches queued or running.
     pub(crate) fn queued_events(&self) -> usize {
         let running = match &self.inflight {

@@ -44,9 +44,22 @@ impl RegistryState {
         at: DateTime<Utc>,
         cell: Arc<AgentCell>,
     ) -> RegisterReply {
-        let prev = self.agents.get(&id);
-        let from = prev.map(|e| e.record.status);
-        let incarnation = prev.map_or(1, |e| e.record.incarnation + 1);
+        // On a cluster node, an agent another node held continues from the fleet's record
+        // (a takeover across nodes), its unfinished jobs with it.
+        let elsewhere = match (self.agents.get(&id), &self.cluster) {
+            (None, Some(cluster)) => cluster.record(&id),
+            _ => None,
+        };
+        if let Some(r) = &elsewhere {
+            self.jobs.load(&id, &r.jobs);
+        }
+        let prev = self
+            .agents
+            .get(&id)
+            .map(|e| &*e.record)
+            .or(elsewhere.as_ref());
+        let from = prev.map(|r| r.status);
+        let incarnation = prev.map_or(1, |r| r.incarnation + 1);
         let kind = match cell.kind() {
             k if *k == *reg.kind_or_default() => k, // the fleet's shared copy
             _ => Arc::from(reg.kind_or_default()),
@@ -57,8 +70,8 @@ impl RegistryState {
             name: name.clone(),
             kind: kind.clone(),
             status: Status::Online,
-            activity: prev.and_then(|e| e.record.activity.clone()),
-            jobs: prev.map(|e| e.record.jobs.clone()).unwrap_or_default(),
+            activity: prev.and_then(|r| r.activity.clone()),
+            jobs: prev.map(|r| r.jobs.clone()).unwrap_or_default(),
             reported: Default::default(),
             metadata: reg.metadata.clone(),
             capabilities: reg.capabilities.clone(),

@@ -87,6 +87,30 @@ impl RegistryState {
             .push_side(self.next_seq - 1, Side::Forget(gone.into()));
     }
 
+    /// Drops an agent another node registered at seq `taken` of the shared log, with no
+    /// event, unless this node registered it again since (its registration is still on its way
+    /// to the log, or landed after `taken`). Returns whether it was dropped.
+    pub(super) fn forget(&mut self, id: &AgentId, taken: u64) -> bool {
+        let registers = |e: &Event| {
+            e.agent.as_ref() == Some(id) && matches!(e.body, EventBody::Registered { .. })
+        };
+        let again = self.pending.iter().any(|e| registers(e))
+            || self.pipeline.any_event(registers)
+            || self.cluster.as_ref().is_some_and(|c| c.keeps(id, taken));
+        if again {
+            return false;
+        }
+        if let Some(e) = self.agents.remove(id) {
+            self.count(&e.record.kind, e.record.status, false);
+        }
+        if let Some(d) = &mut self.dirty {
+            d.remove(id);
+        }
+        self.mirror_dirty.remove(id);
+        self.jobs.forget(id);
+        true
+    }
+
     /// Marks an agent changed: the next checkpoint and the mirror write it.
     pub(super) fn touch(&mut self, id: &AgentId) {
         if let Some(d) = &mut self.dirty {

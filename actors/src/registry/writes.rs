@@ -226,7 +226,10 @@ impl RegistryState {
                 }
                 self.pending_bytes = self.pending_bytes.saturating_sub(bytes);
                 self.backpressure.set_pending_bytes(self.pending_bytes);
-                let _ = self.broadcaster.cast(BroadcastMsg::Publish(batch));
+                // A cluster node's tail publishes the batch, in the shared log's order.
+                if self.cluster.is_none() {
+                    let _ = self.broadcaster.cast(BroadcastMsg::Publish(batch));
+                }
                 self.release_parked();
                 self.release_waiters();
             }

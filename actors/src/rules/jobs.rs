@@ -196,6 +196,14 @@ impl JobBook {
             .collect()
     }
 
+    /// Forgets an agent's unfinished jobs (the agent moved to another node, which keeps
+    /// them from here on).
+    pub(crate) fn forget(&mut self, agent: &AgentId) {
+        for job in self.open.remove(agent).into_iter().flatten() {
+            self.jobs.remove(&(agent.clone(), job));
+        }
+    }
+
     /// The agents whose unfinished jobs changed since the last call.
     pub(crate) fn take_touched(&mut self) -> Vec<AgentId> {
         let mut t = std::mem::take(&mut self.touched);

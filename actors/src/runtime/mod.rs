@@ -5,6 +5,8 @@
 mod agents;
 mod config;
 mod errors;
+#[cfg(feature = "surreal")]
+mod node;
 mod operate;
 mod start;
 mod stop;
@@ -22,6 +24,7 @@ use tokio::task::JoinHandle;
 
 use crate::broadcaster::BroadcastMsg;
 use crate::clock::Clock;
+use crate::cluster::node::Node;
 use crate::fleet::{Directory, FleetMsg};
 use crate::registry::durable::Backpressure;
 use crate::registry::emit_alert;
@@ -47,4 +50,6 @@ pub struct Runtime {
     sinks: tokio::sync::Mutex<Vec<SinkHandle>>,
     /// Subscriptions and the published seq, for this runtime and its sinks' tasks.
     source: Arc<RegistrySource>,
+    /// On a cluster node: the fleet's view, kept by the shared log's tail.
+    node: Option<Arc<Node>>,
 }

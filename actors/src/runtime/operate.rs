@@ -32,6 +32,21 @@ impl Runtime {
             })
     }
 
+    /// The cluster node this runtime is, if it is one.
+    pub fn node_id(&self) -> Option<&str> {
+        self.node.as_ref().map(|n| &**n.me())
+    }
+
+    /// On a cluster node: the other node that owns agent `id` (its last registration was
+    /// there, and it has not left), if one does. A registration here without `takeover` is
+    /// refused with `conflict`, as it is when another connection of one node owns the agent.
+    pub fn owned_elsewhere(&self, id: &crate::model::AgentId) -> Option<String> {
+        self.node
+            .as_ref()
+            .and_then(|n| n.owned_elsewhere(id))
+            .map(|o| o.to_string())
+    }
+
     /// Why the store's durability is weaker than "durable before visible" (a sync mode that
     /// does not flush every commit), if it is.
     pub fn durability_warning(&self) -> Option<String> {

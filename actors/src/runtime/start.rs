@@ -15,6 +15,7 @@ use crate::agent::wheel::Wheel;
 use crate::agent::Ctx;
 use crate::broadcaster::{BroadcasterActor, BroadcasterArgs};
 use crate::clock::Clock;
+use crate::cluster::node::{ClusterStart, Node};
 use crate::fleet::health_task;
 use crate::fleet::{Directory, FleetArgs, FleetMsg, FleetSupervisor, Policies};
 use crate::registry::durable::Backpressure;
@@ -28,6 +29,13 @@ impl Runtime {
     /// Starts a runtime on `store`: loads what it holds (checkpoint + log), starts the actor
     /// tree, and supervises every restored agent with its restart grace.
     pub async fn start(config: RuntimeConfig, store: Arc<dyn Store>) -> Result<Self, RuntimeError> {
+        Self::validate(&config)?;
+        let t_load = std::time::Instant::now();
+        let loaded = store.load().await?;
+        Self::launch(config, store, loaded, t_load, None).await
+    }
+
+    pub(super) fn validate(config: &RuntimeConfig) -> Result<(), RuntimeError> {
         config.policy.validate().map_err(RuntimeError::Config)?;
         for (kind, p) in &config.kinds {
             p.validate()
@@ -37,11 +45,21 @@ impl Runtime {
             .health
             .validate()
             .map_err(|e| RuntimeError::Config(format!("health: {e}")))?;
+        Ok(())
+    }
+
+    /// Spawns the actor tree on `store`, from what it `loaded` (read since `t_load`); on a
+    /// cluster node, `cluster` is the fleet's view as of the seq the node publishes from.
+    pub(super) async fn launch(
+        config: RuntimeConfig,
+        store: Arc<dyn Store>,
+        loaded: crate::store::Loaded,
+        t_load: std::time::Instant,
+        cluster: Option<ClusterStart>,
+    ) -> Result<Self, RuntimeError> {
         let health = Arc::new(config.health.clone());
         let clock = Clock::start();
         let lag = Arc::new(LagMonitor::new(config.lag.clone(), clock.now()));
-        let t_load = std::time::Instant::now();
-        let loaded = store.load().await?;
         let last_seq = loaded.last_seq;
         let (n_loaded, n_replayed) = (loaded.agents.len(), loaded.events_after.len());
         let load_ms = t_load.elapsed().as_millis() as u64;
@@ -59,6 +77,17 @@ impl Runtime {
         )
         .await
         .map_err(spawn_err)?;
+        let node = match (cluster, &config.node) {
+            (Some(start), Some(me)) => {
+                Some(Arc::new(Node::new(me.clone(), start, broadcaster.clone())))
+            }
+            (Some(_), None) => {
+                return Err(RuntimeError::Config(
+                    "a cluster node needs its id (RuntimeConfig::node)".into(),
+                ))
+            }
+            _ => None,
+        };
         let backpressure = Arc::new(Backpressure::new(
             Arc::new(AtomicBool::new(true)),
             config.max_pending_bytes,
@@ -76,6 +105,7 @@ impl Runtime {
                 retention: config.event_retention.clone(),
                 left_ttl: config.left_ttl,
                 node: config.node.clone(),
+                cluster: node.clone(),
                 loaded,
                 backpressure: backpressure.clone(),
                 mass_offline: MassOffline::new(&health),
@@ -149,6 +179,7 @@ impl Runtime {
             store: store.clone(),
             sinks: tokio::sync::Mutex::new(Vec::new()),
             source,
+            node,
         };
         let t_restore = std::time::Instant::now();
         let restored = match rt

@@ -28,10 +28,16 @@ pub(super) struct Owner {
     pub(super) tx: mpsc::UnboundedSender<Control>,
 }
 
-/// Tells the owners of evicted agents (the `evicted` frame).
+/// Tells the owners of evicted agents (the `evicted` frame), and, on a cluster node, of
+/// agents another node took over (their `registered` event came from there).
 pub(super) async fn tell_evicted(shared: Arc<Shared>) {
+    let me = shared.rt.node_id().map(str::to_string);
+    let mut events = vec![EventKind::Deregistered];
+    if me.is_some() {
+        events.push(EventKind::Registered);
+    }
     let filter = Filter {
-        events: vec![EventKind::Deregistered],
+        events,
         ..Filter::default()
     };
     let mut since = None;
@@ -61,9 +67,19 @@ pub(super) async fn tell_evicted(shared: Arc<Shared>) {
                             ..
                         }
                     );
-                    if let (true, Some(id)) = (evicted, &e.agent) {
-                        let owners = shared.owners.lock();
-                        if let Some(o) = owners.get(id) {
+                    // (Unless it came back here since: the view is ahead of the stream.)
+                    let elsewhere = matches!(e.body, EventBody::Registered { .. })
+                        && e.node.as_deref() != me.as_deref()
+                        && e.agent
+                            .as_ref()
+                            .is_some_and(|id| shared.rt.owned_elsewhere(id).is_some());
+                    if let (true, Some(id)) = (evicted || elsewhere, &e.agent) {
+                        let mut owners = shared.owners.lock();
+                        if elsewhere {
+                            if let Some(o) = owners.remove(id) {
+                                let _ = o.tx.send(Control::TakenOver(id.clone()));
+                            }
+                        } else if let Some(o) = owners.get(id) {
                             let _ = o.tx.send(Control::Evicted(id.clone(), e.seq));
                         }
                     }

@@ -259,6 +259,16 @@ impl Session {
             self.error(ErrorCode::Overloaded, &msg, &reference).await;
             return;
         }
+        // On a cluster, another node may own it: refused, unless taken over.
+        if !r.takeover {
+            if let Some(node) = self.shared.rt.owned_elsewhere(&id) {
+                let msg = format!(
+                    "node {node} of the cluster owns this agent (register with takeover to take it)"
+                );
+                self.error(ErrorCode::Conflict, &msg, &reference).await;
+                return;
+            }
+        }
         // Ownership: claim the id, or refuse, or take it over.
         let claimed = {
             let mut owners = self.shared.owners.lock();

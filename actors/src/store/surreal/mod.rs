@@ -140,6 +140,14 @@ pub struct SurrealStore {
     hold: std::sync::OnceLock<hold::Hold>,
 }
 
+impl SurrealStore {
+    /// The epoch of this process's hold on the store, when it took one (it grows with each
+    /// take: no two runs share one).
+    pub fn hold_epoch(&self) -> Option<u64> {
+        self.hold.get().map(|h| h.epoch())
+    }
+}
+
 #[async_trait]
 impl Store for SurrealStore {
     async fn load(&self) -> Result<Loaded, StoreError> {

@@ -52,8 +52,11 @@ pub struct Appended {
     pub events: Vec<Arc<Event>>,
     /// Attempts that lost the head to another writer first.
     pub conflicts: u32,
-    /// Agents whose events were left out: another node owns them now.
+    /// Agents whose events were left out: another node owns them now (it registered them
+    /// at or before `head`).
     pub disowned: Vec<AgentId>,
+    /// The head the append numbered from (its events follow it).
+    pub head: u64,
 }
 
 /// Attempts of one append before it gives up (others kept winning the head, or the store kept
@@ -138,10 +141,12 @@ impl SurrealStore {
             if attempt > 0 || again {
                 if let Some(stored) = self.landed(&key).await? {
                     let disowned = left_out(events, &stored);
+                    let head = stored.first().map_or(0, |e| e.seq - 1);
                     return Ok(Appended {
                         events: stored,
                         conflicts,
                         disowned,
+                        head,
                     });
                 }
             }
@@ -177,6 +182,7 @@ impl SurrealStore {
                     events: Vec::new(),
                     conflicts,
                     disowned,
+                    head,
                 });
             }
             let stored = numbered(&kept, head + 1);
@@ -224,6 +230,7 @@ impl SurrealStore {
                         events: stored,
                         conflicts,
                         disowned,
+                        head,
                     });
                 }
                 Err(e @ StoreError::Fenced(_)) => return Err(e),

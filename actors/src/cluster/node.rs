@@ -1,0 +1,221 @@
+//! [`Node`]: what a cluster node serves from the shared log — the whole fleet's view, kept by
+//! the log's tail, and the one stream its subscribers get.
+//!
+//! The tail task applies each batch of the shared log to the view and publishes it to the
+//! broadcaster, under the view's write lock. A snapshot is taken under the read lock and its
+//! subscriber is added to the broadcaster before the lock is let go, so it is followed by
+//! exactly the events after the snapshot's seq: the broadcaster's mailbox receives the publish
+//! of every event up to that seq before the subscriber, and every later one after it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use ractor::{ActorRef, RpcReplyPort};
+
+use super::FleetView;
+use crate::broadcaster::{BroadcastMsg, Snapshot, Start, SubscribeOptions, Subscription};
+use crate::model::{AgentId, AgentRecord, Event, EventBody, Status};
+use crate::registry::RegistryStats;
+use crate::store::StoreError;
+
+/// This node's registrations that landed in the shared log and that the view has not
+/// applied yet (by agent, the seq of the newest). With the view, they say whether a takeover
+/// by another node that the tail just read is older than this node's own newest registration
+/// of the agent: then the agent stays here.
+#[derive(Debug, Default)]
+pub(crate) struct Claims {
+    recent: Mutex<HashMap<AgentId, u64>>,
+    applied: AtomicU64,
+}
+
+impl Claims {
+    /// Notes this node's registrations among `events`, just written to the shared log.
+    #[cfg_attr(not(feature = "surreal"), allow(dead_code))]
+    pub(crate) fn landed(&self, events: &[Arc<Event>]) {
+        let mut recent = self.recent.lock();
+        let applied = self.applied.load(Ordering::SeqCst);
+        for e in events {
+            if let (Some(id), EventBody::Registered { .. }) = (&e.agent, &e.body) {
+                if e.seq > applied {
+                    recent.insert(id.clone(), e.seq);
+                }
+            }
+        }
+    }
+
+    /// Whether this node registered `id` after seq `seq` (as far as the view has not caught
+    /// up with it).
+    fn after(&self, id: &AgentId, seq: u64) -> bool {
+        self.recent.lock().get(id).is_some_and(|s| *s > seq)
+    }
+
+    /// The view applied every event up to `seq`: what it holds needs no claim.
+    fn applied(&self, seq: u64) {
+        let mut recent = self.recent.lock();
+        self.applied.store(seq, Ordering::SeqCst);
+        recent.retain(|_, s| *s > seq);
+    }
+}
+
+/// What a cluster node's runtime starts from: the fleet's view, and the claims its log and
+/// its view share.
+pub(crate) struct ClusterStart {
+    pub(crate) view: FleetView,
+    pub(crate) claims: Arc<Claims>,
+}
+
+/// A cluster node's view of the fleet and its publishing.
+pub(crate) struct Node {
+    me: Arc<str>,
+    view: RwLock<FleetView>,
+    claims: Arc<Claims>,
+    broadcaster: ActorRef<BroadcastMsg>,
+}
+
+impl Node {
+    pub(crate) fn new(
+        me: Arc<str>,
+        start: ClusterStart,
+        broadcaster: ActorRef<BroadcastMsg>,
+    ) -> Self {
+        start.claims.applied(start.view.seq());
+        Self {
+            me,
+            view: RwLock::new(start.view),
+            claims: start.claims,
+            broadcaster,
+        }
+    }
+
+    /// This node's id.
+    pub(crate) fn me(&self) -> &Arc<str> {
+        &self.me
+    }
+
+    /// Applies the next events of the shared log to the view and publishes them; returns the
+    /// agents this node owned that another node registered since (each with the seq of that
+    /// registration): candidates to stop supervising here (see [`Node::keeps`]). Events that do
+    /// not continue the view are refused, and nothing is published.
+    #[cfg_attr(not(feature = "surreal"), allow(dead_code))]
+    pub(crate) fn apply(&self, events: Vec<Event>) -> Result<Vec<(AgentId, u64)>, StoreError> {
+        let mut view = self.view.write();
+        for (want, e) in (view.seq() + 1..).zip(&events) {
+            if e.seq != want {
+                return Err(StoreError::Read(format!(
+                    "the shared log's events do not continue the view: seq {want} expected, {} found",
+                    e.seq
+                )));
+            }
+        }
+        let mut lost = Vec::new();
+        let batch: Arc<[Arc<Event>]> = events.into_iter().map(Arc::new).collect();
+        for e in batch.iter() {
+            if let (Some(id), EventBody::Registered { .. }) = (&e.agent, &e.body) {
+                let mine = view.owner(id).is_some_and(|o| *o == self.me);
+                if mine && e.node.as_ref() != Some(&self.me) {
+                    lost.push((id.clone(), e.seq));
+                }
+            }
+            // Checked above: each event is the next.
+            let _ = view.apply(e);
+        }
+        // Registered here again later in the batch: still this node's.
+        lost.retain(|(id, _)| view.owner(id).is_none_or(|o| *o != self.me));
+        self.claims.applied(view.seq());
+        if !batch.is_empty() {
+            let _ = self.broadcaster.cast(BroadcastMsg::Publish(batch));
+        }
+        Ok(lost)
+    }
+
+    /// Whether agent `id`, registered by another node at seq `taken`, stays with this node
+    /// all the same: this node registered it again after that (the view shows it, or will).
+    pub(crate) fn keeps(&self, id: &AgentId, taken: u64) -> bool {
+        let view = self.view.read();
+        view.owner(id).is_some_and(|o| *o == self.me) || self.claims.after(id, taken)
+    }
+
+    /// Adds a subscriber: with a snapshot of the view (the whole fleet), followed by exactly
+    /// the events after it; or from `since`, or live.
+    pub(crate) fn subscribe(&self, opts: SubscribeOptions, reply: RpcReplyPort<Subscription>) {
+        let view = self.view.read();
+        let (start, snapshot) = if opts.snapshot {
+            let agents = view
+                .agents()
+                .filter(|r| opts.filter.matches_record(r))
+                .cloned()
+                .collect();
+            let seq = view.seq();
+            (Start::After(seq), Some(Snapshot { seq, agents }))
+        } else {
+            match opts.since {
+                Some(n) => (Start::After(n), None),
+                None => (Start::Live, None),
+            }
+        };
+        // Cast under the lock: no publish can come between the snapshot and the subscriber.
+        let _ = self.broadcaster.cast(BroadcastMsg::Add {
+            start,
+            filter: opts.filter,
+            snapshot,
+            reply,
+        });
+    }
+
+    /// One agent's record, as the log says.
+    pub(crate) fn record(&self, id: &AgentId) -> Option<AgentRecord> {
+        self.view.read().get(id).cloned()
+    }
+
+    /// The node that owns `id`, when it is not this one and the agent has not left.
+    pub(crate) fn owned_elsewhere(&self, id: &AgentId) -> Option<Arc<str>> {
+        let view = self.view.read();
+        let left = view.get(id).is_none_or(|r| r.status == Status::Left);
+        view.owner(id).filter(|o| **o != self.me && !left).cloned()
+    }
+
+    /// Records in id order after `after`, of `kind` and in `status` when given, at most
+    /// `limit`.
+    pub(crate) fn list(
+        &self,
+        kind: Option<&str>,
+        status: Option<Status>,
+        limit: usize,
+        after: Option<&AgentId>,
+    ) -> Vec<AgentRecord> {
+        let view = self.view.read();
+        view.agents()
+            .filter(|r| after.is_none_or(|a| r.id > *a))
+            .filter(|r| kind.is_none_or(|k| *r.kind == *k))
+            .filter(|r| status.is_none_or(|s| r.status == s))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// `local` (this node's registry) with the fleet's counts and the published seq.
+    pub(crate) fn fleet_stats(&self, mut local: RegistryStats) -> RegistryStats {
+        let view = self.view.read();
+        let counts = view.counts();
+        local.agents = Status::ALL
+            .iter()
+            .map(|s| (*s, counts.get(s).copied().unwrap_or(0)))
+            .collect();
+        local.total = view.agents().count();
+        local.jobs = view.job_counts();
+        let mut by_kind: std::collections::BTreeMap<String, std::collections::BTreeMap<_, _>> =
+            Default::default();
+        for r in view.agents() {
+            let k = by_kind
+                .entry(r.kind.to_string())
+                .or_insert_with(|| Status::ALL.iter().map(|s| (*s, 0usize)).collect());
+            *k.entry(r.status).or_default() += 1;
+        }
+        local.by_kind = by_kind;
+        local.last_seq = view.seq();
+        local.durable_seq = view.seq();
+        local
+    }
+}

@@ -1,0 +1,255 @@
+//! Several `vigil serve` nodes on one SurrealDB server ([cluster] node_id): one stream of
+//! every node's events on every node, resumable on any other; takeover of an agent across
+//! nodes; one owner for an agent registered on two nodes at once.
+//!
+//! Runs a real SurrealDB server (`scripts/surrealdb-server`, built once; `VIGIL_SURREAL`
+//! names a binary to use instead) and real `vigil serve` processes.
+
+mod surreal;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use surreal::procs::{Conn, Vigil};
+use surreal::SurrealServer;
+
+/// Node `id` of a cluster on `store`.
+fn node(store: &str, id: &str) -> Vigil {
+    Vigil::start(
+        store,
+        &[
+            ("VIGIL_CLUSTER__NODE_ID", id.to_string()),
+            ("VIGIL_CLUSTER__LEASE", "3s".to_string()),
+        ],
+    )
+}
+
+/// Events (`event` frames) a monitor receives until `done` says it has what it waits for.
+fn events_until(monitor: &mut Conn, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done(&got) {
+        assert!(Instant::now() < deadline, "no {what} within 60 s: {got:?}");
+        let f = monitor
+            .recv()
+            .unwrap_or_else(|| panic!("the stream ended before {what}: {got:?}"));
+        match f["type"].as_str() {
+            Some("event") => got.push(f),
+            Some("lagged" | "resync_required") => panic!("{f}"),
+            _ => {}
+        }
+    }
+    got
+}
+
+fn seqs(events: &[Value]) -> Vec<u64> {
+    events.iter().filter_map(|e| e["seq"].as_u64()).collect()
+}
+
+fn is(e: &Value, kind: &str, agent: &str) -> bool {
+    e["event"] == kind && e["agent"] == agent
+}
+
+fn register(conn: &mut Conn, id: &str, interval_ms: u64, takeover: bool) -> Value {
+    conn.send(json!({
+        "type": "register", "id": id, "kind": "worker",
+        "heartbeat_interval_ms": interval_ms, "takeover": takeover, "ref": id,
+    }));
+    loop {
+        let f = conn.recv().expect("an answer to register");
+        if f["ref"] == id {
+            return f;
+        }
+    }
+}
+
+#[test]
+fn every_node_streams_every_event_once_and_an_agent_moves_between_nodes() {
+    let surreal = SurrealServer::start();
+    let store = surreal.url();
+    let n1 = node(&store, "n1");
+    let n2 = node(&store, "n2");
+    let n3 = node(&store, "n3");
+
+    // A monitor on n2 sees what n1 decides.
+    let mut monitor = Conn::open(&n2.agents, "monitor");
+    monitor.send(json!({"type": "subscribe", "snapshot": true, "ref": 1}));
+    let start = monitor.until("snapshot")["seq"].as_u64().expect("seq");
+    let mut on_n1 = Conn::open(&n1.agents, "agent");
+    let r = register(&mut on_n1, "a1", 600_000, false);
+    assert_eq!(r["type"], "registered", "{r}");
+    let got = events_until(&mut monitor, "a1 registered on n1", |es| {
+        es.iter().any(|e| is(e, "registered", "a1"))
+    });
+    let a1 = got.iter().find(|e| is(e, "registered", "a1")).expect("a1");
+    assert_eq!(
+        a1["node"], "n1",
+        "events carry the node that decided them: {a1}"
+    );
+    let mut seen = got;
+
+    // While the monitor is away, n1 and n3 decide more.
+    let last = *seqs(&seen).last().expect("a seq");
+    drop(monitor);
+    let mut admin1 = Conn::open(&n1.agents, "admin");
+    admin1.send(
+        json!({"type": "admin", "op": "maintenance", "args": {"id": "a1", "on": true}, "ref": 1}),
+    );
+    assert_eq!(admin1.until("result")["ok"], true);
+    let mut on_n3 = Conn::open(&n3.agents, "agent");
+    assert_eq!(
+        register(&mut on_n3, "a3", 600_000, false)["type"],
+        "registered"
+    );
+
+    // It resumes on n3 with exactly what it missed.
+    let mut monitor = Conn::open(&n3.agents, "monitor");
+    monitor.send(json!({"type": "subscribe", "since": last, "ref": 2}));
+    let missed = events_until(&mut monitor, "the missed events", |es| {
+        es.iter().any(|e| is(e, "registered", "a3"))
+            && es
+                .iter()
+                .any(|e| e["agent"] == "a1" && e["to"] == "maintenance")
+    });
+    assert_eq!(missed[0]["seq"].as_u64(), Some(last + 1), "{missed:?}");
+    seen.extend(missed);
+
+    // An agent of n1 registered on n2 without takeover: conflict; with it, it moves.
+    let mut on_n2 = Conn::open(&n2.agents, "agent");
+    let r = register(&mut on_n2, "a1", 1000, false);
+    assert_eq!(r["code"], "conflict", "{r}");
+    assert!(r["message"].as_str().unwrap_or("").contains("n1"), "{r}");
+    let r = register(&mut on_n2, "a1", 1000, true);
+    assert_eq!(r["type"], "registered", "{r}");
+    assert_eq!(r["incarnation"], 2, "the record continues on n2: {r}");
+    let evicted = on_n1.until("evicted");
+    assert_eq!(
+        (&evicted["id"], &evicted["reason"]),
+        (&json!("a1"), &json!("taken_over"))
+    );
+
+    // Beats stop on n2: a1 goes degraded then offline, once each, decided by n2 alone.
+    let moved = events_until(&mut monitor, "a1 offline", |es| {
+        es.iter()
+            .any(|e| e["agent"] == "a1" && e["to"] == "offline")
+    });
+    seen.extend(moved);
+    let after_move: Vec<&Value> = seen
+        .iter()
+        .skip_while(|e| !(is(e, "registered", "a1") && e["node"] == "n2"))
+        .filter(|e| e["agent"] == "a1")
+        .collect();
+    let kinds: Vec<(String, String)> = after_move
+        .iter()
+        .map(|e| {
+            (
+                format!(
+                    "{}:{}",
+                    e["event"].as_str().unwrap_or(""),
+                    e["to"].as_str().unwrap_or("")
+                ),
+                e["node"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("registered:".to_string(), "n2".to_string()),
+            ("transition:degraded".to_string(), "n2".to_string()),
+            ("transition:offline".to_string(), "n2".to_string()),
+        ],
+        "the move records no transition, and only the new owner supervises"
+    );
+
+    // Gapless, each once, across both nodes' streams.
+    let s = seqs(&seen);
+    let expected: Vec<u64> = (start + 1..=*s.last().expect("seqs")).collect();
+    assert_eq!(s, expected, "one gapless stream");
+
+    // Reads answer for the whole fleet on any node.
+    let mut admin2 = Conn::open(&n2.agents, "admin");
+    admin2.send(json!({"type": "admin", "op": "list", "args": {}, "ref": 1}));
+    let list = admin2.until("result");
+    let ids: BTreeSet<&str> = list["data"]
+        .as_array()
+        .expect("agents")
+        .iter()
+        .filter_map(|a| a["id"].as_str())
+        .collect();
+    assert_eq!(ids, BTreeSet::from(["a1", "a3"]), "{list}");
+}
+
+#[test]
+fn an_agent_registered_on_two_nodes_at_once_has_one_owner() {
+    let surreal = SurrealServer::start();
+    let store = surreal.url();
+    let n1 = node(&store, "n1");
+    let n2 = node(&store, "n2");
+    let mut monitor = Conn::open(&n1.agents, "monitor");
+    monitor.send(json!({"type": "subscribe", "snapshot": true, "ref": 1}));
+    monitor.until("snapshot");
+
+    let mut c1 = Conn::open(&n1.agents, "agent");
+    let mut c2 = Conn::open(&n2.agents, "agent");
+    let frame = json!({"type": "register", "id": "x", "heartbeat_interval_ms": 1000, "ref": "x"});
+    c1.send(frame.clone());
+    c2.send(frame);
+    // Each answer (an `evicted` may come first: the other registration landed later).
+    let answer = |c: &mut Conn| {
+        let mut evicted = false;
+        loop {
+            let f = c.recv().expect("an answer");
+            evicted |= f["type"] == "evicted";
+            if f["ref"] == "x" {
+                return (f, evicted);
+            }
+        }
+    };
+    let (a1, evicted1) = answer(&mut c1);
+    let (a2, evicted2) = answer(&mut c2);
+    let answers = [a1, a2];
+    let registered = answers.iter().filter(|a| a["type"] == "registered").count();
+    assert!(registered >= 1, "{answers:?}");
+    // Whichever registration the log holds last owns x.
+    let got = events_until(&mut monitor, "x registered", |es| {
+        es.iter().filter(|e| is(e, "registered", "x")).count() == registered
+    });
+    let owner = got
+        .iter()
+        .rev()
+        .find(|e| is(e, "registered", "x"))
+        .and_then(|e| e["node"].as_str())
+        .expect("an owner")
+        .to_string();
+    if registered == 2 {
+        // The connection whose registration the other one followed is told it lost x.
+        let (loser, told) = match owner.as_str() {
+            "n1" => (&mut c2, evicted2),
+            _ => (&mut c1, evicted1),
+        };
+        if !told {
+            assert_eq!(loser.until("evicted")["reason"], "taken_over");
+        }
+    }
+    // Only the owner supervises: x goes offline once (no beats anywhere), by the owner.
+    let more = events_until(&mut monitor, "x offline", |es| {
+        es.iter().any(|e| e["agent"] == "x" && e["to"] == "offline")
+    });
+    let transitions: Vec<(&str, &str)> = more
+        .iter()
+        .filter(|e| e["agent"] == "x" && e["event"] == "transition")
+        .map(|e| {
+            (
+                e["to"].as_str().unwrap_or(""),
+                e["node"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        transitions,
+        vec![("degraded", owner.as_str()), ("offline", owner.as_str())],
+        "{more:?}"
+    );
+}
