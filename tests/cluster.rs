@@ -11,16 +11,16 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use surreal::procs::{Conn, Vigil};
+use surreal::procs::{exit_of, Beater, Conn, Vigil};
 use surreal::SurrealServer;
 
-/// Node `id` of a cluster on `store`.
+/// Node `id` of a cluster on `store`, with a 2 s lease.
 fn node(store: &str, id: &str) -> Vigil {
     Vigil::start(
         store,
         &[
             ("VIGIL_CLUSTER__NODE_ID", id.to_string()),
-            ("VIGIL_CLUSTER__LEASE", "3s".to_string()),
+            ("VIGIL_CLUSTER__LEASE", "2s".to_string()),
         ],
     )
 }
@@ -251,5 +251,164 @@ fn an_agent_registered_on_two_nodes_at_once_has_one_owner() {
         transitions,
         vec![("degraded", owner.as_str()), ("offline", owner.as_str())],
         "{more:?}"
+    );
+}
+
+/// The `node_adopted` alerts among `events`.
+fn adoptions(events: &[Value]) -> Vec<&Value> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "alert" && e["issue"] == "node_adopted")
+        .collect()
+}
+
+#[test]
+fn a_dead_nodes_agents_are_adopted_once_without_a_storm() {
+    let surreal = SurrealServer::start();
+    let store = surreal.url();
+    let mut n1 = node(&store, "n1");
+    let n2 = node(&store, "n2");
+    let n3 = node(&store, "n3");
+    let mut monitor = Conn::open(&n2.agents, "monitor");
+    monitor.send(json!({"type": "subscribe", "snapshot": true, "ref": 1}));
+    monitor.until("snapshot");
+
+    // Four agents on n1, beating.
+    let mut on_n1 = Conn::open(&n1.agents, "agent");
+    let ids = ["d1", "d2", "d3", "d4"];
+    for id in ids {
+        assert_eq!(register(&mut on_n1, id, 1000, false)["type"], "registered");
+    }
+    let beats = Beater::start(&on_n1, &ids, Duration::from_millis(250));
+    events_until(&mut monitor, "the four registrations", |es| {
+        es.iter().filter(|e| e["event"] == "registered").count() == 4
+    });
+
+    // n1 dies. Exactly one survivor adopts its four agents.
+    n1.child.kill().expect("kill -9");
+    let _ = n1.child.wait();
+    drop(beats);
+    let got = events_until(&mut monitor, "the adoption", |es| !adoptions(es).is_empty());
+    let alert = adoptions(&got)[0].clone();
+    assert_eq!(alert["adopted"], "n1", "{alert}");
+    assert!(
+        alert["detail"].as_str().unwrap_or("").contains("4 agents"),
+        "{alert}"
+    );
+    let adopter = alert["node"].as_str().expect("the adopter").to_string();
+    let other = if adopter == "n2" { &n3 } else { &n2 };
+    let adopter_addr = if adopter == "n2" {
+        &n2.agents
+    } else {
+        &n3.agents
+    };
+
+    // Two come back within the grace, one to the adopter and one to the other survivor; two
+    // never do.
+    let mut back1 = Conn::open(adopter_addr, "agent");
+    assert_eq!(
+        register(&mut back1, "d1", 600_000, true)["type"],
+        "registered"
+    );
+    let mut back2 = Conn::open(&other.agents, "agent");
+    assert_eq!(
+        register(&mut back2, "d2", 600_000, true)["type"],
+        "registered"
+    );
+    let mut after = events_until(&mut monitor, "d3 and d4 offline", |es| {
+        ["d3", "d4"]
+            .iter()
+            .all(|id| es.iter().any(|e| e["agent"] == *id && e["to"] == "offline"))
+    });
+    // A lease more: a second adoption or a late transition would show by then.
+    let mut admin = Conn::open(adopter_addr, "admin");
+    admin.send(
+        json!({"type": "admin", "op": "maintenance", "args": {"id": "d1", "on": true}, "ref": 1}),
+    );
+    assert_eq!(admin.until("result")["ok"], true);
+    after.extend(events_until(&mut monitor, "d1 in maintenance", |es| {
+        es.iter()
+            .any(|e| e["agent"] == "d1" && e["to"] == "maintenance")
+    }));
+    let all: Vec<Value> = got.into_iter().chain(after).collect();
+    assert_eq!(adoptions(&all).len(), 1, "one adoption: {all:?}");
+    let of = |id: &str| -> Vec<String> {
+        all.iter()
+            .filter(|e| e["agent"] == id)
+            .map(|e| {
+                format!(
+                    "{}:{}@{}",
+                    e["event"].as_str().unwrap_or(""),
+                    e["to"].as_str().unwrap_or(""),
+                    e["node"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    };
+    let other_id = if adopter == "n2" { "n3" } else { "n2" };
+    assert_eq!(
+        of("d1"),
+        vec![
+            format!("registered:@{adopter}"),
+            format!("transition:maintenance@{adopter}")
+        ]
+    );
+    assert_eq!(of("d2"), vec![format!("registered:@{other_id}")]);
+    for id in ["d3", "d4"] {
+        let offline: Vec<String> = of(id)
+            .into_iter()
+            .filter(|e| e.contains("offline"))
+            .collect();
+        assert_eq!(
+            offline,
+            vec![format!("transition:offline@{adopter}")],
+            "{id}: {all:?}"
+        );
+    }
+}
+
+#[test]
+fn a_node_paused_past_its_lease_publishes_nothing_stale() {
+    let surreal = SurrealServer::start();
+    let store = surreal.url();
+    let n1 = node(&store, "n1");
+    let n2 = node(&store, "n2");
+    let mut on_n1 = Conn::open(&n1.agents, "agent");
+    assert_eq!(
+        register(&mut on_n1, "p1", 600_000, false)["type"],
+        "registered"
+    );
+    let mut monitor = Conn::open(&n2.agents, "monitor");
+    monitor.send(json!({"type": "subscribe", "snapshot": true, "ref": 1}));
+    monitor.until("snapshot");
+
+    // n1 is paused past its lease: n2 adopts p1.
+    n1.signal("-STOP");
+    let got = events_until(&mut monitor, "the adoption", |es| !adoptions(es).is_empty());
+    assert_eq!(adoptions(&got)[0]["node"], "n2");
+    // n1 wakes while its agent still talks to it: whatever it decides is refused, and it stops.
+    n1.signal("-CONT");
+    on_n1.send(json!({"type": "activity", "id": "p1", "activity": "working"}));
+    let mut n1 = n1;
+    let (status, text) = exit_of(&mut n1.child, &n1.lines, Duration::from_secs(60));
+    assert!(
+        !status.success(),
+        "a fenced node exits with an error:\n{text}"
+    );
+    // Nothing n1 decided after the adoption reached the log: n2 sees n2's maintenance of p1
+    // next, and nothing of n1 before it.
+    let mut admin = Conn::open(&n2.agents, "admin");
+    admin.send(
+        json!({"type": "admin", "op": "maintenance", "args": {"id": "p1", "on": true}, "ref": 1}),
+    );
+    assert_eq!(admin.until("result")["ok"], true);
+    let more = events_until(&mut monitor, "p1 in maintenance", |es| {
+        es.iter()
+            .any(|e| e["agent"] == "p1" && e["to"] == "maintenance")
+    });
+    let stale: Vec<&Value> = more.iter().filter(|e| e["node"] == "n1").collect();
+    assert!(
+        stale.is_empty(),
+        "n1 published after its adoption: {stale:?}"
     );
 }

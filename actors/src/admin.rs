@@ -240,6 +240,7 @@ mod tests {
                 severity: Severity::High,
                 issue: "mass_offline".into(),
                 detail: "x".into(),
+                adopted: None,
             },
         };
         let mut registry = RegistryStats {

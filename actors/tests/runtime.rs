@@ -869,6 +869,7 @@ async fn a_connected_agent_gone_silent_raises_one_heartbeat_mismatch_per_episode
             severity,
             issue,
             detail,
+            ..
         } => {
             assert_eq!(
                 (*severity, issue.as_str()),

@@ -175,3 +175,36 @@ impl Conn {
         }
     }
 }
+
+/// A thread that sends heartbeats for `ids` on a connection every `period`, until dropped.
+pub struct Beater {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Beater {
+    pub fn start(conn: &Conn, ids: &[&str], period: Duration) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let mut write = conn.write.try_clone().expect("clone");
+        let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+        let flag = stop.clone();
+        std::thread::spawn(move || {
+            while !flag.load(Ordering::SeqCst) {
+                for id in &ids {
+                    let line = format!("{}\n", json!({"type": "heartbeat", "id": id}));
+                    if write.write_all(line.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+                std::thread::sleep(period);
+            }
+        });
+        Beater { stop }
+    }
+}
+
+impl Drop for Beater {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}

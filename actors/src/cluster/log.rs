@@ -225,12 +225,13 @@ impl Store for SharedLog {
 /// How often the tail looks for other nodes' events when nothing woke it.
 pub(crate) const TAIL_IDLE: Duration = Duration::from_millis(20);
 
-/// Follows the shared log for ever: applies and publishes every batch, and hands the agents
-/// taken over by other nodes to `disown`.
+/// Follows the shared log for ever: applies and publishes every batch, hands the agents taken
+/// over by other nodes to `disown` and those this node adopted to `adopt`.
 pub(crate) async fn run_tail(
     mut tail: LogTail,
     node: Arc<Node>,
     disown: impl Fn(Vec<(AgentId, u64)>) + Send + 'static,
+    adopt: impl Fn(Vec<AgentRecord>) + Send + 'static,
 ) {
     let mut failing = false;
     loop {
@@ -241,8 +242,14 @@ pub(crate) async fn run_tail(
                     failing = false;
                 }
                 match node.apply(events) {
-                    Ok(lost) if !lost.is_empty() => disown(lost),
-                    Ok(_) => {}
+                    Ok(applied) => {
+                        if !applied.lost.is_empty() {
+                            disown(applied.lost);
+                        }
+                        if !applied.adopted.is_empty() {
+                            adopt(applied.adopted);
+                        }
+                    }
                     Err(e) => {
                         error!(error = %e, "the shared log cannot be followed; this node publishes nothing more");
                         return;

@@ -7,9 +7,12 @@
 //!   the log's order; snapshots and fleet-wide reads.
 //! - `log`: the store as a node's registry writes it (its batches appended to the shared
 //!   log, owners kept) and its broadcaster reads it.
+//! - [`members`]: the other nodes' leases, watched; a dead node's agents adopted.
 
 #[cfg(feature = "surreal")]
 pub(crate) mod log;
+#[cfg(feature = "surreal")]
+pub mod members;
 pub(crate) mod node;
 mod view;
 

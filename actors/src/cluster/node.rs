@@ -66,6 +66,17 @@ pub(crate) struct ClusterStart {
     pub(crate) claims: Arc<Claims>,
 }
 
+/// What a batch of the shared log means for this node's supervision.
+#[derive(Debug, Default)]
+#[cfg_attr(not(feature = "surreal"), allow(dead_code))]
+pub(crate) struct Applied {
+    /// Agents this node owned that another node registered since (with the seq of that
+    /// registration): candidates to stop supervising here (see [`Node::keeps`]).
+    pub(crate) lost: Vec<(AgentId, u64)>,
+    /// Agents of a dead node this node adopted: to supervise from here on, as after a restart.
+    pub(crate) adopted: Vec<AgentRecord>,
+}
+
 /// A cluster node's view of the fleet and its publishing.
 pub(crate) struct Node {
     me: Arc<str>,
@@ -94,12 +105,11 @@ impl Node {
         &self.me
     }
 
-    /// Applies the next events of the shared log to the view and publishes them; returns the
-    /// agents this node owned that another node registered since (each with the seq of that
-    /// registration): candidates to stop supervising here (see [`Node::keeps`]). Events that do
-    /// not continue the view are refused, and nothing is published.
+    /// Applies the next events of the shared log to the view and publishes them; returns what
+    /// they mean for this node's supervision. Events that do not continue the view are
+    /// refused, and nothing is published.
     #[cfg_attr(not(feature = "surreal"), allow(dead_code))]
-    pub(crate) fn apply(&self, events: Vec<Event>) -> Result<Vec<(AgentId, u64)>, StoreError> {
+    pub(crate) fn apply(&self, events: Vec<Event>) -> Result<Applied, StoreError> {
         let mut view = self.view.write();
         for (want, e) in (view.seq() + 1..).zip(&events) {
             if e.seq != want {
@@ -110,8 +120,25 @@ impl Node {
             }
         }
         let mut lost = Vec::new();
+        let mut adopted = Vec::new();
         let batch: Arc<[Arc<Event>]> = events.into_iter().map(Arc::new).collect();
         for e in batch.iter() {
+            if let (
+                EventBody::Alert {
+                    adopted: Some(dead),
+                    ..
+                },
+                Some(by),
+            ) = (&e.body, &e.node)
+            {
+                if *by == self.me {
+                    adopted.extend(
+                        view.owned_by(dead)
+                            .filter(|r| r.status != Status::Left)
+                            .cloned(),
+                    );
+                }
+            }
             if let (Some(id), EventBody::Registered { .. }) = (&e.agent, &e.body) {
                 let mine = view.owner(id).is_some_and(|o| *o == self.me);
                 if mine && e.node.as_ref() != Some(&self.me) {
@@ -121,13 +148,24 @@ impl Node {
             // Checked above: each event is the next.
             let _ = view.apply(e);
         }
-        // Registered here again later in the batch: still this node's.
+        // Registered here again later in the batch: still this node's; registered elsewhere
+        // since the adoption: not this node's.
         lost.retain(|(id, _)| view.owner(id).is_none_or(|o| *o != self.me));
+        adopted.retain(|r| view.owner(&r.id).is_some_and(|o| *o == self.me));
         self.claims.applied(view.seq());
         if !batch.is_empty() {
             let _ = self.broadcaster.cast(BroadcastMsg::Publish(batch));
         }
-        Ok(lost)
+        Ok(Applied { lost, adopted })
+    }
+
+    /// How many agents `node` owns that have not left.
+    #[cfg_attr(not(feature = "surreal"), allow(dead_code))]
+    pub(crate) fn live_agents_of(&self, node: &str) -> usize {
+        let view = self.view.read();
+        view.owned_by(node)
+            .filter(|r| r.status != Status::Left)
+            .count()
     }
 
     /// Whether agent `id`, registered by another node at seq `taken`, stays with this node

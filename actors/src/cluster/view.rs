@@ -59,6 +59,21 @@ impl FleetView {
             });
         }
         self.seq = e.seq;
+        if let (
+            EventBody::Alert {
+                adopted: Some(dead),
+                ..
+            },
+            Some(by),
+        ) = (&e.body, &e.node)
+        {
+            // A node adopted a dead one's agents: they are its own from here on.
+            for owner in self.owners.values_mut() {
+                if **owner == **dead {
+                    *owner = by.clone();
+                }
+            }
+        }
         let Some(id) = &e.agent else { return Ok(()) };
         if let (EventBody::Registered { .. }, Some(node)) = (&e.body, &e.node) {
             self.owners.insert(id.clone(), node.clone());
@@ -155,6 +170,7 @@ mod tests {
                 metadata: Default::default(),
                 capabilities: vec![],
                 incarnation: 1,
+                heartbeat_interval_ms: None,
             },
         )
     }
@@ -211,6 +227,20 @@ mod tests {
         assert_eq!(v.owner(&a).map(|n| &**n), Some("n2"));
         assert_eq!(v.owned_by("n1").count(), 0);
         assert_eq!(v.owned_by("n2").count(), 2);
+        // n3 adopts n2's agents.
+        let mut adoption = Event::alert(
+            5,
+            Utc::now(),
+            crate::model::Severity::High,
+            "node_adopted",
+            "",
+        );
+        if let EventBody::Alert { adopted, .. } = &mut adoption.body {
+            *adopted = Some("n2".into());
+        }
+        v.apply(&on(adoption, "n3")).unwrap();
+        assert_eq!(v.owned_by("n2").count(), 0);
+        assert_eq!(v.owned_by("n3").count(), 2);
     }
 
     #[test]

@@ -96,6 +96,10 @@ pub(crate) enum FleetMsg {
     /// stop supervising them, with no event, unless registered here again since.
     #[cfg_attr(not(feature = "surreal"), allow(dead_code))]
     Disown(Vec<(AgentId, u64)>),
+    /// This node adopted a dead node's agents: supervise them as after a restart (each with
+    /// its restart grace from now).
+    #[cfg_attr(not(feature = "surreal"), allow(dead_code))]
+    Adopt(Vec<crate::model::AgentRecord>),
 }
 
 /// Restored agents' cells go to the registry in batches of this many (one message each).
@@ -174,6 +178,16 @@ impl Actor for FleetSupervisor {
             FleetMsg::Restore(reply) => {
                 let n = st.restore(&myself).await;
                 let _ = reply.send(n);
+            }
+            FleetMsg::Adopt(records) => {
+                let n = records.len();
+                st.ctx.registry.adopt(records);
+                let supervised = st.restore(&myself).await;
+                tracing::info!(
+                    adopted = n,
+                    supervised,
+                    "a dead node's agents are supervised here"
+                );
             }
             FleetMsg::Disown(ids) => {
                 for (id, taken) in ids {

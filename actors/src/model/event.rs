@@ -116,6 +116,11 @@ pub enum EventBody {
         capabilities: Vec<String>,
         /// The registration's incarnation: 1 for the first, one more for each registration after.
         incarnation: u64,
+        /// The heartbeat interval the agent asked for, if it asked for its own (its kind's
+        /// applies otherwise): what a node supervising it after a restart or an adoption
+        /// needs to know, besides what the log says.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        heartbeat_interval_ms: Option<u64>,
     },
     /// The agent's liveness status really changed (never emitted for a non-change).
     Transition {
@@ -173,6 +178,10 @@ pub enum EventBody {
         issue: String,
         /// Human-readable detail.
         detail: String,
+        /// For issue `node_adopted` on a cluster: the node whose lease lapsed, and whose agents
+        /// the node that decided this event supervises from here on.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        adopted: Option<String>,
     },
 }
 
@@ -252,6 +261,7 @@ impl Event {
                 severity,
                 issue: issue.into(),
                 detail: detail.into(),
+                adopted: None,
             },
         }
     }

@@ -190,6 +190,17 @@ impl Actor for RegistryActor {
                 }
                 st.pump(&myself);
             }
+            RegistryMsg::Adopt(records) => {
+                for record in records {
+                    if !st.agents.contains_key(&record.id) {
+                        st.jobs.load(&record.id, &record.jobs);
+                        st.insert(Entry {
+                            record: Box::new(record),
+                            cell: None,
+                        });
+                    }
+                }
+            }
             RegistryMsg::Forget { id, taken, reply } => {
                 let _ = reply.send(st.forget(&id, taken));
             }

@@ -165,6 +165,11 @@ impl RegistryHandle {
         matches!(r, Ok(CallResult::Success(true)))
     }
 
+    /// Agents of a dead node this node adopted (see [`RegistryMsg::Adopt`]).
+    pub(crate) fn adopt(&self, records: Vec<AgentRecord>) {
+        let _ = self.0.cast(RegistryMsg::Adopt(records));
+    }
+
     /// The cells of restored agents, now supervised.
     pub(crate) fn attach(&self, cells: Vec<(AgentId, Arc<AgentCell>)>) {
         let _ = self.0.cast(RegistryMsg::Attach(cells));

@@ -130,6 +130,9 @@ pub(crate) enum RegistryMsg {
     Checkpoint,
     /// Flush everything, write a full checkpoint, answer when durable.
     Drain(RpcReplyPort<Result<(), StoreError>>),
+    /// Agents of a dead node of the cluster that this node adopted: kept in the view (those
+    /// it does not hold already), to be supervised as after a restart.
+    Adopt(Vec<AgentRecord>),
     /// Another node of the cluster registered this agent at seq `taken` of the shared log: it
     /// is dropped from this node's view, with no event (the other node's `registered` event
     /// says it all), unless this node registered it again since. Answers whether it was.
@@ -300,6 +303,7 @@ pub(crate) fn emit_alert(
             severity,
             issue: issue.into(),
             detail,
+            adopted: None,
         },
     };
     if !registry.append(change) {

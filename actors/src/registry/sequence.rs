@@ -101,6 +101,7 @@ impl RegistryState {
                 metadata: reg.metadata,
                 capabilities: reg.capabilities,
                 incarnation,
+                heartbeat_interval_ms: reg.heartbeat_interval.map(|d| d.as_millis() as u64),
             },
         });
         RegisterReply {
@@ -167,6 +168,7 @@ impl RegistryState {
                     severity: Severity::High,
                     issue: MASS_OFFLINE.into(),
                     detail: alert.detail(),
+                    adopted: None,
                 },
             });
         }

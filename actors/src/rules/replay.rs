@@ -19,6 +19,7 @@ pub fn record_after(before: Option<&AgentRecord>, e: &Event) -> Option<AgentReco
             metadata,
             capabilities,
             incarnation,
+            heartbeat_interval_ms,
             ..
         } => Some(AgentRecord {
             id: id.clone(),
@@ -37,7 +38,7 @@ pub fn record_after(before: Option<&AgentRecord>, e: &Event) -> Option<AgentReco
             incarnation: *incarnation,
             registered_at: e.at,
             updated_at: e.at,
-            heartbeat_interval_ms: before.and_then(|r| r.heartbeat_interval_ms),
+            heartbeat_interval_ms: *heartbeat_interval_ms,
         }),
         EventBody::Activity { to, .. } => before.map(|r| AgentRecord {
             activity: Some(to.clone()),
@@ -88,6 +89,7 @@ mod tests {
                 metadata: Default::default(),
                 capabilities: vec!["x".into()],
                 incarnation,
+                heartbeat_interval_ms: Some(1000),
             },
         )
     }
@@ -100,6 +102,11 @@ mod tests {
             (Status::Online, 1, "worker")
         );
         assert_eq!(r.activity, None);
+        assert_eq!(
+            r.heartbeat_interval_ms,
+            Some(1000),
+            "the interval it asked for (a restore or an adoption supervises it by it)"
+        );
         let working = record_after(
             Some(&r),
             &event(
@@ -167,6 +174,7 @@ mod tests {
                 severity: Severity::Info,
                 issue: "i".into(),
                 detail: "d".into(),
+                adopted: None,
             },
         );
         assert_eq!(record_after(Some(&r), &alert), None);

@@ -6,9 +6,10 @@ use tokio::sync::mpsc;
 
 use super::{Runtime, RuntimeConfig, RuntimeError};
 use crate::cluster::log::{loaded_for, replay, run_tail, SharedLog, TAIL_IDLE};
+use crate::cluster::members;
 use crate::cluster::node::{Claims, ClusterStart};
 use crate::fleet::FleetMsg;
-use crate::model::AgentId;
+use crate::model::{AgentId, AgentRecord};
 use crate::store::{LogTail, SurrealStore};
 
 impl Runtime {
@@ -24,6 +25,10 @@ impl Runtime {
         let me = config.node.clone().ok_or_else(|| {
             RuntimeError::Config("a cluster node needs its id (RuntimeConfig::node)".into())
         })?;
+        let lease = store.hold_lease().ok_or_else(|| {
+            RuntimeError::Config("a cluster node's store must be held under the node's key".into())
+        })?;
+        let watched = store.clone();
         let t_load = std::time::Instant::now();
         let view = replay(&store).await?;
         let loaded = loaded_for(&view, &me);
@@ -42,8 +47,14 @@ impl Runtime {
         let disown = move |ids: Vec<(AgentId, u64)>| {
             let _ = fleet.cast(FleetMsg::Disown(ids));
         };
+        let fleet = rt.fleet.clone();
+        let adopt = move |records: Vec<AgentRecord>| {
+            let _ = fleet.cast(FleetMsg::Adopt(records));
+        };
         rt.tasks
-            .push(tokio::spawn(run_tail(tail, node, disown.clone())));
+            .push(tokio::spawn(members::watch(watched, node.clone(), lease)));
+        rt.tasks
+            .push(tokio::spawn(run_tail(tail, node, disown.clone(), adopt)));
         rt.tasks.push(tokio::spawn(async move {
             while let Some(ids) = lost.recv().await {
                 disown(ids);

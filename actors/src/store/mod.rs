@@ -31,7 +31,8 @@ pub use failing::FailingStore;
 mod surreal;
 #[cfg(feature = "surreal")]
 pub use surreal::{
-    Appended, BatchId, HoldOptions, LogTail, SurrealOptions, SurrealStore, SCHEMA_VERSION,
+    Adoption, Appended, BatchId, HoldOptions, LogTail, NodeLease, SurrealOptions, SurrealStore,
+    SCHEMA_VERSION,
 };
 
 /// Errors a store reports. The registry treats every one of them as "not known to be

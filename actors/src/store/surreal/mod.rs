@@ -37,6 +37,7 @@ mod agents;
 mod conn;
 mod hold;
 mod io;
+mod nodes;
 mod shared;
 mod tail;
 
@@ -57,6 +58,7 @@ use agents::agent_from_row;
 use conn::{with_sync, Conn};
 pub use hold::HoldOptions;
 use io::read_err;
+pub use nodes::{Adoption, NodeLease};
 pub use shared::{Appended, BatchId};
 pub use tail::LogTail;
 
@@ -145,6 +147,11 @@ impl SurrealStore {
     /// take: no two runs share one).
     pub fn hold_epoch(&self) -> Option<u64> {
         self.hold.get().map(|h| h.epoch())
+    }
+
+    /// The lease of the hold this store was opened to take, if any.
+    pub fn hold_lease(&self) -> Option<std::time::Duration> {
+        self.opts.hold.as_ref().map(|h| h.lease)
     }
 }
 

@@ -27,6 +27,7 @@ use serde_json::{json, Value};
 use tracing::debug;
 
 use super::io::read_err;
+use super::nodes::Adoption;
 use super::{SegMeta, StoreError, SurrealStore};
 use crate::model::{AgentId, Event, EventBody};
 
@@ -104,7 +105,7 @@ impl SurrealStore {
         events: &[Arc<Event>],
         again: bool,
     ) -> Result<Appended, StoreError> {
-        self.append_as(batch, events, again, None).await
+        self.append_as(batch, events, again, None, None).await
     }
 
     /// [`SurrealStore::append_shared`] for cluster node `node`, keeping the agents' owners
@@ -117,15 +118,16 @@ impl SurrealStore {
         again: bool,
         node: &str,
     ) -> Result<Appended, StoreError> {
-        self.append_as(batch, events, again, Some(node)).await
+        self.append_as(batch, events, again, Some(node), None).await
     }
 
-    async fn append_as(
+    pub(super) async fn append_as(
         &self,
         batch: &BatchId,
         events: &[Arc<Event>],
         again: bool,
         owner: Option<&str>,
+        adoption: Option<&Adoption>,
     ) -> Result<Appended, StoreError> {
         let key = batch.key();
         let mut conflicts = 0;
@@ -156,6 +158,15 @@ impl SurrealStore {
                 tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
             }
             let head = self.shared_head().await?;
+            if let Some(a) = adoption {
+                // Read after the head too: a node that came back, or another adopter, wins.
+                if !a.still_due(self).await? {
+                    return Err(StoreError::Held(format!(
+                        "node {} was taken by another process first",
+                        a.node
+                    )));
+                }
+            }
             // Read after the head: if the head is still `head` at commit, these are current.
             let others = match owner {
                 Some(me) => self.owned_by_others(&checked, me).await?,
@@ -205,6 +216,13 @@ impl SurrealStore {
                      UPSERT meta:log SET last_seq = $last RETURN NONE;
                      CREATE type::record('segment', $last) CONTENT $segment RETURN NONE;
                      FOR $a IN $claimed { UPSERT type::record('owner', $a) SET node = $me RETURN NONE; };
+                     IF $adopt {
+                         LET $taken = (UPDATE type::record('hold', $adopt.key) SET epoch = $adopt.epoch + 1, holder = $adopt.by, released = false
+                             WHERE epoch = $adopt.epoch RETURN VALUE epoch);
+                         IF array::len($taken) == 0 { THROW 'the node was taken first' };
+                         UPSERT type::record('hold_beat', $adopt.key) CONTENT { epoch: $adopt.epoch + 1, beat: 0 } RETURN NONE;
+                         UPDATE owner SET node = $me WHERE node = $adopt.node RETURN NONE;
+                     };
                      COMMIT TRANSACTION;",
                     json!({
                         "seen": head,
@@ -212,6 +230,12 @@ impl SurrealStore {
                         "segment": segment,
                         "claimed": claimed,
                         "me": owner,
+                        "adopt": adoption.map(|a| json!({
+                            "key": a.key(),
+                            "epoch": a.epoch,
+                            "node": a.node,
+                            "by": a.by,
+                        })),
                     }),
                 )
                 .await;

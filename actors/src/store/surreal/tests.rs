@@ -218,6 +218,7 @@ fn registration(id: &str, node: &str) -> Arc<Event> {
             metadata: Default::default(),
             capabilities: vec![],
             incarnation: 1,
+            heartbeat_interval_ms: None,
         },
     })
 }
@@ -294,4 +295,66 @@ async fn a_node_writes_nothing_about_an_agent_another_node_claimed() {
         .collect();
     assert_eq!(seqs, vec![vec![3], vec![1, 2]]);
     assert_eq!(s.shared_oldest().await.unwrap(), Some(1));
+}
+
+#[tokio::test]
+async fn one_adoption_moves_a_dead_nodes_agents_and_takes_its_hold() {
+    let s = SurrealStore::open("mem://", SurrealOptions::default())
+        .await
+        .expect("open");
+    s.write(
+        "CREATE hold:⟨node-n1⟩ CONTENT { epoch: 3, holder: 'n1', released: false, writes: 0 };
+         CREATE hold_beat:⟨node-n1⟩ CONTENT { epoch: 3, beat: 7 };",
+        serde_json::json!({}),
+    )
+    .await
+    .expect("n1's hold");
+    let batch = |node: &str, first: u64| BatchId {
+        node: node.into(),
+        first,
+    };
+    s.append_owned(&batch("n1", 1), &[registration("x", "n1")], false, "n1")
+        .await
+        .unwrap();
+    let leases = s.node_leases().await.unwrap();
+    assert_eq!(
+        leases
+            .iter()
+            .map(|l| (l.node.as_str(), l.epoch, l.beat))
+            .collect::<Vec<_>>(),
+        vec![("n1", 3, 7)]
+    );
+    let adoption = |by: &str| Adoption {
+        node: "n1".into(),
+        epoch: 3,
+        beat: 7,
+        by: by.into(),
+    };
+    let alert = |by: &str| {
+        let mut e = Event::alert(
+            0,
+            Utc::now(),
+            crate::model::Severity::High,
+            "node_adopted",
+            "",
+        );
+        e.node = Some(Arc::from(by));
+        Arc::new(e)
+    };
+    s.adopt(&batch("n2", 1), alert("n2"), "n2", &adoption("n2"))
+        .await
+        .expect("n2 adopts n1");
+    assert_eq!(
+        s.owners().await.unwrap(),
+        vec![("x".to_string(), "n2".to_string())]
+    );
+    assert_eq!(s.node_leases().await.unwrap()[0].epoch, 4, "n1 is fenced");
+    match s
+        .adopt(&batch("n3", 1), alert("n3"), "n3", &adoption("n3"))
+        .await
+    {
+        Err(StoreError::Held(_)) => {}
+        other => panic!("a second adoption must be refused: {other:?}"),
+    }
+    assert_eq!(s.shared_head().await.unwrap(), 2, "one adoption in the log");
 }
