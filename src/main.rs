@@ -199,7 +199,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     rt.block_on(async move {
         let started = std::time::Instant::now();
-        let (runtime, held) = match &config.cluster.node_id {
+        let (runtime, held, node_store) = match &config.cluster.node_id {
             None => {
                 let store = vigil::serve::store::open(&config.store)
                     .await
@@ -207,7 +207,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
                 let runtime = Runtime::start(config.runtime(), store.clone())
                     .await
                     .context("starting the supervision runtime")?;
-                (runtime, store)
+                (runtime, store, None)
             }
             Some(node) => {
                 let store = vigil::serve::store::open_node(&config.store, &config.cluster, node)
@@ -218,8 +218,8 @@ fn serve(config: Config) -> anyhow::Result<()> {
                 let runtime = Runtime::start_node(config.runtime(), store.clone())
                     .await
                     .context("starting the supervision runtime as a cluster node")?;
-                let held: std::sync::Arc<dyn vigil::core::Store> = store;
-                (runtime, held)
+                let held: std::sync::Arc<dyn vigil::core::Store> = store.clone();
+                (runtime, held, Some(store))
             }
         };
         vigil::outbound::start(&runtime, &config.sinks)
@@ -242,6 +242,20 @@ fn serve(config: Config) -> anyhow::Result<()> {
         )
         .await
         .with_context(|| format!("listening on {}", config.server.agent_listen))?;
+        if let Some(store) = &node_store {
+            // Where the other nodes send admin writes about this node's agents.
+            let address = match &config.cluster.advertise {
+                Some(a) => a.clone(),
+                None => server.local_addr().to_string(),
+            };
+            store
+                .advertise(&address)
+                .await
+                .context("advertising this node's address")?;
+            if let Some(token) = config.auth.admin_tokens.first() {
+                hub.set_peer_token(token.clone());
+            }
+        }
         let mut http_config = config.http_config();
         http_config.tls = server_tls;
         let http = vigil::serve::http::HttpServer::start(

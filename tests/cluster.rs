@@ -320,8 +320,8 @@ fn a_dead_nodes_agents_are_adopted_once_without_a_storm() {
             .iter()
             .all(|id| es.iter().any(|e| e["agent"] == *id && e["to"] == "offline"))
     });
-    // A lease more: a second adoption or a late transition would show by then.
-    let mut admin = Conn::open(adopter_addr, "admin");
+    // An admin write sent to the node that does not own d1 takes effect on its owner.
+    let mut admin = Conn::open(&other.agents, "admin");
     admin.send(
         json!({"type": "admin", "op": "maintenance", "args": {"id": "d1", "on": true}, "ref": 1}),
     );

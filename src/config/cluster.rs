@@ -18,6 +18,9 @@ pub struct Cluster {
     /// (default 10 s).
     #[serde(with = "humantime_serde")]
     pub lease: Duration,
+    /// Where the other nodes reach this one's agent listener (`host:port`), to send it admin
+    /// writes about its agents; default: the listener's own address.
+    pub advertise: Option<String>,
 }
 
 impl Default for Cluster {
@@ -25,6 +28,7 @@ impl Default for Cluster {
         Self {
             node_id: None,
             lease: Duration::from_secs(10),
+            advertise: None,
         }
     }
 }

@@ -2,13 +2,23 @@
 //! WebSocket) and the REST endpoints both run [`admin_op`].
 
 use serde_json::Value;
-use vigil_actors::{AdminError, AdminRequest, Runtime};
+use vigil_actors::{AdminError, AdminRequest};
 
 use crate::protocol::{self, ErrorCode};
+use crate::serve::forward;
+use crate::serve::hub::Hub;
 
 /// Runs one admin operation (`op` and its `args`, as the protocol's `admin` frame and the
 /// REST endpoints give them) and returns its data, or the protocol's error code and message.
-pub async fn admin_op(rt: &Runtime, op: &str, args: Value) -> Result<Value, (ErrorCode, String)> {
+/// On a cluster, a write about an agent another node owns is answered by that node.
+pub async fn admin_op(hub: &Hub, op: &str, mut args: Value) -> Result<Value, (ErrorCode, String)> {
+    if let Some(answer) = forward::to_owner(hub, op, &args).await {
+        return answer;
+    }
+    if let Some(a) = args.as_object_mut() {
+        a.remove(forward::FORWARDED_BY);
+    }
+    let rt = hub.runtime();
     // The outbound channels are the runtime's, not the actors': answered here.
     match op {
         "sinks" => return to_value(rt.sinks().await),

@@ -44,6 +44,8 @@ pub struct Hub {
     pub heartbeats: AtomicU64,
     /// Heartbeats per second over the last `stats_interval` (an `f64`'s bits).
     beat_rate: AtomicU64,
+    /// The admin token this node gives the other nodes of its cluster (see `forward`).
+    peer_token: std::sync::OnceLock<String>,
     /// WebSocket and SSE streams open now.
     pub http_streams: AtomicU64,
     /// Subscriptions of remote monitors open now.
@@ -174,6 +176,7 @@ impl Hub {
                 frames: AtomicU64::new(0),
                 heartbeats: AtomicU64::new(0),
                 beat_rate: AtomicU64::new(0),
+                peer_token: std::sync::OnceLock::new(),
                 http_streams: AtomicU64::new(0),
                 subscribers: AtomicU64::new(0),
                 lagged: AtomicU64::new(0),
@@ -190,6 +193,16 @@ impl Hub {
     /// The runtime the hub serves.
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.rt
+    }
+
+    /// Sets the admin token this node gives the other nodes of its cluster when it forwards
+    /// an admin write to the agent's owner (the first set is kept).
+    pub fn set_peer_token(&self, token: String) {
+        let _ = self.peer_token.set(token);
+    }
+
+    pub(crate) fn peer_token(&self) -> Option<&str> {
+        self.peer_token.get().map(String::as_str)
     }
 
     /// The counts a `stats` frame carries (without `type` and `at`).

@@ -6,6 +6,7 @@
 //! - [`admin`]: the admin operations behind the `admin` frame and the REST API.
 //! - `monitoring`: `ping`, `subscribe`, `unsubscribe` and `admin`, answered once for the TCP
 //!   listener and the WebSocket.
+//! - `forward`: admin writes sent to the node of a cluster that owns their agent.
 //! - `auth`: token checks, in constant time.
 //! - [`tls`]: the listeners' TLS configuration from PEM files.
 //! - [`net`]: accepted sockets: TCP keepalive, the per-IP connection cap, the idle timeout.
@@ -13,6 +14,7 @@
 
 pub mod admin;
 pub(crate) mod auth;
+mod forward;
 pub mod http;
 pub mod hub;
 pub(crate) mod monitoring;

@@ -88,15 +88,13 @@ impl<O: Outbox> Monitoring<O> {
                     false => true,
                 }
             }
-            ClientFrame::Admin(a) if admin => {
-                match admin_op(self.hub.runtime(), &a.op, a.args).await {
-                    Ok(data) => {
-                        let result = ServerFrame::Result { ok: true, data };
-                        self.out.reply(result, r).await
-                    }
-                    Err((code, msg)) => self.out.reply(error(code, &msg), r).await,
+            ClientFrame::Admin(a) if admin => match admin_op(&self.hub, &a.op, a.args).await {
+                Ok(data) => {
+                    let result = ServerFrame::Result { ok: true, data };
+                    self.out.reply(result, r).await
                 }
-            }
+                Err((code, msg)) => self.out.reply(error(code, &msg), r).await,
+            },
             other => return Err(other),
         };
         Ok(sent)

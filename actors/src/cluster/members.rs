@@ -45,6 +45,12 @@ pub(crate) async fn watch(store: Arc<SurrealStore>, node: Arc<Node>, lease: Dura
                 continue;
             }
         };
+        node.set_addresses(
+            leases
+                .iter()
+                .filter_map(|l| Some((l.node.clone(), l.address.clone()?)))
+                .collect(),
+        );
         let now = Instant::now();
         for l in leases.into_iter().filter(|l| *l.node != *me) {
             let seen = (l.epoch, l.beat, l.released);

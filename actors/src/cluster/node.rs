@@ -80,6 +80,8 @@ pub(crate) struct Applied {
 /// A cluster node's view of the fleet and its publishing.
 pub(crate) struct Node {
     me: Arc<str>,
+    /// The other nodes' addresses, as their leases advertise them.
+    addresses: Mutex<HashMap<String, String>>,
     view: RwLock<FleetView>,
     claims: Arc<Claims>,
     broadcaster: ActorRef<BroadcastMsg>,
@@ -94,6 +96,7 @@ impl Node {
         start.claims.applied(start.view.seq());
         Self {
             me,
+            addresses: Mutex::default(),
             view: RwLock::new(start.view),
             claims: start.claims,
             broadcaster,
@@ -157,6 +160,17 @@ impl Node {
             let _ = self.broadcaster.cast(BroadcastMsg::Publish(batch));
         }
         Ok(Applied { lost, adopted })
+    }
+
+    /// Where node `node` takes connections, as far as this node knows.
+    pub(crate) fn address(&self, node: &str) -> Option<String> {
+        self.addresses.lock().get(node).cloned()
+    }
+
+    /// The nodes' addresses as their leases say now.
+    #[cfg_attr(not(feature = "surreal"), allow(dead_code))]
+    pub(crate) fn set_addresses(&self, addresses: HashMap<String, String>) {
+        *self.addresses.lock() = addresses;
     }
 
     /// How many agents `node` owns that have not left.

@@ -47,6 +47,16 @@ impl Runtime {
             .map(|o| o.to_string())
     }
 
+    /// On a cluster node: where node `node` takes connections, as its lease advertises it.
+    pub fn node_address(&self, node: &str) -> Option<String> {
+        self.node.as_ref().and_then(|n| n.address(node))
+    }
+
+    /// Whether this runtime supervises agent `id` (on a cluster node: this node owns it).
+    pub fn supervises(&self, id: &crate::model::AgentId) -> bool {
+        self.directory.read().contains_key(id)
+    }
+
     /// Why the store's durability is weaker than "durable before visible" (a sync mode that
     /// does not flush every commit), if it is.
     pub fn durability_warning(&self) -> Option<String> {

@@ -41,7 +41,7 @@ pub(super) async fn openapi() -> Response {
 
 /// Runs an admin op for a REST request and answers its data.
 pub(super) async fn run_op(st: &AppState, op: &str, args: Value) -> Result<Json<Value>, ApiError> {
-    admin_op(st.hub.runtime(), op, args)
+    admin_op(&st.hub, op, args)
         .await
         .map(Json)
         .map_err(ApiError::from)

@@ -36,6 +36,8 @@ pub struct NodeLease {
     pub released: bool,
     /// Who holds it (a process, or the node that adopted it).
     pub holder: String,
+    /// Where the node takes connections (its agents' listener), as it advertised it.
+    pub address: Option<String>,
 }
 
 /// Taking over a dead node's agents, with the lease it was seen with.
@@ -71,7 +73,7 @@ impl SurrealStore {
     pub async fn node_leases(&self) -> Result<Vec<NodeLease>, StoreError> {
         let mut r = self
             .read(
-                "SELECT meta::id(id) AS key, epoch, holder, released FROM hold
+                "SELECT meta::id(id) AS key, epoch, holder, released, address FROM hold
                      WHERE string::starts_with(meta::id(id), 'node-');
                  SELECT meta::id(id) AS key, epoch, beat FROM hold_beat
                      WHERE string::starts_with(meta::id(id), 'node-');",
@@ -91,9 +93,24 @@ impl SurrealStore {
                     beat: beat.and_then(|b| b["beat"].as_u64()).unwrap_or(0),
                     released: h["released"].as_bool() == Some(true),
                     holder: h["holder"].as_str().unwrap_or("?").to_string(),
+                    address: h["address"].as_str().map(str::to_string),
                 })
             })
             .collect())
+    }
+
+    /// Records where this node (the holder of this store's hold) takes connections, for the
+    /// other nodes to forward admin writes to it.
+    pub async fn advertise(&self, address: &str) -> Result<(), StoreError> {
+        let Some(key) = self.hold.get().map(|h| h.key().to_string()) else {
+            return Ok(());
+        };
+        self.write(
+            "UPDATE type::record('hold', $k) SET address = $a RETURN NONE",
+            json!({ "k": key, "a": address }),
+        )
+        .await?;
+        Ok(())
     }
 
     /// Node `me` adopts the agents of the dead node `adoption` names, appending `event` (its
