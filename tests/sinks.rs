@@ -448,9 +448,12 @@ async fn a_rejected_batch_becomes_a_dead_letter_that_can_be_replayed() {
             });
         }
     });
-    let rt = Runtime::start(RuntimeConfig::default(), MemStore::new())
-        .await
-        .unwrap();
+    let rt = std::sync::Arc::new(
+        Runtime::start(RuntimeConfig::default(), MemStore::new())
+            .await
+            .unwrap(),
+    );
+    let hub = vigil::serve::hub::Hub::new(rt.clone(), std::time::Duration::from_secs(1));
     let mut hook = webhook("picky", &format!("http://{addr}/hook"), "5s");
     hook.start = StartAt::Beginning;
     // Only workers' transitions to maintenance.
@@ -488,18 +491,18 @@ async fn a_rejected_batch_becomes_a_dead_letter_that_can_be_replayed() {
     assert!(dead.iter().all(|d| d.error.contains("400")), "{dead:?}");
     // Over the admin operations too, as TCP, WebSocket and REST call them.
     let listed =
-        vigil::serve::admin::admin_op(&rt, "dead_letters", serde_json::json!({"sink":"picky"}))
+        vigil::serve::admin::admin_op(&hub, "dead_letters", serde_json::json!({"sink":"picky"}))
             .await
             .unwrap();
     assert_eq!(listed.as_array().unwrap().len(), dead.len());
-    let stats = vigil::serve::admin::admin_op(&rt, "stats", Value::Null)
+    let stats = vigil::serve::admin::admin_op(&hub, "stats", Value::Null)
         .await
         .unwrap();
     assert_eq!(stats["sinks"][0]["name"], "picky");
     assert_eq!(stats["sinks"][0]["dead_letters"], dead.len());
     // The receiver is fixed; the operator replays.
     accepting.store(true, std::sync::atomic::Ordering::SeqCst);
-    let r = vigil::serve::admin::admin_op(&rt, "replay", serde_json::json!({"sink":"picky"}))
+    let r = vigil::serve::admin::admin_op(&hub, "replay", serde_json::json!({"sink":"picky"}))
         .await
         .unwrap();
     assert_eq!(r["delivered"], dead.len());
@@ -507,9 +510,10 @@ async fn a_rejected_batch_becomes_a_dead_letter_that_can_be_replayed() {
     assert_eq!(*got.lock().unwrap(), dead_seqs);
     assert_eq!(rt.sinks().await[0].dead_letters, 0);
     let unknown =
-        vigil::serve::admin::admin_op(&rt, "replay", serde_json::json!({"sink":"nope"})).await;
+        vigil::serve::admin::admin_op(&hub, "replay", serde_json::json!({"sink":"nope"})).await;
     assert!(unknown.is_err());
-    rt.shutdown().await.unwrap();
+    drop(hub);
+    rt.shutdown_shared().await.unwrap();
 }
 
 /// Polls `cond` every 10 ms until it holds (10 s at most).
