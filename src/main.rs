@@ -115,6 +115,9 @@ enum BenchCmd {
     /// One gapless log shared by 1, 2, 3 … writers on a SurrealDB server (the cluster's
     /// stream): events/s, lost heads, append latency.
     SharedLog(vigil::tools::bench::shared_log::SharedLogBench),
+    /// Three nodes on one SurrealDB server beside one node on SurrealKV: durable events/s,
+    /// cross-node delivery, and a node killed while its agents beat.
+    Cluster(vigil::tools::bench::cluster::ClusterBench),
     /// RSS per supervised agent at several fleet sizes (10k, 100k, 1M), each in a fresh
     /// process.
     Memory(vigil::tools::bench::memory::MemoryBench),
@@ -164,6 +167,7 @@ fn main() -> anyhow::Result<()> {
             BenchCmd::Ingest(args) => vigil::tools::bench::ingest::run(args),
             BenchCmd::Fanout(args) => vigil::tools::bench::fanout::run(args),
             BenchCmd::SharedLog(args) => vigil::tools::bench::shared_log::run(args),
+            BenchCmd::Cluster(args) => vigil::tools::bench::cluster::run(args),
             BenchCmd::FanoutMonitors(args) => {
                 vigil::tools::bench::fanout_monitors::run_monitors(args)
             }

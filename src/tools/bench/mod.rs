@@ -2,8 +2,10 @@
 //! write every figure, the machine and the command as JSON.
 //!
 //! Scenarios: [`detect`], [`ingest`], [`fanout`], [`memory`], [`store`] (also `storm`),
-//! [`restart`] and [`shared_log`]; [`run_all`] runs every one in a process of its own.
+//! [`restart`], [`shared_log`] and [`cluster`]; [`run_all`] runs every one in a process of its
+//! own.
 
+pub mod cluster;
 pub mod detect;
 pub mod fanout;
 pub mod fanout_monitors;
@@ -158,13 +160,19 @@ pub fn run_all(quick: bool, json_dir: Option<PathBuf>) -> anyhow::Result<()> {
         ("memory", q(&[], &["--quick"])),
         ("store", q(&[], &["--sizes", "1,100", "--each", "1s"])),
     ];
-    // The shared log needs a SurrealDB server; without one it is left out, and said so.
+    // The shared log and the cluster need a SurrealDB server; without one they are left out,
+    // and said so.
     let mut scenarios = scenarios;
     if std::env::var_os("VIGIL_SURREAL").is_some() {
         scenarios.push(("shared-log", q(&[], &["--writers", "1,3", "--each", "1s"])));
+        scenarios.push((
+            "cluster",
+            q(&[], &["--registrations", "200", "--agents", "100"]),
+        ));
     } else {
         eprintln!(
-            "== vigil bench shared-log: left out (it needs VIGIL_SURREAL, a `surreal` binary)"
+            "== vigil bench shared-log and cluster: left out (they need VIGIL_SURREAL, a \
+             `surreal` binary)"
         );
     }
     let mut summary = Vec::new();

@@ -63,7 +63,7 @@ pub struct SharedLogRow {
 }
 
 /// A server this command started, stopped when dropped.
-struct Server(Child);
+pub(super) struct Server(Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -72,7 +72,7 @@ impl Drop for Server {
     }
 }
 
-fn start_server(bin: &PathBuf) -> anyhow::Result<(Server, String)> {
+pub(super) fn start_server(bin: &PathBuf) -> anyhow::Result<(Server, String)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
