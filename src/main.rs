@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tracing::info;
+use tracing::{info, warn};
 use vigil::config::Config;
 use vigil::core::Runtime;
 use vigil::tools::bench::{self, detect::CoreBench};
@@ -202,102 +202,115 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async move {
-        let started = std::time::Instant::now();
-        let (runtime, held, node_store) = match &config.cluster.node_id {
-            None => {
-                let store = vigil::serve::store::open(&config.store)
-                    .await
-                    .with_context(|| format!("opening the store at {}", config.store.url))?;
-                let runtime = Runtime::start(config.runtime(), store.clone())
-                    .await
-                    .context("starting the supervision runtime")?;
-                (runtime, store, None)
-            }
-            Some(node) => {
-                let store = vigil::serve::store::open_node(&config.store, &config.cluster, node)
-                    .await
-                    .with_context(|| {
-                        format!("joining the cluster at {} as node {node}", config.store.url)
-                    })?;
-                let runtime = Runtime::start_node(config.runtime(), store.clone())
-                    .await
-                    .context("starting the supervision runtime as a cluster node")?;
-                let held: std::sync::Arc<dyn vigil::core::Store> = store.clone();
-                (runtime, held, Some(store))
-            }
-        };
-        vigil::outbound::start(&runtime, &config.sinks)
-            .await
-            .context("starting the sinks")?;
-        let runtime = std::sync::Arc::new(runtime);
-        let mut server_config = config.server_config();
-        if let (Some(cert), Some(key)) = (&config.server.tls_cert, &config.server.tls_key) {
-            server_config.tls = Some(
-                vigil::serve::tls::tls_config(cert, key)
-                    .context("setting up TLS on the listeners")?,
-            );
-        }
-        let server_tls = server_config.tls.clone();
-        let hub = vigil::serve::hub::Hub::new(runtime.clone(), config.broadcast.stats_interval);
-        let server = vigil::serve::tcp::Server::start_with(
-            config.server.agent_listen,
-            hub.clone(),
-            server_config,
-        )
-        .await
-        .with_context(|| format!("listening on {}", config.server.agent_listen))?;
-        if let Some(store) = &node_store {
-            // Where the other nodes send admin writes about this node's agents.
-            let address = match &config.cluster.advertise {
-                Some(a) => a.clone(),
-                None => server.local_addr().to_string(),
+        let mut rejoins = 0u64;
+        loop {
+            let Some(reason) = serve_once(&config).await? else {
+                return Ok(());
             };
-            store
-                .advertise(&address)
-                .await
-                .context("advertising this node's address")?;
-            if let Some(token) = config.auth.admin_tokens.first() {
-                hub.set_peer_token(token.clone());
+            if config.cluster.node_id.is_none() {
+                anyhow::bail!("stopped: {reason}");
             }
-        }
-        let mut http_config = config.http_config();
-        http_config.tls = server_tls;
-        let http = vigil::serve::http::HttpServer::start(
-            config.server.http_listen,
-            hub.clone(),
-            http_config,
-        )
-        .await
-        .with_context(|| format!("listening on {}", config.server.http_listen))?;
-        info!(
-            store = %config.store.url,
-            node = config.cluster.node_id.as_deref().unwrap_or("-"),
-            agents = %server.local_addr(),
-            http = %http.local_addr(),
-            tls = config.server.tls_cert.is_some(),
-            start_ms = started.elapsed().as_millis() as u64,
-            "vigil is supervising; Ctrl-C or SIGTERM stops it"
-        );
-        let lost = tokio::select! {
-            signal = stop_signal() => {
-                info!(signal = signal.context("waiting for a stop signal")?, "shutting down");
-                None
-            }
-            // Another process took the store over: this one has written nothing since, and
-            // stops (its connections close, its agents reconnect to the holder).
-            reason = held.lost() => Some(reason),
-        };
-        http.stop().await;
-        server.stop().await;
-        drop(hub);
-        // Every pending event is written even if a listener's last task still holds the
-        // runtime.
-        let stopped = runtime.shutdown_shared().await;
-        match lost {
-            Some(reason) => anyhow::bail!("stopped: {reason}"),
-            None => stopped.context("shutting down"),
+            // A node fenced by the others (they adopted its agents) comes back empty-handed,
+            // with a new epoch, once its old lease has lapsed.
+            rejoins += 1;
+            warn!(%reason, rejoins, "this node was fenced; it joins the cluster again with a new epoch");
         }
     })
+}
+
+/// Serves until a stop signal (`None`) or until this process loses the store (why).
+async fn serve_once(config: &Config) -> anyhow::Result<Option<String>> {
+    let started = std::time::Instant::now();
+    let (runtime, held, node_store) = match &config.cluster.node_id {
+        None => {
+            let store = vigil::serve::store::open(&config.store)
+                .await
+                .with_context(|| format!("opening the store at {}", config.store.url))?;
+            let runtime = Runtime::start(config.runtime(), store.clone())
+                .await
+                .context("starting the supervision runtime")?;
+            (runtime, store, None)
+        }
+        Some(node) => {
+            let store = vigil::serve::store::open_node(&config.store, &config.cluster, node)
+                .await
+                .with_context(|| {
+                    format!("joining the cluster at {} as node {node}", config.store.url)
+                })?;
+            let runtime = Runtime::start_node(config.runtime(), store.clone())
+                .await
+                .context("starting the supervision runtime as a cluster node")?;
+            let held: std::sync::Arc<dyn vigil::core::Store> = store.clone();
+            (runtime, held, Some(store))
+        }
+    };
+    vigil::outbound::start(&runtime, &config.sinks)
+        .await
+        .context("starting the sinks")?;
+    let runtime = std::sync::Arc::new(runtime);
+    let mut server_config = config.server_config();
+    if let (Some(cert), Some(key)) = (&config.server.tls_cert, &config.server.tls_key) {
+        server_config.tls = Some(
+            vigil::serve::tls::tls_config(cert, key).context("setting up TLS on the listeners")?,
+        );
+    }
+    let server_tls = server_config.tls.clone();
+    let hub = vigil::serve::hub::Hub::new(runtime.clone(), config.broadcast.stats_interval);
+    let server = vigil::serve::tcp::Server::start_with(
+        config.server.agent_listen,
+        hub.clone(),
+        server_config,
+    )
+    .await
+    .with_context(|| format!("listening on {}", config.server.agent_listen))?;
+    if let Some(store) = &node_store {
+        // Where the other nodes send admin writes about this node's agents.
+        let address = match &config.cluster.advertise {
+            Some(a) => a.clone(),
+            None => server.local_addr().to_string(),
+        };
+        store
+            .advertise(&address)
+            .await
+            .context("advertising this node's address")?;
+        if let Some(token) = config.auth.admin_tokens.first() {
+            hub.set_peer_token(token.clone());
+        }
+    }
+    let mut http_config = config.http_config();
+    http_config.tls = server_tls;
+    let http =
+        vigil::serve::http::HttpServer::start(config.server.http_listen, hub.clone(), http_config)
+            .await
+            .with_context(|| format!("listening on {}", config.server.http_listen))?;
+    info!(
+        store = %config.store.url,
+        node = config.cluster.node_id.as_deref().unwrap_or("-"),
+        agents = %server.local_addr(),
+        http = %http.local_addr(),
+        tls = config.server.tls_cert.is_some(),
+        start_ms = started.elapsed().as_millis() as u64,
+        "vigil is supervising; Ctrl-C or SIGTERM stops it"
+    );
+    let lost = tokio::select! {
+        signal = stop_signal() => {
+            info!(signal = signal.context("waiting for a stop signal")?, "shutting down");
+            None
+        }
+        // Another process took the store over: this one has written nothing since, and
+        // stops (its connections close, its agents reconnect to the holder).
+        reason = held.lost() => Some(reason),
+    };
+    http.stop().await;
+    server.stop().await;
+    drop(hub);
+    // Every pending event is written even if a listener's last task still holds the
+    // runtime.
+    let stopped = runtime.shutdown_shared().await;
+    match lost {
+        Some(reason) => Ok(Some(reason)),
+        None => stopped.context("shutting down").map(|()| None),
+    }
 }
 
 /// Waits for Ctrl-C (SIGINT) or, on Unix, SIGTERM (how systemd and Kubernetes stop a

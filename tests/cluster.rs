@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use surreal::procs::{exit_of, Beater, Conn, Vigil};
+use surreal::procs::{word, Beater, Conn, Vigil};
 use surreal::SurrealServer;
 
 /// Node `id` of a cluster on `store`, with a 2 s lease.
@@ -368,7 +368,7 @@ fn a_dead_nodes_agents_are_adopted_once_without_a_storm() {
 }
 
 #[test]
-fn a_node_paused_past_its_lease_publishes_nothing_stale() {
+fn a_node_paused_past_its_lease_publishes_nothing_stale_and_rejoins() {
     let surreal = SurrealServer::start();
     let store = surreal.url();
     let n1 = node(&store, "n1");
@@ -386,26 +386,31 @@ fn a_node_paused_past_its_lease_publishes_nothing_stale() {
     n1.signal("-STOP");
     let got = events_until(&mut monitor, "the adoption", |es| !adoptions(es).is_empty());
     assert_eq!(adoptions(&got)[0]["node"], "n2");
-    // n1 wakes while its agent still talks to it: whatever it decides is refused, and it stops.
+    // n1 wakes while its agent still talks to it: whatever it decides is refused; it says so
+    // and joins again, with a new epoch and none of its old agents.
     n1.signal("-CONT");
     on_n1.send(json!({"type": "activity", "id": "p1", "activity": "working"}));
-    let mut n1 = n1;
-    let (status, text) = exit_of(&mut n1.child, &n1.lines, Duration::from_secs(60));
-    assert!(
-        !status.success(),
-        "a fenced node exits with an error:\n{text}"
+    n1.line_with("this node was fenced");
+    let back = word(&n1.line_with("vigil is supervising"), "agents=");
+    let mut again = Conn::open(&back, "agent");
+    assert_eq!(
+        register(&mut again, "r1", 600_000, false)["type"],
+        "registered"
     );
-    // Nothing n1 decided after the adoption reached the log: n2 sees n2's maintenance of p1
-    // next, and nothing of n1 before it.
+    // Nothing n1 decided after the adoption reached the log; n2 owns p1 and changes it.
     let mut admin = Conn::open(&n2.agents, "admin");
     admin.send(
         json!({"type": "admin", "op": "maintenance", "args": {"id": "p1", "on": true}, "ref": 1}),
     );
     assert_eq!(admin.until("result")["ok"], true);
-    let more = events_until(&mut monitor, "p1 in maintenance", |es| {
+    let more = events_until(&mut monitor, "r1 registered and p1 in maintenance", |es| {
         es.iter()
             .any(|e| e["agent"] == "p1" && e["to"] == "maintenance")
+            && es.iter().any(|e| is(e, "registered", "r1"))
     });
+    let r1 = more.iter().find(|e| is(e, "registered", "r1")).expect("r1");
+    assert_eq!(r1["node"], "n1", "n1 rejoined: {r1}");
+    let more: Vec<Value> = more.into_iter().filter(|e| e["agent"] != "r1").collect();
     let stale: Vec<&Value> = more.iter().filter(|e| e["node"] == "n1").collect();
     assert!(
         stale.is_empty(),

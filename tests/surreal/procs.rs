@@ -70,6 +70,21 @@ impl Vigil {
         }
     }
 
+    /// The next line of its log that contains `text` (60 s at most).
+    pub fn line_with(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|e| panic!("no line with {text:?} ({e})"));
+            if line.contains(text) {
+                return line;
+            }
+        }
+    }
+
     /// Sends `kill SIG` (e.g. `-STOP`).
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
@@ -88,7 +103,8 @@ impl Drop for Vigil {
     }
 }
 
-fn word(line: &str, key: &str) -> String {
+/// The value of `key=` in a log line.
+pub fn word(line: &str, key: &str) -> String {
     line.split_whitespace()
         .find_map(|w| w.strip_prefix(key))
         .unwrap_or_else(|| panic!("no {key} in {line}"))

@@ -160,8 +160,10 @@ impl Conn {
 
     /// Registers `id` and waits for its answer.
     fn register(&mut self, id: &str, interval_ms: u64, takeover: bool) -> anyhow::Result<()> {
-        self.send(&json!({"type": "register", "id": id, "heartbeat_interval_ms": interval_ms,
-            "takeover": takeover, "ref": id}))?;
+        self.send(
+            &json!({"type": "register", "id": id, "heartbeat_interval_ms": interval_ms,
+            "takeover": takeover, "ref": id}),
+        )?;
         loop {
             let f = self.recv()?;
             if f["ref"] == id {
@@ -238,7 +240,8 @@ fn throughput(
     collect(&rx, total, |e| e["event"] == "registered")?;
     let events_per_sec = total as f64 / start.elapsed().as_secs_f64();
     for t in threads {
-        t.join().map_err(|_| anyhow::anyhow!("a writer panicked"))??;
+        t.join()
+            .map_err(|_| anyhow::anyhow!("a writer panicked"))??;
     }
     // Paced: `rate` registrations per second per writer, for three seconds.
     let per = Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1)));
@@ -258,7 +261,8 @@ fn throughput(
     }
     let got = collect(&rx, writers.len() * n, |e| e["event"] == "registered")?;
     for t in threads {
-        t.join().map_err(|_| anyhow::anyhow!("a writer panicked"))??;
+        t.join()
+            .map_err(|_| anyhow::anyhow!("a writer panicked"))??;
     }
     let delays = got.iter().filter_map(|(at, e)| delay(*at, e)).collect();
     Ok((events_per_sec, Quantiles::of(delays)))
