@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use surreal::procs::{word, Beater, Conn, Vigil};
+use surreal::procs::{exit_of, vigil, word, Beater, Conn, Vigil};
 use surreal::SurrealServer;
 
 /// Node `id` of a cluster on `store`, with a 2 s lease.
@@ -416,4 +416,32 @@ fn a_node_paused_past_its_lease_publishes_nothing_stale_and_rejoins() {
         stale.is_empty(),
         "n1 published after its adoption: {stale:?}"
     );
+}
+
+#[test]
+fn a_store_is_one_processs_or_one_clusters() {
+    let surreal = SurrealServer::start();
+    let store = surreal.url();
+    let n1 = node(&store, "n1");
+    // A process without [cluster] beside a live node is refused, naming it.
+    let (mut alone, lines) = vigil(&store, &[("VIGIL_STORE__HOLD_LEASE", "2s".to_string())]);
+    let (status, text) = exit_of(&mut alone, &lines, Duration::from_secs(60));
+    assert!(!status.success(), "{text}");
+    assert!(text.contains("used by a live cluster (node n1"), "{text}");
+    drop(n1);
+
+    // And a node beside a live process alone on its store.
+    let surreal = SurrealServer::start();
+    let store = surreal.url();
+    let _alone = Vigil::start(&store, &[("VIGIL_STORE__HOLD_LEASE", "2s".to_string())]);
+    let (mut n2, lines) = vigil(
+        &store,
+        &[
+            ("VIGIL_CLUSTER__NODE_ID", "n2".to_string()),
+            ("VIGIL_CLUSTER__LEASE", "2s".to_string()),
+        ],
+    );
+    let (status, text) = exit_of(&mut n2, &lines, Duration::from_secs(60));
+    assert!(!status.success(), "{text}");
+    assert!(text.contains("not a cluster node"), "{text}");
 }

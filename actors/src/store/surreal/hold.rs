@@ -111,15 +111,15 @@ pub(super) fn fenced(sql: &str, binds: &mut Value, key: &str, epoch: u64) -> Str
 
 /// What the hold records say.
 #[derive(Debug, Clone, PartialEq)]
-struct Seen {
+pub(super) struct Seen {
     epoch: u64,
-    holder: String,
-    released: bool,
+    pub(super) holder: String,
+    pub(super) released: bool,
     /// The heartbeat's epoch and count.
     beat: Option<(u64, u64)>,
 }
 
-async fn look(conn: &Conn, key: &str) -> Result<Option<Seen>, StoreError> {
+pub(super) async fn look(conn: &Conn, key: &str) -> Result<Option<Seen>, StoreError> {
     let mut r = conn
         .query(
             "SELECT epoch, holder, released FROM ONLY type::record('hold', $k);

@@ -76,9 +76,22 @@ impl SurrealStore {
             let hold = hold::acquire(&conn, opts).await?;
             info!(url, epoch = hold.epoch(), "this process holds the store");
             let _ = store.hold.set(hold);
+            *store.conn.write().await = Some(conn);
             tokio::spawn(hold::renew(Arc::downgrade(&store), opts.lease));
+            let checked = {
+                let guard = store.conn.read().await;
+                match guard.as_ref() {
+                    Some(conn) => super::nodes::check_kind(conn, opts).await,
+                    None => Ok(()),
+                }
+            };
+            if let Err(e) = checked {
+                crate::store::Store::close(&*store).await;
+                return Err(e);
+            }
+        } else {
+            *store.conn.write().await = Some(conn);
         }
-        *store.conn.write().await = Some(conn);
         // From now until a clean close marks it again, the mirror may fall behind.
         refused_retried(|| {
             store.write(

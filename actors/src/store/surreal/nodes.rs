@@ -10,9 +10,12 @@
 //! node, should it wake, is fenced) and gives it the dead node's agents (`owner` records).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::conn::Conn;
+use super::hold::{look, HoldOptions};
 use super::io::read_err;
 use super::shared::{Appended, BatchId};
 use super::{StoreError, SurrealStore};
@@ -66,6 +69,61 @@ impl Adoption {
             .iter()
             .any(|l| l.node == self.node && l.epoch == self.epoch && l.beat == self.beat))
     }
+}
+
+/// A store is one process's or one cluster's: a process without `[cluster]` (hold `store`) is
+/// refused beside live cluster nodes, and a node beside a live process alone on the store.
+/// The other kind's holds that are not released are watched for one lease, on this process's
+/// clock; one whose heartbeat moves is alive.
+pub(super) async fn check_kind(conn: &Conn, opts: &HoldOptions) -> Result<(), StoreError> {
+    let keys: Vec<String> = if opts.key == "store" {
+        let mut r = conn
+            .query(
+                "SELECT VALUE meta::id(id) FROM hold WHERE string::starts_with(meta::id(id), 'node-')",
+                json!({}),
+            )
+            .await?;
+        r.take(0).map_err(read_err)?
+    } else {
+        vec!["store".to_string()]
+    };
+    let mut watched = Vec::new();
+    for k in keys {
+        if let Some(seen) = look(conn, &k).await?.filter(|s| !s.released) {
+            watched.push((k, seen));
+        }
+    }
+    if watched.is_empty() {
+        return Ok(());
+    }
+    let start = tokio::time::Instant::now();
+    let step = (opts.lease / 10).clamp(Duration::from_millis(20), Duration::from_millis(500));
+    while start.elapsed() < opts.lease {
+        tokio::time::sleep(step).await;
+        for (k, first) in &watched {
+            let Some(now) = look(conn, k).await? else {
+                continue;
+            };
+            if now.released || now == *first {
+                continue;
+            }
+            let msg = match opts.key.as_str() {
+                "store" => format!(
+                    "the store is used by a live cluster (node {}: {}); run this process as a \
+                     node of it ([cluster] node_id) or give it a store of its own",
+                    k.trim_start_matches("node-"),
+                    now.holder
+                ),
+                _ => format!(
+                    "the store is held by a live vigil process that is not a cluster node ({}); \
+                     a store is one process's or one cluster's",
+                    now.holder
+                ),
+            };
+            return Err(StoreError::Held(msg));
+        }
+    }
+    Ok(())
 }
 
 impl SurrealStore {
