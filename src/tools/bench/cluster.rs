@@ -1,9 +1,9 @@
 //! `vigil bench cluster`: three `vigil serve` nodes on one SurrealDB server, beside one node on
 //! embedded SurrealKV, in one run on one machine (`docs/cluster.md`).
 //!
-//! - **Throughput**: three writers register agents as fast as each registration is answered
-//!   (one writer per node on the cluster; all three on the single node); durable events per
-//!   second as one monitor receives them.
+//! - **Throughput**: `--connections` per writer register agents, each as soon as its last
+//!   registration is answered (one writer per node on the cluster; all three on the single
+//!   node); durable events per second as one monitor receives them.
 //! - **Delivery**: a paced stream of registrations on every node but the monitor's; each
 //!   event's delay from its `at` (when its node decided it) to its arrival at the monitor, on
 //!   the same machine's clock: the cross-node delay on the cluster.
@@ -35,9 +35,13 @@ pub struct ClusterBench {
     /// A `surreal` binary to start (in memory) for the cluster's store.
     #[arg(long, env = "VIGIL_SURREAL")]
     pub surreal: Option<PathBuf>,
-    /// Registrations per writer in the throughput phase.
-    #[arg(long, default_value_t = 1000)]
+    /// Registrations per node in the throughput phase.
+    #[arg(long, default_value_t = 3000)]
     pub registrations: usize,
+    /// Connections registering at once on each node in the throughput phase (each waits for
+    /// its answer before the next registration, so more of them make larger group commits).
+    #[arg(long, default_value_t = 16)]
+    pub connections: usize,
     /// Events per second in the delivery phase (each writer).
     #[arg(long, default_value_t = 100)]
     pub rate: u32,
@@ -226,17 +230,21 @@ fn throughput(
     let rx = monitor(watch)?;
     let start = Instant::now();
     let mut threads = Vec::new();
+    let per = args.connections.max(1);
+    let each = args.registrations.div_ceil(per);
     for (w, addr) in writers.iter().enumerate() {
-        let (addr, n, tag) = (addr.to_string(), args.registrations, tag.to_string());
-        threads.push(std::thread::spawn(move || -> anyhow::Result<()> {
-            let mut c = Conn::open(&addr, "agent")?;
-            for i in 0..n {
-                c.register(&format!("{tag}-t{w}-{i}"), 600_000, false)?;
-            }
-            Ok(())
-        }));
+        for c in 0..per {
+            let (addr, tag) = (addr.to_string(), tag.to_string());
+            threads.push(std::thread::spawn(move || -> anyhow::Result<()> {
+                let mut conn = Conn::open(&addr, "agent")?;
+                for i in 0..each {
+                    conn.register(&format!("{tag}-t{w}-{c}-{i}"), 600_000, false)?;
+                }
+                Ok(())
+            }));
+        }
     }
-    let total = writers.len() * args.registrations;
+    let total = writers.len() * per * each;
     collect(&rx, total, |e| e["event"] == "registered")?;
     let events_per_sec = total as f64 / start.elapsed().as_secs_f64();
     for t in threads {
@@ -384,6 +392,7 @@ pub fn run(args: ClusterBench) -> anyhow::Result<()> {
     let (_, delivery) = throughput(
         &ClusterBench {
             registrations: 1,
+            connections: 1,
             ..args.clone()
         },
         "x",

@@ -167,7 +167,7 @@ pub fn run_all(quick: bool, json_dir: Option<PathBuf>) -> anyhow::Result<()> {
         scenarios.push(("shared-log", q(&[], &["--writers", "1,3", "--each", "1s"])));
         scenarios.push((
             "cluster",
-            q(&[], &["--registrations", "200", "--agents", "100"]),
+            q(&[], &["--registrations", "400", "--agents", "100"]),
         ));
     } else {
         eprintln!(
