@@ -1,7 +1,7 @@
 //! Opening the store, reopening it after a failed write, and the reads and writes every
 //! operation goes through.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -67,6 +67,7 @@ impl SurrealStore {
             suspect: AtomicBool::new(false),
             weak_sync,
             hold: std::sync::OnceLock::new(),
+            head_seen: AtomicU64::new(0),
         });
         let conn = store.connect().await?;
         let connect_ms = started.elapsed().as_millis() as u64;

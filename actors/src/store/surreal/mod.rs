@@ -140,6 +140,8 @@ pub struct SurrealStore {
     weak_sync: Option<String>,
     /// This process's hold on the store, when it takes one.
     hold: std::sync::OnceLock<hold::Hold>,
+    /// The newest head of the shared log this store saw, plus one (0: none seen yet).
+    head_seen: std::sync::atomic::AtomicU64,
 }
 
 impl SurrealStore {

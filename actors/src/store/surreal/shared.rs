@@ -21,6 +21,7 @@
 //! longer owns its agent is ever in the log.
 
 use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
@@ -139,8 +140,11 @@ impl SurrealStore {
             None => (Vec::new(), Vec::new()),
         };
         let mut last_error = StoreError::Write("no attempt made".into());
+        // Whether an earlier try may have landed (its outcome is unknown): a refused one did
+        // not, so it is not looked for.
+        let mut maybe_landed = again;
         for attempt in 0..MAX_ATTEMPTS {
-            if attempt > 0 || again {
+            if maybe_landed {
                 if let Some(stored) = self.landed(&key).await? {
                     let disowned = left_out(events, &stored);
                     let head = stored.first().map_or(0, |e| e.seq - 1);
@@ -152,12 +156,19 @@ impl SurrealStore {
                     });
                 }
             }
-            if attempt > 0 {
+            if attempt > 1 {
                 // Spread the writers that lost: the next try starts from a fresh head.
                 let pause = rand::random::<u64>() % (1 + u64::from(attempt.min(10)));
                 tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
             }
-            let head = self.shared_head().await?;
+            // The first try numbers from the newest head this store saw (its own last append,
+            // or its tail's last look): when no other writer appended since, which the commit
+            // checks, that saves reading the head. A wrong guess is a refused try.
+            let seen = self.head_seen.load(Ordering::SeqCst);
+            let head = match (attempt, seen) {
+                (0, 1..) => seen - 1,
+                _ => self.shared_head().await?,
+            };
             if let Some(a) = adoption {
                 // Read after the head too: a node that came back, or another adopter, wins.
                 if !a.still_due(self).await? {
@@ -250,6 +261,8 @@ impl SurrealStore {
                         },
                     );
                     index.last_seq = index.last_seq.max(last);
+                    drop(index);
+                    self.saw_head(last);
                     return Ok(Appended {
                         events: stored,
                         conflicts,
@@ -260,12 +273,16 @@ impl SurrealStore {
                 Err(e @ StoreError::Fenced(_)) => return Err(e),
                 // Another writer took the head first: nothing of this one was written.
                 Err(StoreError::Write(e)) => {
+                    maybe_landed = false;
                     conflicts += 1;
                     debug!(batch = %key, attempt, error = %e, "lost the log's head; numbering again");
                     last_error = StoreError::Write(e);
                 }
                 // It may have landed: the next attempt looks first.
-                Err(e) => last_error = e,
+                Err(e) => {
+                    maybe_landed = true;
+                    last_error = e;
+                }
             }
         }
         Err(last_error)
@@ -306,7 +323,14 @@ impl SurrealStore {
             .read("SELECT VALUE last_seq FROM ONLY meta:log", json!({}))
             .await?;
         let v: Option<u64> = r.take(0).map_err(read_err)?;
-        Ok(v.unwrap_or(0))
+        let head = v.unwrap_or(0);
+        self.saw_head(head);
+        Ok(head)
+    }
+
+    /// Notes a head of the shared log (heads only grow).
+    fn saw_head(&self, head: u64) {
+        self.head_seen.fetch_max(head + 1, Ordering::SeqCst);
     }
 
     /// Events of the shared log with `seq >= from`, in order, at most about `limit` (whole
