@@ -37,6 +37,7 @@ impl FleetState {
                     status,
                     limit: limit.unwrap_or(usize::MAX),
                     after,
+                    own: false,
                 },
                 reply,
             ),
@@ -85,7 +86,7 @@ impl FleetState {
                 let health = self.health.clone();
                 let timeout = self.ctx.call_timeout;
                 tokio::spawn(async move {
-                    let r = health_task::report(&registry, &clock, &health, timeout).await;
+                    let r = health_task::report(&registry, &clock, &health, timeout, false).await;
                     let _ = reply.send(r.map(|r| AdminResponse::Health(Box::new(r))));
                 });
             }

@@ -24,12 +24,14 @@ use crate::rules::health::{Alerter, HealthConfig, HealthReport};
 /// Records per read of the registry.
 const PAGE: usize = 1000;
 
-/// A report on the whole fleet as of now.
+/// A report on the whole fleet (or, with `own`, on the agents this node supervises) as of
+/// now.
 pub(crate) async fn report(
     registry: &RegistryHandle,
     clock: &Clock,
     cfg: &HealthConfig,
     call_timeout: Duration,
+    own: bool,
 ) -> Result<HealthReport, AdminError> {
     let mut report = HealthReport::new(clock.utc(clock.now()));
     let mut after = None;
@@ -39,6 +41,7 @@ pub(crate) async fn report(
             status: None,
             limit: PAGE,
             after: after.take(),
+            own,
         };
         let page = match registry.query(query, call_timeout).await {
             Some(Ok(AdminResponse::Agents(page))) => page,
@@ -67,7 +70,8 @@ pub(crate) async fn run(
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let report = match report(&registry, &clock, &cfg, call_timeout).await {
+        // On a cluster, each node checks the agents it supervises: one alert per finding.
+        let report = match report(&registry, &clock, &cfg, call_timeout, true).await {
             Ok(r) => r,
             Err(e) => {
                 // Nothing is forgotten: the next complete check decides.

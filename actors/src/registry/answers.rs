@@ -104,7 +104,8 @@ impl RegistryState {
         q: Query,
         reply: RpcReplyPort<Result<AdminResponse, AdminError>>,
     ) {
-        if let Some(cluster) = self.cluster.clone() {
+        let own = matches!(q, Query::List { own: true, .. });
+        if let Some(cluster) = self.cluster.clone().filter(|_| !own) {
             self.query_fleet(&cluster, q, reply);
             return;
         }
@@ -114,6 +115,7 @@ impl RegistryState {
                 status,
                 limit,
                 after,
+                ..
             } => {
                 use std::ops::Bound;
                 let lower = match &after {
@@ -205,6 +207,7 @@ impl RegistryState {
                 status,
                 limit,
                 after,
+                ..
             } => {
                 let list = cluster.list(kind.as_deref(), status, limit, after.as_ref());
                 Ok(AdminResponse::Agents(list.into_iter().map(live).collect()))

@@ -161,6 +161,8 @@ pub(crate) enum Query {
         status: Option<Status>,
         limit: usize,
         after: Option<AgentId>,
+        /// Only the agents this node supervises (on a cluster node; otherwise every agent is).
+        own: bool,
     },
     Get(AgentId),
     Events {
