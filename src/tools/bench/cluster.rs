@@ -18,7 +18,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -281,14 +281,12 @@ fn failover(args: &ClusterBench, nodes: &mut Vec<Node>) -> anyhow::Result<Failov
     let rx = monitor(&nodes[1].agents)?;
     let ids: Vec<String> = (0..args.agents).map(|i| format!("f{i}")).collect();
     let silent: Vec<&String> = ids.iter().step_by(10).collect();
-    let mut on1 = Conn::open(&nodes[0].agents, "agent")?;
-    for id in &ids {
-        on1.register(id, 1000, false)?;
-    }
     let period = Duration::from_millis(250);
-    let beats = |mut c: TcpStream, ids: Vec<String>| {
+    // Each agent beats from its registration on (the list grows as they register).
+    let beats = |mut c: TcpStream, ids: Arc<Mutex<Vec<String>>>| {
         std::thread::spawn(move || loop {
-            for id in &ids {
+            let now: Vec<String> = ids.lock().map(|l| l.clone()).unwrap_or_default();
+            for id in &now {
                 let line = format!("{}\n", json!({"type": "heartbeat", "id": id}));
                 if c.write_all(line.as_bytes()).is_err() {
                     return;
@@ -297,8 +295,24 @@ fn failover(args: &ClusterBench, nodes: &mut Vec<Node>) -> anyhow::Result<Failov
             std::thread::sleep(period);
         })
     };
-    beats(on1.write.try_clone()?, ids.clone());
-    collect(&rx, args.agents, |e| e["event"] == "registered")?;
+    let mut on1 = Conn::open(&nodes[0].agents, "agent")?;
+    let beating = Arc::new(Mutex::new(Vec::new()));
+    beats(on1.write.try_clone()?, beating.clone());
+    for id in &ids {
+        on1.register(id, 1000, false)?;
+        if let Ok(mut l) = beating.lock() {
+            l.push(id.clone());
+        }
+    }
+    let before = collect(&rx, args.agents, |e| e["event"] == "registered")?;
+    let late = before
+        .iter()
+        .filter(|(_, e)| e["event"] == "transition")
+        .count();
+    anyhow::ensure!(
+        late == 0,
+        "the generator did not keep the agents beating before the kill ({late} transitions)"
+    );
     let killed = Instant::now();
     let mut dead = nodes.remove(0);
     dead.child.kill()?;
@@ -313,10 +327,14 @@ fn failover(args: &ClusterBench, nodes: &mut Vec<Node>) -> anyhow::Result<Failov
     for (i, addr) in [&nodes[0].agents, &nodes[1].agents].into_iter().enumerate() {
         let mine: Vec<String> = back.iter().skip(i).step_by(2).cloned().collect();
         let mut c = Conn::open(addr, "agent")?;
-        for id in &mine {
-            c.register(id, 1000, true)?;
+        let beating = Arc::new(Mutex::new(Vec::new()));
+        beats(c.write.try_clone()?, beating.clone());
+        for id in mine {
+            c.register(&id, 1000, true)?;
+            if let Ok(mut l) = beating.lock() {
+                l.push(id);
+            }
         }
-        beats(c.write.try_clone()?, mine);
     }
     let reconnected_ms = killed.elapsed().as_secs_f64() * 1e3;
     let mut adopted_ms = None;
