@@ -65,8 +65,12 @@ pub(crate) async fn watch(store: Arc<SurrealStore>, node: Arc<Node>, lease: Dura
                 };
             }
             let dead = l.released || now.duration_since(w.since) >= lease;
+            if !dead {
+                continue;
+            }
+            // Counted only for a dead node: it reads the whole view.
             let agents = node.live_agents_of(&l.node);
-            if !dead || agents == 0 {
+            if agents == 0 {
                 continue;
             }
             adoptions += 1;

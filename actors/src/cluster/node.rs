@@ -255,17 +255,13 @@ impl Node {
             .iter()
             .map(|s| (*s, counts.get(s).copied().unwrap_or(0)))
             .collect();
-        local.total = view.agents().count();
+        local.total = view.len();
         local.jobs = view.job_counts();
-        let mut by_kind: std::collections::BTreeMap<String, std::collections::BTreeMap<_, _>> =
-            Default::default();
-        for r in view.agents() {
-            let k = by_kind
-                .entry(r.kind.to_string())
-                .or_insert_with(|| Status::ALL.iter().map(|s| (*s, 0usize)).collect());
-            *k.entry(r.status).or_default() += 1;
-        }
-        local.by_kind = by_kind;
+        local.by_kind = view
+            .by_kind()
+            .iter()
+            .map(|(k, c)| (k.to_string(), c.clone()))
+            .collect();
         local.last_seq = view.seq();
         local.durable_seq = view.seq();
         local

@@ -24,7 +24,8 @@ pub struct FleetView {
     records: BTreeMap<AgentId, AgentRecord>,
     /// The node whose `registered` event was the agent's last (its owner).
     owners: HashMap<AgentId, Arc<str>>,
-    counts: BTreeMap<Status, usize>,
+    /// Agents by kind, then by status (every status present, zero included).
+    by_kind: BTreeMap<Arc<str>, BTreeMap<Status, usize>>,
     jobs: JobBook,
     seq: u64,
 }
@@ -39,7 +40,7 @@ impl FleetView {
         };
         for r in records {
             view.jobs.load(&r.id, &r.jobs);
-            *view.counts.entry(r.status).or_default() += 1;
+            view.count(&r.kind, r.status, true);
             view.records.insert(r.id.clone(), r);
         }
         view
@@ -89,12 +90,10 @@ impl FleetView {
             return Ok(());
         }
         if let Some(after) = record_after(self.records.get(id), e) {
-            if let Some(before) = self.records.get(id) {
-                if let Some(n) = self.counts.get_mut(&before.status) {
-                    *n = n.saturating_sub(1);
-                }
+            if let Some(before) = self.records.get(id).map(|b| (b.kind.clone(), b.status)) {
+                self.count(&before.0, before.1, false);
             }
-            *self.counts.entry(after.status).or_default() += 1;
+            self.count(&after.kind, after.status, true);
             self.records.insert(id.clone(), after);
         }
         Ok(())
@@ -129,11 +128,40 @@ impl FleetView {
 
     /// How many agents are in each status (statuses with none are left out).
     pub fn counts(&self) -> BTreeMap<Status, usize> {
-        self.counts
-            .iter()
-            .filter(|(_, n)| **n > 0)
-            .map(|(s, n)| (*s, *n))
-            .collect()
+        let mut counts = BTreeMap::new();
+        for (s, n) in self.by_kind.values().flatten() {
+            *counts.entry(*s).or_default() += n;
+        }
+        counts.retain(|_, n| *n > 0);
+        counts
+    }
+
+    /// Agents by kind, then by status (every status present; kinds with none left out).
+    pub fn by_kind(&self) -> &BTreeMap<Arc<str>, BTreeMap<Status, usize>> {
+        &self.by_kind
+    }
+
+    /// How many agents the view holds.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether the view holds no agent.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Counts an agent of `kind` in `status` in (`add`) or out.
+    fn count(&mut self, kind: &Arc<str>, status: Status, add: bool) {
+        let k = self
+            .by_kind
+            .entry(kind.clone())
+            .or_insert_with(|| Status::ALL.iter().map(|s| (*s, 0)).collect());
+        let n = k.entry(status).or_default();
+        *n = if add { *n + 1 } else { n.saturating_sub(1) };
+        if k.values().all(|n| *n == 0) {
+            self.by_kind.remove(kind);
+        }
     }
 }
 
@@ -203,6 +231,9 @@ mod tests {
         let a = AgentId::new("a").unwrap();
         assert_eq!(v.get(&a).map(|r| r.status), Some(Status::Degraded));
         assert_eq!(v.agents().count(), 2);
+        let worker = &v.by_kind()[&Arc::<str>::from("worker")];
+        assert_eq!((worker[&Status::Online], worker[&Status::Degraded]), (1, 1));
+        assert_eq!(v.len(), 2);
     }
 
     #[test]

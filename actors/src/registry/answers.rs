@@ -146,19 +146,8 @@ impl RegistryState {
                 limit,
                 latest,
             } => {
-                if latest && id.is_none() {
-                    let _ = reply.send(Err(AdminError::InvalidField(
-                        "events: latest needs an agent id".into(),
-                    )));
-                    return;
-                }
-                if let Some(id) = &id {
-                    if !self.agents.contains_key(id) {
-                        let _ = reply.send(Err(AdminError::UnknownAgent(id.clone())));
-                        return;
-                    }
-                }
-                self.read_events(id, since, limit, latest, reply);
+                let known = id.as_ref().is_none_or(|i| self.agents.contains_key(i));
+                self.read_events(id, known, since, limit, latest, reply);
             }
             Query::Stats => {
                 let _ = reply.send(Ok(AdminResponse::Registry(self.stats())));
@@ -166,15 +155,28 @@ impl RegistryState {
         }
     }
 
-    /// Reads events from the store off the actor (only durable events are there).
+    /// Reads events (of agent `id`, which the view knows when `known`) from the store, off
+    /// the actor (only durable events are there).
     fn read_events(
         &self,
         id: Option<AgentId>,
+        known: bool,
         since: u64,
         limit: usize,
         latest: bool,
         reply: RpcReplyPort<Result<AdminResponse, AdminError>>,
     ) {
+        let refused = match &id {
+            None if latest => Some(AdminError::InvalidField(
+                "events: latest needs an agent id".into(),
+            )),
+            Some(id) if !known => Some(AdminError::UnknownAgent(id.clone())),
+            _ => None,
+        };
+        if let Some(e) = refused {
+            let _ = reply.send(Err(e));
+            return;
+        }
         let store = self.store.clone();
         tokio::spawn(async move {
             let r = match &id {
@@ -222,16 +224,9 @@ impl RegistryState {
                 limit,
                 latest,
             } => {
-                if latest && id.is_none() {
-                    Err(AdminError::InvalidField(
-                        "events: latest needs an agent id".into(),
-                    ))
-                } else if let Some(unknown) = id.as_ref().filter(|i| cluster.record(i).is_none()) {
-                    Err(AdminError::UnknownAgent(unknown.clone()))
-                } else {
-                    self.read_events(id, since, limit, latest, reply);
-                    return;
-                }
+                let known = id.as_ref().is_none_or(|i| cluster.record(i).is_some());
+                self.read_events(id, known, since, limit, latest, reply);
+                return;
             }
             Query::Stats => Ok(AdminResponse::Registry(cluster.fleet_stats(self.stats()))),
         };
