@@ -8,61 +8,12 @@
 mod surreal;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
+use surreal::cluster::{adoptions, events_until, is, node, register, seqs};
 use surreal::procs::{exit_of, vigil, word, Beater, Conn, Vigil};
 use surreal::SurrealServer;
-
-/// Node `id` of a cluster on `store`, with a 2 s lease.
-fn node(store: &str, id: &str) -> Vigil {
-    Vigil::start(
-        store,
-        &[
-            ("VIGIL_CLUSTER__NODE_ID", id.to_string()),
-            ("VIGIL_CLUSTER__LEASE", "2s".to_string()),
-        ],
-    )
-}
-
-/// Events (`event` frames) a monitor receives until `done` says it has what it waits for.
-fn events_until(monitor: &mut Conn, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let mut got = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done(&got) {
-        assert!(Instant::now() < deadline, "no {what} within 60 s: {got:?}");
-        let f = monitor
-            .recv()
-            .unwrap_or_else(|| panic!("the stream ended before {what}: {got:?}"));
-        match f["type"].as_str() {
-            Some("event") => got.push(f),
-            Some("lagged" | "resync_required") => panic!("{f}"),
-            _ => {}
-        }
-    }
-    got
-}
-
-fn seqs(events: &[Value]) -> Vec<u64> {
-    events.iter().filter_map(|e| e["seq"].as_u64()).collect()
-}
-
-fn is(e: &Value, kind: &str, agent: &str) -> bool {
-    e["event"] == kind && e["agent"] == agent
-}
-
-fn register(conn: &mut Conn, id: &str, interval_ms: u64, takeover: bool) -> Value {
-    conn.send(json!({
-        "type": "register", "id": id, "kind": "worker",
-        "heartbeat_interval_ms": interval_ms, "takeover": takeover, "ref": id,
-    }));
-    loop {
-        let f = conn.recv().expect("an answer to register");
-        if f["ref"] == id {
-            return f;
-        }
-    }
-}
 
 #[test]
 fn every_node_streams_every_event_once_and_an_agent_moves_between_nodes() {
@@ -252,14 +203,6 @@ fn an_agent_registered_on_two_nodes_at_once_has_one_owner() {
         vec![("degraded", owner.as_str()), ("offline", owner.as_str())],
         "{more:?}"
     );
-}
-
-/// The `node_adopted` alerts among `events`.
-fn adoptions(events: &[Value]) -> Vec<&Value> {
-    events
-        .iter()
-        .filter(|e| e["event"] == "alert" && e["issue"] == "node_adopted")
-        .collect()
 }
 
 #[test]

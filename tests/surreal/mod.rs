@@ -3,6 +3,7 @@
 //! The binary is `VIGIL_SURREAL` when set, else what `scripts/surrealdb-server --path`
 //! builds (once per machine, into a cache outside the clone) and prints.
 
+pub mod cluster;
 pub mod procs;
 
 use std::net::{TcpListener, TcpStream};

@@ -8,8 +8,9 @@
 //! the node's tail reads every node's batches, its own included, and publishes them in the
 //! shared order ([`super::node`]).
 //!
-//! Checkpoints, the mirror and retention of the shared log are not written by a node yet
-//! (`docs/cluster.md`): a node restores its agents by reading the whole log.
+//! The registry's own checkpoints, mirror and retention do nothing here: the fleet's
+//! checkpoint and the shared log's retention are the keeper's (`super::keeper`), and a node
+//! starts from that checkpoint and the log after it ([`replay`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,13 +18,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, Notify};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::model::{AgentId, AgentRecord, Event};
 use crate::store::{BatchId, Loaded, LogTail, Retention, Store, StoreError, SurrealStore};
 
 use super::node::{Claims, Node};
-use super::FleetView;
+use super::{FleetRow, FleetView};
 
 /// Events read from the shared log at a time when a node starts.
 const REPLAY_CHUNK: usize = 4096;
@@ -66,23 +67,47 @@ impl SharedLog {
     }
 }
 
-/// The whole fleet as the shared log says, read from its start.
+/// Times a start reads the checkpoint and the log again, when the keeper trimmed the log past
+/// the checkpoint it read meanwhile.
+const LOAD_ATTEMPTS: u32 = 5;
+
+/// The whole fleet as the shared log says: the keeper's checkpoint, and the log after it.
 pub(crate) async fn replay(store: &SurrealStore) -> Result<FleetView, StoreError> {
-    let mut view = FleetView::default();
-    let head = store.shared_head().await?;
-    while view.seq() < head {
-        let events = store.read_shared(view.seq() + 1, REPLAY_CHUNK).await?;
-        if events.is_empty() {
-            return Err(StoreError::Read(format!(
-                "the shared log ends at {} but its head is {head}",
-                view.seq()
-            )));
+    let mut gap = String::new();
+    for _ in 0..LOAD_ATTEMPTS {
+        let mut view = match store.fleet_checkpoint::<FleetRow>().await? {
+            Some((seq, rows)) => FleetView::new(rows, seq),
+            None => FleetView::default(),
+        };
+        let head = store.shared_head().await?;
+        while view.seq() < head {
+            let events = store.read_shared(view.seq() + 1, REPLAY_CHUNK).await?;
+            match events.first().map(|e| e.seq) {
+                None => {
+                    return Err(StoreError::Read(format!(
+                        "the shared log ends at {} but its head is {head}",
+                        view.seq()
+                    )))
+                }
+                Some(first) if first != view.seq() + 1 => {
+                    gap = format!(
+                        "the shared log starts at {first}, after the checkpoint's {}",
+                        view.seq()
+                    );
+                    break;
+                }
+                Some(_) => {}
+            }
+            for e in &events {
+                view.apply(e).map_err(|e| StoreError::Read(e.to_string()))?;
+            }
         }
-        for e in &events {
-            view.apply(e).map_err(|e| StoreError::Read(e.to_string()))?;
+        if view.seq() >= head {
+            return Ok(view);
         }
+        debug!(%gap, "the log was trimmed while this node read it; reading again");
     }
-    Ok(view)
+    Err(StoreError::Read(gap))
 }
 
 /// What the node's registry starts from: the agents `me` owns, as of the view's seq.

@@ -52,6 +52,7 @@ pub(crate) async fn watch(store: Arc<SurrealStore>, node: Arc<Node>, lease: Dura
                 .collect(),
         );
         let now = Instant::now();
+        let mut dead_ones = Vec::new();
         for l in leases.into_iter().filter(|l| *l.node != *me) {
             let seen = (l.epoch, l.beat, l.released);
             let w = watched.entry(l.node.clone()).or_insert(Watched {
@@ -68,6 +69,7 @@ pub(crate) async fn watch(store: Arc<SurrealStore>, node: Arc<Node>, lease: Dura
             if !dead {
                 continue;
             }
+            dead_ones.push(l.node.clone());
             // Counted only for a dead node: it reads the whole view.
             let agents = node.live_agents_of(&l.node);
             if agents == 0 {
@@ -113,5 +115,6 @@ pub(crate) async fn watch(store: Arc<SurrealStore>, node: Arc<Node>, lease: Dura
                 }
             }
         }
+        node.set_dead(dead_ones);
     }
 }

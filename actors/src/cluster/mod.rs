@@ -8,7 +8,11 @@
 //! - `log`: the store as a node's registry writes it (its batches appended to the shared
 //!   log, owners kept) and its broadcaster reads it.
 //! - [`members`]: the other nodes' leases, watched; a dead node's agents adopted.
+//! - `keeper`: the fleet's checkpoint and the shared log's retention, written by one node at
+//!   a time.
 
+#[cfg(feature = "surreal")]
+pub(crate) mod keeper;
 #[cfg(feature = "surreal")]
 pub(crate) mod log;
 #[cfg(feature = "surreal")]
@@ -16,4 +20,4 @@ pub mod members;
 pub(crate) mod node;
 mod view;
 
-pub use view::{FleetView, ViewError};
+pub use view::{FleetRow, FleetView, ViewError};

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 use ractor::{ActorRef, RpcReplyPort};
 
-use super::FleetView;
+use super::{FleetRow, FleetView};
 use crate::broadcaster::{BroadcastMsg, Snapshot, Start, SubscribeOptions, Subscription};
 use crate::model::{AgentId, AgentRecord, Event, EventBody, Status};
 use crate::registry::RegistryStats;
@@ -82,6 +82,8 @@ pub(crate) struct Node {
     me: Arc<str>,
     /// The other nodes' addresses, as their leases advertise them.
     addresses: Mutex<HashMap<String, String>>,
+    /// The other nodes whose leases lapsed, as this node's watch judges them.
+    dead: Mutex<Vec<String>>,
     view: RwLock<FleetView>,
     claims: Arc<Claims>,
     broadcaster: ActorRef<BroadcastMsg>,
@@ -97,6 +99,7 @@ impl Node {
         Self {
             me,
             addresses: Mutex::default(),
+            dead: Mutex::default(),
             view: RwLock::new(start.view),
             claims: start.claims,
             broadcaster,
@@ -171,6 +174,35 @@ impl Node {
     #[cfg_attr(not(feature = "surreal"), allow(dead_code))]
     pub(crate) fn set_addresses(&self, addresses: HashMap<String, String>) {
         *self.addresses.lock() = addresses;
+    }
+
+    /// The nodes whose leases lapsed, as this node's watch judged them last.
+    #[cfg_attr(not(feature = "surreal"), allow(dead_code))]
+    pub(crate) fn set_dead(&self, dead: Vec<String>) {
+        *self.dead.lock() = dead;
+    }
+
+    /// The nodes dead to this one.
+    #[cfg_attr(not(feature = "surreal"), allow(dead_code))]
+    pub(crate) fn dead(&self) -> Vec<String> {
+        self.dead.lock().clone()
+    }
+
+    /// What a checkpoint of the view after the one as of `since` writes: the view's seq, and
+    /// the rows of the agents changed after `since`, or of every agent when `full` says so
+    /// (given how many changed and the fleet's size; the answer comes last).
+    #[cfg_attr(not(feature = "surreal"), allow(dead_code))]
+    pub(crate) fn checkpoint_rows(
+        &self,
+        since: u64,
+        full: impl FnOnce(usize, usize) -> bool,
+    ) -> (u64, Vec<FleetRow>, bool) {
+        let view = self.view.read();
+        let rows = view.rows_changed_after(Some(since));
+        match full(rows.len(), view.len()) {
+            true => (view.seq(), view.rows_changed_after(None), true),
+            false => (view.seq(), rows, false),
+        }
     }
 
     /// How many agents `node` owns that have not left.

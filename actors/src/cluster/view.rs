@@ -17,6 +17,17 @@ pub struct ViewError {
     pub got: u64,
 }
 
+/// An agent as a checkpoint of the view keeps it: its record and its owner.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FleetRow {
+    /// The agent's record.
+    pub record: AgentRecord,
+    /// The node that owns it (none before any node registered it, which does not happen in a
+    /// log that nodes wrote).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Arc<str>>,
+}
+
 /// Every agent's record and owner, the counts by status and the unfinished jobs, as of
 /// [`FleetView::seq`].
 #[derive(Debug, Default)]
@@ -24,6 +35,9 @@ pub struct FleetView {
     records: BTreeMap<AgentId, AgentRecord>,
     /// The node whose `registered` event was the agent's last (its owner).
     owners: HashMap<AgentId, Arc<str>>,
+    /// The seq of the last event that changed each agent's record or owner (what a
+    /// checkpoint after an earlier seq must write again).
+    changed: HashMap<AgentId, u64>,
     /// Agents by kind, then by status (every status present, zero included).
     by_kind: BTreeMap<Arc<str>, BTreeMap<Status, usize>>,
     jobs: JobBook,
@@ -31,19 +45,36 @@ pub struct FleetView {
 }
 
 impl FleetView {
-    /// A view of `records` as of `seq` (a checkpoint), to which the events after `seq` are
+    /// A view of `rows` as of `seq` (a checkpoint), to which the events after `seq` are
     /// applied.
-    pub fn new(records: impl IntoIterator<Item = AgentRecord>, seq: u64) -> Self {
+    pub fn new(rows: impl IntoIterator<Item = FleetRow>, seq: u64) -> Self {
         let mut view = FleetView {
             seq,
             ..FleetView::default()
         };
-        for r in records {
+        for FleetRow { record: r, owner } in rows {
             view.jobs.load(&r.id, &r.jobs);
             view.count(&r.kind, r.status, true);
+            if let Some(owner) = owner {
+                view.owners.insert(r.id.clone(), owner);
+            }
+            view.changed.insert(r.id.clone(), seq);
             view.records.insert(r.id.clone(), r);
         }
         view
+    }
+
+    /// The agents whose record or owner changed after `seq` (every agent with `None`), as a
+    /// checkpoint keeps them.
+    pub fn rows_changed_after(&self, seq: Option<u64>) -> Vec<FleetRow> {
+        self.records
+            .values()
+            .filter(|r| seq.is_none_or(|s| self.changed.get(&r.id).is_some_and(|c| *c > s)))
+            .map(|r| FleetRow {
+                record: r.clone(),
+                owner: self.owners.get(&r.id).cloned(),
+            })
+            .collect()
     }
 
     /// The seq the view is as of: every event up to it is applied, none after.
@@ -69,15 +100,17 @@ impl FleetView {
         ) = (&e.body, &e.node)
         {
             // A node adopted a dead one's agents: they are its own from here on.
-            for owner in self.owners.values_mut() {
+            for (id, owner) in self.owners.iter_mut() {
                 if **owner == **dead {
                     *owner = by.clone();
+                    self.changed.insert(id.clone(), e.seq);
                 }
             }
         }
         let Some(id) = &e.agent else { return Ok(()) };
         if let (EventBody::Registered { .. }, Some(node)) = (&e.body, &e.node) {
             self.owners.insert(id.clone(), node.clone());
+            self.changed.insert(id.clone(), e.seq);
         }
         if let job @ EventBody::Job { .. } = &e.body {
             self.jobs.apply(id, job);
@@ -85,11 +118,13 @@ impl FleetView {
                 let open = self.jobs.open_of(&touched);
                 if let Some(r) = self.records.get_mut(&touched) {
                     r.jobs = open;
+                    self.changed.insert(touched, e.seq);
                 }
             }
             return Ok(());
         }
         if let Some(after) = record_after(self.records.get(id), e) {
+            self.changed.insert(id.clone(), e.seq);
             if let Some(before) = self.records.get(id).map(|b| (b.kind.clone(), b.status)) {
                 self.count(&before.0, before.1, false);
             }
@@ -324,5 +359,58 @@ mod tests {
             v.get(&a).unwrap().jobs.is_empty(),
             "a finished job is not open"
         );
+    }
+
+    #[test]
+    fn a_view_rebuilt_from_its_rows_goes_on_as_the_original() {
+        let on = |mut e: Event, node: &str| {
+            e.node = Some(Arc::from(node));
+            e
+        };
+        let mut v = FleetView::default();
+        v.apply(&on(registered(1, "a"), "n1")).unwrap();
+        v.apply(&on(registered(2, "b"), "n2")).unwrap();
+        v.apply(&on(registered(3, "c"), "n2")).unwrap();
+        v.apply(&on(
+            transition(4, "a", Status::Online, Status::Degraded),
+            "n1",
+        ))
+        .unwrap();
+        let changed: Vec<String> = v
+            .rows_changed_after(Some(2))
+            .iter()
+            .map(|r| r.record.id.to_string())
+            .collect();
+        assert_eq!(changed, vec!["a", "c"], "only what changed after seq 2");
+        // n1 adopts n2's agents: b and c change owner, so a checkpoint writes them again.
+        let mut adoption = Event::alert(
+            5,
+            Utc::now(),
+            crate::model::Severity::High,
+            "node_adopted",
+            "",
+        );
+        if let EventBody::Alert { adopted, .. } = &mut adoption.body {
+            *adopted = Some("n2".into());
+        }
+        v.apply(&on(adoption, "n1")).unwrap();
+        assert_eq!(v.rows_changed_after(Some(4)).len(), 2);
+
+        let mut back = FleetView::new(v.rows_changed_after(None), v.seq());
+        let next = on(transition(6, "b", Status::Online, Status::Degraded), "n1");
+        v.apply(&next).unwrap();
+        back.apply(&next).unwrap();
+        let b = AgentId::new("b").unwrap();
+        assert_eq!(back.owner(&b).map(|n| &**n), Some("n1"));
+        assert_eq!(back.owned_by("n1").count(), 3);
+        assert_eq!(back.counts(), v.counts());
+        assert_eq!(
+            back.agents().cloned().collect::<Vec<_>>(),
+            v.agents().cloned().collect::<Vec<_>>()
+        );
+        assert!(back
+            .rows_changed_after(Some(5))
+            .iter()
+            .all(|r| r.record.id == b));
     }
 }

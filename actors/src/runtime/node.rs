@@ -6,8 +6,8 @@ use tokio::sync::mpsc;
 
 use super::{Runtime, RuntimeConfig, RuntimeError};
 use crate::cluster::log::{loaded_for, replay, run_tail, SharedLog, TAIL_IDLE};
-use crate::cluster::members;
 use crate::cluster::node::{Claims, ClusterStart};
+use crate::cluster::{keeper, members};
 use crate::fleet::FleetMsg;
 use crate::model::{AgentId, AgentRecord};
 use crate::store::{LogTail, SurrealStore};
@@ -15,7 +15,7 @@ use crate::store::{LogTail, SurrealStore};
 impl Runtime {
     /// Starts a runtime as cluster node `config.node` on `store` (a SurrealDB server, whose
     /// hold this process took under the node's own key): reads the whole fleet from the
-    /// shared log, supervises again the agents this node owns (with their restart grace), and
+    /// fleet's checkpoint and the shared log after it, supervises again the agents this node owns (with their restart grace), and
     /// follows the log from there, publishing every node's events to its subscribers.
     pub async fn start_node(
         config: RuntimeConfig,
@@ -29,6 +29,8 @@ impl Runtime {
             RuntimeError::Config("a cluster node's store must be held under the node's key".into())
         })?;
         let watched = store.clone();
+        let kept = store.clone();
+        let (every, retention) = (config.checkpoint_interval, config.event_retention.clone());
         let t_load = std::time::Instant::now();
         let view = replay(&store).await?;
         let loaded = loaded_for(&view, &me);
@@ -53,6 +55,12 @@ impl Runtime {
         };
         rt.tasks
             .push(tokio::spawn(members::watch(watched, node.clone(), lease)));
+        rt.tasks.push(tokio::spawn(keeper::run(
+            kept,
+            node.clone(),
+            every,
+            retention,
+        )));
         rt.tasks
             .push(tokio::spawn(run_tail(tail, node, disown.clone(), adopt)));
         rt.tasks.push(tokio::spawn(async move {

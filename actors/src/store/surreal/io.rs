@@ -205,7 +205,8 @@ impl SurrealStore {
             // Only a server's log is shared by writers that look their batches up; an
             // embedded store's segment writes do not pay for the index.
             conn.query(
-                "DEFINE INDEX IF NOT EXISTS segment_batch ON segment FIELDS batch",
+                "DEFINE INDEX IF NOT EXISTS segment_batch ON segment FIELDS batch;
+                 DEFINE TABLE IF NOT EXISTS fleet_chunk SCHEMALESS;",
                 json!({}),
             )
             .await?;

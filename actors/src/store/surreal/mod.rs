@@ -35,6 +35,7 @@
 
 mod agents;
 mod conn;
+mod fleet;
 mod hold;
 mod io;
 mod nodes;
@@ -56,6 +57,7 @@ use super::{Loaded, Retention, Store, StoreError};
 use crate::model::{AgentId, AgentRecord, Event};
 use agents::agent_from_row;
 use conn::{with_sync, Conn};
+pub use fleet::Keeping;
 pub use hold::HoldOptions;
 use io::read_err;
 pub use nodes::{Adoption, NodeLease};

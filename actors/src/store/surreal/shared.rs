@@ -29,7 +29,7 @@ use tracing::debug;
 
 use super::io::read_err;
 use super::nodes::Adoption;
-use super::{SegMeta, StoreError, SurrealStore};
+use super::{StoreError, SurrealStore};
 use crate::model::{AgentId, Event, EventBody};
 
 /// A batch of one writer: what makes a retried append land once.
@@ -252,16 +252,8 @@ impl SurrealStore {
                 .await;
             match r {
                 Ok(_) => {
-                    let mut index = self.index.lock();
-                    index.segments.insert(
-                        last,
-                        SegMeta {
-                            first_seq: head + 1,
-                            newest_at_ms,
-                        },
-                    );
-                    index.last_seq = index.last_seq.max(last);
-                    drop(index);
+                    // (The shared log is read by seq from the store, never through the
+                    // single writer's segment index.)
                     self.saw_head(last);
                     return Ok(Appended {
                         events: stored,

@@ -1,0 +1,362 @@
+//! A cluster's checkpoint of the fleet and the trimming of its shared log, both written by one
+//! node at a time: the keeper.
+//!
+//! - `fleet_chunk:<gen * 1e6 + n>` `{gen, n, rows_json}`: the rows of the fleet's view (each
+//!   agent's record and owner) as chunks of one JSON text each, laid out as a single node's
+//!   checkpoint is: a full checkpoint writes generation `gen + 1` from chunk 0, an incremental
+//!   one appends chunks to the current generation, and a restore reads the chunks in order, the
+//!   last row of an agent winning. `meta:fleet` (`seq`, `gen`, `chunks`, `rows`) is written
+//!   after the chunks, and a restore reads only the chunks it counts, so a checkpoint cut short
+//!   is never read; after a full one the older generation is deleted (a restore that was
+//!   reading it finds a chunk missing and reads again).
+//! - `meta:keeper` `{node, epoch}`: the keeper. A node takes the role when nobody holds it, when
+//!   an earlier run of itself held it, or when its holder is dead to it (its lease lapsed, as
+//!   the node's own watch judges it). Every write of the keeper writes `meta:keeper` too,
+//!   `WHERE` it is still the keeper: two writes of one key conflict, so once another node took
+//!   the role, the old keeper's writes are refused whole.
+//!
+//! Retention drops the shared log's oldest segments as [`Retention::drops`] allows, never one
+//! after the checkpoint's seq: a node that starts reads the checkpoint and the log after it.
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Value};
+use tracing::{debug, warn};
+
+use super::io::read_err;
+use super::{StoreError, SurrealStore, SNAPSHOT_CHUNK, SNAPSHOT_GEN};
+use crate::store::Retention;
+
+/// The keeper's fence, first in each of its writes (inside the write's transaction).
+const KEEPER_FENCE: &str =
+    "LET $vigil_kept = (UPDATE type::record('meta', 'keeper') SET writes += 1
+         WHERE node = $keeper.node AND epoch = $keeper.epoch RETURN VALUE epoch);
+     IF array::len($vigil_kept) == 0 { THROW 'another node keeps the checkpoints now' };";
+
+/// Segments looked at per page when trimming the shared log.
+const RETAIN_PAGE: usize = 1000;
+
+/// Times a restore reads the checkpoint again when it changed under it.
+const READ_ATTEMPTS: u32 = 5;
+
+/// What a keeper knows of the checkpoint it writes: the one stored, and whose role it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keeping {
+    /// The keeper (this node) and the epoch of its hold.
+    pub node: String,
+    /// The epoch of the keeper's hold when it took the role.
+    pub epoch: u64,
+    /// The seq the stored checkpoint reflects (0: none yet).
+    pub seq: u64,
+    /// Its generation.
+    pub gen: u64,
+    /// Its chunks in that generation.
+    pub chunks: u64,
+    /// The rows those chunks hold, superseded ones included.
+    pub rows: usize,
+}
+
+impl Keeping {
+    fn fence(&self) -> Value {
+        json!({ "node": self.node, "epoch": self.epoch })
+    }
+}
+
+impl SurrealStore {
+    /// Takes the keeper's role for node `me` (this store's holder) if nobody holds it, an
+    /// earlier run of `me` did, or its holder is among `dead`; returns the role and the stored
+    /// checkpoint when `me` has it, `None` when another node keeps.
+    pub async fn claim_keeper(
+        &self,
+        me: &str,
+        dead: &[String],
+    ) -> Result<Option<Keeping>, StoreError> {
+        let epoch = self.hold_epoch().unwrap_or(0);
+        self.write(
+            "LET $k = (SELECT node, epoch FROM ONLY meta:keeper);
+             IF $k = NONE OR $k.node = $me OR $k.node IN $dead {
+                 UPSERT meta:keeper SET node = $me, epoch = $epoch, writes = 0 RETURN NONE;
+             };",
+            json!({ "me": me, "epoch": epoch, "dead": dead }),
+        )
+        .await?;
+        let mut r = self
+            .read(
+                "SELECT node, epoch FROM ONLY meta:keeper;
+                 SELECT seq, gen, chunks, rows FROM ONLY meta:fleet;",
+                json!({}),
+            )
+            .await?;
+        let keeper: Option<Value> = r.take(0).map_err(read_err)?;
+        let stored = r
+            .take::<Option<Value>>(1)
+            .map_err(read_err)?
+            .unwrap_or_default();
+        let keeper = keeper.unwrap_or_default();
+        if keeper["node"].as_str() != Some(me) || keeper["epoch"].as_u64() != Some(epoch) {
+            return Ok(None);
+        }
+        Ok(Some(Keeping {
+            node: me.to_string(),
+            epoch,
+            seq: stored["seq"].as_u64().unwrap_or(0),
+            gen: stored["gen"].as_u64().unwrap_or(0),
+            chunks: stored["chunks"].as_u64().unwrap_or(0),
+            rows: stored["rows"].as_u64().unwrap_or(0) as usize,
+        }))
+    }
+
+    /// Writes the fleet's checkpoint as of `seq`: with `full`, `rows` is every agent and
+    /// replaces what the checkpoint held; without, they are the agents changed since
+    /// `keeping.seq`, laid over it. Refused when `keeping` no longer names the keeper.
+    pub async fn write_fleet<T: Serialize>(
+        &self,
+        keeping: &mut Keeping,
+        rows: &[T],
+        seq: u64,
+        full: bool,
+    ) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        let (gen, mut n, total) = match full {
+            true => (keeping.gen + 1, 0, 0),
+            false => (keeping.gen, keeping.chunks, keeping.rows),
+        };
+        let seq = seq.max(keeping.seq);
+        let sql = |body: &str| format!("{KEEPER_FENCE}\n{body}");
+        for chunk in rows.chunks(SNAPSHOT_CHUNK) {
+            if n >= SNAPSHOT_GEN {
+                return Err(StoreError::Write("too many checkpoint chunks".into()));
+            }
+            let rows_json =
+                serde_json::to_string(chunk).map_err(|e| StoreError::Write(e.to_string()))?;
+            self.write(
+                &sql("UPSERT type::record('fleet_chunk', $k) CONTENT $c RETURN NONE;"),
+                json!({
+                    "keeper": keeping.fence(),
+                    "k": gen * SNAPSHOT_GEN + n,
+                    "c": { "gen": gen, "n": n, "rows_json": rows_json },
+                }),
+            )
+            .await?;
+            n += 1;
+        }
+        let total = total + rows.len();
+        self.write(
+            &sql("UPSERT meta:fleet CONTENT $m RETURN NONE;"),
+            json!({
+                "keeper": keeping.fence(),
+                "m": { "seq": seq, "gen": gen, "chunks": n, "rows": total },
+            }),
+        )
+        .await?;
+        *keeping = Keeping {
+            seq,
+            gen,
+            chunks: n,
+            rows: total,
+            ..keeping.clone()
+        };
+        if full {
+            // The new generation is committed; the old one is garbage. Should this fail, the
+            // next full checkpoint deletes it.
+            if let Err(e) = self
+                .write(
+                    &sql("DELETE fleet_chunk WHERE gen < $g RETURN NONE;"),
+                    json!({ "keeper": keeping.fence(), "g": gen }),
+                )
+                .await
+            {
+                warn!(error = %e, "deleting the fleet's previous checkpoint failed");
+            }
+        }
+        debug!(
+            rows = rows.len(),
+            full,
+            gen,
+            chunks = n,
+            seq,
+            ms = started.elapsed().as_millis() as u64,
+            "fleet checkpoint written"
+        );
+        Ok(())
+    }
+
+    /// The fleet's checkpoint: its seq and its rows in the order written (an agent's last row
+    /// is its newest), or `None` when none was written.
+    pub async fn fleet_checkpoint<T: DeserializeOwned>(
+        &self,
+    ) -> Result<Option<(u64, Vec<T>)>, StoreError> {
+        'attempt: for _ in 0..READ_ATTEMPTS {
+            let mut r = self
+                .read("SELECT seq, gen, chunks FROM ONLY meta:fleet", json!({}))
+                .await?;
+            let Some(meta) = r.take::<Option<Value>>(0).map_err(read_err)? else {
+                return Ok(None);
+            };
+            let (seq, gen, chunks) = (
+                meta["seq"].as_u64().unwrap_or(0),
+                meta["gen"].as_u64().unwrap_or(0),
+                meta["chunks"].as_u64().unwrap_or(0),
+            );
+            let mut rows = Vec::new();
+            for n in 0..chunks {
+                let mut r = self
+                    .read(
+                        "SELECT VALUE rows_json FROM ONLY type::record('fleet_chunk', $k)",
+                        json!({ "k": gen * SNAPSHOT_GEN + n }),
+                    )
+                    .await?;
+                let Some(text) = r.take::<Option<String>>(0).map_err(read_err)? else {
+                    // A full checkpoint replaced this generation meanwhile.
+                    debug!(
+                        gen,
+                        n, "a checkpoint chunk went while it was read; reading again"
+                    );
+                    continue 'attempt;
+                };
+                rows.extend(serde_json::from_str::<Vec<T>>(&text).map_err(read_err)?);
+            }
+            return Ok(Some((seq, rows)));
+        }
+        Err(StoreError::Read(
+            "the fleet's checkpoint kept changing while it was read".into(),
+        ))
+    }
+
+    /// Drops the shared log's oldest segments as `retention` allows, none after the
+    /// checkpoint `keeping` wrote; returns the oldest seq still held.
+    pub async fn retain_shared(
+        &self,
+        keeping: &Keeping,
+        retention: &Retention,
+    ) -> Result<Option<u64>, StoreError> {
+        if retention.is_unbounded() || keeping.seq == 0 {
+            return self.shared_oldest().await;
+        }
+        let head = self.shared_head().await?;
+        let now = Utc::now();
+        loop {
+            let mut r = self
+                .read(
+                    "SELECT last_seq, newest_at_ms FROM segment ORDER BY last_seq LIMIT $n",
+                    json!({ "n": RETAIN_PAGE }),
+                )
+                .await?;
+            let page: Vec<Value> = r.take(0).map_err(read_err)?;
+            let mut upto = None;
+            for seg in &page {
+                let Some(last) = seg["last_seq"].as_u64() else {
+                    break;
+                };
+                let newest: Option<DateTime<Utc>> = seg["newest_at_ms"]
+                    .as_i64()
+                    .and_then(|ms| Utc.timestamp_millis_opt(ms).single());
+                if !retention.drops(last, newest, head, keeping.seq, now) {
+                    break;
+                }
+                upto = Some(last);
+            }
+            let Some(upto) = upto else { break };
+            self.write(
+                &format!("{KEEPER_FENCE}\nDELETE segment WHERE last_seq <= $upto RETURN NONE;"),
+                json!({ "keeper": keeping.fence(), "upto": upto }),
+            )
+            .await?;
+            debug!(upto, "the shared log's old segments dropped");
+            if page.len() < RETAIN_PAGE
+                || page.last().and_then(|s| s["last_seq"].as_u64()) != Some(upto)
+            {
+                break;
+            }
+        }
+        self.shared_oldest().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::model::Status;
+    use crate::store::{BatchId, SurrealOptions};
+
+    /// A store whose shared log holds segments 1, 2, 3 and 4, one event each.
+    async fn four_segments() -> std::sync::Arc<SurrealStore> {
+        let s = SurrealStore::open("mem://", SurrealOptions::default())
+            .await
+            .expect("open");
+        for i in 1..=4 {
+            let e = crate::store::conformance::event(i, "a", Status::Online, Status::Degraded);
+            let batch = BatchId {
+                node: "w".into(),
+                first: i,
+            };
+            s.append_shared(&batch, &[e], false).await.expect("append");
+        }
+        s
+    }
+
+    #[tokio::test]
+    async fn one_keeper_writes_the_checkpoint_and_trims_the_log_only_behind_it() {
+        let s = four_segments().await;
+        let mut k1 = s.claim_keeper("n1", &[]).await.unwrap().expect("n1 keeps");
+        assert_eq!((k1.seq, k1.gen), (0, 0));
+        assert_eq!(
+            s.claim_keeper("n2", &[]).await.unwrap(),
+            None,
+            "n1 is alive"
+        );
+        assert_eq!(s.fleet_checkpoint::<Value>().await.unwrap(), None);
+
+        let rows = vec![json!({"id": "x", "v": 1}), json!({"id": "y", "v": 1})];
+        s.write_fleet(&mut k1, &rows, 2, true).await.unwrap();
+        assert_eq!(
+            s.fleet_checkpoint::<Value>().await.unwrap(),
+            Some((2, rows.clone()))
+        );
+        // Keep the newest event: segments up to the checkpoint's seq go, no further.
+        let keep_one = Retention {
+            max_age: None,
+            max_events: Some(1),
+        };
+        assert_eq!(s.retain_shared(&k1, &keep_one).await.unwrap(), Some(3));
+        // An incremental checkpoint lays its rows over the stored ones.
+        let y2 = json!({"id": "y", "v": 2});
+        s.write_fleet(&mut k1, std::slice::from_ref(&y2), 3, false)
+            .await
+            .unwrap();
+        let (seq, stored) = s.fleet_checkpoint::<Value>().await.unwrap().unwrap();
+        assert_eq!(
+            (seq, stored),
+            (3, vec![rows[0].clone(), rows[1].clone(), y2])
+        );
+        assert_eq!(s.retain_shared(&k1, &keep_one).await.unwrap(), Some(4));
+
+        // n2 finds n1 dead and takes the role: n1's writes are refused from then on.
+        let mut k2 = s
+            .claim_keeper("n2", &["n1".to_string()])
+            .await
+            .unwrap()
+            .expect("n2 keeps");
+        assert_eq!((k2.seq, k2.chunks, k2.rows), (3, 2, 3));
+        // A full checkpoint replaces the generation and deletes the old one.
+        let fresh = vec![json!({"id": "x", "v": 3})];
+        s.write_fleet(&mut k2, &fresh, 4, true).await.unwrap();
+        assert_eq!(
+            s.fleet_checkpoint::<Value>().await.unwrap(),
+            Some((4, fresh))
+        );
+        let mut r = s
+            .read("SELECT VALUE gen FROM fleet_chunk", json!({}))
+            .await
+            .unwrap();
+        let gens: Vec<u64> = r.take(0).unwrap();
+        assert_eq!(gens, vec![2], "only the new generation is kept");
+        // (Last: the next write after a refused one reopens an embedded store, and `mem://`
+        // opens empty.)
+        let late = s.write_fleet(&mut k1, &rows, 5, false).await;
+        assert!(late.is_err(), "the old keeper wrote: {late:?}");
+    }
+}
