@@ -117,13 +117,6 @@ impl Config {
             }
         }
         self.cluster.validate()?;
-        if self.cluster.node_id.is_some() && !self.sinks.is_empty() {
-            return Err(ConfigError::Invalid(
-                "[[sinks]] do not run on the nodes of a cluster yet (each node would deliver \
-                 every event): run them beside a single node"
-                    .into(),
-            ));
-        }
         if self.broadcast.subscriber_queue == 0 {
             return Err(ConfigError::Invalid(
                 "[broadcast] subscriber_queue must be at least 1".into(),

@@ -12,25 +12,58 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::node::Node;
 use crate::rules::writes::checkpoint_is_full;
-use crate::store::{Keeping, Retention, SurrealStore};
+use crate::store::{Keeping, Retention, StoreError, SurrealStore};
 
-/// Keeps the checkpoint and the retention every `every`, for ever, while this node holds the
-/// role.
+/// What the keeper does and how often.
+pub(crate) struct KeeperConfig {
+    /// How often the checkpoint is written and the log trimmed.
+    pub(crate) every: Duration,
+    /// The lease: the role is checked every quarter of it, and given up when it could not be
+    /// checked for a whole one.
+    pub(crate) lease: Duration,
+    pub(crate) retention: Retention,
+}
+
+/// Holds the role when it can, for ever: checks it every quarter lease (saying in `duty`
+/// whether this node holds it, which is when its sinks deliver), and writes the checkpoint
+/// and trims the log every `every` while it does.
 pub(crate) async fn run(
     store: Arc<SurrealStore>,
     node: Arc<Node>,
-    every: Duration,
-    retention: Retention,
+    cfg: KeeperConfig,
+    duty: watch::Sender<bool>,
 ) {
+    let tick = (cfg.lease / 4)
+        .min(cfg.every)
+        .max(Duration::from_millis(50));
     let mut keeping: Option<Keeping> = None;
+    let mut confirmed = Instant::now();
+    let mut kept_at: Option<Instant> = None;
     let mut failing = false;
     loop {
-        tokio::time::sleep(every).await;
-        match round(&store, &node, &mut keeping, &retention).await {
+        tokio::time::sleep(tick).await;
+        match hold_role(&store, &node, &mut keeping).await {
+            Ok(()) => confirmed = Instant::now(),
+            Err(e) => debug!(error = %e, "the keeper's role could not be checked"),
+        }
+        // Unknown for a whole lease: another node may have taken it meanwhile.
+        let mine = keeping.is_some() && confirmed.elapsed() < cfg.lease;
+        duty.send_if_modified(|d| std::mem::replace(d, mine) != mine);
+        let Some(k) = keeping.as_mut() else {
+            kept_at = None;
+            continue;
+        };
+        if kept_at.is_some_and(|t| t.elapsed() < cfg.every) {
+            continue;
+        }
+        kept_at = Some(Instant::now());
+        match keep(&store, &node, k, &cfg.retention).await {
             Ok(()) => {
                 if failing {
                     info!("the fleet's checkpoint is written again");
@@ -38,7 +71,8 @@ pub(crate) async fn run(
                 }
             }
             Err(e) => {
-                // Refused by the keeper's fence, or failed: find out who keeps next round.
+                // Refused by the keeper's fence, or failed, perhaps after a part was written:
+                // the role and the stored checkpoint are read again next tick.
                 keeping = None;
                 if !failing {
                     warn!(error = %e, "the fleet's checkpoint or the log's retention failed; trying again");
@@ -49,23 +83,39 @@ pub(crate) async fn run(
     }
 }
 
-/// One round: takes the role if it is free, then writes the checkpoint and trims the log.
-async fn round(
+/// Takes the role if it is free, or checks that this node still holds it.
+async fn hold_role(
     store: &SurrealStore,
     node: &Node,
     keeping: &mut Option<Keeping>,
-    retention: &Retention,
-) -> Result<(), crate::store::StoreError> {
-    let k = match keeping {
-        Some(k) => k,
-        None => match store.claim_keeper(node.me(), &node.dead()).await? {
-            Some(k) => {
-                info!(seq = k.seq, "this node keeps the fleet's checkpoint");
-                keeping.insert(k)
+) -> Result<(), StoreError> {
+    match keeping {
+        None => {
+            if let Some(k) = store.claim_keeper(node.me(), &node.dead()).await? {
+                info!(
+                    seq = k.seq,
+                    "this node keeps the fleet's checkpoint and delivers the sinks"
+                );
+                *keeping = Some(k);
             }
-            None => return Ok(()),
-        },
-    };
+        }
+        Some(k) => {
+            if !store.still_keeper(k).await? {
+                info!("another node keeps the fleet's checkpoint now");
+                *keeping = None;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes the checkpoint and trims the log.
+async fn keep(
+    store: &SurrealStore,
+    node: &Node,
+    k: &mut Keeping,
+    retention: &Retention,
+) -> Result<(), StoreError> {
     let stored = (k.gen, k.rows);
     let (seq, rows, full) = node.checkpoint_rows(k.seq, |changed, fleet| {
         checkpoint_is_full(stored.0 == 0, Some(stored.1), changed, fleet)

@@ -231,7 +231,11 @@ impl Store for SharedLog {
     }
 
     async fn put_sink_state(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.store.put_sink_state(key, value).await
+        self.store.put_sink_state_leased(key, value, &self.me).await
+    }
+
+    async fn claim_sink(&self, name: &str) -> Result<(), StoreError> {
+        self.store.claim_sink(name, &self.me).await
     }
 
     async fn lost(&self) -> String {

@@ -52,4 +52,6 @@ pub struct Runtime {
     source: Arc<RegistrySource>,
     /// On a cluster node: the fleet's view, kept by the shared log's tail.
     node: Option<Arc<Node>>,
+    /// On a cluster node: whether this node delivers the sinks now (one node does: the keeper).
+    sink_duty: Option<tokio::sync::watch::Receiver<bool>>,
 }

@@ -2,12 +2,13 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::{Runtime, RuntimeConfig, RuntimeError};
+use crate::cluster::keeper::{self, KeeperConfig};
 use crate::cluster::log::{loaded_for, replay, run_tail, SharedLog, TAIL_IDLE};
+use crate::cluster::members;
 use crate::cluster::node::{Claims, ClusterStart};
-use crate::cluster::{keeper, members};
 use crate::fleet::FleetMsg;
 use crate::model::{AgentId, AgentRecord};
 use crate::store::{LogTail, SurrealStore};
@@ -30,7 +31,12 @@ impl Runtime {
         })?;
         let watched = store.clone();
         let kept = store.clone();
-        let (every, retention) = (config.checkpoint_interval, config.event_retention.clone());
+        let keeping = KeeperConfig {
+            every: config.checkpoint_interval,
+            lease,
+            retention: config.event_retention.clone(),
+        };
+        let (duty, on_duty) = watch::channel(false);
         let t_load = std::time::Instant::now();
         let view = replay(&store).await?;
         let loaded = loaded_for(&view, &me);
@@ -55,12 +61,9 @@ impl Runtime {
         };
         rt.tasks
             .push(tokio::spawn(members::watch(watched, node.clone(), lease)));
-        rt.tasks.push(tokio::spawn(keeper::run(
-            kept,
-            node.clone(),
-            every,
-            retention,
-        )));
+        rt.sink_duty = Some(on_duty);
+        rt.tasks
+            .push(tokio::spawn(keeper::run(kept, node.clone(), keeping, duty)));
         rt.tasks
             .push(tokio::spawn(run_tail(tail, node, disown.clone(), adopt)));
         rt.tasks.push(tokio::spawn(async move {

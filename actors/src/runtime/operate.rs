@@ -133,7 +133,14 @@ impl Runtime {
             )));
         }
         let source = self.source.clone();
-        sinks.push(SinkHandle::spawn(cfg, sink, source, self.store.clone()));
+        let duty = self.sink_duty.clone();
+        sinks.push(SinkHandle::spawn(
+            cfg,
+            sink,
+            source,
+            self.store.clone(),
+            duty,
+        ));
         Ok(())
     }
 
@@ -145,7 +152,8 @@ impl Runtime {
             .iter()
             .map(|s| {
                 let mut st = s.status.lock().clone();
-                if let Some(last) = last {
+                // (A sink on standby is another node's to deliver: it is not behind here.)
+                if let (Some(last), false) = (last, st.state == "standby") {
                     st.lag = last.saturating_sub(st.delivered_seq);
                 }
                 st

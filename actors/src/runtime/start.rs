@@ -180,6 +180,7 @@ impl Runtime {
             sinks: tokio::sync::Mutex::new(Vec::new()),
             source,
             node,
+            sink_duty: None,
         };
         let t_restore = std::time::Instant::now();
         let restored = match rt

@@ -30,11 +30,14 @@ pub(crate) struct SinkHandle {
 }
 
 impl SinkHandle {
+    /// Runs the sink in a task of its own; with `duty` (on a cluster node), only while it
+    /// says this node delivers the sinks, and on standby otherwise.
     pub(crate) fn spawn(
         cfg: SinkConfig,
         sink: Arc<dyn Sink>,
         source: Arc<dyn LogSource>,
         store: Arc<dyn Store>,
+        duty: Option<watch::Receiver<bool>>,
     ) -> Self {
         let status = Arc::new(Mutex::new(SinkStatus {
             name: cfg.name.clone(),
@@ -66,7 +69,12 @@ impl SinkHandle {
             saved_at: tokio::time::Instant::now(),
             dead: SavedDead::default(),
         };
-        let task = tokio::spawn(runner.run());
+        let task = match duty {
+            None => tokio::spawn(async move {
+                runner.run().await;
+            }),
+            Some(duty) => tokio::spawn(on_duty(runner, duty, stop.subscribe())),
+        };
         SinkHandle {
             name,
             status,
@@ -97,6 +105,94 @@ impl Drop for SinkHandle {
     fn drop(&mut self) {
         if let Some(t) = &self.task {
             t.abort();
+        }
+    }
+}
+
+/// Runs `runner` whenever `duty` says this node delivers the sinks, until `stop`: on
+/// standby meanwhile (another node delivers; the saved dead letters are shown, a replay is
+/// refused). A runner that ended by itself (its saved state unreadable) waits for the duty to
+/// go and come back before it is run again.
+async fn on_duty(
+    mut runner: Runner,
+    mut duty: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        if runner.status.lock().state != "failed" {
+            runner.status.lock().state = "standby".into();
+        }
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            if *duty.borrow_and_update() {
+                break;
+            }
+            tokio::select! {
+                r = duty.changed() => if r.is_err() { return },
+                _ = stop.changed() => return,
+                Some(c) = runner.control.recv() => standby_answer(&runner, c).await,
+            }
+        }
+        let (halt, halted) = watch::channel(false);
+        runner.stop = halted;
+        let run = runner.run();
+        tokio::pin!(run);
+        let mut halting = false;
+        runner = loop {
+            tokio::select! {
+                r = &mut run => break r,
+                r = duty.changed(), if !halting => {
+                    if r.is_err() || !*duty.borrow() {
+                        halting = true;
+                        let _ = halt.send(true);
+                    }
+                }
+                _ = stop.changed(), if !halting => {
+                    halting = true;
+                    let _ = halt.send(true);
+                }
+            }
+        };
+        if *stop.borrow() {
+            return;
+        }
+        if !halting {
+            // Ended by itself: not again until the duty goes and comes back.
+            while *duty.borrow_and_update() {
+                tokio::select! {
+                    r = duty.changed() => if r.is_err() { return },
+                    _ = stop.changed() => return,
+                    Some(c) = runner.control.recv() => standby_answer(&runner, c).await,
+                }
+            }
+        }
+    }
+}
+
+/// Answers a request while another node delivers the sink.
+async fn standby_answer(runner: &Runner, c: Control) {
+    let name = &runner.cfg.name;
+    match c {
+        Control::DeadLetters(reply) => {
+            let saved = runner.store.sink_state(&dead_key(name)).await;
+            let letters = match saved {
+                Ok(Some(text)) => serde_json::from_str::<SavedDead>(&text)
+                    .map(|d| d.letters)
+                    .unwrap_or_default(),
+                Ok(None) => Vec::new(),
+                Err(e) => {
+                    warn!(sink = %name, error = %e, "the sink's dead letters could not be read");
+                    Vec::new()
+                }
+            };
+            let _ = reply.send(letters);
+        }
+        Control::Replay(_, reply) => {
+            let _ = reply.send(Err(format!(
+                "another node of the cluster delivers sink {name} now; send the replay to it"
+            )));
         }
     }
 }

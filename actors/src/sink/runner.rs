@@ -29,7 +29,7 @@ struct Saved {
 pub(super) struct SavedDead {
     next_id: u64,
     dropped: u64,
-    letters: Vec<DeadLetter>,
+    pub(super) letters: Vec<DeadLetter>,
 }
 
 pub(super) struct Runner {
@@ -47,19 +47,29 @@ pub(super) struct Runner {
 }
 
 impl Runner {
-    pub(super) async fn run(mut self) {
+    /// Delivers until stopped (or until its saved state turns out unreadable); gives the
+    /// runner back, to be run again (on a cluster, when this node delivers the sink again).
+    pub(super) async fn run(mut self) -> Self {
         if self.restore().await.is_err() {
-            return;
+            return self;
         }
         info!(sink = %self.cfg.name, kind = %self.cfg.kind, cursor = self.cursor, "sink started");
         let _ = self.follow().await;
         self.save_cursor().await;
         debug!(sink = %self.cfg.name, cursor = self.cursor, "sink stopped");
+        self
     }
 
-    /// Reads the saved cursor and dead letters (retrying while the store fails).
+    /// Reads the saved cursor and dead letters (retrying while the store fails), after
+    /// claiming the sink for this process (see [`Store::claim_sink`]).
     async fn restore(&mut self) -> Result<(), Stopped> {
         let key = self.cfg.name.clone();
+        let mut wait = Duration::from_millis(100);
+        while let Err(e) = self.store.claim_sink(&key).await {
+            warn!(sink = %self.cfg.name, error = %e, "sink cannot claim its delivery; retrying");
+            self.pause(wait).await?;
+            wait = (wait * 2).min(Duration::from_secs(5));
+        }
         let saved = self.load_state(&key).await?;
         let dead = self.load_state(&dead_key(&key)).await?;
         // State that cannot be read is not taken for "no state": a fresh start would skip

@@ -186,6 +186,12 @@ pub trait Store: Send + Sync + 'static {
     async fn sink_state(&self, key: &str) -> Result<Option<String>, StoreError>;
     /// Saves a sink's state under `key`, replacing what was there, durably.
     async fn put_sink_state(&self, key: &str, value: &str) -> Result<(), StoreError>;
+    /// Before sink `name` reads its state and delivers: on a store several processes deliver
+    /// from (a cluster), this one delivers it from now on, and the state another one saves for
+    /// it afterwards is refused. Nothing to do on a store of one process.
+    async fn claim_sink(&self, _name: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Resolves, with the reason, when this process has lost the store to another one (a
     /// store shared by processes hands it to one at a time); never, for a store that is not.
     async fn lost(&self) -> String {

@@ -229,7 +229,8 @@ pub(crate) fn render(
     let failures = Family::<Labels, Gauge>::default();
     let dead = Family::<Labels, Gauge>::default();
     let up = Family::<Labels, Gauge>::default();
-    for s in sinks {
+    // A sink on standby is delivered by another node of the cluster, which reports it.
+    for s in sinks.iter().filter(|s| s.state != "standby") {
         let l = vec![("sink", label(&s.name)), ("type", label(&s.kind))];
         delivered_seq.get_or_create(&l).set(s.delivered_seq as i64);
         sink_lag.get_or_create(&l).set(s.lag as i64);

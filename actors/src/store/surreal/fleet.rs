@@ -107,6 +107,19 @@ impl SurrealStore {
         }))
     }
 
+    /// Whether `keeping` still names the keeper.
+    pub async fn still_keeper(&self, keeping: &Keeping) -> Result<bool, StoreError> {
+        let mut r = self
+            .read("SELECT node, epoch FROM ONLY meta:keeper", json!({}))
+            .await?;
+        let k = r
+            .take::<Option<Value>>(0)
+            .map_err(read_err)?
+            .unwrap_or_default();
+        Ok(k["node"].as_str() == Some(keeping.node.as_str())
+            && k["epoch"].as_u64() == Some(keeping.epoch))
+    }
+
     /// Writes the fleet's checkpoint as of `seq`: with `full`, `rows` is every agent and
     /// replaces what the checkpoint held; without, they are the agents changed since
     /// `keeping.seq`, laid over it. Refused when `keeping` no longer names the keeper.
@@ -224,6 +237,49 @@ impl SurrealStore {
         ))
     }
 
+    /// Node `me` (this store's holder) delivers sink `name` from now on: the sink's state is
+    /// saved under its lease ([`SurrealStore::put_sink_state_leased`]), so the node that
+    /// delivered it before has its saves refused.
+    pub async fn claim_sink(&self, name: &str, me: &str) -> Result<(), StoreError> {
+        self.write_unfenced(
+            "UPSERT type::record('sink_lease', $n) CONTENT { node: $me, epoch: $e, writes: 0 }
+                 RETURN NONE",
+            json!({ "n": name, "me": me, "e": self.hold_epoch().unwrap_or(0) }),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Saves a sink's state under `key` (`<sink>` or `<sink>/…`) if node `me` (this store's
+    /// holder) still holds the sink's lease, in one transaction with a write of the lease.
+    pub async fn put_sink_state_leased(
+        &self,
+        key: &str,
+        value: &str,
+        me: &str,
+    ) -> Result<(), StoreError> {
+        let name = key.split('/').next().unwrap_or(key);
+        // Not the node's own fence: the registry's appends write the node's hold, and a
+        // sink's save beside them would conflict with them (see `put_sink_state`).
+        self.write_unfenced(
+            "BEGIN TRANSACTION;
+             LET $l = (UPDATE type::record('sink_lease', $n) SET writes += 1
+                 WHERE node = $me AND epoch = $e RETURN VALUE epoch);
+             IF array::len($l) == 0 { THROW 'another node delivers this sink now' };
+             UPSERT type::record('cursor', $k) CONTENT { v: $v } RETURN NONE;
+             COMMIT TRANSACTION;",
+            json!({
+                "n": name,
+                "me": me,
+                "e": self.hold_epoch().unwrap_or(0),
+                "k": key,
+                "v": value,
+            }),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Drops the shared log's oldest segments as `retention` allows, none after the
     /// checkpoint `keeping` wrote; returns the oldest seq still held.
     pub async fn retain_shared(
@@ -280,7 +336,7 @@ mod tests {
 
     use super::*;
     use crate::model::Status;
-    use crate::store::{BatchId, SurrealOptions};
+    use crate::store::{BatchId, Store, SurrealOptions};
 
     /// A store whose shared log holds segments 1, 2, 3 and 4, one event each.
     async fn four_segments() -> std::sync::Arc<SurrealStore> {
@@ -341,6 +397,8 @@ mod tests {
             .unwrap()
             .expect("n2 keeps");
         assert_eq!((k2.seq, k2.chunks, k2.rows), (3, 2, 3));
+        assert!(s.still_keeper(&k2).await.unwrap());
+        assert!(!s.still_keeper(&k1).await.unwrap());
         // A full checkpoint replaces the generation and deletes the old one.
         let fresh = vec![json!({"id": "x", "v": 3})];
         s.write_fleet(&mut k2, &fresh, 4, true).await.unwrap();
@@ -358,5 +416,25 @@ mod tests {
         // opens empty.)
         let late = s.write_fleet(&mut k1, &rows, 5, false).await;
         assert!(late.is_err(), "the old keeper wrote: {late:?}");
+    }
+
+    #[tokio::test]
+    async fn a_sinks_state_is_saved_only_by_the_node_that_claimed_it_last() {
+        let s = SurrealStore::open("mem://", SurrealOptions::default())
+            .await
+            .expect("open");
+        s.claim_sink("hook", "n1").await.unwrap();
+        s.put_sink_state_leased("hook", "1", "n1").await.unwrap();
+        s.claim_sink("hook", "n2").await.unwrap();
+        s.put_sink_state_leased("hook/dead", "[]", "n2")
+            .await
+            .unwrap();
+        let stale = s.put_sink_state_leased("hook", "9", "n1").await;
+        assert!(stale.is_err(), "n1 saved after n2 claimed the sink");
+        assert_eq!(s.sink_state("hook").await.unwrap().as_deref(), Some("1"));
+        assert_eq!(
+            s.sink_state("hook/dead").await.unwrap().as_deref(),
+            Some("[]")
+        );
     }
 }

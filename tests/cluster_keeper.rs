@@ -1,0 +1,183 @@
+//! What one node of a cluster does for all, the keeper: the checkpoint of the fleet and the
+//! retention of the shared log (a node that starts after the log was trimmed knows the whole
+//! fleet, and which node owns each agent), and the sinks (delivered by one node, and by
+//! another when it dies, from where the first left off).
+//!
+//! Runs a real SurrealDB server (`scripts/surrealdb-server`, built once; `VIGIL_SURREAL`
+//! names a binary to use instead) and real `vigil serve` processes.
+
+mod surreal;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use surreal::cluster::{adoptions, events_until, node_with, register};
+use surreal::procs::{word, Conn, Vigil};
+use surreal::SurrealServer;
+
+/// One admin request on `conn`, its `result` frame.
+fn admin(conn: &mut Conn, op: &str, args: Value) -> Value {
+    conn.send(json!({"type": "admin", "op": op, "args": args, "ref": op}));
+    conn.until("result")
+}
+
+#[test]
+fn a_node_started_after_the_log_was_trimmed_knows_the_fleet_and_its_owners() {
+    let surreal = SurrealServer::start();
+    let store = surreal.url();
+    let keep = [
+        ("VIGIL_STORE__CHECKPOINT_INTERVAL", "200ms".to_string()),
+        ("VIGIL_STORE__EVENT_RETENTION_COUNT", "5".to_string()),
+    ];
+    let mut n1 = node_with(&store, "n1", &keep);
+    let mut on_n1 = Conn::open(&n1.agents, "agent");
+    let ids: Vec<String> = (0..12).map(|i| format!("c{i:02}")).collect();
+    // Three agents go into maintenance before the others register: their records are not
+    // what their registrations made them, and their transitions are among the oldest events.
+    let mut admin1 = Conn::open(&n1.agents, "admin");
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(
+            register(&mut on_n1, id, 600_000, false)["type"],
+            "registered"
+        );
+        if i == 2 {
+            for id in &ids[..3] {
+                let r = admin(&mut admin1, "maintenance", json!({"id": id, "on": true}));
+                assert_eq!(r["ok"], true, "{r}");
+            }
+        }
+    }
+
+    // The keeper writes the checkpoint and trims the log behind it (keeping 5 of the 15
+    // events): the transitions to maintenance go from the log.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = admin(&mut admin1, "events", json!({"since": 0, "limit": 1}));
+        let oldest = r["data"][0]["seq"].as_u64().unwrap_or(0);
+        if oldest > 6 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the log still starts at {oldest} after 60 s: {r}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A node that starts now learns c00..c09 from the checkpoint alone.
+    let n2 = node_with(&store, "n2", &keep);
+    let mut admin2 = Conn::open(&n2.agents, "admin");
+    let list = admin(&mut admin2, "list", json!({}));
+    let statuses: BTreeMap<&str, &str> = list["data"]
+        .as_array()
+        .expect("agents")
+        .iter()
+        .filter_map(|a| Some((a["id"].as_str()?, a["status"].as_str()?)))
+        .collect();
+    let want: BTreeMap<&str, &str> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), if i < 3 { "maintenance" } else { "online" }))
+        .collect();
+    assert_eq!(statuses, want, "{list}");
+
+    // It knows whose they are: when n1 dies, n2 adopts its twelve agents.
+    let mut monitor = Conn::open(&n2.agents, "monitor");
+    monitor.send(json!({"type": "subscribe", "snapshot": true, "ref": 1}));
+    monitor.until("snapshot");
+    n1.child.kill().expect("kill -9");
+    let _ = n1.child.wait();
+    let got = events_until(&mut monitor, "the adoption", |es| !adoptions(es).is_empty());
+    let alert = adoptions(&got)[0];
+    assert_eq!(alert["adopted"], "n1", "{alert}");
+    assert!(
+        alert["detail"].as_str().unwrap_or("").contains("12 agents"),
+        "{alert}"
+    );
+}
+
+/// The seqs `node`'s log sink delivered, read from its log until `done` says they are enough
+/// (60 s at most).
+fn delivered_until(node: &Vigil, what: &str, done: impl Fn(&[u64]) -> bool) -> Vec<u64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seqs = Vec::new();
+    while !done(&seqs) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = node
+            .lines
+            .recv_timeout(left)
+            .unwrap_or_else(|e| panic!("no {what} ({e}); delivered {seqs:?}"));
+        if line.contains("vigil::sink") {
+            seqs.push(word(&line, "seq=").parse().expect("a seq"));
+        }
+    }
+    seqs
+}
+
+/// What `node`'s log sink delivered among the lines it wrote so far.
+fn delivered_so_far(node: &Vigil) -> Vec<u64> {
+    node.lines
+        .try_iter()
+        .filter(|l| l.contains("vigil::sink"))
+        .map(|l| word(&l, "seq=").parse().expect("a seq"))
+        .collect()
+}
+
+#[test]
+fn one_node_delivers_the_sinks_and_another_goes_on_when_it_dies() {
+    let surreal = SurrealServer::start();
+    let store = surreal.url();
+    let dir = std::env::temp_dir().join(format!("vigil-cluster-sinks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let config = dir.join("vigil.toml");
+    std::fs::write(
+        &config,
+        "[[sinks]]\nname = \"all\"\ntype = \"log\"\nstart = \"beginning\"\n",
+    )
+    .expect("the configuration");
+    let env = [("VIGIL_CONFIG", config.display().to_string())];
+    let mut n1 = node_with(&store, "n1", &env);
+    n1.line_with("this node keeps the fleet's checkpoint and delivers the sinks");
+    let n2 = node_with(&store, "n2", &env);
+    let mut admin2 = Conn::open(&n2.agents, "admin");
+    let sinks = admin(&mut admin2, "sinks", json!({}));
+    assert_eq!(sinks["data"][0]["state"], "standby", "{sinks}");
+    assert_eq!(sinks["data"][0]["lag"], 0, "{sinks}");
+
+    // Agents on n2; n1 delivers their events, n2 does not.
+    let mut on_n2 = Conn::open(&n2.agents, "agent");
+    for id in ["s1", "s2", "s3", "s4"] {
+        assert_eq!(
+            register(&mut on_n2, id, 600_000, false)["type"],
+            "registered"
+        );
+    }
+    let first = delivered_until(&n1, "n1 delivering 1..4", |s| s.len() >= 4);
+    assert_eq!(first, vec![1, 2, 3, 4]);
+    assert_eq!(delivered_so_far(&n2), Vec::<u64>::new(), "n2 delivered too");
+
+    // n1 dies: n2 takes the role over and delivers from n1's saved cursor on.
+    n1.child.kill().expect("kill -9");
+    let _ = n1.child.wait();
+    for id in ["s5", "s6"] {
+        assert_eq!(
+            register(&mut on_n2, id, 600_000, false)["type"],
+            "registered"
+        );
+    }
+    let then = delivered_until(&n2, "n2 delivering up to 6", |s| s.contains(&6));
+    assert!(
+        then.windows(2).all(|w| w[0] < w[1]),
+        "in seq order, once each: {then:?}"
+    );
+    let all: BTreeSet<u64> = first.iter().chain(&then).copied().collect();
+    assert_eq!(
+        all,
+        (1..=6).collect(),
+        "every event delivered: n1 {first:?}, n2 {then:?}"
+    );
+    let sinks = admin(&mut admin2, "sinks", json!({}));
+    assert_eq!(sinks["data"][0]["state"], "ok", "{sinks}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
