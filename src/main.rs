@@ -273,9 +273,22 @@ async fn serve_once(config: &Config) -> anyhow::Result<Option<String>> {
             .advertise(&address)
             .await
             .context("advertising this node's address")?;
-        if let Some(token) = config.auth.admin_tokens.first() {
-            hub.set_peer_token(token.clone());
-        }
+        let tls = match (&config.server.tls_cert, &config.cluster.peer_ca) {
+            (Some(_), Some(ca)) => {
+                let pem = std::fs::read(ca)
+                    .with_context(|| format!("reading [cluster] peer_ca {}", ca.display()))?;
+                Some(
+                    vigil::client::ClientTls::with_root_pem(&pem, "")
+                        .with_context(|| format!("[cluster] peer_ca {}", ca.display()))?,
+                )
+            }
+            _ => None,
+        };
+        hub.set_peers(vigil::serve::hub::Peers {
+            token: config.auth.admin_tokens.first().cloned(),
+            tls,
+            name: config.cluster.peer_name.clone(),
+        });
     }
     let mut http_config = config.http_config();
     http_config.tls = server_tls;

@@ -21,6 +21,12 @@ pub struct Cluster {
     /// Where the other nodes reach this one's agent listener (`host:port`), to send it admin
     /// writes about its agents; default: the listener's own address.
     pub advertise: Option<String>,
+    /// When the agent listeners take TLS (`[server] tls_cert`): the certificates (PEM) that
+    /// sign the other nodes' listeners, trusted when this node forwards them admin writes.
+    pub peer_ca: Option<std::path::PathBuf>,
+    /// The name the other nodes' certificates carry; default: the host of their advertised
+    /// address.
+    pub peer_name: Option<String>,
 }
 
 impl Default for Cluster {
@@ -29,6 +35,8 @@ impl Default for Cluster {
             node_id: None,
             lease: Duration::from_secs(10),
             advertise: None,
+            peer_ca: None,
+            peer_name: None,
         }
     }
 }

@@ -117,6 +117,16 @@ impl Config {
             }
         }
         self.cluster.validate()?;
+        if self.cluster.node_id.is_some()
+            && self.server.tls_cert.is_some()
+            && self.cluster.peer_ca.is_none()
+        {
+            return Err(ConfigError::Invalid(
+                "[cluster] peer_ca is needed with [server] tls_cert: the certificates that sign \
+                 the other nodes' listeners, for this node to send them admin writes"
+                    .into(),
+            ));
+        }
         if self.broadcast.subscriber_queue == 0 {
             return Err(ConfigError::Invalid(
                 "[broadcast] subscriber_queue must be at least 1".into(),

@@ -108,3 +108,15 @@ fn the_health_section_is_read_validated_and_handed_to_the_runtime() {
         assert!(e.contains("[health]") && e.contains(key), "{key}: {e}");
     }
 }
+
+#[test]
+fn a_cluster_node_with_tls_needs_the_roots_of_its_peers() {
+    let mut c = Config::default();
+    c.cluster.node_id = Some("n1".into());
+    c.server.tls_cert = Some("cert.pem".into());
+    c.server.tls_key = Some("key.pem".into());
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("peer_ca"), "{e}");
+    c.cluster.peer_ca = Some("ca.pem".into());
+    assert!(c.validate().is_ok());
+}

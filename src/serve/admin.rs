@@ -15,6 +15,7 @@ pub async fn admin_op(hub: &Hub, op: &str, mut args: Value) -> Result<Value, (Er
     if let Some(answer) = forward::to_owner(hub, op, &args).await {
         return answer;
     }
+    let sent_on = args.clone();
     if let Some(a) = args.as_object_mut() {
         a.remove(forward::FORWARDED_BY);
     }
@@ -48,6 +49,20 @@ pub async fn admin_op(hub: &Hub, op: &str, mut args: Value) -> Result<Value, (Er
     let req = protocol::admin_request(op, args)?;
     let stats = matches!(req, AdminRequest::Stats);
     let res = rt.admin(req).await.map_err(admin_error)?;
+    let missed = forward::to_peers(hub, op, &sent_on).await;
+    if !missed.is_empty() {
+        let missed: Vec<String> = missed
+            .into_iter()
+            .map(|(node, why)| format!("node {node}: {why}"))
+            .collect();
+        return Err((
+            ErrorCode::Internal,
+            format!(
+                "{op} took effect on this node but not on every node of the cluster ({})",
+                missed.join("; ")
+            ),
+        ));
+    }
     let mut v = to_value(res)?;
     if stats {
         v["sinks"] = to_value(rt.sinks().await)?;

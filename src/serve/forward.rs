@@ -1,9 +1,11 @@
 //! Admin writes about an agent another node of a cluster owns are sent to that node, so an
 //! operator may ask any node: the owner's agent actor makes the change, and its answer is the
-//! caller's.
+//! caller's. A policy change is made on every node. A registration without `takeover` of an agent another node owns asks that node
+//! whether it holds a live connection for it (only that makes a conflict, as on one node).
 //!
 //! The forwarded request is the same `admin` frame, over the owner's agent listener (the
-//! address its lease advertises), with the first admin token of `[auth]`. It carries
+//! address its lease advertises; over TLS when the listeners take it, trusting
+//! `[cluster] peer_ca`), with the first admin token of `[auth]`. It carries
 //! `forwarded_by`: a node never forwards a request forwarded to it (a view that is a moment
 //! behind answers `unknown_agent` rather than sending it round).
 
@@ -50,6 +52,48 @@ pub(crate) async fn to_owner(
     )
 }
 
+/// After `op` took effect on this node: when it is a change every node makes for itself
+/// (`set_policy`) and was not forwarded here, the same change sent to every other live node;
+/// the nodes that did not make it, with why.
+pub(crate) async fn to_peers(hub: &Hub, op: &str, args: &Value) -> Vec<(String, String)> {
+    if op != "set_policy" || args.get(FORWARDED_BY).is_some() {
+        return Vec::new();
+    }
+    let rt = hub.runtime();
+    let me = rt.node_id().unwrap_or("?").to_string();
+    let sends = rt.live_peers().into_iter().map(|peer| {
+        let me = me.clone();
+        async move {
+            let r = tokio::time::timeout(LIMIT, forward(hub, &me, &peer, op, args)).await;
+            match r {
+                Ok(Ok(_)) => None,
+                Ok(Err((_, why))) => Some((peer, why)),
+                Err(_) => Some((peer, format!("no answer within {LIMIT:?}"))),
+            }
+        }
+    });
+    futures::future::join_all(sends)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// How long a registration waits for the owner to say whether it holds the agent.
+const ASK_LIMIT: Duration = Duration::from_secs(1);
+
+/// Whether node `owner` holds a live connection for agent `id` (its own `get`, forwarded);
+/// `None` when it could not be asked or did not answer within [`ASK_LIMIT`] (it may be dead:
+/// its agents are adopted within a lease).
+pub(crate) async fn owner_holds(hub: &Hub, owner: &str, id: &AgentId) -> Option<bool> {
+    let me = hub.runtime().node_id().unwrap_or("?").to_string();
+    let args = json!({ "id": id.as_str() });
+    match tokio::time::timeout(ASK_LIMIT, forward(hub, &me, owner, "get", &args)).await {
+        Ok(Ok(record)) => record["connected"].as_bool(),
+        _ => None,
+    }
+}
+
 async fn forward(
     hub: &Hub,
     me: &str,
@@ -67,8 +111,14 @@ async fn forward(
         .runtime()
         .node_address(owner)
         .ok_or_else(|| failed("its address is not known yet".into()))?;
-    let mut cfg = ClientConfig::new(addr);
-    cfg.token = hub.peer_token().map(str::to_string);
+    let mut cfg = ClientConfig::new(addr.clone());
+    if let Some(peers) = hub.peers() {
+        cfg.token = peers.token.clone();
+        cfg.tls = peers.tls.clone().map(|mut tls| {
+            tls.server_name = peers.name.clone().unwrap_or_else(|| host_of(&addr));
+            tls
+        });
+    }
     cfg.client_name = format!("vigil node {me}");
     let mut conn = Connection::connect(&cfg, Role::Admin)
         .await
@@ -87,5 +137,25 @@ async fn forward(
             },
             None => return Err(failed("it closed the connection".into())),
         }
+    }
+}
+
+/// The host of `host:port` (`[v6]:port` too).
+fn host_of(addr: &str) -> String {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_of;
+
+    #[test]
+    fn the_host_of_an_address_is_what_its_certificate_names() {
+        assert_eq!(host_of("10.0.0.5:7400"), "10.0.0.5");
+        assert_eq!(host_of("[::1]:7400"), "::1");
+        assert_eq!(host_of("node-1.example.com:7400"), "node-1.example.com");
     }
 }

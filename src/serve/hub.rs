@@ -30,6 +30,17 @@ const LINE_SLOTS: usize = 4096;
 /// One event's frame, by seq.
 type LineSlot = Mutex<Option<(u64, Arc<str>)>>;
 
+/// How a node reaches the other nodes of its cluster.
+#[derive(Debug, Clone, Default)]
+pub struct Peers {
+    /// The admin token it presents (the first of its own `[auth]` admin tokens).
+    pub token: Option<String>,
+    /// TLS, when the listeners take it: the trusted roots (`server_name` unused).
+    pub tls: Option<crate::client::ClientTls>,
+    /// The name their certificates carry; default: the host of their advertised address.
+    pub name: Option<String>,
+}
+
 /// Shared by every monitor surface of one runtime.
 pub struct Hub {
     rt: Arc<Runtime>,
@@ -44,8 +55,8 @@ pub struct Hub {
     pub heartbeats: AtomicU64,
     /// Heartbeats per second over the last `stats_interval` (an `f64`'s bits).
     beat_rate: AtomicU64,
-    /// The admin token this node gives the other nodes of its cluster (see `forward`).
-    peer_token: std::sync::OnceLock<String>,
+    /// How this node reaches the other nodes of its cluster (see `forward`).
+    peers: std::sync::OnceLock<Peers>,
     /// WebSocket and SSE streams open now.
     pub http_streams: AtomicU64,
     /// Subscriptions of remote monitors open now.
@@ -176,7 +187,7 @@ impl Hub {
                 frames: AtomicU64::new(0),
                 heartbeats: AtomicU64::new(0),
                 beat_rate: AtomicU64::new(0),
-                peer_token: std::sync::OnceLock::new(),
+                peers: std::sync::OnceLock::new(),
                 http_streams: AtomicU64::new(0),
                 subscribers: AtomicU64::new(0),
                 lagged: AtomicU64::new(0),
@@ -195,14 +206,14 @@ impl Hub {
         &self.rt
     }
 
-    /// Sets the admin token this node gives the other nodes of its cluster when it forwards
-    /// an admin write to the agent's owner (the first set is kept).
-    pub fn set_peer_token(&self, token: String) {
-        let _ = self.peer_token.set(token);
+    /// Sets how this node reaches the other nodes of its cluster when it forwards an admin
+    /// write to the agent's owner (the first set is kept).
+    pub fn set_peers(&self, peers: Peers) {
+        let _ = self.peers.set(peers);
     }
 
-    pub(crate) fn peer_token(&self) -> Option<&str> {
-        self.peer_token.get().map(String::as_str)
+    pub(crate) fn peers(&self) -> Option<&Peers> {
+        self.peers.get()
     }
 
     /// The counts a `stats` frame carries (without `type` and `at`).

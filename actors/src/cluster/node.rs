@@ -182,6 +182,20 @@ impl Node {
         *self.dead.lock() = dead;
     }
 
+    /// The other nodes with an address that are not dead to this one, by id.
+    pub(crate) fn live_peers(&self) -> Vec<String> {
+        let dead = self.dead.lock().clone();
+        let mut peers: Vec<String> = self
+            .addresses
+            .lock()
+            .keys()
+            .filter(|n| **n != *self.me && !dead.contains(n))
+            .cloned()
+            .collect();
+        peers.sort();
+        peers
+    }
+
     /// The nodes dead to this one.
     #[cfg_attr(not(feature = "surreal"), allow(dead_code))]
     pub(crate) fn dead(&self) -> Vec<String> {

@@ -39,7 +39,8 @@ impl Runtime {
 
     /// On a cluster node: the other node that owns agent `id` (its last registration was
     /// there, and it has not left), if one does. A registration here without `takeover` is
-    /// refused with `conflict`, as it is when another connection of one node owns the agent.
+    /// refused with `conflict` when that node holds a live connection for it, as it is when
+    /// another connection of one node owns the agent.
     pub fn owned_elsewhere(&self, id: &crate::model::AgentId) -> Option<String> {
         self.node
             .as_ref()
@@ -50,6 +51,15 @@ impl Runtime {
     /// On a cluster node: where node `node` takes connections, as its lease advertises it.
     pub fn node_address(&self, node: &str) -> Option<String> {
         self.node.as_ref().and_then(|n| n.address(node))
+    }
+
+    /// On a cluster node: the other nodes that advertise an address and are alive as this
+    /// node last judged their leases, by id.
+    pub fn live_peers(&self) -> Vec<String> {
+        self.node
+            .as_ref()
+            .map(|n| n.live_peers())
+            .unwrap_or_default()
     }
 
     /// Whether this runtime supervises agent `id` (on a cluster node: this node owns it).

@@ -19,6 +19,7 @@ use crate::protocol::limits::{check_activity, check_job};
 use crate::protocol::{
     self, error_line, ClientFrame, ErrorCode, EvictedReason, Frame, Role, ServerFrame,
 };
+use crate::serve::forward;
 use crate::serve::monitoring::Monitoring;
 
 pub(super) struct Session {
@@ -259,14 +260,22 @@ impl Session {
             self.error(ErrorCode::Overloaded, &msg, &reference).await;
             return;
         }
-        // On a cluster, another node may own it: refused, unless taken over.
+        // On a cluster, another node may own it: as on one node, a live connection there
+        // makes a conflict unless taken over; without one, the agent moves here.
         if !r.takeover {
             if let Some(node) = self.shared.rt.owned_elsewhere(&id) {
-                let msg = format!(
-                    "node {node} of the cluster owns this agent (register with takeover to take it)"
-                );
-                self.error(ErrorCode::Conflict, &msg, &reference).await;
-                return;
+                let why = match forward::owner_holds(&self.shared.hub, &node, &id).await {
+                    Some(false) => None,
+                    Some(true) => Some("holds a live connection for it"),
+                    None => Some("owns it and could not be asked whether it holds a connection"),
+                };
+                if let Some(why) = why {
+                    let msg = format!(
+                        "node {node} of the cluster {why} (register with takeover to take it)"
+                    );
+                    self.error(ErrorCode::Conflict, &msg, &reference).await;
+                    return;
+                }
             }
         }
         // Ownership: claim the id, or refuse, or take it over.
