@@ -204,7 +204,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
     rt.block_on(async move {
         let mut rejoins = 0u64;
         loop {
-            let Some(reason) = serve_once(&config).await? else {
+            let Some(reason) = serve_once(&config, rejoins).await? else {
                 return Ok(());
             };
             if config.cluster.node_id.is_none() {
@@ -218,8 +218,9 @@ fn serve(config: Config) -> anyhow::Result<()> {
     })
 }
 
-/// Serves until a stop signal (`None`) or until this process loses the store (why).
-async fn serve_once(config: &Config) -> anyhow::Result<Option<String>> {
+/// Serves until a stop signal (`None`) or until this process loses the store (why);
+/// `rejoins`: how often a cluster node was fenced and joined again before.
+async fn serve_once(config: &Config, rejoins: u64) -> anyhow::Result<Option<String>> {
     let started = std::time::Instant::now();
     let (runtime, held, node_store) = match &config.cluster.node_id {
         None => {
@@ -256,6 +257,8 @@ async fn serve_once(config: &Config) -> anyhow::Result<Option<String>> {
     }
     let server_tls = server_config.tls.clone();
     let hub = vigil::serve::hub::Hub::new(runtime.clone(), config.broadcast.stats_interval);
+    hub.rejoins
+        .store(rejoins, std::sync::atomic::Ordering::Relaxed);
     let server = vigil::serve::tcp::Server::start_with(
         config.server.agent_listen,
         hub.clone(),

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use surreal::cluster::{adoptions, events_until, is, node, node_with, register, seqs};
-use surreal::procs::{exit_of, vigil, word, Beater, Conn, Vigil};
+use surreal::procs::{exit_of, http_get, vigil, word, Beater, Conn, Vigil};
 use surreal::SurrealServer;
 
 #[test]
@@ -334,7 +334,13 @@ fn a_node_paused_past_its_lease_publishes_nothing_stale_and_rejoins() {
     n1.signal("-CONT");
     on_n1.send(json!({"type": "activity", "id": "p1", "activity": "working"}));
     n1.line_with("this node was fenced");
-    let back = word(&n1.line_with("vigil is supervising"), "agents=");
+    let line = n1.line_with("vigil is supervising");
+    let back = word(&line, "agents=");
+    let metrics = http_get(&word(&line, "http="), "/metrics");
+    assert!(
+        metrics.contains("vigil_cluster_rejoins_total 1"),
+        "{metrics}"
+    );
     let mut again = Conn::open(&back, "agent");
     assert_eq!(
         register(&mut again, "r1", 600_000, false)["type"],

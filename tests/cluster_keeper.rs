@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use surreal::cluster::{adoptions, events_until, node_with, register};
-use surreal::procs::{word, Conn, Vigil};
+use surreal::procs::{http_get, word, Conn, Vigil};
 use surreal::SurrealServer;
 
 /// One admin request on `conn`, its `result` frame.
@@ -143,6 +143,8 @@ fn one_node_delivers_the_sinks_and_another_goes_on_when_it_dies() {
     let mut admin2 = Conn::open(&n2.agents, "admin");
     let sinks = admin(&mut admin2, "sinks", json!({}));
     assert_eq!(sinks["data"][0]["state"], "standby", "{sinks}");
+    assert!(http_get(&n1.http, "/metrics").contains("vigil_cluster_keeper 1"));
+    assert!(http_get(&n2.http, "/metrics").contains("vigil_cluster_keeper 0"));
     assert_eq!(sinks["data"][0]["lag"], 0, "{sinks}");
 
     // Agents on n2; n1 delivers their events, n2 does not.

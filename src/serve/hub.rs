@@ -55,6 +55,8 @@ pub struct Hub {
     pub heartbeats: AtomicU64,
     /// Heartbeats per second over the last `stats_interval` (an `f64`'s bits).
     beat_rate: AtomicU64,
+    /// On a cluster node: times this process was fenced and joined again (main sets it).
+    pub rejoins: AtomicU64,
     /// How this node reaches the other nodes of its cluster (see `forward`).
     peers: std::sync::OnceLock<Peers>,
     /// WebSocket and SSE streams open now.
@@ -187,6 +189,7 @@ impl Hub {
                 frames: AtomicU64::new(0),
                 heartbeats: AtomicU64::new(0),
                 beat_rate: AtomicU64::new(0),
+                rejoins: AtomicU64::new(0),
                 peers: std::sync::OnceLock::new(),
                 http_streams: AtomicU64::new(0),
                 subscribers: AtomicU64::new(0),

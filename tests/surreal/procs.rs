@@ -16,6 +16,8 @@ pub struct Vigil {
     pub lines: mpsc::Receiver<String>,
     /// The agents' TCP listener.
     pub agents: String,
+    /// The HTTP listener.
+    pub http: String,
 }
 
 pub fn vigil(store: &str, env: &[(&str, String)]) -> (Child, mpsc::Receiver<String>) {
@@ -60,11 +62,11 @@ impl Vigil {
             said.push_str(&line);
             said.push('\n');
             if line.contains("vigil is supervising") {
-                let agents = word(&line, "agents=");
                 return Vigil {
                     child,
                     lines,
-                    agents,
+                    agents: word(&line, "agents="),
+                    http: word(&line, "http="),
                 };
             }
         }
@@ -101,6 +103,21 @@ impl Drop for Vigil {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The body of `GET path` on the HTTP listener at `addr` (no token).
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::Read;
+    let mut s = TcpStream::connect(addr).expect("the HTTP listener");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .expect("a request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("an answer");
+    text.split_once("\r\n\r\n")
+        .map_or(text.clone(), |(_, body)| body.to_string())
 }
 
 /// The value of `key=` in a log line.

@@ -62,6 +62,12 @@ impl Runtime {
             .unwrap_or_default()
     }
 
+    /// On a cluster node: whether it keeps the fleet's checkpoint and delivers the sinks now
+    /// (one node at a time does); false on a single node.
+    pub fn keeps(&self) -> bool {
+        self.sink_duty.as_ref().is_some_and(|d| *d.borrow())
+    }
+
     /// Whether this runtime supervises agent `id` (on a cluster node: this node owns it).
     pub fn supervises(&self, id: &crate::model::AgentId) -> bool {
         self.directory.read().contains_key(id)

@@ -223,6 +223,25 @@ pub(crate) fn render(
         gauge_f(lag.as_secs_f64()),
     );
 
+    let rt = hub.runtime();
+    if rt.node_id().is_some() {
+        reg.register(
+            "cluster_keeper",
+            "1 while this node keeps the fleet's checkpoint and delivers the sinks",
+            gauge(rt.keeps() as i64),
+        );
+        reg.register(
+            "cluster_live_peers",
+            "Other nodes of the cluster alive as this node judges their leases",
+            gauge(rt.live_peers().len() as i64),
+        );
+        reg.register(
+            "cluster_rejoins",
+            "Times this process was fenced by the other nodes and joined again",
+            counter(hub.rejoins.load(Ordering::Relaxed)),
+        );
+    }
+
     let delivered_seq = Family::<Labels, Gauge>::default();
     let sink_lag = Family::<Labels, Gauge>::default();
     let delivered = Family::<Labels, Counter>::default();
