@@ -7,6 +7,10 @@
 //! - **Delivery**: a paced stream of registrations on every node but the monitor's; each
 //!   event's delay from its `at` (when its node decided it) to its arrival at the monitor, on
 //!   the same machine's clock: the cross-node delay on the cluster.
+//! - **Heartbeats** (`cluster_beats`, last, on the two nodes left after the failover): one
+//!   `vigil simulate` per node beating its own agents, all at once (on the single node, two
+//!   generators); heartbeats per second summed, and transitions of those agents while they
+//!   beat (goal 0).
 //! - **Failover** (cluster): agents on node 1 beating; node 1 is killed (`kill -9`); most
 //!   agents reconnect at once to the survivors with `takeover`, the rest stay silent. Figures:
 //!   the time until every reconnecting agent is registered again, until the survivors adopt
@@ -25,6 +29,7 @@ use anyhow::Context;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::tools::bench::cluster_beats::{self, Beats};
 use crate::tools::bench::shared_log::start_server;
 use crate::tools::bench::store::write_rows;
 use crate::tools::bench::Quantiles;
@@ -48,6 +53,17 @@ pub struct ClusterBench {
     /// Agents on node 1 in the failover phase.
     #[arg(long, default_value_t = 300)]
     pub agents: usize,
+    /// Agents beating on each node in the heartbeat phase (one `vigil simulate` per node).
+    #[arg(long, default_value_t = 10_000)]
+    pub beating: usize,
+    /// Their heartbeat interval (each beats at three quarters of it).
+    #[arg(long, default_value = "400ms", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub beat_interval: Duration,
+    /// The heartbeat phase's measured window (after a 2 s warm-up).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub beat_window: Duration,
     /// The nodes' lease.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
@@ -67,6 +83,8 @@ pub struct ClusterRow {
     /// Delay from an event's decision to its arrival at a monitor (on another node, for
     /// the cluster).
     pub delivery: Quantiles,
+    /// Heartbeats on two nodes at once (on the single node, two generators).
+    pub beats: Beats,
     /// Failover (cluster only).
     pub failover: Option<Failover>,
 }
@@ -304,10 +322,12 @@ fn failover(args: &ClusterBench, nodes: &mut Vec<Node>) -> anyhow::Result<Failov
             l.push(id.clone());
         }
     }
-    let before = collect(&rx, args.agents, |e| e["event"] == "registered")?;
+    let mine = |e: &Value| e["agent"].as_str().is_some_and(|a| a.starts_with('f'));
+    let before = collect(&rx, args.agents, |e| e["event"] == "registered" && mine(e))?;
+    // (The heartbeat phase's agents go quiet meanwhile: their transitions are not these.)
     let late = before
         .iter()
-        .filter(|(_, e)| e["event"] == "transition")
+        .filter(|(_, e)| e["event"] == "transition" && mine(e))
         .count();
     anyhow::ensure!(
         late == 0,
@@ -381,10 +401,12 @@ pub fn run(args: ClusterBench) -> anyhow::Result<()> {
     let single = start_node(&format!("surrealkv://{}", dir.display()), &[])?;
     let a = single.agents.as_str();
     let (events_per_sec, delivery) = throughput(&args, "s", &[a, a, a], a)?;
+    let beats = cluster_beats::beats(&args, &[a, a], &monitor(a)?)?;
     rows.push(ClusterRow {
         setup: "single (SurrealKV)".into(),
         events_per_sec,
         delivery,
+        beats,
         failover: None,
     });
     drop(single);
@@ -418,18 +440,30 @@ pub fn run(args: ClusterBench) -> anyhow::Result<()> {
         &n2,
     )?;
     let failover = failover(&args, &mut nodes)?;
+    // Last: the agents it beats go quiet after it. On the two survivors.
+    let beats = cluster_beats::beats(&args, &[&n2, &n3], &monitor(&n2)?)?;
     rows.push(ClusterRow {
         setup: "3 nodes (server)".into(),
         events_per_sec,
         delivery,
+        beats,
         failover: Some(failover),
     });
-    println!("| setup | durable events/s | delivery p50 / p99 / max ms |");
-    println!("| --- | --- | --- |");
+    println!("| setup | durable events/s | delivery p50 / p99 / max ms | heartbeats/s (agents) | false transitions (ramp) |");
+    println!("| --- | --- | --- | --- | --- |");
     for r in &rows {
         println!(
-            "| {} | {:.0} | {:.1} / {:.1} / {:.1} |",
-            r.setup, r.events_per_sec, r.delivery.p50_ms, r.delivery.p99_ms, r.delivery.max_ms
+            "| {} | {:.0} | {:.1} / {:.1} / {:.1} | {:.0} ({} × {}) | {} ({}) |",
+            r.setup,
+            r.events_per_sec,
+            r.delivery.p50_ms,
+            r.delivery.p99_ms,
+            r.delivery.max_ms,
+            r.beats.heartbeats_per_sec,
+            r.beats.nodes,
+            r.beats.agents_per_node,
+            r.beats.false_transitions,
+            r.beats.ramp_transitions
         );
     }
     if let Some(f) = rows.iter().find_map(|r| r.failover.as_ref()) {

@@ -6,6 +6,7 @@
 //! own.
 
 pub mod cluster;
+mod cluster_beats;
 pub mod detect;
 pub mod fanout;
 pub mod fanout_monitors;
@@ -167,7 +168,19 @@ pub fn run_all(quick: bool, json_dir: Option<PathBuf>) -> anyhow::Result<()> {
         scenarios.push(("shared-log", q(&[], &["--writers", "1,3", "--each", "1s"])));
         scenarios.push((
             "cluster",
-            q(&[], &["--registrations", "400", "--agents", "100"]),
+            q(
+                &[],
+                &[
+                    "--registrations",
+                    "400",
+                    "--agents",
+                    "100",
+                    "--beating",
+                    "300",
+                    "--beat-window",
+                    "2s",
+                ],
+            ),
         ));
     } else {
         eprintln!(

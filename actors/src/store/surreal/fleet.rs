@@ -73,14 +73,30 @@ impl SurrealStore {
         dead: &[String],
     ) -> Result<Option<Keeping>, StoreError> {
         let epoch = self.hold_epoch().unwrap_or(0);
-        self.write(
-            "LET $k = (SELECT node, epoch FROM ONLY meta:keeper);
-             IF $k = NONE OR $k.node = $me OR $k.node IN $dead {
-                 UPSERT meta:keeper SET node = $me, epoch = $epoch, writes = 0 RETURN NONE;
-             };",
-            json!({ "me": me, "epoch": epoch, "dead": dead }),
-        )
-        .await?;
+        // Read first: while another live node keeps, nothing is written (every node looks
+        // every quarter lease).
+        let mut r = self
+            .read("SELECT node FROM ONLY meta:keeper", json!({}))
+            .await?;
+        let holder = r
+            .take::<Option<Value>>(0)
+            .map_err(read_err)?
+            .and_then(|k| k["node"].as_str().map(str::to_string));
+        let free = holder.as_ref().is_none_or(|h| h == me || dead.contains(h));
+        if free {
+            // Not the node's own fence: its appends write its hold, and this write beside
+            // them would conflict with them. (A node that knows it lost its hold is refused.)
+            self.write_unfenced(
+                "BEGIN TRANSACTION;
+                 LET $k = (SELECT node, epoch FROM ONLY meta:keeper);
+                 IF $k = NONE OR $k.node = $me OR $k.node IN $dead {
+                     UPSERT meta:keeper SET node = $me, epoch = $epoch, writes = 0 RETURN NONE;
+                 };
+                 COMMIT TRANSACTION;",
+                json!({ "me": me, "epoch": epoch, "dead": dead }),
+            )
+            .await?;
+        }
         let mut r = self
             .read(
                 "SELECT node, epoch FROM ONLY meta:keeper;

@@ -1,0 +1,104 @@
+//! The heartbeat phase of `vigil bench cluster`: one `vigil simulate` per node, each beating
+//! its own agents on its node at once, and a monitor on one node counting the transitions of
+//! those agents (each beats on time, so any transition is a false one).
+
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::cluster::ClusterBench;
+
+/// Heartbeats on every node at once.
+#[derive(Debug, Serialize)]
+pub struct Beats {
+    /// Nodes beaten on.
+    pub nodes: usize,
+    /// Agents beating on each node.
+    pub agents_per_node: usize,
+    /// Heartbeats per second the generators sent over the measured window, summed over the
+    /// nodes.
+    pub heartbeats_per_sec: f64,
+    /// Transitions of the beating agents over the measured window, while every one of them
+    /// beats on time (goal 0).
+    pub false_transitions: usize,
+    /// Transitions of those agents before it: the generator beats none of its agents before
+    /// it has registered them all, so the first ones may go quiet for longer than their
+    /// interval while the others register.
+    pub ramp_transitions: usize,
+}
+
+/// Beats `args.beating` agents on each of `nodes` (one generator each) and counts, from the
+/// events `rx` receives, the transitions of those agents until the generators stop.
+pub(super) fn beats(
+    args: &ClusterBench,
+    nodes: &[&str],
+    rx: &mpsc::Receiver<(Instant, Value)>,
+) -> anyhow::Result<Beats> {
+    let exe = std::env::current_exe().context("finding the vigil binary")?;
+    let warmup = Duration::from_secs(2);
+    let run = warmup + args.beat_window + Duration::from_secs(1);
+    let spawned = Instant::now();
+    let mut children = Vec::new();
+    for (i, addr) in nodes.iter().enumerate() {
+        let out = std::env::temp_dir().join(format!(
+            "vigil-bench-cluster-beats-{}-{i}.json",
+            std::process::id()
+        ));
+        let child = Command::new(&exe)
+            .arg("simulate")
+            .args(["--connect", addr])
+            .args(["--agents", &args.beating.to_string()])
+            .args(["--connections", "8"])
+            .args([
+                "--interval",
+                &format!("{}ms", args.beat_interval.as_millis()),
+            ])
+            .args(["--duration", &format!("{}ms", run.as_millis())])
+            .args(["--measure-from", &format!("{}ms", warmup.as_millis())])
+            .args(["--prefix", &format!("hb{i}")])
+            .arg("--quiet")
+            .arg("--json")
+            .arg(&out)
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .context("starting a load generator (vigil simulate)")?;
+        children.push((child, out));
+    }
+    let mut heartbeats_per_sec = 0.0;
+    let mut window = spawned;
+    for (mut child, out) in children {
+        let status = child.wait().context("waiting for a load generator")?;
+        anyhow::ensure!(status.success(), "a load generator failed: {status}");
+        let summary: Value = serde_json::from_slice(
+            &std::fs::read(&out).with_context(|| format!("reading {}", out.display()))?,
+        )?;
+        let _ = std::fs::remove_file(&out);
+        heartbeats_per_sec += summary["beats_per_sec"].as_f64().unwrap_or(0.0);
+        let registered = Duration::from_secs_f64(summary["register_secs"].as_f64().unwrap_or(0.0));
+        window = window.max(spawned + registered + warmup);
+    }
+    // Every event the monitor had by the time the generators stopped (their agents go quiet
+    // only then).
+    let stopped = Instant::now();
+    let (mut false_transitions, mut ramp_transitions) = (0, 0);
+    for (at, e) in rx.try_iter() {
+        let theirs =
+            e["event"] == "transition" && e["agent"].as_str().is_some_and(|a| a.starts_with("hb"));
+        match (theirs && at <= stopped, at >= window) {
+            (true, true) => false_transitions += 1,
+            (true, false) => ramp_transitions += 1,
+            _ => {}
+        }
+    }
+    Ok(Beats {
+        nodes: nodes.len(),
+        agents_per_node: args.beating,
+        heartbeats_per_sec,
+        false_transitions,
+        ramp_transitions,
+    })
+}
