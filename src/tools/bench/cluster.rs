@@ -54,10 +54,12 @@ pub struct ClusterBench {
     #[arg(long, default_value_t = 300)]
     pub agents: usize,
     /// Agents beating on each node in the heartbeat phase (one `vigil simulate` per node).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 2000)]
     pub beating: usize,
-    /// Their heartbeat interval (each beats at three quarters of it).
-    #[arg(long, default_value = "400ms", value_parser = humantime::parse_duration)]
+    /// Their heartbeat interval (each beats at three quarters of it). The generator beats
+    /// none of its agents before it registered them all: longer than registering takes, or
+    /// the first ones go quiet meanwhile (counted apart, as the ramp's transitions).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
     pub beat_interval: Duration,
     /// The heartbeat phase's measured window (after a 2 s warm-up).
