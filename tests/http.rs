@@ -385,6 +385,11 @@ async fn metrics_report_the_fleet_in_prometheus_text() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     for want in [
+        concat!(
+            "vigil_build_info{version=\"",
+            env!("CARGO_PKG_VERSION"),
+            "\"} 1"
+        ),
         "vigil_agents{kind=\"worker\",status=\"online\"} 2",
         "vigil_agents{kind=\"worker\",status=\"maintenance\"} 1",
         "vigil_agents{kind=\"gpu\",status=\"online\"} 1",

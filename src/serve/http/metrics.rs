@@ -86,6 +86,11 @@ pub(crate) fn render(
 ) -> Result<String, std::fmt::Error> {
     let mut reg = Registry::with_prefix("vigil");
     let r = &stats.registry;
+    let build = Family::<Labels, Gauge>::default();
+    build
+        .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_string())])
+        .set(1);
+    reg.register("build_info", "1, labelled with this build's version", build);
 
     let agents = Family::<Labels, Gauge>::default();
     for (kind, counts) in &r.by_kind {
