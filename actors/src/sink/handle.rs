@@ -177,11 +177,13 @@ async fn standby_answer(runner: &Runner, c: Control) {
     match c {
         Control::DeadLetters(reply) => {
             let saved = runner.store.sink_state(&dead_key(name)).await;
-            let letters = match saved {
-                Ok(Some(text)) => serde_json::from_str::<SavedDead>(&text)
-                    .map(|d| d.letters)
-                    .unwrap_or_default(),
+            let letters = match saved.map(|t| t.map(|t| serde_json::from_str::<SavedDead>(&t))) {
+                Ok(Some(Ok(d))) => d.letters,
                 Ok(None) => Vec::new(),
+                Ok(Some(Err(e))) => {
+                    warn!(sink = %name, error = %e, "the sink's saved dead letters are unreadable");
+                    Vec::new()
+                }
                 Err(e) => {
                     warn!(sink = %name, error = %e, "the sink's dead letters could not be read");
                     Vec::new()
