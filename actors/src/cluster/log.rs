@@ -145,6 +145,16 @@ impl Store for SharedLog {
         *self.unsure.lock() = None;
         // Before the registry hears of it: see `Claims`.
         self.claims.landed(&appended.events);
+        let kept: Vec<u64> = events
+            .iter()
+            .filter(|e| {
+                e.agent
+                    .as_ref()
+                    .is_none_or(|a| !appended.disowned.contains(a))
+            })
+            .map(|e| e.seq)
+            .collect();
+        self.claims.numbered(&kept, &appended.events);
         self.wake.notify_one();
         if !appended.disowned.is_empty() {
             let head = appended.head;
@@ -293,5 +303,69 @@ pub(crate) async fn run_tail(
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::Utc;
+    use tokio::sync::{mpsc, Notify};
+
+    use super::SharedLog;
+    use crate::cluster::node::Claims;
+    use crate::model::{AgentId, Event, EventBody, Status};
+    use crate::store::conformance::event;
+    use crate::store::{BatchId, Store, SurrealOptions, SurrealStore};
+
+    #[tokio::test]
+    async fn the_log_keeps_the_seqs_the_registry_gave_its_own_events() {
+        let store = SurrealStore::open("mem://", SurrealOptions::default())
+            .await
+            .expect("open");
+        // Node b registers x: x is b's.
+        let x = Arc::new(Event {
+            seq: 0,
+            at: Utc::now(),
+            agent: AgentId::new("x").ok(),
+            kind: Some(Arc::from("worker")),
+            node: Some(Arc::from("b")),
+            body: EventBody::Registered {
+                from: None,
+                status: Status::Online,
+                name: "x".into(),
+                metadata: Default::default(),
+                capabilities: vec![],
+                incarnation: 1,
+                heartbeat_interval_ms: None,
+            },
+        });
+        let b = BatchId {
+            node: "b.1".into(),
+            first: 1,
+        };
+        store.append_owned(&b, &[x], false, "b").await.unwrap();
+        // Node a's registry numbers its events 7, 8, 9; 8 is about x, and is left out.
+        let claims = Arc::new(Claims::default());
+        let (lost, _lost) = mpsc::unbounded_channel();
+        let log = SharedLog::new(
+            store.clone(),
+            Arc::from("a"),
+            Arc::new(Notify::new()),
+            lost,
+            claims.clone(),
+        );
+        let mine = [
+            event(7, "y", Status::Online, Status::Degraded),
+            event(8, "x", Status::Online, Status::Degraded),
+            event(9, "y", Status::Degraded, Status::Online),
+        ];
+        log.append(&mine).await.unwrap();
+        assert_eq!(
+            (2..=4).map(|s| claims.local_seq(s)).collect::<Vec<_>>(),
+            vec![Some(7), Some(9), None]
+        );
+        assert_eq!(claims.local_seq(1), None, "b's event");
     }
 }

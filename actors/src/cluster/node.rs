@@ -24,11 +24,19 @@ use crate::store::StoreError;
 /// applied yet (by agent, the seq of the newest). With the view, they say whether a takeover
 /// by another node that the tail just read is older than this node's own newest registration
 /// of the agent: then the agent stays here.
+///
+/// It also keeps, for this node's newest events in the shared log, the seq its registry gave
+/// each (its own numbering): what a registration's seq is compared with.
 #[derive(Debug, Default)]
 pub(crate) struct Claims {
     recent: Mutex<HashMap<AgentId, u64>>,
     applied: AtomicU64,
+    /// (shared seq, this node's seq) of its newest events, oldest first.
+    own_seqs: Mutex<std::collections::VecDeque<(u64, u64)>>,
 }
+
+/// This node's events whose own seqs [`Claims`] keeps.
+const OWN_SEQS: usize = 100_000;
 
 impl Claims {
     /// Notes this node's registrations among `events`, just written to the shared log.
@@ -43,6 +51,25 @@ impl Claims {
                 }
             }
         }
+    }
+
+    /// Notes the seqs this node's registry gave its events (`local`, in order) that the
+    /// shared log holds as `stored` (in the same order; events of agents another node owned
+    /// were left out, and are not in `local`).
+    #[cfg_attr(not(feature = "surreal"), allow(dead_code))]
+    pub(crate) fn numbered(&self, local: &[u64], stored: &[Arc<Event>]) {
+        let mut own = self.own_seqs.lock();
+        own.extend(stored.iter().map(|e| e.seq).zip(local.iter().copied()));
+        let over = own.len().saturating_sub(OWN_SEQS);
+        own.drain(..over);
+    }
+
+    /// The seq this node's registry gave its event at `shared` in the shared log, if it is
+    /// among the newest this node keeps.
+    pub(crate) fn local_seq(&self, shared: u64) -> Option<u64> {
+        let own = self.own_seqs.lock();
+        let i = own.partition_point(|(s, _)| *s < shared);
+        own.get(i).filter(|(s, _)| *s == shared).map(|(_, l)| *l)
     }
 
     /// Whether this node registered `id` after seq `seq` (as far as the view has not caught
@@ -163,6 +190,12 @@ impl Node {
             let _ = self.broadcaster.cast(BroadcastMsg::Publish(batch));
         }
         Ok(Applied { lost, adopted })
+    }
+
+    /// The seq this node's registry gave its own event at `shared` in the shared log (what
+    /// its agents' registrations carry), if it is among its newest.
+    pub(crate) fn local_seq(&self, shared: u64) -> Option<u64> {
+        self.claims.local_seq(shared)
     }
 
     /// Where node `node` takes connections, as far as this node knows.

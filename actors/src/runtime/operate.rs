@@ -53,6 +53,17 @@ impl Runtime {
         self.node.as_ref().and_then(|n| n.address(node))
     }
 
+    /// The seq an event of the log had in this runtime's own numbering (which its agents'
+    /// registrations carry: `AgentHandle::registered_seq`): on one node, `seq` itself; on a
+    /// cluster node, for one of its own newest events, the seq its registry gave it before
+    /// the shared log numbered it `seq`.
+    pub fn own_seq(&self, seq: u64) -> Option<u64> {
+        match &self.node {
+            None => Some(seq),
+            Some(n) => n.local_seq(seq),
+        }
+    }
+
     /// On a cluster node: the other nodes that advertise an address and are alive as this
     /// node last judged their leases, by id.
     pub fn live_peers(&self) -> Vec<String> {

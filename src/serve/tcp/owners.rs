@@ -80,7 +80,11 @@ pub(super) async fn tell_evicted(shared: Arc<Shared>) {
                                 let _ = o.tx.send(Control::TakenOver(id.clone()));
                             }
                         } else if let Some(o) = owners.get(id) {
-                            let _ = o.tx.send(Control::Evicted(id.clone(), e.seq));
+                            // Compared with the registration's seq, in the same numbering
+                            // (an eviction this node did not number is after any of its
+                            // registrations it still knows of).
+                            let seq = shared.rt.own_seq(e.seq).unwrap_or(u64::MAX);
+                            let _ = o.tx.send(Control::Evicted(id.clone(), seq));
                         }
                     }
                 }
