@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use surreal::cluster::{adoptions, events_until, is, node, register, seqs};
+use surreal::cluster::{adoptions, events_until, is, node, register, seqs, subscribed};
 use surreal::procs::{exit_of, http_get, vigil, word, Beater, Conn, Vigil};
 use surreal::SurrealServer;
 
@@ -24,9 +24,8 @@ fn every_node_streams_every_event_once_and_an_agent_moves_between_nodes() {
     let n3 = node(&store, "n3");
 
     // A monitor on n2 sees what n1 decides.
-    let mut monitor = Conn::open(&n2.agents, "monitor");
-    monitor.send(json!({"type": "subscribe", "snapshot": true, "ref": 1}));
-    let start = monitor.until("snapshot")["seq"].as_u64().expect("seq");
+    let (mut monitor, snapshot) = subscribed(&n2.agents);
+    let start = snapshot["seq"].as_u64().expect("seq");
     let mut on_n1 = Conn::open(&n1.agents, "agent");
     let r = register(&mut on_n1, "a1", 600_000, false);
     assert_eq!(r["type"], "registered", "{r}");
@@ -138,9 +137,7 @@ fn an_agent_registered_on_two_nodes_at_once_has_one_owner() {
     let store = surreal.url();
     let n1 = node(&store, "n1");
     let n2 = node(&store, "n2");
-    let mut monitor = Conn::open(&n1.agents, "monitor");
-    monitor.send(json!({"type": "subscribe", "snapshot": true, "ref": 1}));
-    monitor.until("snapshot");
+    let (mut monitor, _) = subscribed(&n1.agents);
 
     let mut c1 = Conn::open(&n1.agents, "agent");
     let mut c2 = Conn::open(&n2.agents, "agent");
@@ -212,9 +209,7 @@ fn a_dead_nodes_agents_are_adopted_once_without_a_storm() {
     let mut n1 = node(&store, "n1");
     let n2 = node(&store, "n2");
     let n3 = node(&store, "n3");
-    let mut monitor = Conn::open(&n2.agents, "monitor");
-    monitor.send(json!({"type": "subscribe", "snapshot": true, "ref": 1}));
-    monitor.until("snapshot");
+    let (mut monitor, _) = subscribed(&n2.agents);
 
     // Four agents on n1, beating.
     let mut on_n1 = Conn::open(&n1.agents, "agent");
@@ -321,9 +316,7 @@ fn a_node_paused_past_its_lease_publishes_nothing_stale_and_rejoins() {
         register(&mut on_n1, "p1", 600_000, false)["type"],
         "registered"
     );
-    let mut monitor = Conn::open(&n2.agents, "monitor");
-    monitor.send(json!({"type": "subscribe", "snapshot": true, "ref": 1}));
-    monitor.until("snapshot");
+    let (mut monitor, _) = subscribed(&n2.agents);
 
     // n1 is paused past its lease: n2 adopts p1.
     n1.signal("-STOP");

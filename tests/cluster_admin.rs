@@ -10,7 +10,7 @@ mod surreal;
 use std::time::Duration;
 
 use serde_json::json;
-use surreal::cluster::{events_until, is, node, node_with, register};
+use surreal::cluster::{events_until, is, node, node_with, register, subscribed};
 use surreal::procs::Conn;
 use surreal::SurrealServer;
 
@@ -20,9 +20,7 @@ fn an_agent_whose_connection_closed_registers_on_another_node_without_takeover()
     let store = surreal.url();
     let n1 = node(&store, "n1");
     let n2 = node(&store, "n2");
-    let mut monitor = Conn::open(&n2.agents, "monitor");
-    monitor.send(json!({"type": "subscribe", "snapshot": true, "ref": 1}));
-    monitor.until("snapshot");
+    let (mut monitor, _) = subscribed(&n2.agents);
     let mut on_n1 = Conn::open(&n1.agents, "agent");
     assert_eq!(
         register(&mut on_n1, "m1", 600_000, false)["type"],
@@ -95,9 +93,7 @@ fn a_policy_set_on_one_node_takes_effect_on_every_node() {
     let store = surreal.url();
     let n1 = node(&store, "n1");
     let n2 = node(&store, "n2");
-    let mut monitor = Conn::open(&n1.agents, "monitor");
-    monitor.send(json!({"type": "subscribe", "snapshot": true, "ref": 1}));
-    monitor.until("snapshot");
+    let (mut monitor, _) = subscribed(&n1.agents);
     let mut stays = Conn::open(&n2.agents, "agent");
     assert_eq!(
         register(&mut stays, "q1", 600_000, false)["type"],

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use surreal::cluster::{adoptions, events_until, node_with, register};
+use surreal::cluster::{adoptions, events_until, node_with, register, subscribed};
 use surreal::procs::{http_get, word, Conn, Vigil};
 use surreal::SurrealServer;
 
@@ -83,9 +83,7 @@ fn a_node_started_after_the_log_was_trimmed_knows_the_fleet_and_its_owners() {
     assert_eq!(statuses, want, "{list}");
 
     // It knows whose they are: when n1 dies, n2 adopts its twelve agents.
-    let mut monitor = Conn::open(&n2.agents, "monitor");
-    monitor.send(json!({"type": "subscribe", "snapshot": true, "ref": 1}));
-    monitor.until("snapshot");
+    let (mut monitor, _) = subscribed(&n2.agents);
     n1.child.kill().expect("kill -9");
     let _ = n1.child.wait();
     let got = events_until(&mut monitor, "the adoption", |es| !adoptions(es).is_empty());

@@ -42,7 +42,7 @@ impl ConnArgs {
             let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
             let name = match &self.tls_name {
                 Some(n) => n.clone(),
-                None => host_of(&self.addr).to_string(),
+                None => crate::client::host_of(&self.addr).to_string(),
             };
             let tls = ClientTls::with_root_pem(&pem, name)
                 .with_context(|| format!("loading the certificates in {}", ca.display()))?;
@@ -52,12 +52,6 @@ impl ConnArgs {
     }
 }
 
-/// The host part of `host:port` (`[::1]:7400` gives `::1`).
-fn host_of(addr: &str) -> &str {
-    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
-    host.trim_start_matches('[').trim_end_matches(']')
-}
-
 /// Parses a status for clap (`online`, `degraded`, `offline`, `maintenance`, `left`,
 /// `unknown`).
 pub fn parse_status(s: &str) -> Result<Status, String> {
@@ -65,16 +59,4 @@ pub fn parse_status(s: &str) -> Result<Status, String> {
         let all: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
         format!("expected one of {}", all.join(", "))
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_tls_name_defaults_to_the_host() {
-        assert_eq!(host_of("example.com:7400"), "example.com");
-        assert_eq!(host_of("[::1]:7400"), "::1");
-        assert_eq!(host_of("127.0.0.1:7400"), "127.0.0.1");
-    }
 }

@@ -7,6 +7,13 @@ use tokio_rustls::rustls;
 
 use super::ClientError;
 
+/// The host part of `host:port` (`[::1]:7400` gives `::1`): the name a server's certificate
+/// is checked against unless another is given.
+pub fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
 /// TLS for a client: which roots to trust and the name to check the certificate against.
 #[derive(Clone)]
 pub struct ClientTls {
@@ -99,5 +106,17 @@ impl ClientConfig {
     pub fn tls(mut self, tls: ClientTls) -> Self {
         self.tls = Some(tls);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_of;
+
+    #[test]
+    fn the_tls_name_defaults_to_the_host() {
+        assert_eq!(host_of("example.com:7400"), "example.com");
+        assert_eq!(host_of("[::1]:7400"), "::1");
+        assert_eq!(host_of("127.0.0.1:7400"), "127.0.0.1");
     }
 }

@@ -39,7 +39,7 @@ mod connection;
 
 pub use crate::protocol::{ErrorCode, EvictedReason, Received, ServerFrame, Welcome};
 pub use agent::{AgentClient, AgentSpec, ClientEvent};
-pub use config::{ClientConfig, ClientTls};
+pub use config::{host_of, ClientConfig, ClientTls};
 pub use connection::{Connection, FrameReader, FrameWriter};
 
 /// Why a client operation failed.

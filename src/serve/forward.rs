@@ -115,7 +115,10 @@ async fn forward(
     if let Some(peers) = hub.peers() {
         cfg.token = peers.token.clone();
         cfg.tls = peers.tls.clone().map(|mut tls| {
-            tls.server_name = peers.name.clone().unwrap_or_else(|| host_of(&addr));
+            tls.server_name = peers
+                .name
+                .clone()
+                .unwrap_or_else(|| crate::client::host_of(&addr).to_string());
             tls
         });
     }
@@ -137,25 +140,5 @@ async fn forward(
             },
             None => return Err(failed("it closed the connection".into())),
         }
-    }
-}
-
-/// The host of `host:port` (`[v6]:port` too).
-fn host_of(addr: &str) -> String {
-    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
-    host.trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::host_of;
-
-    #[test]
-    fn the_host_of_an_address_is_what_its_certificate_names() {
-        assert_eq!(host_of("10.0.0.5:7400"), "10.0.0.5");
-        assert_eq!(host_of("[::1]:7400"), "::1");
-        assert_eq!(host_of("node-1.example.com:7400"), "node-1.example.com");
     }
 }

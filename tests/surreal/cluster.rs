@@ -22,6 +22,14 @@ pub fn node_with(store: &str, id: &str, more: &[(&str, String)]) -> Vigil {
     Vigil::start(store, &env)
 }
 
+/// A monitor on the agent listener `addr`, subscribed with a snapshot, and that snapshot.
+pub fn subscribed(addr: &str) -> (Conn, Value) {
+    let mut monitor = Conn::open(addr, "monitor");
+    monitor.send(json!({"type": "subscribe", "snapshot": true, "ref": 1}));
+    let snapshot = monitor.until("snapshot");
+    (monitor, snapshot)
+}
+
 /// Events (`event` frames) a monitor receives until `done` says it has what it waits for.
 pub fn events_until(monitor: &mut Conn, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     let mut got = Vec::new();

@@ -243,6 +243,21 @@ mod tests {
         )
     }
 
+    /// The alert of a node's adoption of `dead`'s agents.
+    fn adoption(seq: u64, dead: &str) -> Event {
+        let mut e = Event::alert(
+            seq,
+            Utc::now(),
+            crate::model::Severity::High,
+            "node_adopted",
+            "",
+        );
+        if let EventBody::Alert { adopted, .. } = &mut e.body {
+            *adopted = Some(dead.into());
+        }
+        e
+    }
+
     fn transition(seq: u64, agent: &str, from: Status, to: Status) -> Event {
         event(
             seq,
@@ -299,17 +314,7 @@ mod tests {
         assert_eq!(v.owned_by("n1").count(), 0);
         assert_eq!(v.owned_by("n2").count(), 2);
         // n3 adopts n2's agents.
-        let mut adoption = Event::alert(
-            5,
-            Utc::now(),
-            crate::model::Severity::High,
-            "node_adopted",
-            "",
-        );
-        if let EventBody::Alert { adopted, .. } = &mut adoption.body {
-            *adopted = Some("n2".into());
-        }
-        v.apply(&on(adoption, "n3")).unwrap();
+        v.apply(&on(adoption(5, "n2"), "n3")).unwrap();
         assert_eq!(v.owned_by("n2").count(), 0);
         assert_eq!(v.owned_by("n3").count(), 2);
     }
@@ -388,17 +393,7 @@ mod tests {
             .collect();
         assert_eq!(changed, vec!["a", "c"], "only what changed after seq 2");
         // n1 adopts n2's agents: b and c change owner, so a checkpoint writes them again.
-        let mut adoption = Event::alert(
-            5,
-            Utc::now(),
-            crate::model::Severity::High,
-            "node_adopted",
-            "",
-        );
-        if let EventBody::Alert { adopted, .. } = &mut adoption.body {
-            *adopted = Some("n2".into());
-        }
-        v.apply(&on(adoption, "n1")).unwrap();
+        v.apply(&on(adoption(5, "n2"), "n1")).unwrap();
         assert_eq!(v.rows_changed_after(Some(4)).len(), 2);
 
         // Rows as a checkpoint's chunks hold them: older rows of an agent, then its newest.

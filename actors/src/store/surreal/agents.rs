@@ -1,10 +1,11 @@
 //! The agents in the store: checkpoints of the registry's live view (chunks of records by
-//! generation) and the queryable copy (the mirror).
+//! generation, `chunks`) and the queryable copy (the mirror).
 
 use serde_json::{json, Value};
-use tracing::{debug, warn};
+use tracing::debug;
 
-use super::{read_err, SurrealStore, MIRROR_CHUNK, SNAPSHOT_CHUNK, SNAPSHOT_GEN};
+use super::chunks::{Guard, Stored, SNAPSHOT};
+use super::{read_err, SurrealStore, MIRROR_CHUNK};
 use crate::model::{AgentId, AgentRecord};
 use crate::store::StoreError;
 
@@ -33,71 +34,29 @@ impl SurrealStore {
         seq: u64,
         full: bool,
     ) -> Result<(), StoreError> {
-        let started = std::time::Instant::now();
-        let (gen, first, rows, seq) = {
+        let stored = {
             let i = self.index.lock();
             if i.legacy && !full {
                 return Err(StoreError::Write(
                     "the first checkpoint of a store in the old layout must be full".into(),
                 ));
             }
-            match full {
-                true => (i.gen + 1, 0, 0, seq.max(i.checkpoint_seq)),
-                false => (i.gen, i.chunks, i.rows, seq.max(i.checkpoint_seq)),
+            Stored {
+                seq: i.checkpoint_seq,
+                gen: i.gen,
+                chunks: i.chunks,
+                rows: i.rows,
             }
         };
-        let mut n = first;
-        for chunk in agents.chunks(SNAPSHOT_CHUNK) {
-            if n >= SNAPSHOT_GEN {
-                return Err(StoreError::Write("too many checkpoint chunks".into()));
-            }
-            let agents_json =
-                serde_json::to_string(chunk).map_err(|e| StoreError::Write(e.to_string()))?;
-            self.write(
-                "UPSERT type::record('snapshot', $k) CONTENT $c RETURN NONE",
-                json!({
-                    "k": gen * SNAPSHOT_GEN + n,
-                    "c": { "gen": gen, "agents_json": agents_json },
-                }),
-            )
+        let now = self
+            .write_chunks(&SNAPSHOT, &Guard::NONE, stored, agents, seq, full)
             .await?;
-            n += 1;
-        }
-        let rows = rows + agents.len();
-        self.write(
-            "UPSERT meta:checkpoint CONTENT $m RETURN NONE",
-            json!({ "m": { "seq": seq, "gen": gen, "chunks": n, "rows": rows } }),
-        )
-        .await?;
-        {
-            let mut i = self.index.lock();
-            i.checkpoint_seq = seq;
-            i.gen = gen;
-            i.chunks = n;
-            i.rows = rows;
-            i.legacy = false;
-        }
-        if full {
-            // The new generation is committed; the old one is garbage. Should this fail, the
-            // next full checkpoint deletes it.
-            if let Err(e) = self
-                .write(
-                    "DELETE snapshot WHERE gen < $g RETURN NONE",
-                    json!({ "g": gen }),
-                )
-                .await
-            {
-                warn!(error = %e, "deleting the previous checkpoint failed");
-            }
-        }
-        debug!(
-            agents = agents.len(),
-            full,
-            gen,
-            chunks = n,
-            ms = started.elapsed().as_millis() as u64,
-            "checkpoint written"
-        );
+        let mut i = self.index.lock();
+        i.checkpoint_seq = now.seq;
+        i.gen = now.gen;
+        i.chunks = now.chunks;
+        i.rows = now.rows;
+        i.legacy = false;
         Ok(())
     }
 

@@ -1,14 +1,10 @@
 //! A cluster's checkpoint of the fleet and the trimming of its shared log, both written by one
 //! node at a time: the keeper.
 //!
-//! - `fleet_chunk:<gen * 1e6 + n>` `{gen, n, rows_json}`: the rows of the fleet's view (each
-//!   agent's record and owner) as chunks of one JSON text each, laid out as a single node's
-//!   checkpoint is: a full checkpoint writes generation `gen + 1` from chunk 0, an incremental
-//!   one appends chunks to the current generation, and a restore reads the chunks in order, the
-//!   last row of an agent winning. `meta:fleet` (`seq`, `gen`, `chunks`, `rows`) is written
-//!   after the chunks, and a restore reads only the chunks it counts, so a checkpoint cut short
-//!   is never read; after a full one the older generation is deleted (a restore that was
-//!   reading it finds a chunk missing and reads again).
+//! - `fleet_chunk:<gen * 1e6 + n>` and `meta:fleet`: the rows of the fleet's view (each
+//!   agent's record and owner), in the layout of a single node's checkpoint (`super::chunks`):
+//!   chunks by generation, the count written last, a restore reading only what it counts (one
+//!   that finds a chunk gone, replaced by a full checkpoint meanwhile, reads again).
 //! - `meta:keeper` `{node, epoch}`: the keeper. A node takes the role when nobody holds it, when
 //!   an earlier run of itself held it, or when its holder is dead to it (its lease lapsed, as
 //!   the node's own watch judges it). Every write of the keeper writes `meta:keeper` too,
@@ -22,10 +18,11 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
-use tracing::{debug, warn};
+use tracing::debug;
 
+use super::chunks::{Guard, Stored, FLEET};
 use super::io::read_err;
-use super::{StoreError, SurrealStore, SNAPSHOT_CHUNK, SNAPSHOT_GEN};
+use super::{StoreError, SurrealStore};
 use crate::store::Retention;
 
 /// The keeper's fence, first in each of its writes (inside the write's transaction).
@@ -146,68 +143,21 @@ impl SurrealStore {
         seq: u64,
         full: bool,
     ) -> Result<(), StoreError> {
-        let started = std::time::Instant::now();
-        let (gen, mut n, total) = match full {
-            true => (keeping.gen + 1, 0, 0),
-            false => (keeping.gen, keeping.chunks, keeping.rows),
+        let guard = Guard {
+            sql: KEEPER_FENCE,
+            binds: json!({ "keeper": keeping.fence() }),
         };
-        let seq = seq.max(keeping.seq);
-        let sql = |body: &str| format!("{KEEPER_FENCE}\n{body}");
-        for chunk in rows.chunks(SNAPSHOT_CHUNK) {
-            if n >= SNAPSHOT_GEN {
-                return Err(StoreError::Write("too many checkpoint chunks".into()));
-            }
-            let rows_json =
-                serde_json::to_string(chunk).map_err(|e| StoreError::Write(e.to_string()))?;
-            self.write(
-                &sql("UPSERT type::record('fleet_chunk', $k) CONTENT $c RETURN NONE;"),
-                json!({
-                    "keeper": keeping.fence(),
-                    "k": gen * SNAPSHOT_GEN + n,
-                    "c": { "gen": gen, "n": n, "rows_json": rows_json },
-                }),
-            )
+        let stored = Stored {
+            seq: keeping.seq,
+            gen: keeping.gen,
+            chunks: keeping.chunks,
+            rows: keeping.rows,
+        };
+        let now = self
+            .write_chunks(&FLEET, &guard, stored, rows, seq, full)
             .await?;
-            n += 1;
-        }
-        let total = total + rows.len();
-        self.write(
-            &sql("UPSERT meta:fleet CONTENT $m RETURN NONE;"),
-            json!({
-                "keeper": keeping.fence(),
-                "m": { "seq": seq, "gen": gen, "chunks": n, "rows": total },
-            }),
-        )
-        .await?;
-        *keeping = Keeping {
-            seq,
-            gen,
-            chunks: n,
-            rows: total,
-            ..keeping.clone()
-        };
-        if full {
-            // The new generation is committed; the old one is garbage. Should this fail, the
-            // next full checkpoint deletes it.
-            if let Err(e) = self
-                .write(
-                    &sql("DELETE fleet_chunk WHERE gen < $g RETURN NONE;"),
-                    json!({ "keeper": keeping.fence(), "g": gen }),
-                )
-                .await
-            {
-                warn!(error = %e, "deleting the fleet's previous checkpoint failed");
-            }
-        }
-        debug!(
-            rows = rows.len(),
-            full,
-            gen,
-            chunks = n,
-            seq,
-            ms = started.elapsed().as_millis() as u64,
-            "fleet checkpoint written"
-        );
+        (keeping.seq, keeping.gen, keeping.chunks, keeping.rows) =
+            (now.seq, now.gen, now.chunks, now.rows);
         Ok(())
     }
 
@@ -230,13 +180,7 @@ impl SurrealStore {
             );
             let mut rows = Vec::new();
             for n in 0..chunks {
-                let mut r = self
-                    .read(
-                        "SELECT VALUE rows_json FROM ONLY type::record('fleet_chunk', $k)",
-                        json!({ "k": gen * SNAPSHOT_GEN + n }),
-                    )
-                    .await?;
-                let Some(text) = r.take::<Option<String>>(0).map_err(read_err)? else {
+                let Some(chunk) = self.read_chunk(&FLEET, gen, n).await? else {
                     // A full checkpoint replaced this generation meanwhile.
                     debug!(
                         gen,
@@ -244,7 +188,7 @@ impl SurrealStore {
                     );
                     continue 'attempt;
                 };
-                rows.extend(serde_json::from_str::<Vec<T>>(&text).map_err(read_err)?);
+                rows.extend(chunk);
             }
             return Ok(Some((seq, rows)));
         }

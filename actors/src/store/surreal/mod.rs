@@ -11,7 +11,8 @@
 //!   restore reads the chunks in order and the last record of an agent wins.
 //!   `meta:checkpoint` (`seq`, `gen`, `chunks`, `rows`) is written after the chunks, so a
 //!   checkpoint cut short is never read (a restore replays the log after `seq` in order);
-//!   after a full one the older generation is deleted;
+//!   after a full one the older generation is deleted (the layout is `chunks`', which a
+//!   cluster's checkpoint of the fleet shares);
 //! - `agent:<id>`: a queryable copy of the agents (the mirror) for cold reads and other tools,
 //!   with indexes on `kind`, `status`, `kind`+`status`. It is refreshed in small chunks when
 //!   the registry is idle and restore never reads it; `meta:mirror` (`clean`, `seq`) says
@@ -34,6 +35,7 @@
 //! from an error's text.
 
 mod agents;
+mod chunks;
 mod conn;
 mod fleet;
 mod hold;
@@ -187,19 +189,14 @@ impl Store for SurrealStore {
                 std::collections::HashMap::new();
             let mut rows = 0;
             for n in 0..chunks {
-                let mut r = self
-                    .read(
-                        "SELECT VALUE agents_json FROM ONLY type::record('snapshot', $k)",
-                        json!({ "k": gen * SNAPSHOT_GEN + n }),
-                    )
-                    .await?;
-                let text: Option<String> = r.take(0).map_err(read_err)?;
-                let text = text.ok_or_else(|| {
-                    StoreError::Read(format!(
-                        "checkpoint chunk {n} of generation {gen} is missing"
-                    ))
-                })?;
-                let chunk: Vec<AgentRecord> = serde_json::from_str(&text).map_err(read_err)?;
+                let chunk: Vec<AgentRecord> = self
+                    .read_chunk(&chunks::SNAPSHOT, gen, n)
+                    .await?
+                    .ok_or_else(|| {
+                        StoreError::Read(format!(
+                            "checkpoint chunk {n} of generation {gen} is missing"
+                        ))
+                    })?;
                 rows += chunk.len();
                 latest.reserve(chunk.len());
                 for a in chunk {
