@@ -51,19 +51,7 @@ fn a_node_started_after_the_log_was_trimmed_knows_the_fleet_and_its_owners() {
 
     // The keeper writes the checkpoint and trims the log behind it (keeping 5 of the 15
     // events): the transitions to maintenance go from the log.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let r = admin(&mut admin1, "events", json!({"since": 0, "limit": 1}));
-        let oldest = r["data"][0]["seq"].as_u64().unwrap_or(0);
-        if oldest > 6 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the log still starts at {oldest} after 60 s: {r}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    trimmed_past(&mut admin1, 6);
 
     // A node that starts now learns c00..c09 from the checkpoint alone.
     let n2 = node_with(&store, "n2", &keep);
@@ -180,4 +168,88 @@ fn one_node_delivers_the_sinks_and_another_goes_on_when_it_dies() {
     let sinks = admin(&mut admin2, "sinks", json!({}));
     assert_eq!(sinks["data"][0]["state"], "ok", "{sinks}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The ids `list` answers with on `conn`.
+fn listed(conn: &mut Conn) -> BTreeSet<String> {
+    let list = admin(conn, "list", json!({}));
+    list["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("agents: {list}"))
+        .iter()
+        .filter_map(|a| a["id"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Waits (60 s at most) until the oldest event `conn`'s node still has comes after `seq`.
+fn trimmed_past(conn: &mut Conn, seq: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = admin(conn, "events", json!({"since": 0, "limit": 1}));
+        if r["data"][0]["seq"].as_u64().unwrap_or(0) > seq {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the log still starts at {r}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn agents_that_left_long_ago_are_dropped_on_every_node_and_from_the_checkpoint() {
+    let surreal = SurrealServer::start();
+    let store = surreal.url();
+    let keep = [
+        ("VIGIL_STORE__CHECKPOINT_INTERVAL", "200ms".to_string()),
+        ("VIGIL_STORE__EVENT_RETENTION_COUNT", "5".to_string()),
+        ("VIGIL_STORE__LEFT_TTL", "1s".to_string()),
+    ];
+    let n1 = node_with(&store, "n1", &keep);
+    n1.line_with("this node keeps the fleet's checkpoint and delivers the sinks");
+    let n2 = node_with(&store, "n2", &keep);
+    let mut on_n1 = Conn::open(&n1.agents, "agent");
+    for id in ["gone", "stays"] {
+        assert_eq!(
+            register(&mut on_n1, id, 600_000, false)["type"],
+            "registered"
+        );
+    }
+    on_n1.send(json!({"type": "deregister", "id": "gone", "ref": "bye"}));
+    assert_eq!(on_n1.until("deregistered")["id"], "gone");
+    let mut admin1 = Conn::open(&n1.agents, "admin");
+    let mut admin2 = Conn::open(&n2.agents, "admin");
+
+    // A second later both nodes drop it, and the keeper rewrites the checkpoint without it.
+    n1.line_with("the fleet's checkpoint was written whole, without the agents that left");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while listed(&mut admin2).contains("gone") {
+        assert!(Instant::now() < deadline, "n2 still lists the agent that left");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        listed(&mut admin1),
+        BTreeSet::from(["stays".to_string()])
+    );
+
+    // Once the log no longer holds its events, a node that keeps agents that left for ever
+    // starts from the checkpoint alone: it does not know the agent either.
+    for i in 0..8 {
+        let id = format!("x{i}");
+        assert_eq!(
+            register(&mut on_n1, &id, 600_000, false)["type"],
+            "registered"
+        );
+    }
+    trimmed_past(&mut admin1, 3);
+    let n3 = node_with(
+        &store,
+        "n3",
+        &[
+            ("VIGIL_STORE__CHECKPOINT_INTERVAL", "200ms".to_string()),
+            ("VIGIL_STORE__LEFT_TTL", "0s".to_string()),
+        ],
+    );
+    let mut admin3 = Conn::open(&n3.agents, "admin");
+    let on_n3 = listed(&mut admin3);
+    assert!(on_n3.contains("stays") && on_n3.contains("x0"), "{on_n3:?}");
+    assert!(!on_n3.contains("gone"), "the checkpoint kept it: {on_n3:?}");
 }

@@ -28,6 +28,9 @@ pub(crate) struct KeeperConfig {
     /// checked for a whole one.
     pub(crate) lease: Duration,
     pub(crate) retention: Retention,
+    /// How long an agent that left stays in the view (every node drops them on its own
+    /// clock, every `every`); `None` keeps them.
+    pub(crate) left_ttl: Option<Duration>,
 }
 
 /// Holds the role when it can, for ever: checks it every quarter lease (saying in `duty`
@@ -46,6 +49,9 @@ pub(crate) async fn run(
     let mut confirmed = Instant::now();
     let mut kept_at: Option<Instant> = None;
     let mut failing = false;
+    // The view dropped agents the stored checkpoint may still hold: the next one is full.
+    let mut purged = false;
+    let mut purged_at: Option<Instant> = None;
     loop {
         tokio::time::sleep(tick).await;
         match hold_role(&store, &node, &mut keeping).await {
@@ -55,6 +61,10 @@ pub(crate) async fn run(
         // Unknown for a whole lease: another node may have taken it meanwhile.
         let mine = keeping.is_some() && confirmed.elapsed() < cfg.lease;
         duty.send_if_modified(|d| std::mem::replace(d, mine) != mine);
+        if purged_at.is_none_or(|t| t.elapsed() >= cfg.every) {
+            purged_at = Some(Instant::now());
+            purged |= purge_left(&node, cfg.left_ttl);
+        }
         let Some(k) = keeping.as_mut() else {
             kept_at = None;
             continue;
@@ -63,8 +73,9 @@ pub(crate) async fn run(
             continue;
         }
         kept_at = Some(Instant::now());
-        match keep(&store, &node, k, &cfg.retention).await {
+        match keep(&store, &node, k, &cfg.retention, purged).await {
             Ok(()) => {
+                purged = false;
                 if failing {
                     info!("the fleet's checkpoint is written again");
                     failing = false;
@@ -109,19 +120,43 @@ async fn hold_role(
     Ok(())
 }
 
-/// Writes the checkpoint and trims the log.
+/// Drops from the view the agents that left more than `ttl` ago; returns whether any was.
+fn purge_left(node: &Node, ttl: Option<Duration>) -> bool {
+    let Some(cutoff) = ttl
+        .and_then(|ttl| chrono::Duration::from_std(ttl).ok())
+        .map(|ttl| chrono::Utc::now() - ttl)
+    else {
+        return false;
+    };
+    let gone = node.purge_left(cutoff);
+    if gone > 0 {
+        info!(agents = gone, "agents that left long ago were dropped");
+    }
+    gone > 0
+}
+
+/// Writes the checkpoint (whole after `purged`: it may hold agents the view dropped) and
+/// trims the log.
 async fn keep(
     store: &SurrealStore,
     node: &Node,
     k: &mut Keeping,
     retention: &Retention,
+    purged: bool,
 ) -> Result<(), StoreError> {
     let stored = (k.gen, k.rows);
     let (seq, rows, full) = node.checkpoint_rows(k.seq, |changed, fleet| {
-        checkpoint_is_full(stored.0 == 0, Some(stored.1), changed, fleet)
+        checkpoint_is_full(stored.0 == 0 || purged, Some(stored.1), changed, fleet)
     });
-    if seq > k.seq {
+    if seq > k.seq || purged {
         store.write_fleet(k, &rows, seq, full).await?;
+        if purged {
+            info!(
+                seq,
+                agents = rows.len(),
+                "the fleet's checkpoint was written whole, without the agents that left"
+            );
+        }
     }
     let oldest = store.retain_shared(k, retention).await?;
     debug!(checkpoint = k.seq, ?oldest, "the fleet's checkpoint kept");

@@ -252,6 +252,12 @@ impl Node {
         }
     }
 
+    /// Drops from the view the agents that left before `cutoff`; returns how many.
+    #[cfg_attr(not(feature = "surreal"), allow(dead_code))]
+    pub(crate) fn purge_left(&self, cutoff: chrono::DateTime<chrono::Utc>) -> usize {
+        self.view.write().purge_left(cutoff)
+    }
+
     /// How many agents `node` owns that have not left.
     #[cfg_attr(not(feature = "surreal"), allow(dead_code))]
     pub(crate) fn live_agents_of(&self, node: &str) -> usize {

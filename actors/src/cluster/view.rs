@@ -3,6 +3,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+
 use crate::model::{AgentId, AgentRecord, Event, EventBody, Status};
 use crate::rules::jobs::JobBook;
 use crate::rules::replay::record_after;
@@ -137,6 +139,28 @@ impl FleetView {
             self.records.insert(id.clone(), after);
         }
         Ok(())
+    }
+
+    /// Drops the agents that left before `cutoff` (`left_ttl` ago): their records, owners and
+    /// counts, as a single node's registry does. The log keeps their events; an id dropped
+    /// registers as new. Returns how many were dropped, after which a checkpoint that kept
+    /// them must be rewritten whole.
+    pub fn purge_left(&mut self, cutoff: DateTime<Utc>) -> usize {
+        let gone: Vec<AgentId> = self
+            .records
+            .values()
+            .filter(|r| r.status == Status::Left && r.updated_at < cutoff)
+            .map(|r| r.id.clone())
+            .collect();
+        for id in &gone {
+            if let Some(r) = self.records.remove(id) {
+                self.count(&r.kind, r.status, false);
+            }
+            self.owners.remove(id);
+            self.changed.remove(id);
+            self.jobs.forget(id);
+        }
+        gone.len()
     }
 
     /// One agent's record.
@@ -289,6 +313,41 @@ mod tests {
         let worker = &v.by_kind()[&Arc::<str>::from("worker")];
         assert_eq!((worker[&Status::Online], worker[&Status::Degraded]), (1, 1));
         assert_eq!(v.len(), 2);
+    }
+
+    #[test]
+    fn agents_that_left_before_the_cutoff_are_dropped() {
+        let mut v = FleetView::default();
+        v.apply(&registered(1, "a")).unwrap();
+        v.apply(&registered(2, "b")).unwrap();
+        v.apply(&registered(3, "c")).unwrap();
+        let left = |seq, agent| {
+            event(
+                seq,
+                agent,
+                EventBody::Deregistered {
+                    from: Status::Online,
+                    reason: Reason::Deregistered,
+                },
+            )
+        };
+        v.apply(&left(4, "a")).unwrap();
+        v.apply(&left(5, "b")).unwrap();
+        let at = |seq: u64| left(seq, "a").at;
+        // "a" left before the cutoff, "b" at it, "c" never.
+        assert_eq!(v.purge_left(at(5)), 1);
+        let id = |s: &str| AgentId::new(s).unwrap();
+        assert!(v.get(&id("a")).is_none() && v.owner(&id("a")).is_none());
+        assert!(v.get(&id("b")).is_some() && v.get(&id("c")).is_some());
+        assert_eq!(
+            v.counts(),
+            BTreeMap::from([(Status::Online, 1), (Status::Left, 1)])
+        );
+        assert_eq!(v.rows_changed_after(None).len(), 2);
+        assert_eq!(v.purge_left(at(5)), 0, "nothing more to drop");
+        // The id registers as new.
+        v.apply(&registered(6, "a")).unwrap();
+        assert_eq!(v.get(&id("a")).map(|r| r.status), Some(Status::Online));
     }
 
     #[test]

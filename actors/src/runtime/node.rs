@@ -35,6 +35,7 @@ impl Runtime {
             every: config.checkpoint_interval,
             lease,
             retention: config.event_retention.clone(),
+            left_ttl: config.left_ttl,
         };
         let (duty, on_duty) = watch::channel(false);
         let t_load = std::time::Instant::now();
