@@ -9,6 +9,9 @@
 mod surreal;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -16,10 +19,15 @@ use surreal::cluster::{adoptions, events_until, node_with, register, subscribed}
 use surreal::procs::{http_get, word, Conn, Vigil};
 use surreal::SurrealServer;
 
-/// One admin request on `conn`, its `result` frame.
+/// One admin request on `conn`: its `result` frame, or its `error`.
 fn admin(conn: &mut Conn, op: &str, args: Value) -> Value {
     conn.send(json!({"type": "admin", "op": op, "args": args, "ref": op}));
-    conn.until("result")
+    loop {
+        let f = conn.recv().expect("an answer");
+        if f["ref"] == op {
+            return f;
+        }
+    }
 }
 
 #[test]
@@ -222,13 +230,13 @@ fn agents_that_left_long_ago_are_dropped_on_every_node_and_from_the_checkpoint()
     n1.line_with("the fleet's checkpoint was written whole, without the agents that left");
     let deadline = Instant::now() + Duration::from_secs(60);
     while listed(&mut admin2).contains("gone") {
-        assert!(Instant::now() < deadline, "n2 still lists the agent that left");
+        assert!(
+            Instant::now() < deadline,
+            "n2 still lists the agent that left"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(
-        listed(&mut admin1),
-        BTreeSet::from(["stays".to_string()])
-    );
+    assert_eq!(listed(&mut admin1), BTreeSet::from(["stays".to_string()]));
 
     // Once the log no longer holds its events, a node that keeps agents that left for ever
     // starts from the checkpoint alone: it does not know the agent either.
@@ -252,4 +260,139 @@ fn agents_that_left_long_ago_are_dropped_on_every_node_and_from_the_checkpoint()
     let on_n3 = listed(&mut admin3);
     assert!(on_n3.contains("stays") && on_n3.contains("x0"), "{on_n3:?}");
     assert!(!on_n3.contains("gone"), "the checkpoint kept it: {on_n3:?}");
+}
+
+/// A webhook receiver on loopback: answers 400 until `accepting`, then 204, and keeps the
+/// seqs of the events it accepted.
+struct Receiver {
+    addr: std::net::SocketAddr,
+    accepting: Arc<AtomicBool>,
+    got: Arc<Mutex<Vec<u64>>>,
+}
+
+impl Receiver {
+    fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+        let addr = listener.local_addr().expect("its address");
+        let accepting = Arc::new(AtomicBool::new(false));
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let (acc, g) = (accepting.clone(), got.clone());
+        std::thread::spawn(move || {
+            for sock in listener.incoming().flatten() {
+                let (acc, g) = (acc.clone(), g.clone());
+                std::thread::spawn(move || Receiver::serve(sock, &acc, &g));
+            }
+        });
+        Receiver {
+            addr,
+            accepting,
+            got,
+        }
+    }
+
+    fn serve(sock: std::net::TcpStream, accepting: &AtomicBool, got: &Mutex<Vec<u64>>) {
+        let mut w = sock.try_clone().expect("the socket");
+        let mut r = BufReader::new(sock);
+        loop {
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                let line = line.trim_end();
+                if line.is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = line.split_once(':') {
+                    if k.eq_ignore_ascii_case("content-length") {
+                        length = v.trim().parse().expect("a length");
+                    }
+                }
+            }
+            let mut body = vec![0; length];
+            if r.read_exact(&mut body).is_err() {
+                return;
+            }
+            let ok = accepting.load(Ordering::SeqCst);
+            if ok {
+                let v: Value = serde_json::from_slice(&body).expect("a JSON body");
+                let seqs = v["events"].as_array().expect("events").iter();
+                got.lock()
+                    .expect("the seqs")
+                    .extend(seqs.filter_map(|e| e["seq"].as_u64()));
+            }
+            let status = if ok {
+                "204 No Content"
+            } else {
+                "400 Bad Request"
+            };
+            let answer = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
+            if w.write_all(answer.as_bytes()).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_replay_sent_to_a_standby_node_is_made_by_the_node_that_delivers() {
+    let surreal = SurrealServer::start();
+    let store = surreal.url();
+    let hook = Receiver::start();
+    let dir = std::env::temp_dir().join(format!("vigil-cluster-replay-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let config = dir.join("vigil.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[sinks]]\nname = \"picky\"\ntype = \"webhook\"\nurl = \"http://{}/hook\"\n\
+             start = \"beginning\"\nevents = [\"registered\"]\n",
+            hook.addr
+        ),
+    )
+    .expect("the configuration");
+    let env = [("VIGIL_CONFIG", config.display().to_string())];
+    let n1 = node_with(&store, "n1", &env);
+    n1.line_with("this node keeps the fleet's checkpoint and delivers the sinks");
+    let n2 = node_with(&store, "n2", &env);
+    let mut on_n2 = Conn::open(&n2.agents, "agent");
+    for id in ["r1", "r2"] {
+        assert_eq!(
+            register(&mut on_n2, id, 600_000, false)["type"],
+            "registered"
+        );
+    }
+    // n1 delivers, the receiver refuses: dead letters, which n2 reads from the store.
+    let mut admin2 = Conn::open(&n2.agents, "admin");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let dead = loop {
+        let dead = admin(&mut admin2, "dead_letters", json!({"sink": "picky"}));
+        let seqs: Vec<u64> = dead["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|d| d["events"].as_array().into_iter().flatten())
+            .filter_map(|e| e["seq"].as_u64())
+            .collect();
+        if seqs.len() == 2 {
+            break seqs;
+        }
+        assert!(Instant::now() < deadline, "no two dead letters: {dead}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+
+    // The receiver is fixed; the operator asks n2, which does not deliver: n1 replays.
+    hook.accepting.store(true, Ordering::SeqCst);
+    let r = admin(&mut admin2, "replay", json!({"sink": "picky"}));
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(
+        (r["data"]["delivered"].as_u64(), r["data"]["held"].as_u64()),
+        (Some(2), Some(0)),
+        "{r}"
+    );
+    assert_eq!(*hook.got.lock().expect("the seqs"), dead);
+    let left = admin(&mut admin2, "dead_letters", json!({"sink": "picky"}));
+    assert_eq!(left["data"], json!([]), "{left}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -10,9 +10,13 @@ use crate::serve::hub::Hub;
 
 /// Runs one admin operation (`op` and its `args`, as the protocol's `admin` frame and the
 /// REST endpoints give them) and returns its data, or the protocol's error code and message.
-/// On a cluster, a write about an agent another node owns is answered by that node.
+/// On a cluster, a write about an agent another node owns is answered by that node, and a
+/// sink's replay by the node that delivers the sinks.
 pub async fn admin_op(hub: &Hub, op: &str, mut args: Value) -> Result<Value, (ErrorCode, String)> {
     if let Some(answer) = forward::to_owner(hub, op, &args).await {
+        return answer;
+    }
+    if let Some(answer) = forward::to_keeper(hub, op, &args).await {
         return answer;
     }
     let sent_on = args.clone();

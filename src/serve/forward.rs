@@ -1,7 +1,9 @@
 //! Admin writes about an agent another node of a cluster owns are sent to that node, so an
 //! operator may ask any node: the owner's agent actor makes the change, and its answer is the
-//! caller's. A policy change is made on every node. A registration without `takeover` of an agent another node owns asks that node
-//! whether it holds a live connection for it (only that makes a conflict, as on one node).
+//! caller's. A sink's `replay` goes to the node that delivers the sinks. A policy change is
+//! made on every node. A registration without `takeover` of an agent another node owns asks
+//! that node whether it holds a live connection for it (only that makes a conflict, as on one
+//! node).
 //!
 //! The forwarded request is the same `admin` frame, over the owner's agent listener (the
 //! address its lease advertises; over TLS when the listeners take it, trusting
@@ -40,16 +42,41 @@ pub(crate) async fn to_owner(
         return None;
     }
     let owner = rt.owned_elsewhere(&id)?;
-    let me = rt.node_id().unwrap_or("?").to_string();
-    Some(
-        match tokio::time::timeout(LIMIT, forward(hub, &me, &owner, op, args)).await {
-            Ok(r) => r,
-            Err(_) => Err((
-                ErrorCode::Internal,
-                format!("node {owner}, which owns agent {id}, did not answer within {LIMIT:?}"),
-            )),
-        },
-    )
+    Some(answer_of(hub, &owner, &format!("owns agent {id}"), op, args).await)
+}
+
+/// When `op` is a sink's `replay` and another node delivers the sinks (and `args` was not
+/// forwarded here already), that node's answer to it.
+pub(crate) async fn to_keeper(
+    hub: &Hub,
+    op: &str,
+    args: &Value,
+) -> Option<Result<Value, (ErrorCode, String)>> {
+    if op != "replay" || args.get(FORWARDED_BY).is_some() {
+        return None;
+    }
+    let rt = hub.runtime();
+    let me = rt.node_id()?;
+    let keeper = rt.keeper().filter(|k| k != me && !rt.keeps())?;
+    Some(answer_of(hub, &keeper, "delivers the sinks", op, args).await)
+}
+
+/// Node `to`'s answer to `op` (`to` being the node that `what`), within [`LIMIT`].
+async fn answer_of(
+    hub: &Hub,
+    to: &str,
+    what: &str,
+    op: &str,
+    args: &Value,
+) -> Result<Value, (ErrorCode, String)> {
+    let me = hub.runtime().node_id().unwrap_or("?").to_string();
+    match tokio::time::timeout(LIMIT, forward(hub, &me, to, what, op, args)).await {
+        Ok(r) => r,
+        Err(_) => Err((
+            ErrorCode::Internal,
+            format!("node {to}, which {what}, did not answer within {LIMIT:?}"),
+        )),
+    }
 }
 
 /// After `op` took effect on this node: when it is a change every node makes for itself
@@ -64,7 +91,8 @@ pub(crate) async fn to_peers(hub: &Hub, op: &str, args: &Value) -> Vec<(String, 
     let sends = rt.live_peers().into_iter().map(|peer| {
         let me = me.clone();
         async move {
-            let r = tokio::time::timeout(LIMIT, forward(hub, &me, &peer, op, args)).await;
+            let r =
+                tokio::time::timeout(LIMIT, forward(hub, &me, &peer, "is live", op, args)).await;
             match r {
                 Ok(Ok(_)) => None,
                 Ok(Err((_, why))) => Some((peer, why)),
@@ -88,28 +116,31 @@ const ASK_LIMIT: Duration = Duration::from_secs(1);
 pub(crate) async fn owner_holds(hub: &Hub, owner: &str, id: &AgentId) -> Option<bool> {
     let me = hub.runtime().node_id().unwrap_or("?").to_string();
     let args = json!({ "id": id.as_str() });
-    match tokio::time::timeout(ASK_LIMIT, forward(hub, &me, owner, "get", &args)).await {
+    let asked = forward(hub, &me, owner, "owns the agent", "get", &args);
+    match tokio::time::timeout(ASK_LIMIT, asked).await {
         Ok(Ok(record)) => record["connected"].as_bool(),
         _ => None,
     }
 }
 
+/// Sends `op` to node `to` (the node that `what`, for the error) as node `me`; its answer.
 async fn forward(
     hub: &Hub,
     me: &str,
-    owner: &str,
+    to: &str,
+    what: &str,
     op: &str,
     args: &Value,
 ) -> Result<Value, (ErrorCode, String)> {
     let failed = |why: String| {
         (
             ErrorCode::Internal,
-            format!("node {owner} owns this agent, and the request could not be sent to it: {why}"),
+            format!("node {to}, which {what}, could not be sent the request: {why}"),
         )
     };
     let addr = hub
         .runtime()
-        .node_address(owner)
+        .node_address(to)
         .ok_or_else(|| failed("its address is not known yet".into()))?;
     let mut cfg = ClientConfig::new(addr.clone());
     if let Some(peers) = hub.peers() {

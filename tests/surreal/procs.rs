@@ -18,6 +18,8 @@ pub struct Vigil {
     pub agents: String,
     /// The HTTP listener.
     pub http: String,
+    /// What it said before it said it is supervising, not yet looked through by `line_with`.
+    early: std::cell::RefCell<std::collections::VecDeque<String>>,
 }
 
 pub fn vigil(store: &str, env: &[(&str, String)]) -> (Child, mpsc::Receiver<String>) {
@@ -54,6 +56,7 @@ impl Vigil {
         let (child, lines) = vigil(store, env);
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut said = String::new();
+        let mut early = std::collections::VecDeque::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = lines.recv_timeout(left).unwrap_or_else(|e| {
@@ -67,13 +70,22 @@ impl Vigil {
                     lines,
                     agents: word(&line, "agents="),
                     http: word(&line, "http="),
+                    early: early.into(),
                 };
             }
+            early.push_back(line);
         }
     }
 
     /// The next line of its log that contains `text` (60 s at most).
     pub fn line_with(&self, text: &str) -> String {
+        let mut early = self.early.borrow_mut();
+        while let Some(line) = early.pop_front() {
+            if line.contains(text) {
+                return line;
+            }
+        }
+        drop(early);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use super::node::Node;
 use crate::rules::writes::checkpoint_is_full;
-use crate::store::{Keeping, Retention, StoreError, SurrealStore};
+use crate::store::{KeeperClaim, Keeping, Retention, StoreError, SurrealStore};
 
 /// What the keeper does and how often.
 pub(crate) struct KeeperConfig {
@@ -52,8 +52,11 @@ pub(crate) async fn run(
     // The view dropped agents the stored checkpoint may still hold: the next one is full.
     let mut purged = false;
     let mut purged_at: Option<Instant> = None;
+    // The first check at once: until it, this node does not know who keeps.
+    let mut ticks = tokio::time::interval(tick);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::time::sleep(tick).await;
+        ticks.tick().await;
         match hold_role(&store, &node, &mut keeping).await {
             Ok(()) => confirmed = Instant::now(),
             Err(e) => debug!(error = %e, "the keeper's role could not be checked"),
@@ -101,18 +104,21 @@ async fn hold_role(
     keeping: &mut Option<Keeping>,
 ) -> Result<(), StoreError> {
     match keeping {
-        None => {
-            if let Some(k) = store.claim_keeper(node.me(), &node.dead()).await? {
+        None => match store.claim_keeper(node.me(), &node.dead()).await? {
+            KeeperClaim::Mine(k) => {
                 info!(
                     seq = k.seq,
                     "this node keeps the fleet's checkpoint and delivers the sinks"
                 );
+                node.set_keeper(Some(node.me().clone()));
                 *keeping = Some(k);
             }
-        }
+            KeeperClaim::HeldBy(other) => node.set_keeper(other.map(Arc::from)),
+        },
         Some(k) => {
             if !store.still_keeper(k).await? {
                 info!("another node keeps the fleet's checkpoint now");
+                node.set_keeper(None);
                 *keeping = None;
             }
         }

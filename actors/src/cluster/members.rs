@@ -36,8 +36,11 @@ pub(crate) async fn watch(store: Arc<SurrealStore>, node: Arc<Node>, lease: Dura
     let mut adoptions = 0;
     let mut watched: HashMap<String, Watched> = HashMap::new();
     let period = (lease / 4).max(Duration::from_millis(50));
+    // The first look at once: until it, this node knows no other's address.
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::time::sleep(period).await;
+        ticks.tick().await;
         let leases = match store.node_leases().await {
             Ok(l) => l,
             Err(e) => {

@@ -111,6 +111,8 @@ pub(crate) struct Node {
     addresses: Mutex<HashMap<String, String>>,
     /// The other nodes whose leases lapsed, as this node's watch judges them.
     dead: Mutex<Vec<String>>,
+    /// The node that keeps the checkpoint and delivers the sinks, as last seen.
+    keeper: Mutex<Option<Arc<str>>>,
     view: RwLock<FleetView>,
     claims: Arc<Claims>,
     broadcaster: ActorRef<BroadcastMsg>,
@@ -127,6 +129,7 @@ impl Node {
             me,
             addresses: Mutex::default(),
             dead: Mutex::default(),
+            keeper: Mutex::default(),
             view: RwLock::new(start.view),
             claims: start.claims,
             broadcaster,
@@ -250,6 +253,17 @@ impl Node {
             true => (view.seq(), view.rows_changed_after(None), true),
             false => (view.seq(), rows, false),
         }
+    }
+
+    /// The node that keeps the fleet's checkpoint and delivers the sinks, as last seen (every
+    /// quarter lease).
+    pub(crate) fn keeper(&self) -> Option<Arc<str>> {
+        self.keeper.lock().clone()
+    }
+
+    #[cfg_attr(not(feature = "surreal"), allow(dead_code))]
+    pub(crate) fn set_keeper(&self, keeper: Option<Arc<str>>) {
+        *self.keeper.lock() = keeper;
     }
 
     /// Drops from the view the agents that left before `cutoff`; returns how many.

@@ -79,6 +79,15 @@ impl Runtime {
         self.sink_duty.as_ref().is_some_and(|d| *d.borrow())
     }
 
+    /// On a cluster node: the node that keeps the fleet's checkpoint and delivers the sinks,
+    /// as this node last saw it (perhaps itself).
+    pub fn keeper(&self) -> Option<String> {
+        self.node
+            .as_ref()
+            .and_then(|n| n.keeper())
+            .map(|k| k.to_string())
+    }
+
     /// Whether this runtime supervises agent `id` (on a cluster node: this node owns it).
     pub fn supervises(&self, id: &crate::model::AgentId) -> bool {
         self.directory.read().contains_key(id)

@@ -31,8 +31,8 @@ pub use failing::FailingStore;
 mod surreal;
 #[cfg(feature = "surreal")]
 pub use surreal::{
-    Adoption, Appended, BatchId, HoldOptions, Keeping, LogTail, NodeLease, SurrealOptions,
-    SurrealStore, SCHEMA_VERSION,
+    Adoption, Appended, BatchId, HoldOptions, KeeperClaim, Keeping, LogTail, NodeLease,
+    SurrealOptions, SurrealStore, SCHEMA_VERSION,
 };
 
 /// Errors a store reports. The registry treats every one of them as "not known to be

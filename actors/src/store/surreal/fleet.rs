@@ -54,6 +54,25 @@ pub struct Keeping {
     pub rows: usize,
 }
 
+/// What a claim of the keeper's role found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeeperClaim {
+    /// The claiming node keeps, with the stored checkpoint.
+    Mine(Keeping),
+    /// Another node keeps (`None`: nobody, the claim's write having failed).
+    HeldBy(Option<String>),
+}
+
+impl KeeperClaim {
+    /// The role, when the claiming node has it.
+    pub fn mine(self) -> Option<Keeping> {
+        match self {
+            KeeperClaim::Mine(k) => Some(k),
+            KeeperClaim::HeldBy(_) => None,
+        }
+    }
+}
+
 impl Keeping {
     fn fence(&self) -> Value {
         json!({ "node": self.node, "epoch": self.epoch })
@@ -63,12 +82,8 @@ impl Keeping {
 impl SurrealStore {
     /// Takes the keeper's role for node `me` (this store's holder) if nobody holds it, an
     /// earlier run of `me` did, or its holder is among `dead`; returns the role and the stored
-    /// checkpoint when `me` has it, `None` when another node keeps.
-    pub async fn claim_keeper(
-        &self,
-        me: &str,
-        dead: &[String],
-    ) -> Result<Option<Keeping>, StoreError> {
+    /// checkpoint when `me` has it, or the node that keeps.
+    pub async fn claim_keeper(&self, me: &str, dead: &[String]) -> Result<KeeperClaim, StoreError> {
         let epoch = self.hold_epoch().unwrap_or(0);
         // Read first: while another live node keeps, nothing is written (every node looks
         // every quarter lease).
@@ -108,9 +123,11 @@ impl SurrealStore {
             .unwrap_or_default();
         let keeper = keeper.unwrap_or_default();
         if keeper["node"].as_str() != Some(me) || keeper["epoch"].as_u64() != Some(epoch) {
-            return Ok(None);
+            return Ok(KeeperClaim::HeldBy(
+                keeper["node"].as_str().map(str::to_string),
+            ));
         }
-        Ok(Some(Keeping {
+        Ok(KeeperClaim::Mine(Keeping {
             node: me.to_string(),
             epoch,
             seq: stored["seq"].as_u64().unwrap_or(0),
@@ -317,11 +334,16 @@ mod tests {
     #[tokio::test]
     async fn one_keeper_writes_the_checkpoint_and_trims_the_log_only_behind_it() {
         let s = four_segments().await;
-        let mut k1 = s.claim_keeper("n1", &[]).await.unwrap().expect("n1 keeps");
+        let mut k1 = s
+            .claim_keeper("n1", &[])
+            .await
+            .unwrap()
+            .mine()
+            .expect("n1 keeps");
         assert_eq!((k1.seq, k1.gen), (0, 0));
         assert_eq!(
             s.claim_keeper("n2", &[]).await.unwrap(),
-            None,
+            KeeperClaim::HeldBy(Some("n1".into())),
             "n1 is alive"
         );
         assert_eq!(s.fleet_checkpoint::<Value>().await.unwrap(), None);
@@ -355,6 +377,7 @@ mod tests {
             .claim_keeper("n2", &["n1".to_string()])
             .await
             .unwrap()
+            .mine()
             .expect("n2 keeps");
         assert_eq!((k2.seq, k2.chunks, k2.rows), (3, 2, 3));
         assert!(s.still_keeper(&k2).await.unwrap());

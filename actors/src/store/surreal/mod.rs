@@ -59,7 +59,7 @@ use super::{Loaded, Retention, Store, StoreError};
 use crate::model::{AgentId, AgentRecord, Event};
 use agents::agent_from_row;
 use conn::{with_sync, Conn};
-pub use fleet::Keeping;
+pub use fleet::{KeeperClaim, Keeping};
 pub use hold::HoldOptions;
 use io::read_err;
 pub use nodes::{Adoption, NodeLease};
