@@ -88,7 +88,7 @@ fn an_agent_whose_connection_closed_registers_on_another_node_without_takeover()
 }
 
 #[test]
-fn a_policy_set_on_one_node_takes_effect_on_every_node() {
+fn a_policy_set_on_one_node_takes_effect_on_every_node_and_on_nodes_started_later() {
     let surreal = SurrealServer::start();
     let store = surreal.url();
     let n1 = node(&store, "n1");
@@ -133,6 +133,24 @@ fn a_policy_set_on_one_node_takes_effect_on_every_node() {
         .find(|e| e["agent"] == "q2" && e["to"] == "offline")
         .expect("q2 offline");
     assert_eq!(offline["node"], "n2", "{offline}");
+
+    // A node that starts afterwards starts with it too.
+    let n3 = node(&store, "n3");
+    let mut late = Conn::open(&n3.agents, "agent");
+    assert_eq!(
+        register(&mut late, "q3", 600_000, false)["type"],
+        "registered"
+    );
+    drop(late);
+    let got = events_until(&mut monitor, "q3 offline", |es| {
+        es.iter()
+            .any(|e| e["agent"] == "q3" && e["to"] == "offline")
+    });
+    let offline = got
+        .iter()
+        .find(|e| e["agent"] == "q3" && e["to"] == "offline")
+        .expect("q3 offline");
+    assert_eq!(offline["node"], "n3", "{offline}");
 }
 
 #[tokio::test]

@@ -92,6 +92,14 @@ impl Store for Recording {
         self.inner.oldest_seq().await
     }
 
+    async fn policies(&self) -> Result<Vec<SavedPolicy>, StoreError> {
+        self.inner.policies().await
+    }
+
+    async fn put_policy(&self, saved: &SavedPolicy) -> Result<(), StoreError> {
+        self.inner.put_policy(saved).await
+    }
+
     async fn sink_state(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.inner.sink_state(key).await
     }

@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, error, info, warn};
 
-use crate::model::{AgentId, AgentRecord, Event};
+use crate::model::{AgentId, AgentRecord, Event, SavedPolicy};
 use crate::store::{BatchId, Loaded, LogTail, Retention, Store, StoreError, SurrealStore};
 
 use super::node::{Claims, Node};
@@ -242,6 +242,14 @@ impl Store for SharedLog {
 
     async fn put_sink_state(&self, key: &str, value: &str) -> Result<(), StoreError> {
         self.store.put_sink_state_leased(key, value, &self.me).await
+    }
+
+    async fn policies(&self) -> Result<Vec<SavedPolicy>, StoreError> {
+        self.store.policies().await
+    }
+
+    async fn put_policy(&self, saved: &SavedPolicy) -> Result<(), StoreError> {
+        self.store.put_policy(saved).await
     }
 
     async fn claim_sink(&self, name: &str) -> Result<(), StoreError> {

@@ -11,7 +11,10 @@
 
 mod admin;
 mod agents;
+mod policies;
 mod relay;
+
+pub(crate) use policies::Policies;
 
 use relay::{answer_when_durable, relay_registration};
 
@@ -35,33 +38,6 @@ use crate::RegisterError;
 
 /// `AgentId → AgentCell`, written only by the fleet supervisor.
 pub(crate) type Directory = Arc<RwLock<HashMap<AgentId, Arc<AgentCell>>>>;
-
-/// The policies in force: the default, and per kind.
-#[derive(Debug, Clone)]
-pub(crate) struct Policies {
-    pub default: Arc<Policy>,
-    pub kinds: HashMap<String, Arc<Policy>>,
-    pub min_interval: Duration,
-    pub max_interval: Duration,
-}
-
-impl Policies {
-    fn for_kind(&self, kind: &str) -> &Arc<Policy> {
-        self.kinds.get(kind).unwrap_or(&self.default)
-    }
-
-    /// The kind's policy with the agent's own interval, if it asked for one.
-    pub(crate) fn for_agent(&self, kind: &str, own: Option<Duration>) -> Arc<Policy> {
-        let p = self.for_kind(kind);
-        match own {
-            Some(i) if i != p.heartbeat_interval => Arc::new(Policy {
-                heartbeat_interval: i,
-                ..(**p).clone()
-            }),
-            _ => p.clone(), // shared by every agent of the kind
-        }
-    }
-}
 
 /// A successful registration.
 #[derive(Debug, Clone)]

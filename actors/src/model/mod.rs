@@ -10,7 +10,7 @@ mod status;
 
 pub use event::{Event, EventBody, EventKind, JobReport, JobState, Severity};
 pub use ids::{AgentId, InvalidId};
-pub use policy::{Policy, PolicyPatch};
+pub use policy::{Policy, PolicyPatch, SavedPolicy};
 pub use record::{AgentRecord, Metrics, OpenJob, Registration};
 pub use status::{OnDisconnect, Reason, Reported, Status};
 

@@ -90,6 +90,19 @@ impl Policy {
     }
 }
 
+/// A kind's policy as `set_policy` made it, saved so that it outlives the process (and reaches
+/// the nodes of a cluster that start later), with the configured policy it was made from: a
+/// configuration changed since wins over it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedPolicy {
+    /// The agent kind.
+    pub kind: String,
+    /// The kind's policy as set.
+    pub policy: Policy,
+    /// The kind's configured policy when it was set.
+    pub base: Policy,
+}
+
 /// Fields of a policy to change with `set_policy`; absent fields stay as they are.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyPatch {

@@ -54,4 +54,8 @@ pub struct Runtime {
     node: Option<Arc<Node>>,
     /// On a cluster node: whether this node delivers the sinks now (one node does: the keeper).
     sink_duty: Option<tokio::sync::watch::Receiver<bool>>,
+    /// The policies the configuration sets (what a saved `set_policy` was made from).
+    configured: crate::fleet::Policies,
+    /// Held from a `set_policy` to its save, so that saves land in the order of the changes.
+    policy_saves: tokio::sync::Mutex<()>,
 }

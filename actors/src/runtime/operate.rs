@@ -101,6 +101,34 @@ impl Runtime {
 
     /// Sends an admin message and waits for its answer.
     pub async fn admin(&self, req: AdminRequest) -> Result<AdminResponse, AdminError> {
+        if matches!(req, AdminRequest::SetPolicy { .. }) {
+            return self.set_policy(req).await;
+        }
+        self.ask_fleet(req).await
+    }
+
+    /// Changes a kind's policy, then saves it: it outlives the process, and a node of a
+    /// cluster that starts later starts with it.
+    async fn set_policy(&self, req: AdminRequest) -> Result<AdminResponse, AdminError> {
+        let _order = self.policy_saves.lock().await;
+        let answer = self.ask_fleet(req).await?;
+        if let AdminResponse::Policy { kind, policy } = &answer {
+            let saved = crate::model::SavedPolicy {
+                kind: kind.clone(),
+                policy: policy.clone(),
+                base: (**self.configured.for_kind(kind)).clone(),
+            };
+            self.store.put_policy(&saved).await.map_err(|e| {
+                AdminError::Unavailable(format!(
+                    "the policy of kind {kind} took effect, but it could not be saved, so a \
+                     restart would not keep it: {e}"
+                ))
+            })?;
+        }
+        Ok(answer)
+    }
+
+    async fn ask_fleet(&self, req: AdminRequest) -> Result<AdminResponse, AdminError> {
         match self
             .fleet
             .call(|reply| FleetMsg::Admin(req, reply), Some(self.call_timeout))

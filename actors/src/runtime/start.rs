@@ -58,6 +58,8 @@ impl Runtime {
         cluster: Option<ClusterStart>,
     ) -> Result<Self, RuntimeError> {
         let health = Arc::new(config.health.clone());
+        let configured = Policies::configured(&config);
+        let saved_policies = store.policies().await?;
         let clock = Clock::start();
         let lag = Arc::new(LagMonitor::new(config.lag.clone(), clock.now()));
         let last_seq = loaded.last_seq;
@@ -132,16 +134,7 @@ impl Runtime {
                 broadcaster: broadcaster.clone(),
                 directory: directory.clone(),
                 health: health.clone(),
-                policies: Policies {
-                    default: Arc::new(config.policy.clone()),
-                    kinds: config
-                        .kinds
-                        .iter()
-                        .map(|(k, p)| (k.clone(), Arc::new(p.clone())))
-                        .collect(),
-                    min_interval: config.min_heartbeat_interval,
-                    max_interval: config.max_heartbeat_interval,
-                },
+                policies: configured.with_saved(saved_policies),
             },
         )
         .await
@@ -181,6 +174,8 @@ impl Runtime {
             source,
             node,
             sink_duty: None,
+            configured,
+            policy_saves: tokio::sync::Mutex::new(()),
         };
         let t_restore = std::time::Instant::now();
         let restored = match rt

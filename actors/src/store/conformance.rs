@@ -71,6 +71,7 @@ where
     agent_history(&*make().await).await;
     retention_drops_whole_segments_never_past_the_checkpoint(&*make().await).await;
     sink_state_round_trips(&*make().await).await;
+    saved_policies_round_trip(&*make().await).await;
     an_agents_latest_events(&*make().await).await;
 }
 
@@ -96,6 +97,26 @@ async fn an_agents_latest_events(s: &dyn Store) {
         .await
         .expect("none")
         .is_empty());
+}
+
+async fn saved_policies_round_trip(s: &dyn Store) {
+    assert_eq!(s.policies().await.expect("read"), vec![]);
+    let saved = |kind: &str, interval_ms: u64| crate::model::SavedPolicy {
+        kind: kind.into(),
+        policy: crate::model::Policy {
+            heartbeat_interval: std::time::Duration::from_millis(interval_ms),
+            ..crate::model::Policy::default()
+        },
+        base: crate::model::Policy::default(),
+    };
+    s.put_policy(&saved("worker", 5_000)).await.expect("put");
+    s.put_policy(&saved("probe", 1_000)).await.expect("put");
+    s.put_policy(&saved("worker", 7_000))
+        .await
+        .expect("replace");
+    let mut got = s.policies().await.expect("read");
+    got.sort_by(|a, b| a.kind.cmp(&b.kind));
+    assert_eq!(got, vec![saved("probe", 1_000), saved("worker", 7_000)]);
 }
 
 async fn sink_state_round_trips(s: &dyn Store) {

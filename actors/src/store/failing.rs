@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{Loaded, Retention, Store, StoreError};
-use crate::model::{AgentId, AgentRecord, Event};
+use crate::model::{AgentId, AgentRecord, Event, SavedPolicy};
 
 /// A store whose writes fail while [`FailingStore::fail_writes`] is on, or land and then
 /// report a failure ([`FailingStore::land_then_fail`]).
@@ -152,6 +152,15 @@ impl<S: Store> Store for FailingStore<S> {
     async fn put_sink_state(&self, key: &str, value: &str) -> Result<(), StoreError> {
         self.check_other()?;
         self.inner.put_sink_state(key, value).await
+    }
+
+    async fn policies(&self) -> Result<Vec<SavedPolicy>, StoreError> {
+        self.inner.policies().await
+    }
+
+    async fn put_policy(&self, saved: &SavedPolicy) -> Result<(), StoreError> {
+        self.check_other()?;
+        self.inner.put_policy(saved).await
     }
 
     async fn forget(&self, ids: &[AgentId]) -> Result<(), StoreError> {

@@ -11,7 +11,7 @@ use chrono::Utc;
 use parking_lot::Mutex;
 
 use super::{Loaded, Retention, Store, StoreError};
-use crate::model::{AgentId, AgentRecord, Event};
+use crate::model::{AgentId, AgentRecord, Event, SavedPolicy};
 
 /// One group commit: consecutive events written as one unit.
 struct Segment {
@@ -28,6 +28,7 @@ struct Inner {
     /// The last seq ever written (survives retention).
     last_seq: u64,
     sinks: std::collections::HashMap<String, String>,
+    policies: BTreeMap<String, SavedPolicy>,
 }
 
 impl Inner {
@@ -189,6 +190,16 @@ impl Store for MemStore {
 
     async fn put_sink_state(&self, key: &str, value: &str) -> Result<(), StoreError> {
         self.lock().sinks.insert(key.to_string(), value.to_string());
+        Ok(())
+    }
+
+    async fn policies(&self) -> Result<Vec<SavedPolicy>, StoreError> {
+        Ok(self.lock().policies.values().cloned().collect())
+    }
+
+    async fn put_policy(&self, saved: &SavedPolicy) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        inner.policies.insert(saved.kind.clone(), saved.clone());
         Ok(())
     }
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::model::{AgentId, AgentRecord, Event};
+use crate::model::{AgentId, AgentRecord, Event, SavedPolicy};
 
 pub use memory::MemStore;
 
@@ -186,6 +186,10 @@ pub trait Store: Send + Sync + 'static {
     async fn sink_state(&self, key: &str) -> Result<Option<String>, StoreError>;
     /// Saves a sink's state under `key`, replacing what was there, durably.
     async fn put_sink_state(&self, key: &str, value: &str) -> Result<(), StoreError>;
+    /// The kinds' policies `set_policy` saved, in no order.
+    async fn policies(&self) -> Result<Vec<SavedPolicy>, StoreError>;
+    /// Saves a kind's policy as `set_policy` made it, replacing the kind's saved one, durably.
+    async fn put_policy(&self, saved: &SavedPolicy) -> Result<(), StoreError>;
     /// Before sink `name` reads its state and delivers: on a store several processes deliver
     /// from (a cluster), this one delivers it from now on, and the state another one saves for
     /// it afterwards is refused. Nothing to do on a store of one process.

@@ -194,6 +194,7 @@ impl SurrealStore {
                  DEFINE INDEX IF NOT EXISTS agent_kind_status ON agent FIELDS kind, status;
                  DEFINE TABLE IF NOT EXISTS job SCHEMALESS;
                  DEFINE TABLE IF NOT EXISTS cursor SCHEMALESS;
+                 DEFINE TABLE IF NOT EXISTS policy SCHEMALESS;
                  DEFINE TABLE IF NOT EXISTS hold SCHEMALESS;
                  DEFINE TABLE IF NOT EXISTS hold_beat SCHEMALESS;
                  SELECT VALUE version FROM ONLY meta:schema;",

@@ -56,7 +56,7 @@ use tokio::sync::RwLock;
 use tracing::debug;
 
 use super::{Loaded, Retention, Store, StoreError};
-use crate::model::{AgentId, AgentRecord, Event};
+use crate::model::{AgentId, AgentRecord, Event, SavedPolicy};
 use agents::agent_from_row;
 use conn::{with_sync, Conn};
 pub use fleet::{KeeperClaim, Keeping};
@@ -370,6 +370,41 @@ impl Store for SurrealStore {
         )
         .await?;
         Ok(())
+    }
+
+    async fn policies(&self) -> Result<Vec<SavedPolicy>, StoreError> {
+        let mut r = self.read("SELECT v FROM policy", json!({})).await?;
+        let rows: Vec<Value> = r.take(0).map_err(read_err)?;
+        rows.iter()
+            .map(|row| {
+                let text = row["v"].as_str().unwrap_or_default();
+                serde_json::from_str(text).map_err(read_err)
+            })
+            .collect()
+    }
+
+    async fn put_policy(&self, saved: &SavedPolicy) -> Result<(), StoreError> {
+        let text = serde_json::to_string(saved).map_err(|e| StoreError::Write(e.to_string()))?;
+        let binds = json!({ "k": saved.kind, "v": text });
+        // Not fenced, as a sink's state is not (see `put_sink_state`). Every node of a
+        // cluster saves the same change at about the same time: a write refused for a
+        // conflict with another's is tried again.
+        let mut attempts = 0;
+        loop {
+            let r = self
+                .write_unfenced(
+                    "UPSERT type::record('policy', $k) CONTENT { v: $v } RETURN NONE",
+                    binds.clone(),
+                )
+                .await;
+            match r {
+                Err(StoreError::Write(_)) if attempts < 4 && self.is_remote() => {
+                    attempts += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(20 * attempts)).await;
+                }
+                r => return r.map(|_| ()),
+            }
+        }
     }
 
     async fn forget(&self, ids: &[AgentId]) -> Result<(), StoreError> {
