@@ -2,10 +2,13 @@
 //! deadlines are extended by it, so a starved supervisor does not blame its agents (after
 //! memberlist's Lifeguard).
 //!
-//! Two sources feed the estimate: a probe task that sleeps a fixed period and measures how late
-//! it wakes, and the deadline wheel, which measures how late it wakes for a deadline. The
-//! estimate is the largest lateness seen in the current and previous window; it counts as lag
-//! (and becomes slack) only above the threshold.
+//! Three sources feed the estimate: a probe task that sleeps a fixed period and measures how
+//! late it wakes; the deadline wheel, which measures how late it wakes for a deadline; and the
+//! readers of the agents' input (each connection, through a [`Backlog`]), which measure how
+//! long they have been behind it: a beat waiting in a socket's buffer is a beat the agent sent
+//! and the runtime has not read, not a silence. The estimate is the largest lateness seen in
+//! the current and previous window; it counts as lag (and becomes slack) only above the
+//! threshold.
 
 use std::time::Duration;
 
@@ -122,9 +125,68 @@ impl LagMonitor {
     }
 }
 
+/// One reader's backlog: since when it has been reading without catching up with its input.
+///
+/// A read that fills the whole buffer it was given means more is waiting; a read that does
+/// not, or a read that finds nothing (it would wait), means the reader caught up. While it is
+/// behind, the oldest data it has not read arrived after it fell behind, so the time since is
+/// a bound on how late that data will be read.
+#[derive(Debug, Default, Clone)]
+pub struct Backlog {
+    since: Option<Instant>,
+}
+
+impl Backlog {
+    /// A read at `now` that filled its buffer (`full`) or did not; how long the reader has been
+    /// behind, up to this read (zero when it was not).
+    pub fn read(&mut self, full: bool, now: Instant) -> Duration {
+        let behind = self.behind(now);
+        self.since = match full {
+            true => self.since.or(Some(now)),
+            false => None,
+        };
+        behind
+    }
+
+    /// A read at `now` found nothing waiting: the reader caught up; how long it was behind.
+    pub fn caught_up(&mut self, now: Instant) -> Duration {
+        let behind = self.behind(now);
+        self.since = None;
+        behind
+    }
+
+    /// How long the reader has been behind as of `now` (zero when it is not).
+    pub fn behind(&self, now: Instant) -> Duration {
+        self.since
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_is_behind_from_its_first_full_read_until_it_catches_up() {
+        let mut b = Backlog::default();
+        let t0 = Instant::now();
+        assert_eq!(b.read(false, t0), Duration::ZERO, "caught up");
+        assert_eq!(b.read(true, t0), Duration::ZERO, "falls behind now");
+        let ms = Duration::from_millis;
+        assert_eq!(b.read(true, t0 + ms(300)), ms(300));
+        assert_eq!(b.behind(t0 + ms(400)), ms(400));
+        // The last read up to the end of its input: it was behind until then, and is no more.
+        assert_eq!(b.read(false, t0 + ms(700)), ms(700));
+        assert_eq!(b.behind(t0 + ms(800)), Duration::ZERO);
+        // Behind again, then a read that finds nothing waiting.
+        b.read(true, t0 + ms(1000));
+        assert_eq!(b.caught_up(t0 + ms(1050)), ms(50));
+        assert_eq!(
+            b.caught_up(t0 + ms(5000)),
+            Duration::ZERO,
+            "idle is not behind"
+        );
+    }
 
     #[test]
     fn slack_is_zero_below_threshold_and_the_lag_above_it() {

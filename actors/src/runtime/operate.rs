@@ -161,6 +161,14 @@ impl Runtime {
         self.lag.estimate(Instant::now())
     }
 
+    /// A reader of the agents' input (a connection; see [`crate::lag::Backlog`]) has been
+    /// `behind` it: the beats waiting there are the runtime's delay, not the agents' silence,
+    /// so deadlines are extended by it as by scheduling lag, and `runtime_lagging` says so
+    /// above the threshold.
+    pub fn observe_backlog(&self, behind: Duration) {
+        self.lag.observe(behind, Instant::now());
+    }
+
     /// Fault injection for tests: records an observed scheduling lag, as the probe would.
     #[doc(hidden)]
     pub fn inject_lag(&self, lag: Duration) {

@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::{FutureExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio_util::codec::FramedRead;
 use tracing::debug;
 use vigil_actors::ReportQuota;
 
+use super::backlog::{BacklogSink, Metered};
 use super::bucket::Bucket;
 use super::out::{Out, TcpOut};
 use super::owners::Control;
@@ -34,6 +35,7 @@ where
 {
     let _open = Open::new(&shared.hub, |h| &h.tcp_connections);
     let (read, mut write) = tokio::io::split(stream);
+    let read = Metered::new(read, shared.hub.runtime().clone() as Arc<dyn BacklogSink>);
     let mut frames = FramedRead::new(read, LineFrames::new(shared.cfg.max_frame_bytes));
     let (out_tx, mut out_rx) = mpsc::channel::<Out>(1024);
     let drain = shared.cfg.drain_timeout;
@@ -193,8 +195,8 @@ where
 
 /// The next item: a decoded frame, a blank line (`Ok(None)`), or a decoding error; `None` at
 /// the end of the stream (or a read error).
-async fn next_frame<R: AsyncRead>(
-    frames: &mut FramedRead<ReadHalf<R>, LineFrames>,
+async fn next_frame<R: AsyncRead + Unpin>(
+    frames: &mut FramedRead<R, LineFrames>,
 ) -> Option<Result<Option<Frame>, protocol::FrameError>> {
     match frames.next().await? {
         Ok(Line::Frame(bytes)) => Some(protocol::decode(&bytes)),

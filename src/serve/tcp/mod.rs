@@ -20,6 +20,7 @@
 //! ends it; the frames come from [`crate::serve::hub`], shared with WebSocket and SSE. An
 //! admin's `admin` frame runs one [`vigil_actors::AdminRequest`] and is answered with `result`.
 
+mod backlog;
 mod bucket;
 mod connection;
 mod out;

@@ -9,6 +9,7 @@ use rand::Rng;
 use serde_json::json;
 use tokio::time::Instant;
 
+use super::pace::Pace;
 use super::{agent_id, mode_of, picked, Counters, Mode, SimulateArgs};
 use crate::client::{ClientConfig, Connection, ServerFrame};
 use crate::protocol::Role;
@@ -71,6 +72,9 @@ pub(super) async fn connection_task(
             .map(|(k, &i)| (agent_id(&args.prefix, i), k as u32))
             .collect(),
     );
+    let mut pace = Pace::new(ids.len(), args.late_after.unwrap_or(args.interval));
+    let name = |k: u32| agent_id(&args.prefix, ids[k as usize]);
+    let mut sent: Vec<u32> = Vec::new();
     let mut first = true;
     // When this connection (if it is one that drops) drops next.
     let mut next_drop: Option<Instant> = None;
@@ -150,11 +154,13 @@ pub(super) async fn connection_task(
         let mut batch = Vec::with_capacity(64 * 1024);
         let mut due = Vec::new();
         let dropped = loop {
-            tick.tick().await;
+            let planned = tick.tick().await;
             if stop.load(Ordering::Relaxed) {
                 break false;
             }
             let now = Instant::now();
+            let late = now.saturating_duration_since(planned).as_micros() as u64;
+            counters.max_tick_late_us.fetch_max(late, Ordering::Relaxed);
             let fail_at = start.get().copied();
             let failing = fail_at.is_some_and(|f| now >= f);
             if drops && next_drop.is_none() {
@@ -193,8 +199,10 @@ pub(super) async fn connection_task(
             }
             std::mem::swap(&mut due, &mut ring[slot]);
             batch.clear();
+            sent.clear();
             while in_flight < args.register_window.max(1) && next_reg < registers.len() {
                 batch.extend_from_slice(&registers[next_reg]);
+                sent.push(next_reg as u32);
                 next_reg += 1;
                 in_flight += 1;
             }
@@ -221,6 +229,7 @@ pub(super) async fn connection_task(
                         } else {
                             batch.extend_from_slice(&a.line);
                         }
+                        sent.push(k);
                         n += 1;
                     }
                     let j = args.jitter.clamp(0.0, 0.5);
@@ -237,6 +246,12 @@ pub(super) async fn connection_task(
                     counters.errors.fetch_add(1, Ordering::Relaxed);
                     break true;
                 }
+                pace.sent(
+                    &sent,
+                    chrono::Utc::now().timestamp_millis(),
+                    name,
+                    &counters,
+                );
                 counters.beats.fetch_add(n, Ordering::Relaxed);
                 if counters.measuring.load(Ordering::Relaxed) {
                     counters.measured_beats.fetch_add(n, Ordering::Relaxed);

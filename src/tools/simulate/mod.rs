@@ -17,6 +17,9 @@
 //!   `--reconnect-after`, registering its agents again (`takeover`).
 
 mod connection;
+mod pace;
+
+pub use pace::LateGap;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -99,6 +102,11 @@ pub struct SimulateArgs {
     #[arg(long, default_value = "5ms", value_parser = humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
     pub tick: Duration,
+    /// A gap longer than this between two messages of one agent (registration or beats) is
+    /// the sender's lateness, listed in the JSON summary (default: the interval).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub late_after: Option<Duration>,
     /// Write the summary as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -155,6 +163,11 @@ struct Counters {
     /// Beats counted from `measure_from` on.
     measured_beats: AtomicU64,
     measuring: AtomicBool,
+    /// Gaps longer than `--late-after`, counted and (the first ones) kept.
+    late_gaps: AtomicU64,
+    late: parking_lot::Mutex<Vec<LateGap>>,
+    /// The most a tick of a connection's ring ran after its time, in microseconds.
+    max_tick_late_us: AtomicU64,
 }
 
 /// What a simulation did, as `--json` writes it.
@@ -182,6 +195,12 @@ pub struct SimulateSummary {
     pub cpu_secs: f64,
     /// CPU over the measured window as a share of one core.
     pub cpu_share_of_one_core: f64,
+    /// The most a connection's beats left after their time, in milliseconds.
+    pub max_tick_late_ms: f64,
+    /// Gaps between one agent's messages longer than `--late-after` (the sender's lateness).
+    pub late_gaps: u64,
+    /// The first 100,000 of them.
+    pub late: Vec<LateGap>,
 }
 
 /// Runs a simulation on a runtime of its own, until `--duration` or Ctrl-C; writes the
@@ -198,12 +217,15 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     }
     if !args.quiet {
         eprintln!(
-            "{} beats ({:.0}/s measured), {} errors, {} reconnects, CPU {:.0}% of a core",
+            "{} beats ({:.0}/s measured), {} errors, {} reconnects, CPU {:.0}% of a core, \
+             {} late gaps (ticks up to {:.1} ms late)",
             summary.beats,
             summary.beats_per_sec,
             summary.errors,
             summary.reconnects,
-            summary.cpu_share_of_one_core * 100.0
+            summary.cpu_share_of_one_core * 100.0,
+            summary.late_gaps,
+            summary.max_tick_late_ms
         );
     }
     Ok(())
@@ -328,6 +350,7 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<SimulateSummary> {
     }
     let measured_beats = counters.measured_beats.load(Ordering::Relaxed);
     let args = Arc::try_unwrap(args).unwrap_or_else(|a| (*a).clone());
+    let late = std::mem::take(&mut *counters.late.lock());
     Ok(SimulateSummary {
         params: args,
         register_secs,
@@ -340,5 +363,8 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<SimulateSummary> {
         beats_per_sec: measured_beats as f64 / m_secs.max(1e-9),
         cpu_secs: cpu.as_secs_f64(),
         cpu_share_of_one_core: cpu.as_secs_f64() / m_secs.max(1e-9),
+        max_tick_late_ms: counters.max_tick_late_us.load(Ordering::Relaxed) as f64 / 1000.0,
+        late_gaps: counters.late_gaps.load(Ordering::Relaxed),
+        late,
     })
 }

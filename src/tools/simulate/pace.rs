@@ -1,0 +1,87 @@
+//! What the generator records of its own pace: when each agent's messages actually left, so
+//! that a bench can tell a late sender from a slow server. A gap between two of an agent's
+//! messages (its registration, its beats) longer than `--late-after` is the sender's: the
+//! agent was silent by the generator's doing, whatever the server made of it.
+
+use std::sync::atomic::Ordering;
+
+use serde::{Deserialize, Serialize};
+
+use super::Counters;
+
+/// The most gaps a run keeps (it counts them all).
+const KEPT: usize = 100_000;
+
+/// An agent the generator left silent for longer than `--late-after`: from its message that
+/// left at `from_ms` to the next, at `to_ms` (Unix milliseconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LateGap {
+    pub agent: String,
+    pub from_ms: i64,
+    pub to_ms: i64,
+}
+
+/// One connection's record of when each of its agents' messages last left.
+pub(super) struct Pace {
+    /// By the agent's index on the connection; 0 before its first message.
+    last_ms: Vec<i64>,
+    late_ms: i64,
+}
+
+impl Pace {
+    pub(super) fn new(agents: usize, late_after: std::time::Duration) -> Self {
+        Pace {
+            last_ms: vec![0; agents],
+            late_ms: late_after.as_millis() as i64,
+        }
+    }
+
+    /// The messages of agents `sent` (indices on the connection) left at `now_ms`; a gap too
+    /// long since each one's last goes to `counters`, named by `id`.
+    pub(super) fn sent(
+        &mut self,
+        sent: &[u32],
+        now_ms: i64,
+        id: impl Fn(u32) -> String,
+        counters: &Counters,
+    ) {
+        for &k in sent {
+            let last = std::mem::replace(&mut self.last_ms[k as usize], now_ms);
+            if last > 0 && now_ms - last > self.late_ms {
+                counters.late_gaps.fetch_add(1, Ordering::Relaxed);
+                let mut kept = counters.late.lock();
+                if kept.len() < KEPT {
+                    kept.push(LateGap {
+                        agent: id(k),
+                        from_ms: last,
+                        to_ms: now_ms,
+                    });
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gap_longer_than_late_after_is_recorded_with_its_ends() {
+        let counters = Counters::default();
+        let mut pace = Pace::new(2, std::time::Duration::from_millis(1000));
+        let id = |k: u32| format!("a{k}");
+        pace.sent(&[0, 1], 10_000, id, &counters);
+        pace.sent(&[0], 10_900, id, &counters);
+        pace.sent(&[0, 1], 11_800, id, &counters);
+        assert_eq!(counters.late_gaps.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            *counters.late.lock(),
+            vec![LateGap {
+                agent: "a1".into(),
+                from_ms: 10_000,
+                to_ms: 11_800
+            }]
+        );
+    }
+}
