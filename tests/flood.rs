@@ -105,6 +105,8 @@ async fn a_hostile_flood_changes_nothing_for_well_behaved_agents() {
         measure_from: Duration::ZERO,
         register_window: 4,
         tick: Duration::from_millis(5),
+        late_after: None,
+        batch: false,
         json: None,
         quiet: true,
     }));

@@ -77,6 +77,9 @@ pub struct ClientConfig {
     pub beat_ratio: f64,
     /// ... ± this share of it, drawn for each period.
     pub jitter: f64,
+    /// Extensions of protocol 1 asked for in `hello` (`welcome.features` says which were
+    /// granted); none by default.
+    pub features: Vec<String>,
 }
 
 impl ClientConfig {
@@ -93,6 +96,7 @@ impl ClientConfig {
             backoff_max: Duration::from_secs(30),
             beat_ratio: 0.75,
             jitter: 0.1,
+            features: Vec::new(),
         }
     }
 

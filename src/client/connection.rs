@@ -65,6 +65,9 @@ impl Connection {
         if let Some(t) = &cfg.token {
             hello["token"] = json!(t);
         }
+        if !cfg.features.is_empty() {
+            hello["features"] = json!(cfg.features);
+        }
         writer.send(&hello).await?;
         let first = tokio::time::timeout(cfg.connect_timeout, reader.recv())
             .await

@@ -53,7 +53,15 @@ pub struct Hello {
     /// not sent.
     #[serde(default)]
     pub client: Option<String>,
+    /// Extensions of protocol 1 the client would use (e.g. [`FEATURE_BEATS`]); `welcome` names
+    /// those the server grants. Empty when not sent: plain protocol 1.
+    #[serde(default)]
+    pub features: Vec<String>,
 }
+
+/// The feature that lets an agent connection send `beats`: many healthy heartbeats in one
+/// frame.
+pub const FEATURE_BEATS: &str = "beats";
 
 /// `register`: the connection takes ownership of an agent, which goes `online`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -97,6 +105,15 @@ pub struct Heartbeat {
     /// What the agent is doing now; `None` when not sent.
     #[serde(default)]
     pub activity: Option<String>,
+}
+
+/// `beats` (with [`FEATURE_BEATS`]): one healthy heartbeat for each agent, as a `heartbeat`
+/// frame with only its `id` would be.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Beats {
+    /// The agents (each owned by this connection).
+    #[serde(deserialize_with = "agent_ids")]
+    pub ids: Vec<AgentId>,
 }
 
 /// `activity`: the agent says what it is doing.
@@ -184,6 +201,8 @@ pub enum ClientFrame {
     Register(Register),
     /// See [`Heartbeat`].
     Heartbeat(Heartbeat),
+    /// See [`Beats`].
+    Beats(Beats),
     /// See [`Activity`].
     Activity(Activity),
     /// See [`Job`].
@@ -207,6 +226,7 @@ impl ClientFrame {
             ClientFrame::Hello(_) | ClientFrame::Ping => None,
             ClientFrame::Register(_)
             | ClientFrame::Heartbeat(_)
+            | ClientFrame::Beats(_)
             | ClientFrame::Activity(_)
             | ClientFrame::Job(_)
             | ClientFrame::Deregister(_) => Some(Role::Agent),
@@ -229,6 +249,17 @@ fn agent_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<AgentId, D::Error>
     let s = String::deserialize(d)?;
     AgentId::new(&s)
         .map_err(|_| serde::de::Error::custom("id must be 1-128 characters of A-Z a-z 0-9 . _ : -"))
+}
+
+fn agent_ids<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<AgentId>, D::Error> {
+    let ids = Vec::<String>::deserialize(d)?;
+    ids.iter()
+        .map(|s| {
+            AgentId::new(s).map_err(|_| {
+                serde::de::Error::custom("each id must be 1-128 characters of A-Z a-z 0-9 . _ : -")
+            })
+        })
+        .collect()
 }
 
 /// The fields every frame has; a first pass over the line reads only these (the others are
@@ -310,6 +341,7 @@ pub fn decode(line: &[u8]) -> Result<Option<Frame>, FrameError> {
         "hello" => ClientFrame::Hello(typed(&ty, line, &reference)?),
         "register" => ClientFrame::Register(typed(&ty, line, &reference)?),
         "heartbeat" => ClientFrame::Heartbeat(typed(&ty, line, &reference)?),
+        "beats" => ClientFrame::Beats(typed(&ty, line, &reference)?),
         "activity" => ClientFrame::Activity(typed(&ty, line, &reference)?),
         "job" => ClientFrame::Job(typed(&ty, line, &reference)?),
         "deregister" => ClientFrame::Deregister(typed(&ty, line, &reference)?),

@@ -30,9 +30,30 @@ fn every_client_frame_of_the_protocol_decodes() {
             protocol: 1,
             role: Role::Agent,
             token: Some("t".into()),
-            client: Some("x/1".into())
+            client: Some("x/1".into()),
+            features: vec![],
         })
     );
+    let f = decode(br#"{"type":"hello","protocol":1,"role":"agent","features":["beats","x"]}"#)
+        .unwrap()
+        .unwrap();
+    match f.body {
+        ClientFrame::Hello(h) => assert_eq!(h.features, vec!["beats", "x"]),
+        other => panic!("{other:?}"),
+    }
+    let f = decode(br#"{"type":"beats","ids":["a1","b.2"],"ref":3}"#)
+        .unwrap()
+        .unwrap();
+    match &f.body {
+        ClientFrame::Beats(b) => {
+            let ids: Vec<&str> = b.ids.iter().map(|i| i.as_str()).collect();
+            assert_eq!(ids, vec!["a1", "b.2"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(f.body.role(), Some(Role::Agent));
+    let bad = decode(br#"{"type":"beats","ids":["ok","not ok"]}"#).unwrap_err();
+    assert_eq!(bad.code, crate::protocol::ErrorCode::InvalidField, "{bad:?}");
     let f = decode(
             br#"{"type":"register","id":"a1","kind":"worker","metadata":{"zone":"eu"},"capabilities":["gpu"],"heartbeat_interval_ms":5000,"takeover":true,"ref":7,"future":1}"#,
         )

@@ -44,6 +44,7 @@ fn welcome_on_tcp_and_on_websocket() {
         server: SERVER_NAME.into(),
         heartbeat_interval_ms: Some(5000),
         time: T.into(),
+        features: Vec::new(),
     });
     pin(
         tcp,
@@ -69,6 +70,7 @@ fn welcome_on_tcp_and_on_websocket() {
         server: SERVER_NAME.into(),
         heartbeat_interval_ms: None,
         time: T.into(),
+        features: Vec::new(),
     });
     pin(
         ws,

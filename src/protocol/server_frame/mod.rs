@@ -33,6 +33,10 @@ pub struct Welcome {
     pub heartbeat_interval_ms: Option<u64>,
     /// The server's clock (RFC 3339, UTC, milliseconds).
     pub time: String,
+    /// The extensions of protocol 1 the client asked for at `hello` that the server grants
+    /// (left out when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
 }
 
 /// A frame from the server. The `ref` of the frame it answers is not part of it: the writer

@@ -115,6 +115,7 @@ pub(super) async fn ws_session(st: AppState, socket: WebSocket, admin: bool) {
                 server: SERVER_NAME.into(),
                 heartbeat_interval_ms: None,
                 time: now_text(),
+                features: Vec::new(),
             })
             .text(reference.as_ref()),
             _ => error_text(

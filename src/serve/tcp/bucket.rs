@@ -20,13 +20,15 @@ impl Bucket {
         })
     }
 
-    pub(super) fn take(&mut self) -> bool {
+    /// Takes `n` tokens (a frame, or a `beats` frame's heartbeats), all or none.
+    pub(super) fn take(&mut self, n: usize) -> bool {
         let now = Instant::now();
         let dt = now.saturating_duration_since(self.at).as_secs_f64();
         self.at = now;
         self.tokens = (self.tokens + dt * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        let n = n.max(1) as f64;
+        if self.tokens >= n {
+            self.tokens -= n;
             true
         } else {
             false

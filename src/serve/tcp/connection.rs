@@ -21,8 +21,8 @@ use super::session::Session;
 use super::{Shared, MAX_QUEUED_REPORTS};
 use crate::protocol::framing::{Line, LineFrames};
 use crate::protocol::{
-    self, error_line, ClientFrame, ErrorCode, Frame, Hello, ServerFrame, Welcome, PROTOCOL_VERSION,
-    SERVER_NAME,
+    self, error_line, ClientFrame, ErrorCode, Frame, Hello, Role, ServerFrame, Welcome,
+    FEATURE_BEATS, PROTOCOL_VERSION, SERVER_NAME,
 };
 use crate::serve::hub::{now_text, Open};
 use crate::serve::monitoring::Monitoring;
@@ -107,9 +107,11 @@ where
                     server: SERVER_NAME.into(),
                     heartbeat_interval_ms: Some(shared.cfg.heartbeat_interval.as_millis() as u64),
                     time: now_text(),
+                    features: granted(&h),
                 });
                 let _ = out_tx.send(welcome.line(reference.as_ref()).into()).await;
-                Some(h.role)
+                let batched = !granted(&h).is_empty();
+                Some((h.role, batched))
             }
             Err((code, msg)) => {
                 let _ = out_tx
@@ -120,7 +122,7 @@ where
         },
         None => None,
     };
-    if let Some(role) = role {
+    if let Some((role, batched)) = role {
         let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
         let mut session = Session {
             shared: shared.clone(),
@@ -132,6 +134,7 @@ where
             bucket: Bucket::new(shared.cfg.rate_limit, shared.cfg.rate_burst),
             monitoring: Monitoring::new(shared.hub.clone(), TcpOut(out_tx.clone())),
             beats: 0,
+            batched,
             reports: ReportQuota::new(MAX_QUEUED_REPORTS),
         };
         let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<Control>();
@@ -223,6 +226,15 @@ fn handshake(shared: &Shared, h: &Hello) -> Result<(), (ErrorCode, String)> {
         return Err((ErrorCode::Unauthorized, "wrong or missing token".into()));
     }
     Ok(())
+}
+
+/// The features of `hello` this listener grants: `beats` to an agent connection.
+fn granted(h: &Hello) -> Vec<String> {
+    let beats = h.role == Role::Agent && h.features.iter().any(|f| f == FEATURE_BEATS);
+    match beats {
+        true => vec![FEATURE_BEATS.to_string()],
+        false => Vec::new(),
+    }
 }
 
 fn rand_session() -> u64 {

@@ -35,6 +35,8 @@ pub(super) struct Session {
     pub(super) monitoring: Monitoring<TcpOut>,
     /// Heartbeats taken since the shared counter was last added to.
     pub(super) beats: u64,
+    /// The connection asked for `beats` at hello (`FEATURE_BEATS`).
+    pub(super) batched: bool,
     /// Bounds the activity and job reports this connection has waiting for the registry.
     pub(super) reports: ReportQuota,
 }
@@ -60,9 +62,13 @@ impl Session {
             Err(e) => return self.bad_frame(e.code, &e.message, &e.reference).await,
         };
         if let Some(b) = &mut self.bucket {
-            if !b.take() {
+            let cost = match &frame.body {
+                ClientFrame::Beats(beats) => beats.ids.len(),
+                _ => 1,
+            };
+            if !b.take(cost) {
                 let msg = format!(
-                    "more than {} frames per second; frame refused",
+                    "more than {} frames (or heartbeats) per second; frame refused",
                     self.shared.cfg.rate_limit
                 );
                 return self
@@ -109,6 +115,7 @@ impl Session {
                     None => self.not_owned(&h.id, &reference).await,
                 }
             }
+            ClientFrame::Beats(b) => self.beats(b, reference).await,
             ClientFrame::Activity(a) => {
                 if !self.owns(&a.id) {
                     self.not_owned(&a.id, &reference).await;
@@ -204,15 +211,48 @@ impl Session {
 
     /// Answers a frame about an agent this connection does not own.
     async fn not_owned(&self, id: &AgentId, reference: &Option<Value>) {
-        let owned_elsewhere = self.shared.owners.lock().contains_key(id);
-        let (code, msg) = match owned_elsewhere {
+        let (code, msg) = self.not_owned_error(id);
+        self.error(code, msg, reference).await;
+    }
+
+    fn not_owned_error(&self, id: &AgentId) -> (ErrorCode, &'static str) {
+        match self.shared.owners.lock().contains_key(id) {
             true => (ErrorCode::NotOwner, "another connection owns this agent"),
             false => (
                 ErrorCode::NotRegistered,
                 "this agent is not registered on this connection",
             ),
-        };
-        self.error(code, msg, reference).await;
+        }
+    }
+
+    /// A `beats` frame: each id's heartbeat as a plain `heartbeat` would take it; an error
+    /// for each id refused (its message starting with the id), an `ack` (with `ref`) when none
+    /// was.
+    async fn beats(&mut self, b: crate::protocol::Beats, reference: Option<Value>) {
+        if !self.batched {
+            let msg = "beats: ask for the feature at hello (\"features\": [\"beats\"])";
+            self.error(ErrorCode::UnknownType, msg, &reference).await;
+            return;
+        }
+        let mut refused = false;
+        for id in &b.ids {
+            let (code, msg) = match self.owned.get(id).map(|h| h.heartbeat(Beat::healthy())) {
+                Some(Ok(())) => {
+                    self.beats += 1;
+                    continue;
+                }
+                Some(Err(e)) => self.beat_failure(id, e),
+                None => {
+                    let (code, msg) = self.not_owned_error(id);
+                    (code, msg.to_string())
+                }
+            };
+            refused = true;
+            self.error(code, &format!("{id}: {msg}"), &reference).await;
+        }
+        if !refused {
+            self.ack(&reference).await;
+        }
     }
 
     /// A report the runtime did not take: the agent's actor is gone (it left, was evicted, or
@@ -231,6 +271,11 @@ impl Session {
     }
 
     async fn beat_failed(&mut self, id: &AgentId, e: BeatError, reference: &Option<Value>) {
+        let (code, msg) = self.beat_failure(id, e);
+        self.error(code, &msg, reference).await
+    }
+
+    fn beat_failure(&mut self, id: &AgentId, e: BeatError) -> (ErrorCode, String) {
         let mut code = ErrorCode::from(&e);
         if let BeatError::Superseded(_) = e {
             // Taken over (its notice may not have come yet): no longer this connection's.
@@ -240,7 +285,7 @@ impl Session {
             self.disown(id);
             code = ErrorCode::NotRegistered;
         }
-        self.error(code, &e.to_string(), reference).await
+        (code, e.to_string())
     }
 
     async fn register(

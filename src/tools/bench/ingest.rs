@@ -70,6 +70,10 @@ pub struct IngestBench {
     /// Worker threads of the server's async runtime.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
+    /// The generator sends healthy beats as `beats` frames (many ids in one, asked for at
+    /// `hello`) instead of one `heartbeat` frame each.
+    #[arg(long)]
+    pub batch: bool,
     /// Small sizes, for CI: 2,000 agents over 20 connections, 1 s warm-up, 4 s measured.
     #[arg(long)]
     pub quick: bool,
@@ -238,6 +242,7 @@ async fn ingest(args: IngestBench) -> anyhow::Result<IngestResult> {
             &format!("{}ms", (args.interval + args.grace).as_millis()),
         ])
         .args(["--prefix", "ing"])
+        .args(args.batch.then_some("--batch"))
         .arg("--quiet")
         .arg("--json")
         .arg(&out)
@@ -398,8 +403,11 @@ fn print_table(r: &IngestResult) {
         )
     };
     println!(
-        "| ingest | {} agents over {} connections, interval {:?} |",
-        r.params.agents, r.params.connections, r.params.interval
+        "| ingest | {} agents over {} connections, interval {:?}{} |",
+        r.params.agents,
+        r.params.connections,
+        r.params.interval,
+        if r.params.batch { ", beats frames" } else { "" }
     );
     println!("| --- | --- |");
     println!("| registration | {:.2} s |", r.register_secs);

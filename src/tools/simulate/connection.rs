@@ -12,10 +12,12 @@ use tokio::time::Instant;
 use super::pace::Pace;
 use super::{agent_id, mode_of, picked, Counters, Mode, SimulateArgs};
 use crate::client::{ClientConfig, Connection, ServerFrame};
-use crate::protocol::Role;
+use crate::protocol::{Role, FEATURE_BEATS};
 
 struct SimAgent {
     line: Vec<u8>,
+    /// The id as a JSON string, for `beats` frames.
+    quoted: Vec<u8>,
     degraded_line: Vec<u8>,
     mode: Option<Mode>,
 }
@@ -37,6 +39,7 @@ pub(super) async fn connection_task(
             let id = agent_id(&args.prefix, i);
             SimAgent {
                 line: format!("{{\"type\":\"heartbeat\",\"id\":\"{id}\"}}\n").into_bytes(),
+                quoted: format!("\"{id}\"").into_bytes(),
                 degraded_line: format!(
                     "{{\"type\":\"heartbeat\",\"id\":\"{id}\",\"status\":\"degraded\"}}\n"
                 )
@@ -92,6 +95,12 @@ pub(super) async fn connection_task(
                 continue;
             }
         };
+        let granted = conn.welcome.features.iter().any(|f| f == FEATURE_BEATS);
+        if args.batch && !granted {
+            let why = "the server does not take beats frames (no \"beats\" in its welcome)";
+            let _ = ready.send(Err(anyhow::anyhow!(why))).await;
+            return;
+        }
         let (mut reader, mut writer) = conn.split();
         // Registers go out a window at a time, between beats, so the beats of the agents
         // registered first never queue behind the registrations of the rest.
@@ -153,6 +162,7 @@ pub(super) async fn connection_task(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         let mut batch = Vec::with_capacity(64 * 1024);
         let mut due = Vec::new();
+        let mut healthy: Vec<u32> = Vec::new();
         let dropped = loop {
             let planned = tick.tick().await;
             if stop.load(Ordering::Relaxed) {
@@ -226,6 +236,8 @@ pub(super) async fn connection_task(
                     if !silent {
                         if failing && a.mode == Some(Mode::Degraded) {
                             batch.extend_from_slice(&a.degraded_line);
+                        } else if args.batch {
+                            healthy.push(k);
                         } else {
                             batch.extend_from_slice(&a.line);
                         }
@@ -240,6 +252,8 @@ pub(super) async fn connection_task(
                 }
             }
             due.clear();
+            append_beats(&mut batch, &healthy, &agents);
+            healthy.clear();
             slot = (slot + 1) % ring_len;
             if !batch.is_empty() {
                 if writer.send_raw(&batch).await.is_err() {
@@ -267,5 +281,30 @@ pub(super) async fn connection_task(
         if stop.load(Ordering::Relaxed) {
             return;
         }
+    }
+}
+
+/// `beats` frames for agents `ks`, each well under the server's default frame limit.
+fn append_beats(out: &mut Vec<u8>, ks: &[u32], agents: &[SimAgent]) {
+    const FRAME_BYTES: usize = 32 * 1024;
+    // Where the open frame starts, if one is open.
+    let mut open: Option<usize> = None;
+    for &k in ks {
+        let id = &agents[k as usize].quoted;
+        if open.is_some_and(|start| out.len() - start + id.len() > FRAME_BYTES) {
+            out.extend_from_slice(b"]}\n");
+            open = None;
+        }
+        match open {
+            Some(_) => out.push(b','),
+            None => {
+                open = Some(out.len());
+                out.extend_from_slice(b"{\"type\":\"beats\",\"ids\":[");
+            }
+        }
+        out.extend_from_slice(id);
+    }
+    if open.is_some() {
+        out.extend_from_slice(b"]}\n");
     }
 }

@@ -107,6 +107,10 @@ pub struct SimulateArgs {
     #[arg(long, value_parser = humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
     pub late_after: Option<Duration>,
+    /// Send healthy beats as `beats` frames (many ids in one; asked for at `hello`) instead
+    /// of one `heartbeat` frame each.
+    #[arg(long)]
+    pub batch: bool,
     /// Write the summary as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -240,6 +244,9 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<SimulateSummary> {
     cfg.token = args.token.clone();
     cfg.client_name = concat!("vigil-simulate/", env!("CARGO_PKG_VERSION")).into();
     cfg.connect_timeout = Duration::from_secs(30);
+    if args.batch {
+        cfg.features = vec![crate::protocol::FEATURE_BEATS.to_string()];
+    }
     let args = Arc::new(args);
     let t0 = std::time::Instant::now();
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<anyhow::Result<()>>(1024);

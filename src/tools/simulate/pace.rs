@@ -16,8 +16,11 @@ const KEPT: usize = 100_000;
 /// left at `from_ms` to the next, at `to_ms` (Unix milliseconds).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LateGap {
+    /// The agent's id.
     pub agent: String,
+    /// When its message before the gap left.
     pub from_ms: i64,
+    /// When its message after the gap left.
     pub to_ms: i64,
 }
 
