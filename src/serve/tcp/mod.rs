@@ -226,6 +226,11 @@ impl Server {
         self.shared.hub.frames.load(Ordering::Relaxed)
     }
 
+    /// Heartbeats taken so far (a `beats` frame counts each of its ids).
+    pub fn heartbeats(&self) -> u64 {
+        self.shared.hub.heartbeats.load(Ordering::Relaxed)
+    }
+
     /// Connections open now (past their TLS handshake, including those still in `hello`).
     pub fn connections(&self) -> u64 {
         self.shared.hub.tcp_connections.load(Ordering::Relaxed)
