@@ -102,7 +102,14 @@ async fn each_id_of_a_beats_frame_is_one_heartbeat() {
         .await;
     let e = agent.expect_error("not_registered").await;
     assert_eq!(e["ref"], "r");
-    assert!(e["message"].as_str().unwrap_or("").starts_with("zz: "), "{e}");
+    assert!(
+        e["message"].as_str().unwrap_or("").starts_with("zz: "),
+        "{e}"
+    );
     agent.send(json!({"type": "ping", "ref": "after"})).await;
-    assert_eq!(agent.expect("pong").await["ref"], "after", "no ack came first");
+    assert_eq!(
+        agent.expect("pong").await["ref"],
+        "after",
+        "no ack came first"
+    );
 }

@@ -53,7 +53,11 @@ fn every_client_frame_of_the_protocol_decodes() {
     }
     assert_eq!(f.body.role(), Some(Role::Agent));
     let bad = decode(br#"{"type":"beats","ids":["ok","not ok"]}"#).unwrap_err();
-    assert_eq!(bad.code, crate::protocol::ErrorCode::InvalidField, "{bad:?}");
+    assert_eq!(
+        bad.code,
+        crate::protocol::ErrorCode::InvalidField,
+        "{bad:?}"
+    );
     let f = decode(
             br#"{"type":"register","id":"a1","kind":"worker","metadata":{"zone":"eu"},"capabilities":["gpu"],"heartbeat_interval_ms":5000,"takeover":true,"ref":7,"future":1}"#,
         )
