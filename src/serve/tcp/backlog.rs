@@ -1,12 +1,17 @@
-//! [`Metered`]: a connection's reader that tells the runtime how far behind its input it is
-//! (`vigil_actors::lag::Backlog`), so that beats waiting in the socket's buffer while the
-//! server is busy are not taken for the agents' silence.
+//! [`Metered`]: a connection's reader that tells the runtime how far behind its input it is,
+//! so that beats waiting for a busy server are not taken for the agents' silence. Two ways:
+//! - the socket's buffer: reads that fill the whole buffer they are given mean more is
+//!   waiting (`vigil_actors::lag::Backlog`), for as long as that lasts;
+//! - the scheduler's queue: a reader that found nothing registers a waker that notes when its
+//!   input woke it, and the next read measures how long the task then waited to run (with
+//!   1,000 connections on two threads, a woken task can queue behind hundreds of others).
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::Instant;
 use vigil_actors::lag::Backlog;
@@ -32,6 +37,25 @@ pub(crate) struct Metered<R> {
     inner: R,
     backlog: Backlog,
     sink: Arc<dyn BacklogSink>,
+    /// After a read that found nothing: the waker the input wakes, which notes when.
+    waiting: Option<Arc<WakeStamp>>,
+}
+
+/// The task's waker, and when the input first woke it.
+struct WakeStamp {
+    task: Waker,
+    at: Mutex<Option<Instant>>,
+}
+
+impl Wake for WakeStamp {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.at.lock().get_or_insert_with(Instant::now);
+        self.task.wake_by_ref();
+    }
 }
 
 impl<R> Metered<R> {
@@ -40,6 +64,7 @@ impl<R> Metered<R> {
             inner,
             backlog: Backlog::default(),
             sink,
+            waiting: None,
         }
     }
 
@@ -57,7 +82,28 @@ impl<R: AsyncRead + Unpin> AsyncRead for Metered<R> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let (before, room) = (buf.filled().len(), buf.remaining());
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        // How long the task took to run after its input woke it.
+        let queued = self
+            .waiting
+            .take()
+            .and_then(|w| *w.at.lock())
+            .map_or(Duration::ZERO, |at| {
+                Instant::now().saturating_duration_since(at)
+            });
+        let mut r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if r.is_pending() {
+            // Nothing waiting: wait again through a waker that notes when the input comes (a
+            // second poll with nothing ready only registers it).
+            let stamp = Arc::new(WakeStamp {
+                task: cx.waker().clone(),
+                at: Mutex::new(None),
+            });
+            let waker = Waker::from(stamp.clone());
+            r = Pin::new(&mut self.inner).poll_read(&mut Context::from_waker(&waker), buf);
+            if r.is_pending() {
+                self.waiting = Some(stamp);
+            }
+        }
         let now = Instant::now();
         let behind = match &r {
             Poll::Ready(Ok(())) => {
@@ -67,7 +113,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for Metered<R> {
             Poll::Ready(Err(_)) => Duration::ZERO,
             Poll::Pending => self.backlog.caught_up(now),
         };
-        self.report(behind);
+        self.report(behind.max(queued));
         r
     }
 }
@@ -76,27 +122,42 @@ impl<R: AsyncRead + Unpin> AsyncRead for Metered<R> {
 mod tests {
     use std::collections::VecDeque;
 
-    use parking_lot::Mutex;
     use tokio::io::AsyncReadExt;
 
     use super::*;
 
-    /// Input that has `n` bytes waiting (`Some(n)`) or nothing (`None`) at each read.
-    struct Input(VecDeque<Option<usize>>);
+    /// Input that has `n` bytes waiting (`Some(n)`) or nothing (`None`) at each read; it
+    /// keeps the waker of a read that found nothing, as a socket does.
+    struct Input(VecDeque<Option<usize>>, Arc<Mutex<Option<Waker>>>);
+
+    impl Input {
+        fn new(script: impl Into<VecDeque<Option<usize>>>) -> Self {
+            Input(script.into(), Arc::default())
+        }
+    }
 
     impl AsyncRead for Input {
         fn poll_read(
             mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
+            cx: &mut Context<'_>,
             buf: &mut ReadBuf<'_>,
         ) -> Poll<std::io::Result<()>> {
+            if self.0.front() == Some(&None) {
+                // Nothing waiting, until the script's next read.
+                *self.1.lock() = Some(cx.waker().clone());
+                self.0.pop_front();
+                return Poll::Pending;
+            }
             match self.0.pop_front().flatten() {
                 Some(n) => {
                     let n = n.min(buf.remaining());
                     buf.put_slice(&vec![b'x'; n]);
                     Poll::Ready(Ok(()))
                 }
-                None => Poll::Pending,
+                None => {
+                    *self.1.lock() = Some(cx.waker().clone());
+                    Poll::Pending
+                }
             }
         }
     }
@@ -124,7 +185,7 @@ mod tests {
         let reports = Arc::new(Reports::default());
         // Full reads for 300 ms (the server busy, the socket's buffer filling), a partial one,
         // then nothing waiting.
-        let input = Input([Some(100), Some(100), Some(100), Some(40), None].into());
+        let input = Input::new([Some(100), Some(100), Some(100), Some(40), None, None]);
         let mut r = Metered::new(input, reports.clone());
         let ms = Duration::from_millis;
         assert_eq!(read_one(&mut r), 100);
@@ -144,12 +205,37 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_buffer_filled_exactly_then_an_empty_socket_is_no_backlog() {
         let reports = Arc::new(Reports::default());
-        let mut r = Metered::new(Input([Some(100), None, Some(10)].into()), reports.clone());
+        let mut r = Metered::new(
+            Input::new([Some(100), None, None, Some(10)]),
+            reports.clone(),
+        );
         assert_eq!(read_one(&mut r), 100);
         assert_eq!(read_one(&mut r), 0, "nothing waiting: caught up at once");
         tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(read_one(&mut r), 10);
         assert_eq!(*reports.0.lock(), Vec::<Duration>::new());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_task_that_runs_late_after_its_input_woke_it_reports_the_wait() {
+        let reports = Arc::new(Reports::default());
+        let input = Input::new([None, None, Some(10), None, None]);
+        let socket = input.1.clone();
+        let mut r = Metered::new(input, reports.clone());
+        let ms = Duration::from_millis;
+        assert_eq!(read_one(&mut r), 0);
+        // Idle for a while: that is no backlog.
+        tokio::time::advance(ms(120)).await;
+        // The input comes and wakes the task, which runs 80 ms later.
+        socket.lock().take().expect("a waker").wake();
+        tokio::time::advance(ms(80)).await;
+        assert_eq!(read_one(&mut r), 10);
+        assert_eq!(*reports.0.lock(), vec![ms(80)]);
+        // Woken and run at once: nothing to report.
+        assert_eq!(read_one(&mut r), 0);
+        socket.lock().take().expect("a waker").wake();
+        assert_eq!(read_one(&mut r), 0);
+        assert_eq!(reports.0.lock().len(), 1);
     }
 
     /// An agent beats every 500 ms (interval 1 s); from 900 ms on, the server reads its
@@ -181,7 +267,7 @@ mod tests {
             true => rt.clone(),
             false => Arc::new(Reports::default()),
         };
-        let mut reader = Metered::new(Input(vec![Some(100); 71].into()), sink);
+        let mut reader = Metered::new(Input::new(vec![Some(100); 71]), sink);
         for _ in 0..70 {
             read_one(&mut reader);
             tokio::time::sleep(ms(10)).await;
