@@ -36,7 +36,9 @@ impl BacklogSink for Runtime {
 pub(crate) struct Metered<R> {
     inner: R,
     backlog: Backlog,
-    sink: Arc<dyn BacklogSink>,
+    /// Where the measure goes: nowhere until the connection is an agent's (a client that
+    /// floods before its `hello`, or a monitor, does not stretch the fleet's deadlines).
+    sink: Option<Arc<dyn BacklogSink>>,
     /// After a read that found nothing: the waker the input wakes, which notes when.
     waiting: Option<Arc<WakeStamp>>,
 }
@@ -59,18 +61,24 @@ impl Wake for WakeStamp {
 }
 
 impl<R> Metered<R> {
-    pub(crate) fn new(inner: R, sink: Arc<dyn BacklogSink>) -> Self {
+    /// Reads `inner`, reporting to nobody yet.
+    pub(crate) fn new(inner: R) -> Self {
         Metered {
             inner,
             backlog: Backlog::default(),
-            sink,
+            sink: None,
             waiting: None,
         }
     }
 
+    /// Reports from now on to `sink`.
+    pub(crate) fn report_to(&mut self, sink: Arc<dyn BacklogSink>) {
+        self.sink = Some(sink);
+    }
+
     fn report(&self, behind: Duration) {
-        if behind >= REPORTED {
-            self.sink.behind(behind);
+        if let (true, Some(sink)) = (behind >= REPORTED, &self.sink) {
+            sink.behind(behind);
         }
     }
 }
@@ -165,6 +173,12 @@ mod tests {
     #[derive(Default)]
     struct Reports(Mutex<Vec<Duration>>);
 
+    fn metered<R>(input: R, sink: Arc<dyn BacklogSink>) -> Metered<R> {
+        let mut m = Metered::new(input);
+        m.report_to(sink);
+        m
+    }
+
     impl BacklogSink for Reports {
         fn behind(&self, by: Duration) {
             self.0.lock().push(by);
@@ -186,7 +200,7 @@ mod tests {
         // Full reads for 300 ms (the server busy, the socket's buffer filling), a partial one,
         // then nothing waiting.
         let input = Input::new([Some(100), Some(100), Some(100), Some(40), None, None]);
-        let mut r = Metered::new(input, reports.clone());
+        let mut r = metered(input, reports.clone());
         let ms = Duration::from_millis;
         assert_eq!(read_one(&mut r), 100);
         tokio::time::advance(ms(150)).await;
@@ -205,7 +219,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_buffer_filled_exactly_then_an_empty_socket_is_no_backlog() {
         let reports = Arc::new(Reports::default());
-        let mut r = Metered::new(
+        let mut r = metered(
             Input::new([Some(100), None, None, Some(10)]),
             reports.clone(),
         );
@@ -221,7 +235,7 @@ mod tests {
         let reports = Arc::new(Reports::default());
         let input = Input::new([None, None, Some(10), None, None]);
         let socket = input.1.clone();
-        let mut r = Metered::new(input, reports.clone());
+        let mut r = metered(input, reports.clone());
         let ms = Duration::from_millis;
         assert_eq!(read_one(&mut r), 0);
         // Idle for a while: that is no backlog.
@@ -241,7 +255,7 @@ mod tests {
     /// An agent beats every 500 ms (interval 1 s); from 900 ms on, the server reads its
     /// connection behind the input for 700 ms (the beats wait in the socket's buffer), then
     /// applies the waiting beat; the agent beats on. The transitions the runtime recorded.
-    async fn a_backlog_of_700_ms(metered: bool) -> usize {
+    async fn a_backlog_of_700_ms(measured: bool) -> usize {
         use vigil_actors::{
             AdminRequest, AdminResponse, AgentId, Beat, EventBody, MemStore, Registration,
             RuntimeConfig,
@@ -263,11 +277,11 @@ mod tests {
         }
         // Behind from here: every read fills its buffer, every 10 ms, for 700 ms.
         tokio::time::sleep(ms(900)).await;
-        let sink: Arc<dyn BacklogSink> = match metered {
+        let sink: Arc<dyn BacklogSink> = match measured {
             true => rt.clone(),
             false => Arc::new(Reports::default()),
         };
-        let mut reader = Metered::new(Input::new(vec![Some(100); 71]), sink);
+        let mut reader = metered(Input::new(vec![Some(100); 71]), sink);
         for _ in 0..70 {
             read_one(&mut reader);
             tokio::time::sleep(ms(10)).await;

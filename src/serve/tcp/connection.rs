@@ -35,8 +35,10 @@ where
 {
     let _open = Open::new(&shared.hub, |h| &h.tcp_connections);
     let (read, mut write) = tokio::io::split(stream);
-    let read = Metered::new(read, shared.hub.runtime().clone() as Arc<dyn BacklogSink>);
-    let mut frames = FramedRead::new(read, LineFrames::new(shared.cfg.max_frame_bytes));
+    let mut frames = FramedRead::new(
+        Metered::new(read),
+        LineFrames::new(shared.cfg.max_frame_bytes),
+    );
     let (out_tx, mut out_rx) = mpsc::channel::<Out>(1024);
     let drain = shared.cfg.drain_timeout;
     let writer = tokio::spawn(async move {
@@ -123,6 +125,10 @@ where
         None => None,
     };
     if let Some((role, batched)) = role {
+        if role == Role::Agent {
+            let rt = shared.hub.runtime().clone();
+            frames.get_mut().report_to(rt as Arc<dyn BacklogSink>);
+        }
         let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
         let mut session = Session {
             shared: shared.clone(),
