@@ -28,7 +28,12 @@ use crate::protocol::{self, ErrorCode, ServerFrame};
 const LINE_SLOTS: usize = 4096;
 
 /// One event's frame, by seq.
-type LineSlot = Mutex<Option<(u64, Arc<str>)>>;
+type LineSlot = Mutex<Option<(u64, FrameText)>>;
+
+/// A frame's text as every subscriber of it shares it: UTF-8 in a reference-counted buffer,
+/// written by the TCP listener as bytes and sent by the WebSocket as a text message, neither
+/// copying it.
+pub type FrameText = axum::extract::ws::Utf8Bytes;
 
 /// How a node reaches the other nodes of its cluster.
 #[derive(Debug, Clone, Default)]
@@ -130,7 +135,7 @@ pub struct MonitorStream {
 #[derive(Debug, Clone)]
 pub struct MonitorFrame {
     /// The frame's JSON.
-    pub text: Arc<str>,
+    pub text: FrameText,
     /// The frame's type (`event`, `snapshot`, `stats`, `lagged`, `resync_required`).
     pub kind: &'static str,
     /// The event's seq (for a snapshot: the seq it is as of).
@@ -243,14 +248,14 @@ impl Hub {
     }
 
     /// An event's frame, serialized once and shared by every subscriber.
-    pub fn event_line(&self, e: &Event) -> Option<Arc<str>> {
+    pub fn event_line(&self, e: &Event) -> Option<FrameText> {
         let slot = &self.lines[(e.seq as usize) & (LINE_SLOTS - 1)];
         if let Some((seq, text)) = &*slot.lock() {
             if *seq == e.seq {
                 return Some(text.clone());
             }
         }
-        let text: Arc<str> = match ServerFrame::event_text(e) {
+        let text: FrameText = match ServerFrame::event_text(e) {
             Ok(t) => t.into(),
             Err(err) => {
                 warn!(error = %err, seq = e.seq, "an event could not be serialized");
@@ -472,7 +477,7 @@ pub struct LatestStats {
     /// The counts and `at`, as a snapshot carries them.
     pub counts: Value,
     /// The `stats` frame.
-    pub frame: Arc<str>,
+    pub frame: FrameText,
 }
 
 /// The server's clock as frames write it (RFC 3339, UTC, milliseconds).

@@ -18,7 +18,7 @@ use super::AppState;
 use crate::protocol::{
     self, ClientFrame, ErrorCode, ServerFrame, Welcome, PROTOCOL_VERSION, SERVER_NAME,
 };
-use crate::serve::hub::{now_text, MonitorFrame, Open};
+use crate::serve::hub::{now_text, FrameText, MonitorFrame, Open};
 use crate::serve::monitoring::{Monitoring, Outbox};
 
 /// `/ws`: the monitor protocol over WebSocket, one JSON frame per text message. The token
@@ -49,17 +49,17 @@ pub(super) async fn ws(
 pub(super) async fn ws_session(st: AppState, socket: WebSocket, admin: bool) {
     let _open = Open::new(&st.hub, |h| &h.http_streams);
     let (mut sink, mut source) = socket.split();
-    let (out, mut rx) = mpsc::channel::<String>(st.cfg.ws_queue);
+    let (out, mut rx) = mpsc::channel::<FrameText>(st.cfg.ws_queue);
     let writer = tokio::spawn(async move {
         // The frames already queued are written, then flushed once.
         'out: while let Some(text) = rx.recv().await {
-            if sink.feed(Message::Text(text.into())).await.is_err() {
+            if sink.feed(Message::Text(text)).await.is_err() {
                 break;
             }
             for _ in 0..64 {
                 match rx.try_recv() {
                     Ok(more) => {
-                        if sink.feed(Message::Text(more.into())).await.is_err() {
+                        if sink.feed(Message::Text(more)).await.is_err() {
                             break 'out;
                         }
                     }
@@ -83,7 +83,7 @@ pub(super) async fn ws_session(st: AppState, socket: WebSocket, admin: bool) {
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(Message::Binary(_))) => {
                 let e = protocol::error_line(ErrorCode::BadFrame, "frames are text", None);
-                let _ = out.send(e.trim_end().to_string()).await;
+                let _ = out.send(e.trim_end().into()).await;
                 continue;
             }
             Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
@@ -94,7 +94,7 @@ pub(super) async fn ws_session(st: AppState, socket: WebSocket, admin: bool) {
             Ok(None) => continue,
             Err(e) => {
                 let line = protocol::error_line(e.code, &e.message, e.reference.as_ref());
-                let _ = out.send(line.trim_end().to_string()).await;
+                let _ = out.send(line.trim_end().into()).await;
                 continue;
             }
         };
@@ -126,7 +126,7 @@ pub(super) async fn ws_session(st: AppState, socket: WebSocket, admin: bool) {
         };
         let sent = tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
-            sent = out.send(answer) => sent,
+            sent = out.send(answer.into()) => sent,
         };
         if sent.is_err() {
             break;
@@ -141,15 +141,16 @@ pub(super) async fn ws_session(st: AppState, socket: WebSocket, admin: bool) {
 /// The WebSocket's writer queue, as the monitor frames' [`Outbox`]: one text message per
 /// frame.
 #[derive(Clone)]
-struct WsOut(mpsc::Sender<String>);
+struct WsOut(mpsc::Sender<FrameText>);
 
 impl Outbox for WsOut {
     async fn reply(&self, frame: ServerFrame<'_>, reference: Option<&Value>) -> bool {
-        self.0.send(frame.text(reference)).await.is_ok()
+        self.0.send(frame.text(reference).into()).await.is_ok()
     }
 
     async fn frame(&self, frame: MonitorFrame) -> bool {
-        self.0.send(frame.text.to_string()).await.is_ok()
+        // Shared with every subscriber of the event: no copy.
+        self.0.send(frame.text).await.is_ok()
     }
 
     fn backlogged(&self) -> bool {

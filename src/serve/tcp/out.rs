@@ -1,12 +1,10 @@
 //! What a connection's writer is given to write.
 
-use std::sync::Arc;
-
 use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::protocol::ServerFrame;
-use crate::serve::hub::MonitorFrame;
+use crate::serve::hub::{FrameText, MonitorFrame};
 use crate::serve::monitoring::Outbox;
 
 /// What a connection's writer writes: a reply of its own, or a monitor frame that every
@@ -14,7 +12,7 @@ use crate::serve::monitoring::Outbox;
 /// subscriber copies it).
 pub(super) enum Out {
     Line(String),
-    Frame(Arc<str>),
+    Frame(FrameText),
 }
 
 impl Out {
