@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use surreal::cluster::{adoptions, events_until, is, node, register, seqs, subscribed};
+use surreal::cluster::{adoptions, events_until, is, node, register, registers, seqs, subscribed};
 use surreal::procs::{exit_of, http_get, vigil, word, Beater, Conn, Vigil};
 use surreal::SurrealServer;
 
@@ -48,10 +48,7 @@ fn every_node_streams_every_event_once_and_an_agent_moves_between_nodes() {
     );
     assert_eq!(admin1.until("result")["ok"], true);
     let mut on_n3 = Conn::open(&n3.agents, "agent");
-    assert_eq!(
-        register(&mut on_n3, "a3", 600_000, false)["type"],
-        "registered"
-    );
+    registers(&mut on_n3, "a3");
 
     // It resumes on n3 with exactly what it missed.
     let mut monitor = Conn::open(&n3.agents, "monitor");
@@ -312,10 +309,7 @@ fn a_node_paused_past_its_lease_publishes_nothing_stale_and_rejoins() {
     let n1 = node(&store, "n1");
     let n2 = node(&store, "n2");
     let mut on_n1 = Conn::open(&n1.agents, "agent");
-    assert_eq!(
-        register(&mut on_n1, "p1", 600_000, false)["type"],
-        "registered"
-    );
+    registers(&mut on_n1, "p1");
     let (mut monitor, _) = subscribed(&n2.agents);
 
     // n1 is paused past its lease: n2 adopts p1.
@@ -335,10 +329,7 @@ fn a_node_paused_past_its_lease_publishes_nothing_stale_and_rejoins() {
         "{metrics}"
     );
     let mut again = Conn::open(&back, "agent");
-    assert_eq!(
-        register(&mut again, "r1", 600_000, false)["type"],
-        "registered"
-    );
+    registers(&mut again, "r1");
     // Nothing n1 decided after the adoption reached the log; n2 owns p1 and changes it.
     let mut admin = Conn::open(&n2.agents, "admin");
     admin.send(

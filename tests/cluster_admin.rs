@@ -10,7 +10,7 @@ mod surreal;
 use std::time::Duration;
 
 use serde_json::json;
-use surreal::cluster::{events_until, is, node, node_with, register, subscribed};
+use surreal::cluster::{events_until, is, node, node_with, register, registers, subscribed};
 use surreal::procs::Conn;
 use surreal::SurrealServer;
 
@@ -22,10 +22,7 @@ fn an_agent_whose_connection_closed_registers_on_another_node_without_takeover()
     let n2 = node(&store, "n2");
     let (mut monitor, _) = subscribed(&n2.agents);
     let mut on_n1 = Conn::open(&n1.agents, "agent");
-    assert_eq!(
-        register(&mut on_n1, "m1", 600_000, false)["type"],
-        "registered"
-    );
+    registers(&mut on_n1, "m1");
 
     let mut got = events_until(&mut monitor, "m1 registered on n1", |es| {
         es.iter().any(|e| is(e, "registered", "m1"))
@@ -95,15 +92,9 @@ fn a_policy_set_on_one_node_takes_effect_on_every_node_and_on_nodes_started_late
     let n2 = node(&store, "n2");
     let (mut monitor, _) = subscribed(&n1.agents);
     let mut stays = Conn::open(&n2.agents, "agent");
-    assert_eq!(
-        register(&mut stays, "q1", 600_000, false)["type"],
-        "registered"
-    );
+    registers(&mut stays, "q1");
     let mut leaves = Conn::open(&n2.agents, "agent");
-    assert_eq!(
-        register(&mut leaves, "q2", 600_000, false)["type"],
-        "registered"
-    );
+    registers(&mut leaves, "q2");
     // n1 knows where n2 is once an admin write about n2's agent reaches n2 through it.
     let mut admin1 = Conn::open(&n1.agents, "admin");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -137,10 +128,7 @@ fn a_policy_set_on_one_node_takes_effect_on_every_node_and_on_nodes_started_late
     // A node that starts afterwards starts with it too.
     let n3 = node(&store, "n3");
     let mut late = Conn::open(&n3.agents, "agent");
-    assert_eq!(
-        register(&mut late, "q3", 600_000, false)["type"],
-        "registered"
-    );
+    registers(&mut late, "q3");
     drop(late);
     let got = events_until(&mut monitor, "q3 offline", |es| {
         es.iter()

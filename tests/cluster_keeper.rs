@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use surreal::cluster::{adoptions, events_until, node_with, register, subscribed};
+use surreal::cluster::{adoptions, events_until, node_with, registers, subscribed};
 use surreal::procs::{http_get, word, Conn, Vigil};
 use surreal::SurrealServer;
 
@@ -45,10 +45,7 @@ fn a_node_started_after_the_log_was_trimmed_knows_the_fleet_and_its_owners() {
     // what their registrations made them, and their transitions are among the oldest events.
     let mut admin1 = Conn::open(&n1.agents, "admin");
     for (i, id) in ids.iter().enumerate() {
-        assert_eq!(
-            register(&mut on_n1, id, 600_000, false)["type"],
-            "registered"
-        );
+        registers(&mut on_n1, id);
         if i == 2 {
             for id in &ids[..3] {
                 let r = admin(&mut admin1, "maintenance", json!({"id": id, "on": true}));
@@ -144,10 +141,7 @@ fn one_node_delivers_the_sinks_and_another_goes_on_when_it_dies() {
     // Agents on n2; n1 delivers their events, n2 does not.
     let mut on_n2 = Conn::open(&n2.agents, "agent");
     for id in ["s1", "s2", "s3", "s4"] {
-        assert_eq!(
-            register(&mut on_n2, id, 600_000, false)["type"],
-            "registered"
-        );
+        registers(&mut on_n2, id);
     }
     let first = delivered_until(&n1, "n1 delivering 1..4", |s| s.len() >= 4);
     assert_eq!(first, vec![1, 2, 3, 4]);
@@ -157,10 +151,7 @@ fn one_node_delivers_the_sinks_and_another_goes_on_when_it_dies() {
     n1.child.kill().expect("kill -9");
     let _ = n1.child.wait();
     for id in ["s5", "s6"] {
-        assert_eq!(
-            register(&mut on_n2, id, 600_000, false)["type"],
-            "registered"
-        );
+        registers(&mut on_n2, id);
     }
     let then = delivered_until(&n2, "n2 delivering up to 6", |s| s.contains(&6));
     assert!(
@@ -216,10 +207,7 @@ fn agents_that_left_long_ago_are_dropped_on_every_node_and_from_the_checkpoint()
     let n2 = node_with(&store, "n2", &keep);
     let mut on_n1 = Conn::open(&n1.agents, "agent");
     for id in ["gone", "stays"] {
-        assert_eq!(
-            register(&mut on_n1, id, 600_000, false)["type"],
-            "registered"
-        );
+        registers(&mut on_n1, id);
     }
     on_n1.send(json!({"type": "deregister", "id": "gone", "ref": "bye"}));
     assert_eq!(on_n1.until("deregistered")["id"], "gone");
@@ -242,10 +230,7 @@ fn agents_that_left_long_ago_are_dropped_on_every_node_and_from_the_checkpoint()
     // starts from the checkpoint alone: it does not know the agent either.
     for i in 0..8 {
         let id = format!("x{i}");
-        assert_eq!(
-            register(&mut on_n1, &id, 600_000, false)["type"],
-            "registered"
-        );
+        registers(&mut on_n1, &id);
     }
     trimmed_past(&mut admin1, 3);
     let n3 = node_with(
@@ -358,10 +343,7 @@ fn a_replay_sent_to_a_standby_node_is_made_by_the_node_that_delivers() {
     let n2 = node_with(&store, "n2", &env);
     let mut on_n2 = Conn::open(&n2.agents, "agent");
     for id in ["r1", "r2"] {
-        assert_eq!(
-            register(&mut on_n2, id, 600_000, false)["type"],
-            "registered"
-        );
+        registers(&mut on_n2, id);
     }
     // n1 delivers, the receiver refuses: dead letters, which n2 reads from the store.
     let mut admin2 = Conn::open(&n2.agents, "admin");

@@ -56,8 +56,10 @@ pub(crate) async fn to_keeper(
         return None;
     }
     let rt = hub.runtime();
-    let me = rt.node_id()?;
-    let keeper = rt.keeper().filter(|k| k != me && !rt.keeps())?;
+    if rt.keeps() {
+        return None;
+    }
+    let keeper = rt.keeper().filter(|k| Some(k.as_str()) != rt.node_id())?;
     Some(answer_of(hub, &keeper, "delivers the sinks", op, args).await)
 }
 

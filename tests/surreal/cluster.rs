@@ -69,6 +69,13 @@ pub fn register(conn: &mut Conn, id: &str, interval_ms: u64, takeover: bool) -> 
     }
 }
 
+/// Registers a quiet agent `id` on `conn` (a 10 min interval, no takeover), which must be
+/// accepted.
+pub fn registers(conn: &mut Conn, id: &str) {
+    let r = register(conn, id, 600_000, false);
+    assert_eq!(r["type"], "registered", "{r}");
+}
+
 /// The `node_adopted` alerts among `events`.
 pub fn adoptions(events: &[Value]) -> Vec<&Value> {
     events

@@ -146,6 +146,9 @@ impl FleetView {
     /// registers as new. Returns how many were dropped, after which a checkpoint that kept
     /// them must be rewritten whole.
     pub fn purge_left(&mut self, cutoff: DateTime<Utc>) -> usize {
+        if !self.counts().contains_key(&Status::Left) {
+            return 0; // nobody left: no scan of the fleet
+        }
         let gone: Vec<AgentId> = self
             .records
             .values()

@@ -103,16 +103,17 @@ where
     let role = match hello {
         Some((h, reference)) => match handshake(&shared, &h) {
             Ok(()) => {
+                let features = granted(&h);
+                let batched = !features.is_empty();
                 let welcome = ServerFrame::Welcome(Welcome {
                     protocol: PROTOCOL_VERSION,
                     session: Some(format!("{:016x}", rand_session())),
                     server: SERVER_NAME.into(),
                     heartbeat_interval_ms: Some(shared.cfg.heartbeat_interval.as_millis() as u64),
                     time: now_text(),
-                    features: granted(&h),
+                    features,
                 });
                 let _ = out_tx.send(welcome.line(reference.as_ref()).into()).await;
-                let batched = !granted(&h).is_empty();
                 Some((h.role, batched))
             }
             Err((code, msg)) => {

@@ -22,7 +22,7 @@ pub(super) fn read_err(e: impl std::fmt::Display) -> StoreError {
 
 /// Runs `op` again, after a short random pause, while the store refuses it (a conflict with
 /// another process doing the same), a few times at most.
-async fn refused_retried<T, F, Fut>(mut op: F) -> Result<T, StoreError>
+pub(super) async fn refused_retried<T, F, Fut>(mut op: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, StoreError>>,
@@ -32,7 +32,7 @@ where
         match op().await {
             Err(StoreError::Write(e)) if attempt < 20 => {
                 attempt += 1;
-                debug!(attempt, error = %e, "refused while opening; trying again");
+                debug!(attempt, error = %e, "refused (a conflict); trying again");
                 let pause = 5 + rand::random::<u64>() % (10 * attempt);
                 tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
             }

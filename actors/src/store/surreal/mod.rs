@@ -386,25 +386,21 @@ impl Store for SurrealStore {
     async fn put_policy(&self, saved: &SavedPolicy) -> Result<(), StoreError> {
         let text = serde_json::to_string(saved).map_err(|e| StoreError::Write(e.to_string()))?;
         let binds = json!({ "k": saved.kind, "v": text });
-        // Not fenced, as a sink's state is not (see `put_sink_state`). Every node of a
-        // cluster saves the same change at about the same time: a write refused for a
-        // conflict with another's is tried again.
-        let mut attempts = 0;
-        loop {
-            let r = self
-                .write_unfenced(
-                    "UPSERT type::record('policy', $k) CONTENT { v: $v } RETURN NONE",
-                    binds.clone(),
-                )
-                .await;
-            match r {
-                Err(StoreError::Write(_)) if attempts < 4 && self.is_remote() => {
-                    attempts += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(20 * attempts)).await;
-                }
-                r => return r.map(|_| ()),
-            }
-        }
+        // Not fenced, as a sink's state is not (see `put_sink_state`).
+        let write = || {
+            self.write_unfenced(
+                "UPSERT type::record('policy', $k) CONTENT { v: $v } RETURN NONE",
+                binds.clone(),
+            )
+        };
+        // Every node of a cluster saves the same change at about the same time: a write
+        // refused for a conflict with another's is tried again. (On an embedded store a
+        // refused write is a failure.)
+        match self.is_remote() {
+            true => io::refused_retried(write).await?,
+            false => write().await?,
+        };
+        Ok(())
     }
 
     async fn forget(&self, ids: &[AgentId]) -> Result<(), StoreError> {
