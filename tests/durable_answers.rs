@@ -11,10 +11,19 @@ use common::{Client, Node};
 use serde_json::json;
 use vigil_actors::{FailingStore, MemStore, RuntimeConfig, Store};
 
-/// A node on a store whose writes can be made to fail.
+/// A node on a store whose writes can be made to fail. It raises no `runtime_lagging` alert:
+/// on a loaded machine one could be the first write to fail, and the writes these tests
+/// fail must be their own.
 async fn node() -> (Node, Arc<FailingStore<MemStore>>) {
     let store = FailingStore::new(MemStore::new());
-    let node = Node::start(RuntimeConfig::default(), store.clone()).await;
+    let cfg = RuntimeConfig {
+        lag: vigil_actors::LagConfig {
+            enabled: false,
+            ..Default::default()
+        },
+        ..RuntimeConfig::default()
+    };
+    let node = Node::start(cfg, store.clone()).await;
     (node, store)
 }
 
@@ -55,6 +64,16 @@ async fn registered_is_sent_once_the_registration_is_durable() {
 async fn an_eviction_is_answered_once_durable_and_refused_while_the_store_fails() {
     let (node, store) = node().await;
     node.agents("a", "worker", 2).await;
+    // The registrations are durable first: the write that fails must be the eviction's (a
+    // registration failing first would get the eviction refused at once).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while store.inner().len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the registrations were never written"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     store.fail_writes(true);
     let url = node.url("/api/v1/agents/a0");
     let evict = tokio::spawn(async move { http().delete(url).send().await });

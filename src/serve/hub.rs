@@ -8,7 +8,6 @@
 //! and handed to every subscriber of the `stats` topic.
 
 use std::borrow::Cow;
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -426,21 +425,6 @@ impl MonitorStream {
                 last: true,
             },
         })
-    }
-
-    /// Sends every frame through `send` until the subscription ends or `send` says the
-    /// receiver is gone (`false`).
-    pub async fn run<F, Fut>(mut self, mut send: F)
-    where
-        F: FnMut(MonitorFrame) -> Fut,
-        Fut: Future<Output = bool>,
-    {
-        while let Some(frame) = self.next().await {
-            let last = frame.last;
-            if !send(frame).await || last {
-                break;
-            }
-        }
     }
 }
 

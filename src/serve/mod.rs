@@ -6,6 +6,8 @@
 //! - [`admin`]: the admin operations behind the `admin` frame and the REST API.
 //! - `monitoring`: `ping`, `subscribe`, `unsubscribe` and `admin`, answered once for the TCP
 //!   listener and the WebSocket.
+//! - `outgoing`: a monitor connection's queue of replies and its subscription, read by its
+//!   one writer task.
 //! - `forward`: admin writes sent to the node of a cluster that owns their agent.
 //! - `auth`: token checks, in constant time.
 //! - [`tls`]: the listeners' TLS configuration from PEM files.
@@ -19,6 +21,7 @@ pub mod http;
 pub mod hub;
 pub(crate) mod monitoring;
 pub mod net;
+pub(crate) mod outgoing;
 mod settings;
 pub mod store;
 pub mod tcp;

@@ -1,48 +1,32 @@
 //! The frames every monitor surface answers the same way — `ping`, `subscribe`, `unsubscribe`
 //! and `admin` — handled once, for the TCP listener and the WebSocket alike. Each surface
-//! gives an [`Outbox`] (its writer's queue) and keeps what is its own: the handshake, the
-//! agents' frames, who may send `admin`.
+//! gives its writer's queue and how a reply is written, and keeps what is its own: the
+//! handshake, the agents' frames, who may send `admin`.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use serde_json::Value;
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 
 use crate::protocol::{ClientFrame, ErrorCode, ServerFrame};
 use crate::serve::admin::admin_op;
-use crate::serve::hub::{now_text, Hub, MonitorFrame};
+use crate::serve::hub::{now_text, Hub};
+use crate::serve::outgoing::Queued;
 
-/// Where a session's replies and stream frames go: its writer's bounded queue.
-pub(crate) trait Outbox: Clone + Send + Sync + 'static {
-    /// Queues a reply; `false` when the connection is gone.
-    fn reply(
-        &self,
-        frame: ServerFrame,
-        reference: Option<&Value>,
-    ) -> impl Future<Output = bool> + Send;
-    /// Queues a frame of the subscription (shared by every subscriber of its event).
-    fn frame(&self, frame: MonitorFrame) -> impl Future<Output = bool> + Send;
-    /// Whether half of the queue is unread (a client subscribing again and again without
-    /// reading would queue a snapshot each time).
-    fn backlogged(&self) -> bool;
-}
+/// How a surface writes a reply: a line for TCP, a text message for the WebSocket.
+pub(crate) type Render<R> = fn(ServerFrame<'_>, Option<&Value>) -> R;
 
-/// A session's monitor side: its subscription, and the frames it answers.
-pub(crate) struct Monitoring<O: Outbox> {
+/// A session's monitor side: the frames it answers, queued for its writer, which follows the
+/// subscription itself (see `outgoing`).
+pub(crate) struct Monitoring<R> {
     hub: Arc<Hub>,
-    out: O,
-    /// The task that forwards the subscription's frames to the writer.
-    subscription: Option<JoinHandle<()>>,
+    out: mpsc::Sender<Queued<R>>,
+    render: Render<R>,
 }
 
-impl<O: Outbox> Monitoring<O> {
-    pub(crate) fn new(hub: Arc<Hub>, out: O) -> Self {
-        Self {
-            hub,
-            out,
-            subscription: None,
-        }
+impl<R: Send + 'static> Monitoring<R> {
+    pub(crate) fn new(hub: Arc<Hub>, out: mpsc::Sender<Queued<R>>, render: Render<R>) -> Self {
+        Self { hub, out, render }
     }
 
     /// Answers `frame` if it is `ping`, `subscribe`, `unsubscribe`, or `admin` when `admin`
@@ -57,69 +41,68 @@ impl<O: Outbox> Monitoring<O> {
         let sent = match frame {
             ClientFrame::Ping => {
                 let pong = ServerFrame::Pong { time: now_text() };
-                self.out.reply(pong, r).await
+                self.reply(pong, r).await
             }
-            ClientFrame::Subscribe(_) if self.out.backlogged() => {
+            // A client subscribing again and again without reading would queue a snapshot
+            // each time.
+            ClientFrame::Subscribe(_) if self.backlogged() => {
                 let msg = "replies are not being read; subscribe again once they are";
-                self.out.reply(error(ErrorCode::Overloaded, msg), r).await
+                self.reply(error(ErrorCode::Overloaded, msg), r).await
             }
             ClientFrame::Subscribe(sub) => {
-                self.stop().await;
+                if !self.queue(Queued::Unsubscribe).await {
+                    return Ok(false);
+                }
                 match self.hub.subscribe(sub).await {
                     Ok(stream) => {
                         // The ack goes first, then the stream's frames.
-                        if reference.is_some() && !self.out.reply(ServerFrame::Ack, r).await {
+                        if reference.is_some() && !self.reply(ServerFrame::Ack, r).await {
                             return Ok(false);
                         }
-                        let out = self.out.clone();
-                        self.subscription = Some(tokio::spawn(stream.run(move |f| {
-                            let out = out.clone();
-                            async move { out.frame(f).await }
-                        })));
-                        true
+                        self.queue(Queued::Subscribe(Box::new(stream))).await
                     }
-                    Err((code, msg)) => self.out.reply(error(code, &msg), r).await,
+                    Err((code, msg)) => self.reply(error(code, &msg), r).await,
                 }
             }
             ClientFrame::Unsubscribe => {
-                self.stop().await;
+                // No frame of the subscription is written after its ack.
+                let ended = self.queue(Queued::Unsubscribe).await;
                 match reference.is_some() {
-                    true => self.out.reply(ServerFrame::Ack, r).await,
-                    false => true,
+                    true => ended && self.reply(ServerFrame::Ack, r).await,
+                    false => ended,
                 }
             }
             ClientFrame::Admin(a) if admin => match admin_op(&self.hub, &a.op, a.args).await {
                 Ok(data) => {
                     let result = ServerFrame::Result { ok: true, data };
-                    self.out.reply(result, r).await
+                    self.reply(result, r).await
                 }
-                Err((code, msg)) => self.out.reply(error(code, &msg), r).await,
+                Err((code, msg)) => self.reply(error(code, &msg), r).await,
             },
             other => return Err(other),
         };
         Ok(sent)
     }
 
-    /// Ends the subscription at once (the connection is closing).
+    /// Ends the subscription now if the queue has room (the connection is closing, and its
+    /// writer stops once the queue is closed and empty).
     pub(crate) fn end(&mut self) {
-        if let Some(task) = self.subscription.take() {
-            task.abort();
-        }
+        let _ = self.out.try_send(Queued::Unsubscribe);
     }
 
-    /// Ends the subscription; none of its frames is queued after this returns.
-    async fn stop(&mut self) {
-        if let Some(task) = self.subscription.take() {
-            task.abort();
-            let _ = task.await;
-        }
+    /// Queues a reply; `false` when the connection is gone.
+    async fn reply(&self, frame: ServerFrame<'_>, reference: Option<&Value>) -> bool {
+        self.queue(Queued::Reply((self.render)(frame, reference)))
+            .await
     }
-}
 
-impl<O: Outbox> Drop for Monitoring<O> {
-    /// A connection cut at shutdown never says it closed: its subscription ends here.
-    fn drop(&mut self) {
-        self.end();
+    async fn queue(&self, queued: Queued<R>) -> bool {
+        self.out.send(queued).await.is_ok()
+    }
+
+    /// Whether half of the queue is unread.
+    fn backlogged(&self) -> bool {
+        self.out.capacity() < self.out.max_capacity() / 2
     }
 }
 

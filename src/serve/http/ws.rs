@@ -18,8 +18,9 @@ use super::AppState;
 use crate::protocol::{
     self, ClientFrame, ErrorCode, ServerFrame, Welcome, PROTOCOL_VERSION, SERVER_NAME,
 };
-use crate::serve::hub::{now_text, FrameText, MonitorFrame, Open};
-use crate::serve::monitoring::{Monitoring, Outbox};
+use crate::serve::hub::{now_text, FrameText, Open};
+use crate::serve::monitoring::Monitoring;
+use crate::serve::outgoing::{Outbound, Outgoing, Queued};
 
 /// `/ws`: the monitor protocol over WebSocket, one JSON frame per text message. The token
 /// comes with the upgrade request, so no `hello` is needed (one is answered `welcome`).
@@ -49,21 +50,21 @@ pub(super) async fn ws(
 pub(super) async fn ws_session(st: AppState, socket: WebSocket, admin: bool) {
     let _open = Open::new(&st.hub, |h| &h.http_streams);
     let (mut sink, mut source) = socket.split();
-    let (out, mut rx) = mpsc::channel::<FrameText>(st.cfg.ws_queue);
+    let (out, rx) = mpsc::channel::<Queued<FrameText>>(st.cfg.ws_queue);
     let writer = tokio::spawn(async move {
-        // The frames already queued are written, then flushed once.
-        'out: while let Some(text) = rx.recv().await {
-            if sink.feed(Message::Text(text)).await.is_err() {
+        // What is waiting (replies, and the subscription's frames) is written, then flushed
+        // once.
+        let mut outbound = Outbound::new(rx);
+        'out: while let Some(first) = outbound.next().await {
+            if sink.feed(message(first)).await.is_err() {
                 break;
             }
             for _ in 0..64 {
-                match rx.try_recv() {
-                    Ok(more) => {
-                        if sink.feed(Message::Text(more)).await.is_err() {
-                            break 'out;
-                        }
-                    }
-                    Err(_) => break,
+                let Some(more) = outbound.try_next() else {
+                    break;
+                };
+                if sink.feed(message(more)).await.is_err() {
+                    break 'out;
                 }
             }
             if sink.flush().await.is_err() {
@@ -73,7 +74,7 @@ pub(super) async fn ws_session(st: AppState, socket: WebSocket, admin: bool) {
         let _ = sink.close().await;
     });
     let mut stop = st.stop.clone();
-    let mut monitoring = Monitoring::new(st.hub.clone(), WsOut(out.clone()));
+    let mut monitoring = Monitoring::new(st.hub.clone(), out.clone(), text);
     loop {
         let msg = tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
@@ -83,7 +84,7 @@ pub(super) async fn ws_session(st: AppState, socket: WebSocket, admin: bool) {
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(Message::Binary(_))) => {
                 let e = protocol::error_line(ErrorCode::BadFrame, "frames are text", None);
-                let _ = out.send(e.trim_end().into()).await;
+                let _ = out.send(FrameText::from(e.trim_end()).into()).await;
                 continue;
             }
             Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
@@ -94,7 +95,7 @@ pub(super) async fn ws_session(st: AppState, socket: WebSocket, admin: bool) {
             Ok(None) => continue,
             Err(e) => {
                 let line = protocol::error_line(e.code, &e.message, e.reference.as_ref());
-                let _ = out.send(line.trim_end().into()).await;
+                let _ = out.send(FrameText::from(line.trim_end()).into()).await;
                 continue;
             }
         };
@@ -126,7 +127,7 @@ pub(super) async fn ws_session(st: AppState, socket: WebSocket, admin: bool) {
         };
         let sent = tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
-            sent = out.send(answer.into()) => sent,
+            sent = out.send(FrameText::from(answer).into()) => sent,
         };
         if sent.is_err() {
             break;
@@ -138,23 +139,17 @@ pub(super) async fn ws_session(st: AppState, socket: WebSocket, admin: bool) {
     debug!("WebSocket closed");
 }
 
-/// The WebSocket's writer queue, as the monitor frames' [`Outbox`]: one text message per
-/// frame.
-#[derive(Clone)]
-struct WsOut(mpsc::Sender<FrameText>);
+/// A reply as a text message.
+fn text(frame: ServerFrame<'_>, reference: Option<&Value>) -> FrameText {
+    frame.text(reference).into()
+}
 
-impl Outbox for WsOut {
-    async fn reply(&self, frame: ServerFrame<'_>, reference: Option<&Value>) -> bool {
-        self.0.send(frame.text(reference).into()).await.is_ok()
-    }
-
-    async fn frame(&self, frame: MonitorFrame) -> bool {
-        // Shared with every subscriber of the event: no copy.
-        self.0.send(frame.text).await.is_ok()
-    }
-
-    fn backlogged(&self) -> bool {
-        self.0.capacity() < self.0.max_capacity() / 2
+/// One text message per frame; a stream frame is shared with every subscriber of its event,
+/// not copied.
+fn message(out: Outgoing<FrameText>) -> Message {
+    match out {
+        Outgoing::Reply(text) => Message::Text(text),
+        Outgoing::Frame(f) => Message::Text(f.text),
     }
 }
 

@@ -15,7 +15,7 @@ use vigil_actors::ReportQuota;
 
 use super::backlog::{BacklogSink, Metered};
 use super::bucket::Bucket;
-use super::out::{Out, TcpOut};
+use super::out::{append, line, Out};
 use super::owners::Control;
 use super::session::Session;
 use super::{Shared, MAX_QUEUED_REPORTS};
@@ -26,6 +26,7 @@ use crate::protocol::{
 };
 use crate::serve::hub::{now_text, Open};
 use crate::serve::monitoring::Monitoring;
+use crate::serve::outgoing::Outbound;
 
 /// One connection: handshake, then frames until the peer closes, is closed, or the listener
 /// stops.
@@ -39,19 +40,20 @@ where
         Metered::new(read),
         LineFrames::new(shared.cfg.max_frame_bytes),
     );
-    let (out_tx, mut out_rx) = mpsc::channel::<Out>(1024);
+    let (out_tx, out_rx) = mpsc::channel::<Out>(1024);
     let drain = shared.cfg.drain_timeout;
     let writer = tokio::spawn(async move {
-        // The lines already queued go out in one write (a monitor's burst of events is one
-        // syscall, not one per event).
+        // What is waiting (replies, and the subscription's frames) goes out in one write: a
+        // monitor's burst of events is one syscall, not one per event.
+        let mut outbound = Outbound::new(out_rx);
         let mut buf = Vec::with_capacity(4096);
-        while let Some(out) = out_rx.recv().await {
+        while let Some(out) = outbound.next().await {
             buf.clear();
-            out.append_to(&mut buf);
+            append(&out, &mut buf);
             while buf.len() < WRITE_BATCH {
-                match out_rx.try_recv() {
-                    Ok(more) => more.append_to(&mut buf),
-                    Err(_) => break,
+                match outbound.try_next() {
+                    Some(more) => append(&more, &mut buf),
+                    None => break,
                 }
             }
             if write.write_all(&buf).await.is_err() {
@@ -139,7 +141,7 @@ where
             owned: HashMap::default(),
             bad: 0,
             bucket: Bucket::new(shared.cfg.rate_limit, shared.cfg.rate_burst),
-            monitoring: Monitoring::new(shared.hub.clone(), TcpOut(out_tx.clone())),
+            monitoring: Monitoring::new(shared.hub.clone(), out_tx.clone(), line),
             beats: 0,
             batched,
             reports: ReportQuota::new(MAX_QUEUED_REPORTS),

@@ -12,7 +12,7 @@ use vigil_actors::{
 };
 
 use super::bucket::Bucket;
-use super::out::{Out, TcpOut};
+use super::out::Out;
 use super::owners::{release, Control, Owner};
 use super::Shared;
 use crate::protocol::limits::{check_activity, check_job};
@@ -32,7 +32,7 @@ pub(super) struct Session {
     pub(super) bad: u32,
     pub(super) bucket: Option<Bucket>,
     /// The monitor side: ping, subscribe, unsubscribe, admin.
-    pub(super) monitoring: Monitoring<TcpOut>,
+    pub(super) monitoring: Monitoring<String>,
     /// Heartbeats taken since the shared counter was last added to.
     pub(super) beats: u64,
     /// The connection asked for `beats` at hello (`FEATURE_BEATS`).
@@ -43,7 +43,7 @@ pub(super) struct Session {
 
 impl Session {
     async fn send(&self, line: String) {
-        let _ = self.out.send(Out::Line(line)).await;
+        let _ = self.out.send(line.into()).await;
     }
 
     async fn error(&self, code: ErrorCode, msg: &str, reference: &Option<Value>) {
@@ -377,7 +377,7 @@ impl Session {
                         Ok(()) => reply.line(reference.as_ref()),
                         Err(e) => error_line((&e).into(), &e.to_string(), reference.as_ref()),
                     };
-                    let _ = out.send(Out::Line(text)).await;
+                    let _ = out.send(text.into()).await;
                 });
             }
             Err(e) => {

@@ -63,6 +63,10 @@ pub struct FanoutBench {
     /// Worker threads of the server's async runtime.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
+    /// How long a group of events gathers before it is written (`store.flush_interval`).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
     /// Small sizes, for CI: 40 monitors, 1,000 agents, 10 kinds, 1,000 transitions/s.
     #[arg(long)]
     pub quick: bool,
@@ -117,6 +121,11 @@ pub struct FanoutResult {
     pub server_rss_per_subscriber_bytes: u64,
     /// The server process's CPU over the window, as a share of one core.
     pub server_cpu_share_of_one_core: f64,
+    /// The server's CPU per delivery, in µs (it includes making the transitions and writing
+    /// them).
+    pub server_cpu_us_per_delivery: f64,
+    /// Segments written to the store per second in the window (group commits).
+    pub store_commits_per_sec: f64,
     /// The monitors' process's CPU over the window, as a share of one core.
     pub monitors_cpu_share_of_one_core: f64,
 }
@@ -163,7 +172,11 @@ async fn fanout(args: FanoutBench) -> anyhow::Result<FanoutResult> {
         }
         other => anyhow::bail!("--store {other}: use surrealkv or mem"),
     };
-    let runtime = Arc::new(Runtime::start(RuntimeConfig::default(), store).await?);
+    let config = RuntimeConfig {
+        flush_interval: args.flush_interval,
+        ..RuntimeConfig::default()
+    };
+    let runtime = Arc::new(Runtime::start(config, store).await?);
     let hub = Hub::new(runtime.clone(), Duration::from_secs(1));
     let tcp = Server::start_with(
         ([127, 0, 0, 1], 0).into(),
@@ -260,13 +273,15 @@ async fn fanout(args: FanoutBench) -> anyhow::Result<FanoutResult> {
             .copied()
             .unwrap_or(0)
     };
-    let t0 = transitions(&runtime.stats().await?);
+    let s0 = runtime.stats().await?;
+    let (t0, b0) = (transitions(&s0), s0.registry.batches);
     let (c0, m0) = (cpu_time(), std::time::Instant::now());
     to_child.write_all(b"start\n").await?;
     tokio::time::sleep(args.measure).await;
     to_child.write_all(b"stop\n").await?;
     let (c1, dt) = (cpu_time(), m0.elapsed().as_secs_f64());
-    let t1 = transitions(&runtime.stats().await?);
+    let s1 = runtime.stats().await?;
+    let (t1, b1) = (transitions(&s1), s1.registry.batches);
     let report = tokio::time::timeout(Duration::from_secs(60), from_child.next_line())
         .await
         .context("the monitors did not report within 60 s")??
@@ -298,6 +313,9 @@ async fn fanout(args: FanoutBench) -> anyhow::Result<FanoutResult> {
         min_per_monitor: report.min_per_monitor,
         server_rss_per_subscriber_bytes: rss1.saturating_sub(rss0) / args.monitors.max(1) as u64,
         server_cpu_share_of_one_core: c1.saturating_sub(c0).as_secs_f64() / dt,
+        server_cpu_us_per_delivery: c1.saturating_sub(c0).as_secs_f64() * 1e6
+            / (report.events.max(1) as f64),
+        store_commits_per_sec: b1.saturating_sub(b0) as f64 / dt,
         monitors_cpu_share_of_one_core: report.cpu_share_of_one_core,
         params: args,
     })
@@ -306,13 +324,14 @@ async fn fanout(args: FanoutBench) -> anyhow::Result<FanoutResult> {
 fn print_table(r: &FanoutResult) {
     let p = &r.params;
     println!(
-        "fanout: {} monitors ({:.0}% WebSocket), {} kinds, {} firehose, {} agents, store {}",
+        "fanout: {} monitors ({:.0}% WebSocket), {} kinds, {} firehose, {} agents, store {} (flush interval {:?})",
         p.monitors,
         p.ws_share * 100.0,
         p.kinds,
         p.firehose,
         p.agents,
-        p.store
+        p.store,
+        p.flush_interval
     );
     println!(
         "  transitions/s             {:>12.0}",
@@ -332,5 +351,13 @@ fn print_table(r: &FanoutResult) {
         "  CPU (one core = 100%)     server {:.0}%, monitors {:.0}%",
         r.server_cpu_share_of_one_core * 100.0,
         r.monitors_cpu_share_of_one_core * 100.0
+    );
+    println!(
+        "  server CPU per delivery   {:>12.2} µs",
+        r.server_cpu_us_per_delivery
+    );
+    println!(
+        "  store commits/s           {:>12.0}",
+        r.store_commits_per_sec
     );
 }
