@@ -1,0 +1,251 @@
+//! What the two peers share: the event payload, what a subscriber notes of each message, the
+//! publisher's pacing, and the figures (quantiles, CPU time, the machine).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+/// What the subscribers and the publisher are told while they run.
+#[derive(Clone)]
+pub struct Ctx {
+    /// Set for the measured window: subscribers record delays only while it is.
+    pub recording: Arc<AtomicBool>,
+    /// Turns true when the run is over: every task returns what it has.
+    pub stop: watch::Receiver<bool>,
+}
+
+/// The channel (NATS: subject) subscriber `i` follows, as vigil's monitor `i` follows kind
+/// `k{i mod kinds}`.
+pub fn channel_of(i: usize, channels: usize) -> String {
+    format!("k{}", i % channels.max(1))
+}
+
+/// The wall clock, µs since the epoch: the publisher stamps each event with it, and a
+/// subscriber's delay is its own reading at receipt minus the stamp (one machine, one clock).
+pub fn wall_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// One event: a JSON object with its channel, its sequence number on that channel and the
+/// publish time (µs since the epoch), padded to `size` bytes with a `pad` string, so that the
+/// peers carry about as many bytes as a vigil event frame.
+pub fn payload(kind: &str, seq: u64, at_us: u64, size: usize) -> Vec<u8> {
+    let head = format!(r#"{{"type":"event","kind":"{kind}","seq":{seq},"at_us":{at_us},"pad":""#);
+    let tail = b"\"}";
+    let pad = size.saturating_sub(head.len() + tail.len());
+    let mut v = Vec::with_capacity(head.len() + pad + tail.len());
+    v.extend_from_slice(head.as_bytes());
+    v.resize(v.len() + pad, b'.');
+    v.extend_from_slice(tail);
+    v
+}
+
+/// The fields of an event a subscriber looks at (the others, `pad` included, are skipped by
+/// the parser, as vigil's monitors skip the rest of a frame).
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(rename = "type")]
+    ty: &'a str,
+    seq: u64,
+    at_us: u64,
+}
+
+/// What one subscriber saw.
+#[derive(Default)]
+pub struct Seen {
+    /// The delay of each event received in the window, µs.
+    pub late_us: Vec<u32>,
+    /// Jumps in its channel's sequence (each one or more messages dropped, or out of order).
+    pub gaps: u64,
+    /// Messages the jumps skipped.
+    pub dropped: u64,
+    /// Messages that were not an event this benchmark published.
+    pub unreadable: u64,
+    /// The last sequence number seen (0: none yet).
+    last: u64,
+}
+
+impl Seen {
+    /// Notes one message. Every subscriber subscribed before the first event was published,
+    /// so its stream must start at seq 1 and go up by one.
+    pub fn note(&mut self, bytes: &[u8], recording: bool) {
+        let Ok(h) = serde_json::from_slice::<Head>(bytes) else {
+            self.unreadable += 1;
+            return;
+        };
+        if h.ty != "event" {
+            self.unreadable += 1;
+            return;
+        }
+        if h.seq != self.last + 1 {
+            self.gaps += 1;
+            self.dropped += h.seq.saturating_sub(self.last + 1);
+        }
+        self.last = h.seq;
+        if recording {
+            let late = wall_us().saturating_sub(h.at_us);
+            self.late_us.push(late.min(u32::MAX as u64) as u32);
+        }
+    }
+}
+
+/// How a peer's publisher hands over one tick's events.
+pub trait Sink: Send {
+    /// Sends the events (channel, payload) and returns once the peer has taken them all
+    /// (Redis: the pipeline's replies; NATS: the flush).
+    fn send(
+        &mut self,
+        batch: Vec<(String, Vec<u8>)>,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// The publisher: every 1 ms tick, the events due by then (`rate` per second since the start,
+/// so a late tick catches up), round robin over the channels, each with its channel's next
+/// sequence number. Counts the events the peer took in `published`; returns at the stop.
+pub async fn publish(
+    mut sink: impl Sink,
+    rate: u32,
+    channels: usize,
+    payload_bytes: usize,
+    published: Arc<AtomicU64>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let names: Vec<String> = (0..channels.max(1))
+        .map(|c| channel_of(c, channels))
+        .collect();
+    let mut seq = vec![0u64; names.len()];
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let (t0, mut sent, mut next) = (Instant::now(), 0u64, 0usize);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let due = (t0.elapsed().as_secs_f64() * rate as f64) as u64;
+        let at_us = wall_us();
+        let mut batch = Vec::with_capacity(due.saturating_sub(sent) as usize);
+        while sent < due {
+            let c = next % names.len();
+            next += 1;
+            seq[c] += 1;
+            batch.push((
+                names[c].clone(),
+                payload(&names[c], seq[c], at_us, payload_bytes),
+            ));
+            sent += 1;
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let n = batch.len() as u64;
+        sink.send(batch).await?;
+        published.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Latency quantiles of a sample, in ms (nearest rank, as vigil's bench computes them).
+#[derive(Debug, Default, Serialize)]
+pub struct Quantiles {
+    pub n: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Quantiles {
+    /// The quantiles of delays in µs (kept as `u32`: a firehose run holds tens of millions).
+    pub fn of_us(mut v: Vec<u32>) -> Self {
+        if v.is_empty() {
+            return Self::default();
+        }
+        v.sort_unstable();
+        let at =
+            |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1] as f64 / 1e3;
+        Quantiles {
+            n: v.len(),
+            p50_ms: at(0.5),
+            p99_ms: at(0.99),
+            max_ms: at(1.0),
+        }
+    }
+}
+
+/// User plus system CPU time of a process (`self` or a PID), from `/proc/<pid>/stat`, as
+/// bench/peers/src/main.rs reads it for etcd and Redis (clock ticks of 10 ms).
+pub fn cpu_of(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// The machine a run was on, as vigil's bench JSON records it.
+#[derive(Debug, Serialize)]
+pub struct Machine {
+    cpus: usize,
+    model: String,
+    memory_kib: u64,
+}
+
+impl Machine {
+    pub fn read() -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let model = cpuinfo
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("model name")
+                    .and_then(|r| r.split(':').nth(1))
+            })
+            .unwrap_or("unknown")
+            .trim()
+            .to_string();
+        let memory_kib = std::fs::read_to_string("/proc/meminfo")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|r| r.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
+        Machine {
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            model,
+            memory_kib,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_has_the_size_and_reads_back() {
+        let p = payload("k7", 42, 1_700_000_000_000_000, 330);
+        assert_eq!(p.len(), 330);
+        let mut seen = Seen {
+            last: 41,
+            ..Seen::default()
+        };
+        seen.note(&p, true);
+        assert_eq!((seen.gaps, seen.unreadable, seen.late_us.len()), (0, 0, 1));
+        // A jump of three: one gap, two messages dropped.
+        seen.note(&payload("k7", 45, wall_us(), 330), false);
+        assert_eq!((seen.gaps, seen.dropped, seen.late_us.len()), (1, 2, 1));
+    }
+
+    #[test]
+    fn quantiles_by_nearest_rank() {
+        let q = Quantiles::of_us((1..=100).map(|x| x * 1000).collect());
+        assert_eq!(
+            (q.n, q.p50_ms, q.p99_ms, q.max_ms),
+            (100, 50.0, 99.0, 100.0)
+        );
+    }
+}
