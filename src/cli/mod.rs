@@ -1,4 +1,4 @@
-//! The operator's command-line clients.
+//! The operator's command-line clients, and the command's own log.
 //!
 //! - [`agents`]: `vigil agents`, the operator's commands over the admin role.
 //! - [`watch`]: `vigil watch`, a terminal monitor that resumes without gaps.
