@@ -8,10 +8,12 @@
 //!   share: the monitor hub, admin operations, tokens, TLS, accepted sockets, the store.
 //! - [`outbound`]: the configured outbound channels (webhooks and logs).
 //! - [`client`]: a Rust client for protocol v1 (agents written in Rust, the simulator).
-//! - [`cli`]: the operator's clients: `vigil agents` and `vigil watch`.
+//! - [`cli`]: the operator's clients: `vigil agents` and `vigil watch`; the command's own log
+//!   (text or JSON lines).
 //! - [`tools`]: `vigil simulate`, `vigil storm` and the scenarios behind `vigil bench`.
 //! - [`config`]: the TOML configuration (defaults, file, environment, flags), redaction.
-//! - `main.rs`: the `vigil` command (serve, bench, simulate, agents, watch, config check).
+//! - `main.rs`: the `vigil` command (serve, bench, simulate, agents, watch, config check,
+//!   completions, man).
 
 #![warn(missing_docs, unreachable_pub)]
 

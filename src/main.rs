@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tracing::{info, warn};
-use vigil::config::Config;
+use vigil::config::{Config, LogFormat};
 use vigil::core::Runtime;
 use vigil::tools::bench::{self, detect::CoreBench};
 
@@ -57,9 +57,23 @@ enum Command {
         #[command(subcommand)]
         cmd: ConfigCmd,
     },
+    /// Shell completions for `vigil`, on stdout (e.g. `vigil completions bash >
+    /// /usr/share/bash-completion/completions/vigil`).
+    Completions {
+        /// The shell: bash, zsh, fish (or elvish, powershell).
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// The manual page (roff), on stdout (`vigil man | man -l -`); with `--dir`, one page
+    /// per command written there (vigil.1, vigil-serve.1, ...).
+    Man {
+        /// Write every command's page into this directory instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
-/// Flags of `vigil serve`, over the configuration (`[server]` and `[store]`).
+/// Flags of `vigil serve`, over the configuration (`[server]`, `[store]` and `[log]`).
 #[derive(clap::Args, Default)]
 struct ServeArgs {
     /// The agents' TCP listener (`[server] agent_listen`).
@@ -71,12 +85,18 @@ struct ServeArgs {
     /// The store (`[store] url`): surrealkv://PATH, mem://, ws://host:port.
     #[arg(long, value_name = "URL")]
     store: Option<String>,
+    /// The shape of the log on stderr (`[log] format`).
+    #[arg(long, value_name = "FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
 }
 
 impl ServeArgs {
     /// The flags over the loaded configuration, validated again (a flag may open a listener
     /// beyond loopback).
     fn apply(self, mut config: Config) -> anyhow::Result<Config> {
+        if let Some(f) = self.log_format {
+            config.log.format = f;
+        }
         if let Some(a) = self.agent_listen {
             config.server.agent_listen = a;
         }
@@ -136,19 +156,23 @@ enum ConfigCmd {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                "info,surrealkv=warn,surrealdb=warn,surrealdb_core=warn".into()
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
     // The clients (`agents`, `watch`) do not read the server's configuration.
     let config = || Config::load(cli.config.as_deref()).context("loading configuration");
-    match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
-        Command::Serve(args) => serve(args.apply(config()?)?),
+    let command = cli.command.unwrap_or(Command::Serve(ServeArgs::default()));
+    // The server's log takes the shape its configuration asks for, so the configuration is
+    // read first (an error in it is the one thing said before the log exists, on stderr).
+    let command = match command {
+        Command::Serve(args) => {
+            let config = args.apply(config()?)?;
+            vigil::cli::logs::init(config.log.format)?;
+            return serve(config);
+        }
+        other => other,
+    };
+    vigil::cli::logs::init(LogFormat::Text)?;
+    match command {
+        Command::Serve(_) => unreachable!("`vigil serve` returned above"),
         Command::Bench {
             quick,
             json_dir,
@@ -182,6 +206,18 @@ fn main() -> anyhow::Result<()> {
             // Tokens, webhook URLs and secrets stay out of terminals and logs.
             println!("{:#?}", config()?.redacted());
             Ok(())
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "vigil", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { dir: None } => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .context("writing the manual page"),
+        Command::Man { dir: Some(dir) } => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            clap_mangen::generate_to(Cli::command(), &dir)
+                .with_context(|| format!("writing the manual pages into {}", dir.display()))
         }
     }
 }

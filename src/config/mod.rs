@@ -3,6 +3,7 @@
 //! `VIGIL_<SECTION>__<KEY>`, then command-line flags.
 mod cluster;
 mod load;
+mod log;
 pub mod redact;
 mod runtime;
 mod sinks;
@@ -10,6 +11,7 @@ mod sinks;
 mod tests;
 
 pub use cluster::Cluster;
+pub use log::{LogFormat, LogSection};
 pub use sinks::SinkSection;
 
 use std::collections::HashMap;
@@ -60,6 +62,8 @@ pub struct Config {
     pub sinks: Vec<SinkSection>,
     /// `[cluster]`: this process as one node of a cluster.
     pub cluster: Cluster,
+    /// `[log]`: the shape of vigil's own log lines.
+    pub log: LogSection,
 }
 
 /// `[server]`: the listeners and the limits on connections.

@@ -120,3 +120,23 @@ fn a_cluster_node_with_tls_needs_the_roots_of_its_peers() {
     c.cluster.peer_ca = Some("ca.pem".into());
     assert!(c.validate().is_ok());
 }
+
+#[test]
+fn the_log_format_is_text_unless_the_file_or_the_environment_says_json() {
+    assert_eq!(Config::default().log.format, LogFormat::Text);
+    let c: Config = toml::Value::Table("[log]\nformat = \"json\"\n".parse().unwrap())
+        .try_into()
+        .unwrap();
+    assert_eq!(c.log.format, LogFormat::Json);
+    let mut t = toml::Table::new();
+    apply_env(
+        &mut t,
+        [("VIGIL_LOG__FORMAT".to_string(), "json".to_string())].into_iter(),
+    );
+    let c: Config = toml::Value::Table(t).try_into().unwrap();
+    assert_eq!(c.log.format, LogFormat::Json);
+    let bad: Result<Config, _> =
+        toml::Value::Table("[log]\nformat = \"xml\"\n".parse().unwrap()).try_into();
+    let e = bad.unwrap_err().to_string();
+    assert!(e.contains("xml") && e.contains("json"), "{e}");
+}
