@@ -57,8 +57,6 @@ pub struct Hub {
     pub frames: AtomicU64,
     /// Heartbeats received over TCP, among `frames` (the listener keeps it).
     pub heartbeats: AtomicU64,
-    /// Heartbeats per second over the last `stats_interval` (an `f64`'s bits).
-    beat_rate: AtomicU64,
     /// On a cluster node: times this process was fenced and joined again (main sets it).
     pub rejoins: AtomicU64,
     /// How this node reaches the other nodes of its cluster (see `forward`).
@@ -153,20 +151,9 @@ impl Hub {
                 let mut tick = tokio::time::interval(stats_interval.max(Duration::from_millis(10)));
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let mut last: Option<Value> = None;
-                let mut beats_before = (0, tokio::time::Instant::now());
                 loop {
                     tick.tick().await;
                     let Some(hub) = weak.upgrade() else { return };
-                    let (beats, now) = (
-                        hub.heartbeats.load(Ordering::Relaxed),
-                        tokio::time::Instant::now(),
-                    );
-                    let secs = now.duration_since(beats_before.1).as_secs_f64();
-                    if secs > 0.0 {
-                        let rate = beats.saturating_sub(beats_before.0) as f64 / secs;
-                        hub.beat_rate.store(rate.to_bits(), Ordering::Relaxed);
-                    }
-                    beats_before = (beats, now);
                     let Some(counts) = hub.counts().await else {
                         continue;
                     };
@@ -192,7 +179,6 @@ impl Hub {
                 tcp_connections: AtomicU64::new(0),
                 frames: AtomicU64::new(0),
                 heartbeats: AtomicU64::new(0),
-                beat_rate: AtomicU64::new(0),
                 rejoins: AtomicU64::new(0),
                 peers: std::sync::OnceLock::new(),
                 http_streams: AtomicU64::new(0),
@@ -201,11 +187,6 @@ impl Hub {
             }
         });
         hub
-    }
-
-    /// Heartbeats per second over the last `stats_interval`.
-    pub fn heartbeat_rate(&self) -> f64 {
-        f64::from_bits(self.beat_rate.load(Ordering::Relaxed))
     }
 
     /// The runtime the hub serves.

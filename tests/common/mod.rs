@@ -1,6 +1,8 @@
 //! Helpers shared by the socket tests: a line client, and a runtime with both listeners.
 #![allow(dead_code)]
 
+pub mod exposition;
+
 use std::sync::Arc;
 use std::time::Duration;
 

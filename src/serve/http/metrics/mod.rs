@@ -1,6 +1,21 @@
 //! `/metrics`: the runtime's counters in the Prometheus (OpenMetrics) text format, read at
-//! scrape time from the registry's stats and the hub's counters. Names start with `vigil_`.
+//! scrape time from the registry's stats and the hub's counters. Names start with `vigil_`,
+//! and, on Linux, the process collector's standard `process_*` families follow
+//! (`process.rs`).
+//!
+//! Names follow Prometheus's conventions: a counter's samples end in `_total` (the encoder adds
+//! it), a figure with a unit is in a base unit named last (`_seconds`, `_bytes`), and no rate
+//! is precomputed (Prometheus computes `rate()` from the counters). `docs/metrics.md` lists
+//! every family; `tests/metrics.rs` holds the list and checks the names.
+//!
+//! Label values are bounded: `kind` is the agents' own choice, so at most [`MAX_KINDS`] kinds
+//! get a series of their own and the rest are summed under [`OTHER_KIND`]; `status`, `event`,
+//! `state` are the runtime's enums; `sink` and `type` come from the configuration.
 
+#[cfg(target_os = "linux")]
+mod process;
+
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -21,6 +36,41 @@ use crate::protocol::ErrorCode;
 use crate::serve::hub::Hub;
 
 type Labels = Vec<(&'static str, String)>;
+
+/// At most this many agent kinds get `kind` label values of their own in `vigil_agents`: the
+/// kinds with the most agents (ties by name). Kinds are chosen by the agents, so without a
+/// bound a fleet could create a series per agent.
+pub(crate) const MAX_KINDS: usize = 1_000;
+
+/// The `kind` label value under which the agents of the kinds past [`MAX_KINDS`] are counted
+/// (an agent whose own kind is `_other` is counted there too).
+pub(crate) const OTHER_KIND: &str = "_other";
+
+/// Agents by kind and status with at most `max` kinds of their own: the kinds with the most
+/// agents (ties by name) keep theirs, and the rest are summed under [`OTHER_KIND`].
+fn bounded_kinds(
+    by_kind: &BTreeMap<String, BTreeMap<Status, usize>>,
+    max: usize,
+) -> BTreeMap<String, BTreeMap<Status, usize>> {
+    if by_kind.len() <= max {
+        return by_kind.clone();
+    }
+    let mut ranked: Vec<(&String, usize)> = by_kind
+        .iter()
+        .map(|(k, counts)| (k, counts.values().sum()))
+        .collect();
+    // Stable sort: the map's order (by name) breaks ties.
+    ranked.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    let mut out = BTreeMap::new();
+    for (i, (kind, _)) in ranked.into_iter().enumerate() {
+        let name = if i < max { kind.as_str() } else { OTHER_KIND };
+        let into: &mut BTreeMap<Status, usize> = out.entry(name.to_string()).or_default();
+        for (status, n) in &by_kind[kind] {
+            *into.entry(*status).or_default() += n;
+        }
+    }
+    out
+}
 
 /// A histogram whose buckets were counted elsewhere (the registry's store batch latency).
 #[derive(Debug)]
@@ -93,7 +143,7 @@ pub(crate) fn render(
     reg.register("build_info", "1, labelled with this build's version", build);
 
     let agents = Family::<Labels, Gauge>::default();
-    for (kind, counts) in &r.by_kind {
+    for (kind, counts) in &bounded_kinds(&r.by_kind, MAX_KINDS) {
         for status in Status::ALL {
             let n = counts.get(&status).copied().unwrap_or(0);
             agents
@@ -101,7 +151,14 @@ pub(crate) fn render(
                 .set(n as i64);
         }
     }
-    reg.register("agents", "Supervised agents by kind and status", agents);
+    reg.register(
+        "agents",
+        format!(
+            "Supervised agents by kind and status (past {MAX_KINDS} kinds, the others are \
+             counted as kind {OTHER_KIND})"
+        ),
+        agents,
+    );
     reg.register(
         "agents_known",
         "Agents in the live view (every status)",
@@ -138,11 +195,6 @@ pub(crate) fn render(
         "heartbeats",
         "Heartbeats received over TCP",
         counter(hub.heartbeats.load(Ordering::Relaxed)),
-    );
-    reg.register(
-        "heartbeats_per_second",
-        "Heartbeats per second over the last stats interval",
-        gauge_f(hub.heartbeat_rate()),
     );
 
     let persisted = Family::<Labels, Counter>::default();
@@ -201,7 +253,7 @@ pub(crate) fn render(
     );
 
     reg.register_with_unit(
-        "store_batch",
+        "store_batch_duration",
         "Time the store took to write one group of events",
         Unit::Seconds,
         Counted(r.batch_latency.clone()),
@@ -271,7 +323,7 @@ pub(crate) fn render(
         delivered_seq,
     );
     reg.register(
-        "sink_lag",
+        "sink_lag_events",
         "Events published after the sink's cursor",
         sink_lag,
     );
@@ -293,7 +345,14 @@ pub(crate) fn render(
     );
 
     let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, &reg)?;
+    prometheus_client::encoding::text::encode_registry(&mut out, &reg)?;
+    #[cfg(target_os = "linux")]
+    if let Some(figures) = process::Figures::read() {
+        let mut reg = Registry::with_prefix("process");
+        figures.register(&mut reg);
+        prometheus_client::encoding::text::encode_registry(&mut out, &reg)?;
+    }
+    prometheus_client::encoding::text::encode_eof(&mut out)?;
     Ok(out)
 }
 
@@ -320,6 +379,54 @@ pub(super) async fn metrics(State(st): State<AppState>) -> Result<Response, ApiE
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use vigil_actors::Status;
+
+    use super::{bounded_kinds, OTHER_KIND};
+
+    fn fleet(kinds: &[(&str, usize, usize)]) -> BTreeMap<String, BTreeMap<Status, usize>> {
+        kinds
+            .iter()
+            .map(|(k, online, offline)| {
+                let counts =
+                    BTreeMap::from([(Status::Online, *online), (Status::Offline, *offline)]);
+                (k.to_string(), counts)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn kinds_within_the_bound_are_reported_as_they_are() {
+        let f = fleet(&[("a", 1, 0), ("b", 2, 1)]);
+        assert_eq!(bounded_kinds(&f, 2), f);
+    }
+
+    #[test]
+    fn kinds_past_the_bound_are_summed_under_other_and_the_largest_keep_their_own() {
+        // "b" and "d" are the largest; "a" and "c" tie with 2 agents, and "a" wins by name.
+        let f = fleet(&[
+            ("a", 1, 1),
+            ("b", 5, 0),
+            ("c", 0, 2),
+            ("d", 3, 3),
+            ("e", 1, 0),
+        ]);
+        let got = bounded_kinds(&f, 3);
+        let want = fleet(&[("a", 1, 1), ("b", 5, 0), ("d", 3, 3), (OTHER_KIND, 1, 2)]);
+        assert_eq!(got, want);
+        let total = |m: &BTreeMap<String, BTreeMap<Status, usize>>| -> usize {
+            m.values().flat_map(|c| c.values()).sum()
+        };
+        assert_eq!(total(&got), total(&f), "no agent is lost or counted twice");
+    }
+
+    #[test]
+    fn an_agent_kind_named_other_is_counted_with_the_overflow() {
+        let f = fleet(&[(OTHER_KIND, 1, 0), ("big", 9, 0), ("x", 0, 1)]);
+        let got = bounded_kinds(&f, 1);
+        assert_eq!(got, fleet(&[("big", 9, 0), (OTHER_KIND, 1, 1)]));
+    }
     #[test]
     fn label_values_cannot_break_out_of_their_quotes() {
         assert_eq!(super::label("gpu"), "gpu");
