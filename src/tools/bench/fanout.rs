@@ -246,6 +246,7 @@ async fn fanout(args: FanoutBench) -> anyhow::Result<FanoutResult> {
             let mut tick = tokio::time::interval(Duration::from_millis(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             let mut on = vec![false; ids.len()];
+            let in_flight = Arc::new(tokio::sync::Semaphore::new(4096));
             let (mut due, mut next) = (0.0f64, 0usize);
             while running.load(Ordering::Relaxed) {
                 tick.tick().await;
@@ -255,12 +256,18 @@ async fn fanout(args: FanoutBench) -> anyhow::Result<FanoutResult> {
                     let k = next % ids.len();
                     next += 1;
                     on[k] = !on[k];
-                    let _ = runtime
-                        .admin(AdminRequest::Maintenance {
-                            id: ids[k].clone(),
-                            on: on[k],
-                        })
-                        .await;
+                    // Not one at a time: an admin change is answered once durable, so
+                    // waiting for each would pace the transitions by the store's latency.
+                    // (An agent flips once per `agents / rate` seconds, so two changes of one
+                    // agent are never in flight together at the sizes measured.)
+                    let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                        break;
+                    };
+                    let (runtime, id, on) = (runtime.clone(), ids[k].clone(), on[k]);
+                    tokio::spawn(async move {
+                        let _ = runtime.admin(AdminRequest::Maintenance { id, on }).await;
+                        drop(permit);
+                    });
                 }
             }
         })
