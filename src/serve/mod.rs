@@ -7,6 +7,8 @@
 //! - `monitoring`: `ping`, `subscribe`, `unsubscribe` and `admin`, answered once for the TCP
 //!   listener and the WebSocket.
 //! - `forward`: admin writes sent to the node of a cluster that owns their agent.
+//! - `owners`: which agents a TCP connection holds, and the handles of those registered over
+//!   HTTP; both listeners claim agents there.
 //! - `auth`: token checks, in constant time.
 //! - [`tls`]: the listeners' TLS configuration from PEM files.
 //! - [`net`]: accepted sockets: TCP keepalive, the per-IP connection cap, the idle timeout.
@@ -19,6 +21,7 @@ pub mod http;
 pub mod hub;
 pub(crate) mod monitoring;
 pub mod net;
+pub(crate) mod owners;
 mod settings;
 pub mod store;
 pub mod tcp;
