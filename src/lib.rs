@@ -5,7 +5,8 @@
 //!
 //! - [`protocol`]: the wire protocol v1: line framing, typed client frames, limits, error codes.
 //! - [`serve`]: the listeners (TCP in [`serve::tcp`], HTTP in [`serve::http`]) and what they
-//!   share: the monitor hub, admin operations, tokens, TLS, accepted sockets, the store.
+//!   share: the monitor hub, who holds each agent, admin operations, tokens, TLS, accepted
+//!   sockets, the store.
 //! - [`outbound`]: the configured outbound channels (webhooks and logs).
 //! - [`client`]: a Rust client for protocol v1 (agents written in Rust, the simulator).
 //! - [`cli`]: the operator's clients: `vigil agents` and `vigil watch`; the command's own log

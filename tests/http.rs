@@ -106,10 +106,15 @@ async fn every_documented_route_answers_as_documented() {
         .await
         .unwrap();
     node.agents("w", "worker", 3).await;
+    // An agent a live connection holds (the agent routes answer 409 for it).
+    let mut tcp = common::Client::hello(node.tcp.local_addr(), "agent", None).await;
+    tcp.send(json!({"type":"register","id":"held","ref":1}))
+        .await;
+    tcp.expect("registered").await;
     let doc: Value = serde_json::from_str(OPENAPI).unwrap();
     let http = client();
     // One request per route (in an order where the writes come last).
-    let calls: Vec<(&str, String, Option<Value>, u16)> = vec![
+    let mut calls: Vec<(&str, String, Option<Value>, u16)> = vec![
         (
             "get",
             "/api/v1/agents?kind=worker&status=online".into(),
@@ -184,6 +189,39 @@ async fn every_documented_route_answers_as_documented() {
             200,
         ),
     ];
+    // The agents' own routes (no agent tokens are configured here).
+    let agent = |path: &str, body: Option<Value>, want| ("post", path.to_string(), body, want);
+    let job = json!({"job":"j1","state":"running","progress":0.5});
+    calls.extend([
+        agent(
+            "/api/v1/agents",
+            Some(json!({"id":"h1","heartbeat_interval_ms":60000})),
+            201,
+        ),
+        agent("/api/v1/agents", Some(json!({"id":"h1"})), 200),
+        agent("/api/v1/agents", Some(json!({"name":"x"})), 400),
+        agent("/api/v1/agents", Some(json!({"id":"held"})), 409),
+        agent("/api/v1/agents/h1/heartbeat", None, 200),
+        agent(
+            "/api/v1/agents/h1/heartbeat",
+            Some(json!({"status":"degraded"})),
+            200,
+        ),
+        agent(
+            "/api/v1/agents/h1/heartbeat",
+            Some(json!({"status":"sideways"})),
+            400,
+        ),
+        agent("/api/v1/agents/nobody/heartbeat", None, 404),
+        agent("/api/v1/agents/held/heartbeat", None, 409),
+        agent("/api/v1/agents/h1/jobs", Some(job.clone()), 200),
+        agent("/api/v1/agents/h1/jobs", Some(json!({"job":"j1"})), 400),
+        agent("/api/v1/agents/nobody/jobs", Some(job.clone()), 404),
+        agent("/api/v1/agents/held/jobs", Some(job), 409),
+        agent("/api/v1/agents/held/deregister", None, 409),
+        agent("/api/v1/agents/h1/deregister", None, 200),
+        agent("/api/v1/agents/h1/deregister", None, 404),
+    ]);
     let mut covered = BTreeSet::new();
     for (method, path, body, want) in calls {
         let mut req = match method {

@@ -1,5 +1,6 @@
 //! A registration again (a takeover by another connection) supersedes the earlier one's
-//! handle: it can no longer beat, nor disconnect the agent from its new owner.
+//! handle: it can no longer beat, nor disconnect the agent from its new owner. A registration
+//! that no connection holds (over HTTP) leaves the agent not `connected`.
 
 mod common;
 
@@ -40,5 +41,26 @@ async fn a_superseded_handle_can_neither_beat_nor_disconnect_the_agent() {
     new.disconnected().unwrap();
     sleep(Duration::from_millis(200)).await;
     assert_eq!(get(&rt, "x").await.status, Status::Offline);
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connectionless_registration_is_not_connected_until_a_connection_registers_it() {
+    let (rt, _) = start(config()).await;
+    let quiet = Registration {
+        connectionless: true,
+        ..Registration::new(id("cron"))
+    };
+    let first = rt.register(quiet.clone()).await.unwrap();
+    let a = get(&rt, "cron").await;
+    assert_eq!((a.status, a.connected), (Status::Online, false));
+    first.heartbeat(Beat::healthy()).unwrap();
+    // A connection registers it: from then on it is connected.
+    rt.register(Registration::new(id("cron"))).await.unwrap();
+    assert!(get(&rt, "cron").await.connected);
+    // And without one again (re-registered over HTTP): not connected.
+    rt.register(quiet).await.unwrap();
+    let a = get(&rt, "cron").await;
+    assert_eq!((a.incarnation, a.connected), (3, false));
     rt.shutdown().await.unwrap();
 }

@@ -269,7 +269,7 @@ impl Default for PolicyConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Auth {
-    /// Tokens for the agent role (in `hello`).
+    /// Tokens for the agent role (in `hello`; on HTTP, for an agent's own routes).
     pub agent_tokens: Vec<String>,
     /// Tokens for the monitor role (in `hello`; on HTTP, for streams and reads).
     pub monitor_tokens: Vec<String>,

@@ -112,10 +112,25 @@ pub(crate) async fn to_peers(hub: &Hub, op: &str, args: &Value) -> Vec<(String, 
 /// How long a registration waits for the owner to say whether it holds the agent.
 const ASK_LIMIT: Duration = Duration::from_secs(1);
 
+/// For a registration without `takeover` (over TCP or HTTP): when another node of the cluster
+/// owns agent `id` and holds a live connection for it (or cannot be asked whether it does),
+/// the `conflict` message naming that node.
+pub(crate) async fn held_elsewhere(hub: &Hub, id: &AgentId) -> Option<String> {
+    let node = hub.runtime().owned_elsewhere(id)?;
+    let why = match owner_holds(hub, &node, id).await {
+        Some(false) => return None,
+        Some(true) => "holds a live connection for it",
+        None => "owns it and could not be asked whether it holds a connection",
+    };
+    Some(format!(
+        "node {node} of the cluster {why} (register with takeover to take it)"
+    ))
+}
+
 /// Whether node `owner` holds a live connection for agent `id` (its own `get`, forwarded);
 /// `None` when it could not be asked or did not answer within [`ASK_LIMIT`] (it may be dead:
 /// its agents are adopted within a lease).
-pub(crate) async fn owner_holds(hub: &Hub, owner: &str, id: &AgentId) -> Option<bool> {
+async fn owner_holds(hub: &Hub, owner: &str, id: &AgentId) -> Option<bool> {
     let me = hub.runtime().node_id().unwrap_or("?").to_string();
     let args = json!({ "id": id.as_str() });
     let asked = forward(hub, &me, owner, "owns the agent", "get", &args);

@@ -1,6 +1,7 @@
 //! What every monitor surface shares (TCP monitors, WebSocket, SSE): turning a `subscribe`
 //! request into a core subscription, and its items into the protocol's frames; the `stats`
-//! frames; and the counters `/metrics` and `stats` report.
+//! frames; and the counters `/metrics` and `stats` report. It also holds the table of which
+//! agents are held by what (`owners`), which the TCP and HTTP listeners share.
 //!
 //! An event's frame is the same for every subscriber, so it is serialized once per event (a
 //! small cache keyed by seq) and shared, not once per subscriber. `stats` frames are computed
@@ -22,6 +23,7 @@ use vigil_actors::{
 };
 
 use crate::protocol::{self, ErrorCode, ServerFrame};
+use crate::serve::owners::Owners;
 
 /// Events whose frames are kept for reuse (a power of two).
 const LINE_SLOTS: usize = 4096;
@@ -55,7 +57,7 @@ pub struct Hub {
     pub tcp_connections: AtomicU64,
     /// Frames received over TCP (the listener keeps it).
     pub frames: AtomicU64,
-    /// Heartbeats received over TCP, among `frames` (the listener keeps it).
+    /// Heartbeats taken: over TCP (among `frames`) and over HTTP (the listeners keep it).
     pub heartbeats: AtomicU64,
     /// On a cluster node: times this process was fenced and joined again (main sets it).
     pub rejoins: AtomicU64,
@@ -67,6 +69,8 @@ pub struct Hub {
     pub subscribers: AtomicU64,
     /// Subscriptions ended by `lagged` since the start.
     pub lagged: AtomicU64,
+    /// Which agents a TCP connection holds, and the handles of those registered over HTTP.
+    pub(crate) owners: Owners,
 }
 
 impl std::fmt::Debug for Hub {
@@ -171,6 +175,7 @@ impl Hub {
                     }
                 }
             });
+            let owners = Owners::new(&rt);
             Hub {
                 rt,
                 lines: (0..LINE_SLOTS).map(|_| Mutex::new(None)).collect(),
@@ -184,6 +189,7 @@ impl Hub {
                 http_streams: AtomicU64::new(0),
                 subscribers: AtomicU64::new(0),
                 lagged: AtomicU64::new(0),
+                owners,
             }
         });
         hub

@@ -9,6 +9,8 @@
 //! - `outgoing`: a monitor connection's queue of replies and its subscription, read by its
 //!   one writer task.
 //! - `forward`: admin writes sent to the node of a cluster that owns their agent.
+//! - `owners`: which agents a TCP connection holds, and the handles of those registered over
+//!   HTTP; both listeners claim agents there.
 //! - `auth`: token checks, in constant time.
 //! - [`tls`]: the listeners' TLS configuration from PEM files.
 //! - [`net`]: accepted sockets: TCP keepalive, the per-IP connection cap, the idle timeout.
@@ -22,6 +24,7 @@ pub mod hub;
 pub(crate) mod monitoring;
 pub mod net;
 pub(crate) mod outgoing;
+pub(crate) mod owners;
 mod settings;
 pub mod store;
 pub mod tcp;

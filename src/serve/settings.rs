@@ -8,6 +8,7 @@ impl Config {
     /// Settings of the HTTP listener.
     pub fn http_config(&self) -> HttpConfig {
         HttpConfig {
+            agent_tokens: self.auth.agent_tokens.clone(),
             monitor_tokens: self.auth.monitor_tokens.clone(),
             admin_tokens: self.auth.admin_tokens.clone(),
             ws_queue: 256,

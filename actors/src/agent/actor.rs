@@ -250,13 +250,14 @@ impl AgentState {
         let id = cell.id.clone();
         let kind = reg.kind_or_default().to_string();
         let own_interval = reg.heartbeat_interval;
+        let connected = !reg.connectionless;
         if !self.ctx.registry.register(reg, id, at, cell, reply) {
             warn!(agent = %self.cell.id(), "registry gone: re-registration dropped");
             return;
         }
         self.cell.set_kind(&kind);
         self.cell.set_own_interval(own_interval);
-        self.cell.set_connected(true);
+        self.cell.set_connected(connected);
         self.fsm.set_policy(policy, now);
         let fx = self.fsm.step(Input::Register, now);
         self.cell.record_seen(now);

@@ -129,6 +129,7 @@ impl FleetState {
             self.ctx.clock.base(),
         );
         cell.set_own_interval(reg.heartbeat_interval);
+        cell.set_connected(!reg.connectionless);
         let now = self.ctx.clock.now();
         cell.record_seen(now);
         let at = self.ctx.clock.utc(now);

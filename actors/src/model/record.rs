@@ -79,6 +79,11 @@ pub struct Registration {
     pub capabilities: Vec<String>,
     /// The agent's own heartbeat interval; must lie within the runtime's bounds.
     pub heartbeat_interval: Option<Duration>,
+    /// No connection holds the agent: it reports now and then over HTTP (a cron job, a
+    /// function). Its record says `connected: false` (nothing is there to disconnect); its
+    /// deadlines run as any agent's.
+    #[serde(default)]
+    pub connectionless: bool,
 }
 
 impl Registration {

@@ -77,7 +77,7 @@ impl RegistryState {
             capabilities: reg.capabilities.clone(),
             metrics: Default::default(),
             last_seen: Some(at),
-            connected: true,
+            connected: !reg.connectionless,
             incarnation,
             registered_at: at,
             updated_at: at,

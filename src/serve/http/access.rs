@@ -17,6 +17,9 @@ pub(super) enum Access {
     Read,
     /// REST writes: an admin token.
     Write,
+    /// An agent's own routes (register, heartbeat, jobs, deregister): an agent token, as an
+    /// agent's `hello` on the TCP listener.
+    Agent,
 }
 
 pub(super) fn token<'a>(
@@ -31,7 +34,8 @@ pub(super) fn token<'a>(
         .or(query.get("token").map(String::as_str))
 }
 
-/// Checks the request's token for `access`; for reads, whether it is an admin's too.
+/// Checks the request's token for `access`; for reads, whether it is an admin's too. Another
+/// role's known token is `forbidden`, an unknown or missing one `unauthorized`.
 pub(super) fn authorize(
     cfg: &HttpConfig,
     headers: &HeaderMap,
@@ -41,17 +45,21 @@ pub(super) fn authorize(
     let given = token(headers, query);
     let admin_token = one_of(&cfg.admin_tokens, given);
     let monitor_token = one_of(&cfg.monitor_tokens, given);
+    let agent_token = one_of(&cfg.agent_tokens, given);
     let admin = cfg.admin_tokens.is_empty() || admin_token;
     let monitor = cfg.monitor_tokens.is_empty() || monitor_token;
+    let agent = cfg.agent_tokens.is_empty() || agent_token;
     // Let in without a token (a role left open, loopback only): only when asked by a name of
     // this machine, so that a page whose name was rebound to 127.0.0.1 gets nothing.
     let by_token = match access {
         Access::Write => admin_token,
         Access::Read => admin_token || monitor_token,
+        Access::Agent => agent_token,
     };
     let granted = match access {
         Access::Write => admin,
         Access::Read => admin || monitor,
+        Access::Agent => agent,
     };
     if granted && !by_token {
         crate::serve::http::hosts::check(headers, &cfg.allowed_hosts)?;
@@ -64,6 +72,12 @@ pub(super) fn authorize(
             "this needs an admin token",
         )),
         Access::Read if admin || monitor => Ok(admin),
+        Access::Agent if agent => Ok(false),
+        // Another role's token: known, but not for an agent's routes.
+        Access::Agent if admin_token || monitor_token => Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "this needs an agent token",
+        )),
         _ => Err(ApiError::new(
             ErrorCode::Unauthorized,
             match given {

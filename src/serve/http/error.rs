@@ -32,10 +32,12 @@ impl From<(ErrorCode, String)> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match self.code {
-            ErrorCode::UnknownAgent | ErrorCode::UnknownType => StatusCode::NOT_FOUND,
+            ErrorCode::UnknownAgent | ErrorCode::UnknownType | ErrorCode::NotRegistered => {
+                StatusCode::NOT_FOUND
+            }
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
-            ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::Conflict | ErrorCode::NotOwner => StatusCode::CONFLICT,
             ErrorCode::Overloaded | ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,

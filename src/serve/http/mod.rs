@@ -3,13 +3,18 @@
 //! admin API (`/api/v1/...`, described by `/api/v1/openapi.json`), Prometheus metrics
 //! (`/metrics`), liveness and readiness (`/healthz`, `/readyz`), and the dashboard (`/`).
 //!
+//! It also takes agents that hold no connection (`agents`): register, heartbeat, job
+//! reports and deregister, over plain requests.
+//!
 //! Tokens (`docs/protocol.md`, "HTTP and tokens"): `Authorization: Bearer TOKEN` or
 //! `?token=TOKEN`. Streams and REST reads take a monitor or an admin token, REST writes an
-//! admin token; a role whose token list is empty needs none. Every REST answer is JSON; an
+//! admin token, an agent's routes an agent token; a role whose token list is empty needs
+//! none. Every REST answer is JSON; an
 //! error is `{"error": {"code": ..., "message": ...}}` with the protocol's error code and a
 //! matching HTTP status.
 
 mod access;
+mod agents;
 pub(crate) mod dashboard;
 mod error;
 pub(crate) mod hosts;
@@ -24,11 +29,12 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, info};
+use vigil_actors::ReportQuota;
 
 use crate::protocol::ErrorCode;
 use crate::serve::hub::Hub;
@@ -42,11 +48,15 @@ pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
 /// router and the document in step.
 pub const REST_ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/agents"),
+    ("post", "/api/v1/agents"),
     ("get", "/api/v1/agents/{id}"),
     ("delete", "/api/v1/agents/{id}"),
     ("get", "/api/v1/agents/{id}/events"),
     ("post", "/api/v1/agents/{id}/status"),
     ("post", "/api/v1/agents/{id}/maintenance"),
+    ("post", "/api/v1/agents/{id}/heartbeat"),
+    ("post", "/api/v1/agents/{id}/jobs"),
+    ("post", "/api/v1/agents/{id}/deregister"),
     ("put", "/api/v1/policies/{kind}"),
     ("get", "/api/v1/events"),
     ("get", "/api/v1/health-report"),
@@ -67,6 +77,9 @@ pub const REST_ROUTES: &[(&str, &str)] = &[
 /// Settings of the HTTP listener.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
+    /// Tokens that let a request speak for an agent (register, heartbeat, jobs, deregister):
+    /// the agent listener's; empty: those routes need no token (from an allowed host).
+    pub agent_tokens: Vec<String>,
     /// Tokens that let a request read (`Authorization: Bearer` or `?token=`); empty: reads
     /// need no token (from an allowed host).
     pub monitor_tokens: Vec<String>,
@@ -148,6 +161,9 @@ struct AppState {
     hub: Arc<Hub>,
     cfg: Arc<HttpConfig>,
     stop: watch::Receiver<bool>,
+    /// Bounds the activity and job reports the agent routes have waiting for the registry,
+    /// as each TCP connection's do.
+    reports: Arc<ReportQuota>,
 }
 
 /// The HTTP listener.
@@ -170,6 +186,7 @@ impl HttpServer {
                 ..cfg.clone()
             }),
             stop: stop_rx.clone(),
+            reports: Arc::new(ReportQuota::new(crate::serve::tcp::MAX_QUEUED_REPORTS)),
         };
         let app = router(state);
         let mut stop = stop_rx;
@@ -264,6 +281,10 @@ fn router(state: AppState) -> Router {
         .route("/ws", get(ws::ws))
         .route("/api/v1/events", get(sse::sse))
         .route("/api/v1/stats", get(stats))
+        .route("/api/v1/agents", post(agents::register))
+        .route("/api/v1/agents/{id}/heartbeat", post(agents::heartbeat))
+        .route("/api/v1/agents/{id}/jobs", post(agents::job))
+        .route("/api/v1/agents/{id}/deregister", post(agents::deregister))
         .fallback(|| async {
             ApiError::new(ErrorCode::UnknownType, "no such route").into_response()
         })

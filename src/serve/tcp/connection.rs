@@ -16,7 +16,6 @@ use vigil_actors::ReportQuota;
 use super::backlog::{BacklogSink, Metered};
 use super::bucket::Bucket;
 use super::out::{append, line, Out};
-use super::owners::Control;
 use super::session::Session;
 use super::{Shared, MAX_QUEUED_REPORTS};
 use crate::protocol::framing::{Line, LineFrames};
@@ -27,6 +26,7 @@ use crate::protocol::{
 use crate::serve::hub::{now_text, Open};
 use crate::serve::monitoring::Monitoring;
 use crate::serve::outgoing::Outbound;
+use crate::serve::owners::Control;
 
 /// One connection: handshake, then frames until the peer closes, is closed, or the listener
 /// stops.

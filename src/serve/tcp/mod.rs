@@ -1,5 +1,6 @@
 //! The TCP listener for protocol v1 (`docs/protocol.md`): handshake, roles and tokens, agent
-//! frames with ownership, ping, and the protocol's errors for bad input.
+//! frames with ownership (claimed in the table the HTTP listener shares,
+//! [`crate::serve::owners`]), ping, and the protocol's errors for bad input.
 //!
 //! Each connection is one task that reads lines ([`crate::protocol::framing`]), decodes them
 //! ([`crate::protocol::decode`]) and acts on the runtime directly: a heartbeat goes from the
@@ -24,27 +25,23 @@ mod backlog;
 mod bucket;
 mod connection;
 mod out;
-mod owners;
 mod session;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::rustls;
 use tracing::{debug, info, warn};
-use vigil_actors::{AgentId, Runtime};
+use vigil_actors::Runtime;
 
 use crate::protocol::{error_line, ErrorCode, Role};
 use crate::serve::hub::Hub;
 use connection::connection;
-use owners::{tell_evicted, Owner};
 
 /// Settings of the agent listener.
 #[derive(Debug, Clone)]
@@ -108,8 +105,6 @@ struct Shared {
     /// Monitor streams, and the frame and connection counters (`frames`, `tcp_connections`).
     hub: Arc<Hub>,
     cfg: ServerConfig,
-    /// Which live connection owns each agent.
-    owners: Mutex<HashMap<AgentId, Owner>>,
     next_conn: AtomicU64,
     per_ip: Arc<crate::serve::net::PerIp>,
 }
@@ -147,13 +142,11 @@ impl Server {
             rt: hub.runtime().clone(),
             hub,
             cfg,
-            owners: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             per_ip: crate::serve::net::PerIp::new(cfg_per_ip),
         });
         info!(%local, "agent listener up");
         let (stop_tx, mut stop_rx) = watch::channel(false);
-        let evictions = tokio::spawn(tell_evicted(shared.clone()));
         let counters = shared.clone();
         let task = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
@@ -200,8 +193,6 @@ impl Server {
             }
             // Drain: every connection has seen the stop, stops reading and writes its last
             // replies; the ones still at it after the drain timeout are cut.
-            evictions.abort();
-            let _ = evictions.await; // it holds the runtime: gone before `stop` returns
             let limit = shared.cfg.drain_timeout + Duration::from_millis(500);
             let _ =
                 tokio::time::timeout(limit, async { while conns.join_next().await.is_some() {} })

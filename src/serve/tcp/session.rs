@@ -13,7 +13,6 @@ use vigil_actors::{
 
 use super::bucket::Bucket;
 use super::out::Out;
-use super::owners::{release, Control, Owner};
 use super::Shared;
 use crate::protocol::limits::{check_activity, check_job};
 use crate::protocol::{
@@ -21,6 +20,7 @@ use crate::protocol::{
 };
 use crate::serve::forward;
 use crate::serve::monitoring::Monitoring;
+use crate::serve::owners::{Claimant, Conn, Control};
 
 pub(super) struct Session {
     pub(super) shared: Arc<Shared>,
@@ -216,7 +216,7 @@ impl Session {
     }
 
     fn not_owned_error(&self, id: &AgentId) -> (ErrorCode, &'static str) {
-        match self.shared.owners.lock().contains_key(id) {
+        match self.shared.hub.owners.held(id) {
             true => (ErrorCode::NotOwner, "another connection owns this agent"),
             false => (
                 ErrorCode::NotRegistered,
@@ -263,7 +263,7 @@ impl Session {
         match self.owned.get(id) {
             Some(h) if h.is_current() => true,
             Some(_) => {
-                self.owned.remove(id);
+                self.disown(id);
                 false
             }
             None => false,
@@ -278,8 +278,9 @@ impl Session {
     fn beat_failure(&mut self, id: &AgentId, e: BeatError) -> (ErrorCode, String) {
         let mut code = ErrorCode::from(&e);
         if let BeatError::Superseded(_) = e {
-            // Taken over (its notice may not have come yet): no longer this connection's.
-            self.owned.remove(id);
+            // Taken over (its notice may not have come yet): no longer this connection's
+            // (nor its claim, should a registration that claimed nothing have superseded it).
+            self.disown(id);
         } else if self.shared.rt.agent(id).is_none() {
             // It left while its frame was on the way.
             self.disown(id);
@@ -308,39 +309,24 @@ impl Session {
         // On a cluster, another node may own it: as on one node, a live connection there
         // makes a conflict unless taken over; without one, the agent moves here.
         if !r.takeover {
-            if let Some(node) = self.shared.rt.owned_elsewhere(&id) {
-                let why = match forward::owner_holds(&self.shared.hub, &node, &id).await {
-                    Some(false) => None,
-                    Some(true) => Some("holds a live connection for it"),
-                    None => Some("owns it and could not be asked whether it holds a connection"),
-                };
-                if let Some(why) = why {
-                    let msg = format!(
-                        "node {node} of the cluster {why} (register with takeover to take it)"
-                    );
-                    self.error(ErrorCode::Conflict, &msg, &reference).await;
-                    return;
-                }
+            if let Some(msg) = forward::held_elsewhere(&self.shared.hub, &id).await {
+                self.error(ErrorCode::Conflict, &msg, &reference).await;
+                return;
             }
         }
-        // Ownership: claim the id, or refuse, or take it over.
-        let claimed = {
-            let mut owners = self.shared.owners.lock();
-            let refused = owners
-                .get(&id)
-                .is_some_and(|o| o.conn != self.conn && !r.takeover);
-            match refused {
-                true => None,
-                false => Some(owners.insert(
-                    id.clone(),
-                    Owner {
-                        conn: self.conn,
-                        tx: ctl.clone(),
-                    },
-                )),
-            }
+        // Ownership: claim the id, or refuse, or take it over (the holder is told).
+        let me = Conn {
+            id: self.conn,
+            tx: ctl.clone(),
         };
-        let Some(previous) = claimed else {
+        let claim = Claimant::Connection(&me);
+        if self
+            .shared
+            .hub
+            .owners
+            .claim(&id, claim, r.takeover)
+            .is_err()
+        {
             self.error(
                 ErrorCode::Conflict,
                 "another connection owns this agent (register with takeover to take it)",
@@ -348,9 +334,6 @@ impl Session {
             )
             .await;
             return;
-        };
-        if let Some(old) = previous.filter(|o| o.conn != self.conn) {
-            let _ = old.tx.send(Control::TakenOver(id.clone()));
         }
         let reg = Registration {
             id: Some(id.clone()),
@@ -359,6 +342,7 @@ impl Session {
             metadata: r.metadata,
             capabilities: r.capabilities,
             heartbeat_interval: r.heartbeat_interval_ms.map(Duration::from_millis),
+            connectionless: false,
         };
         match self.shared.rt.register_sequenced(reg).await {
             Ok((handle, seq)) => {
@@ -419,23 +403,20 @@ impl Session {
     /// Drops this connection's claim on `id` (if it still holds it).
     fn disown(&mut self, id: &AgentId) {
         self.owned.remove(id);
-        let mut owners = self.shared.owners.lock();
-        release(&mut owners, id, self.conn);
+        self.shared.hub.owners.release(id, self.conn);
     }
 
     /// The connection is gone: its claims are released and, unless the listener is stopping,
     /// its agents are disconnected (their deadlines run on).
     pub(super) fn closed(&mut self, disconnect: bool) {
         self.monitoring.end();
-        let mut owners = self.shared.owners.lock();
-        for (id, handle) in self.owned.drain() {
-            // Only an agent this connection still owns is disconnected: after a takeover the
-            // new owner's agent stays connected (whether or not the notice came).
-            let ours = owners.get(&id).is_some_and(|o| o.conn == self.conn);
-            if disconnect && ours {
+        // Only an agent this connection still holds is disconnected: after a takeover the
+        // new holder's agent stays as it is (whether or not the notice came).
+        let owners = &self.shared.hub.owners;
+        owners.release_all(self.conn, self.owned.drain(), |handle| {
+            if disconnect {
                 let _ = handle.disconnected();
             }
-            release(&mut owners, &id, self.conn);
-        }
+        });
     }
 }

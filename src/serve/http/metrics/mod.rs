@@ -193,7 +193,7 @@ pub(crate) fn render(
     );
     reg.register(
         "heartbeats",
-        "Heartbeats received over TCP",
+        "Heartbeats taken, over TCP and HTTP",
         counter(hub.heartbeats.load(Ordering::Relaxed)),
     );
 
