@@ -63,16 +63,21 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Arc<S>>,
 {
-    empty_store_loads_nothing(&*make().await).await;
-    appended_events_read_back_in_order(&*make().await).await;
-    append_refuses_a_gap(&*make().await).await;
-    a_batch_retried_verbatim_is_kept_once(&*make().await).await;
-    checkpoint_and_replay(&*make().await).await;
-    agent_history(&*make().await).await;
-    retention_drops_whole_segments_never_past_the_checkpoint(&*make().await).await;
-    sink_state_round_trips(&*make().await).await;
-    saved_policies_round_trip(&*make().await).await;
-    an_agents_latest_events(&*make().await).await;
+    // Each check on the heap: together inline, their futures outgrow a test thread's stack in
+    // a debug build (a store's futures are large).
+    Box::pin(empty_store_loads_nothing(&*make().await)).await;
+    Box::pin(appended_events_read_back_in_order(&*make().await)).await;
+    Box::pin(append_refuses_a_gap(&*make().await)).await;
+    Box::pin(a_batch_retried_verbatim_is_kept_once(&*make().await)).await;
+    Box::pin(checkpoint_and_replay(&*make().await)).await;
+    Box::pin(agent_history(&*make().await)).await;
+    Box::pin(retention_drops_whole_segments_never_past_the_checkpoint(
+        &*make().await,
+    ))
+    .await;
+    Box::pin(sink_state_round_trips(&*make().await)).await;
+    Box::pin(saved_policies_round_trip(&*make().await)).await;
+    Box::pin(an_agents_latest_events(&*make().await)).await;
 }
 
 async fn an_agents_latest_events(s: &dyn Store) {
