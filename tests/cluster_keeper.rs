@@ -348,7 +348,7 @@ fn a_replay_sent_to_a_standby_node_is_made_by_the_node_that_delivers() {
     // n1 delivers, the receiver refuses: dead letters, which n2 reads from the store.
     let mut admin2 = Conn::open(&n2.agents, "admin");
     let deadline = Instant::now() + Duration::from_secs(60);
-    let dead = loop {
+    let (dead, letters) = loop {
         let dead = admin(&mut admin2, "dead_letters", json!({"sink": "picky"}));
         let seqs: Vec<u64> = dead["data"]
             .as_array()
@@ -358,7 +358,9 @@ fn a_replay_sent_to_a_standby_node_is_made_by_the_node_that_delivers() {
             .filter_map(|e| e["seq"].as_u64())
             .collect();
         if seqs.len() == 2 {
-            break seqs;
+            // One letter per delivery tried: both events in one, or one each.
+            let letters = dead["data"].as_array().map_or(0, Vec::len) as u64;
+            break (seqs, letters);
         }
         assert!(Instant::now() < deadline, "no two dead letters: {dead}");
         std::thread::sleep(Duration::from_millis(100));
@@ -370,7 +372,7 @@ fn a_replay_sent_to_a_standby_node_is_made_by_the_node_that_delivers() {
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(
         (r["data"]["delivered"].as_u64(), r["data"]["held"].as_u64()),
-        (Some(2), Some(0)),
+        (Some(letters), Some(0)),
         "{r}"
     );
     assert_eq!(*hook.got.lock().expect("the seqs"), dead);
