@@ -90,6 +90,24 @@ pub struct Register {
     pub takeover: bool,
 }
 
+impl Register {
+    /// The registration this frame asks for; `connectionless` when no connection will hold
+    /// the agent (it registered over HTTP).
+    pub fn registration(self, connectionless: bool) -> vigil_actors::Registration {
+        vigil_actors::Registration {
+            id: Some(self.id),
+            name: self.name,
+            kind: self.kind,
+            metadata: self.metadata,
+            capabilities: self.capabilities,
+            heartbeat_interval: self
+                .heartbeat_interval_ms
+                .map(std::time::Duration::from_millis),
+            connectionless,
+        }
+    }
+}
+
 /// `heartbeat`: the agent is alive, with its self-reported health.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Heartbeat {

@@ -19,6 +19,7 @@ use vigil_actors::AgentId;
 use crate::client::{ClientConfig, Connection};
 use crate::protocol::{ErrorCode, Role, ServerFrame};
 use crate::serve::hub::Hub;
+use crate::serve::owners::Claimant;
 
 /// The argument that marks a forwarded request (and names the node that sent it).
 pub(crate) const FORWARDED_BY: &str = "forwarded_by";
@@ -112,10 +113,29 @@ pub(crate) async fn to_peers(hub: &Hub, op: &str, args: &Value) -> Vec<(String, 
 /// How long a registration waits for the owner to say whether it holds the agent.
 const ASK_LIMIT: Duration = Duration::from_secs(1);
 
-/// For a registration without `takeover` (over TCP or HTTP): when another node of the cluster
-/// owns agent `id` and holds a live connection for it (or cannot be asked whether it does),
-/// the `conflict` message naming that node.
-pub(crate) async fn held_elsewhere(hub: &Hub, id: &AgentId) -> Option<String> {
+/// A registration of agent `id` by `by` (over TCP or HTTP), claimed in the listeners' table
+/// if it may go ahead; the `conflict` message if not. Without `takeover` it is refused when a
+/// live connection holds the agent: one of this node's, or, on a cluster, one of the node
+/// that owns it (or that node cannot be asked whether it holds one).
+pub(crate) async fn claim_registration(
+    hub: &Hub,
+    id: &AgentId,
+    by: Claimant<'_>,
+    takeover: bool,
+) -> Result<(), String> {
+    if !takeover {
+        if let Some(msg) = held_elsewhere(hub, id).await {
+            return Err(msg);
+        }
+    }
+    hub.owners.claim(id, by, takeover).map_err(|_| {
+        "a live connection holds this agent (register with takeover to take it)".to_string()
+    })
+}
+
+/// When another node of the cluster owns agent `id` and holds a live connection for it (or
+/// cannot be asked whether it does), the `conflict` message naming that node.
+async fn held_elsewhere(hub: &Hub, id: &AgentId) -> Option<String> {
     let node = hub.runtime().owned_elsewhere(id)?;
     let why = match owner_holds(hub, &node, id).await {
         Some(false) => return None,

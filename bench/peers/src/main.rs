@@ -17,6 +17,8 @@
 //! when the reply arrives here, a little after the server applied it, so the lateness measured
 //! for a peer is, if anything, slightly too small.
 
+mod measure;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,6 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use futures::StreamExt;
+use measure::{cpu_of, Machine, Quantiles};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, ValueEnum, Serialize)]
@@ -98,64 +101,6 @@ mod secs {
     }
 }
 
-#[derive(Debug, Default, Serialize)]
-struct Quantiles {
-    n: usize,
-    p50_ms: f64,
-    p99_ms: f64,
-    max_ms: f64,
-}
-
-impl Quantiles {
-    fn of(mut v: Vec<Duration>) -> Self {
-        if v.is_empty() {
-            return Self::default();
-        }
-        v.sort();
-        let at = |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1];
-        let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        Quantiles {
-            n: v.len(),
-            p50_ms: ms(at(0.5)),
-            p99_ms: ms(at(0.99)),
-            max_ms: ms(at(1.0)),
-        }
-    }
-}
-
-#[derive(Debug, Serialize)]
-struct Machine {
-    cpus: usize,
-    model: String,
-    memory_kib: u64,
-}
-
-impl Machine {
-    fn read() -> Self {
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let model = cpuinfo
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("model name")
-                    .and_then(|r| r.split(':').nth(1))
-            })
-            .unwrap_or("unknown")
-            .trim()
-            .to_string();
-        let memory_kib = std::fs::read_to_string("/proc/meminfo")
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix("MemTotal:"))
-            .and_then(|r| r.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0);
-        Machine {
-            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            model,
-            memory_kib,
-        }
-    }
-}
-
 #[derive(Debug, Serialize)]
 struct Report {
     machine: Machine,
@@ -203,14 +148,6 @@ impl Shared {
 /// The agents that stop: every k-th, as `vigil simulate` picks them.
 fn picked(i: usize, share: f64) -> bool {
     share > 0.0 && (i as f64 * share).floor() != ((i + 1) as f64 * share).floor()
-}
-
-fn cpu_of(pid: &str) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 10))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -329,7 +266,7 @@ async fn run(args: Args) -> anyhow::Result<Report> {
         server_cpu_us_per_refresh: server_cpu.map(|c| c * secs * 1e6 / acks.max(1) as f64),
         errors: shared.errors.load(Ordering::Relaxed),
         stopped: stopped.len(),
-        expired_late: Quantiles::of(late),
+        expired_late: Quantiles::of(late, |d| d.as_secs_f64() * 1e3),
         missing,
         spurious,
         params: args,

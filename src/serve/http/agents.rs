@@ -14,7 +14,6 @@
 //! beats stop).
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use axum::extract::{RawPathParams, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -22,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
-use vigil_actors::{AdminError, AgentHandle, AgentId, Beat, BeatError, JobReport, Registration};
+use vigil_actors::{AdminError, AgentHandle, AgentId, Beat, BeatError, JobReport};
 
 use super::access::{authorize, write_guard, Access};
 use super::error::ApiError;
@@ -44,27 +43,10 @@ pub(super) async fn register(
     admit(&st, &headers, &query, &raw)?;
     let r: protocol::Register = frame("register", body(&raw)?)?;
     let (hub, id) = (&st.hub, r.id.clone());
-    // On a cluster, a live connection on another node makes a conflict, as on this one.
-    if !r.takeover {
-        if let Some(msg) = forward::held_elsewhere(hub, &id).await {
-            return Err(ApiError::new(ErrorCode::Conflict, msg));
-        }
-    }
-    if hub.owners.claim(&id, Claimant::Http, r.takeover).is_err() {
-        return Err(ApiError::new(
-            ErrorCode::Conflict,
-            "a live connection holds this agent (register with takeover to take it)",
-        ));
-    }
-    let reg = Registration {
-        id: Some(id.clone()),
-        name: r.name,
-        kind: r.kind,
-        metadata: r.metadata,
-        capabilities: r.capabilities,
-        heartbeat_interval: r.heartbeat_interval_ms.map(Duration::from_millis),
-        connectionless: true,
-    };
+    forward::claim_registration(hub, &id, Claimant::Http, r.takeover)
+        .await
+        .map_err(|msg| ApiError::new(ErrorCode::Conflict, msg))?;
+    let reg = r.registration(true);
     let rt = hub.runtime();
     let (handle, seq) = rt
         .register_sequenced(reg)

@@ -3,13 +3,10 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::mpsc;
-use vigil_actors::{
-    AgentHandle, AgentId, Beat, BeatError, JobReport, Registration, ReportQuota, Status,
-};
+use vigil_actors::{AgentHandle, AgentId, Beat, BeatError, JobReport, ReportQuota, Status};
 
 use super::bucket::Bucket;
 use super::out::Out;
@@ -306,44 +303,24 @@ impl Session {
             self.error(ErrorCode::Overloaded, &msg, &reference).await;
             return;
         }
-        // On a cluster, another node may own it: as on one node, a live connection there
-        // makes a conflict unless taken over; without one, the agent moves here.
-        if !r.takeover {
-            if let Some(msg) = forward::held_elsewhere(&self.shared.hub, &id).await {
-                self.error(ErrorCode::Conflict, &msg, &reference).await;
-                return;
-            }
-        }
-        // Ownership: claim the id, or refuse, or take it over (the holder is told).
+        // Ownership: claim the id, or refuse, or take it over (the holder is told). On a
+        // cluster, a live connection on the node that owns it counts as one here.
         let me = Conn {
             id: self.conn,
             tx: ctl.clone(),
         };
-        let claim = Claimant::Connection(&me);
-        if self
-            .shared
-            .hub
-            .owners
-            .claim(&id, claim, r.takeover)
-            .is_err()
-        {
-            self.error(
-                ErrorCode::Conflict,
-                "another connection owns this agent (register with takeover to take it)",
-                &reference,
-            )
-            .await;
+        let claimed = forward::claim_registration(
+            &self.shared.hub,
+            &id,
+            Claimant::Connection(&me),
+            r.takeover,
+        )
+        .await;
+        if let Err(msg) = claimed {
+            self.error(ErrorCode::Conflict, &msg, &reference).await;
             return;
         }
-        let reg = Registration {
-            id: Some(id.clone()),
-            name: r.name,
-            kind: r.kind,
-            metadata: r.metadata,
-            capabilities: r.capabilities,
-            heartbeat_interval: r.heartbeat_interval_ms.map(Duration::from_millis),
-            connectionless: false,
-        };
+        let reg = r.registration(false);
         match self.shared.rt.register_sequenced(reg).await {
             Ok((handle, seq)) => {
                 let reply = ServerFrame::Registered {

@@ -29,6 +29,8 @@
 // src/bin/ itself otherwise).
 #[path = "fanout/common.rs"]
 mod common;
+#[path = "../measure.rs"]
+mod measure;
 #[path = "fanout/nats_peer.rs"]
 mod nats_peer;
 #[path = "fanout/redis_peer.rs"]
@@ -46,7 +48,8 @@ use futures::StreamExt;
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-use common::{cpu_of, publish, Ctx, Machine, Quantiles, Seen, Sink};
+use common::{publish, Ctx, Seen, Sink};
+use measure::{cpu_of, Machine, Quantiles};
 
 /// How long connecting and subscribing every subscriber may take.
 const SUBSCRIBE_WAIT: Duration = Duration::from_secs(120);
@@ -277,7 +280,7 @@ async fn run(args: Args) -> anyhow::Result<Report> {
         .await
         .with_context(|| format!("the tasks did not stop within {STOP_WAIT:?}"))??;
 
-    let delivered = Quantiles::of_us(late);
+    let delivered = Quantiles::of(late, |us| us as f64 / 1e3);
     let server_cpu = match (server0, server1) {
         (Some(a), Some(b)) => Some((b - a).as_secs_f64() / window),
         _ => None,
