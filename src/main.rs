@@ -335,6 +335,9 @@ async fn serve_once(config: &Config, rejoins: u64) -> anyhow::Result<Option<Stri
         vigil::serve::http::HttpServer::start(config.server.http_listen, hub.clone(), http_config)
             .await
             .with_context(|| format!("listening on {}", config.server.http_listen))?;
+    // Listened for before the ready line: a SIGTERM sent as soon as vigil says it is up
+    // would otherwise find no handler and end the process undrained.
+    let mut stop = StopSignals::listen().context("listening for stop signals")?;
     info!(
         store = %config.store.url,
         node = config.cluster.node_id.as_deref().unwrap_or("-"),
@@ -345,8 +348,8 @@ async fn serve_once(config: &Config, rejoins: u64) -> anyhow::Result<Option<Stri
         "vigil is supervising; Ctrl-C or SIGTERM stops it"
     );
     let lost = tokio::select! {
-        signal = stop_signal() => {
-            info!(signal = signal.context("waiting for a stop signal")?, "shutting down");
+        signal = stop.recv() => {
+            info!(signal, "shutting down");
             None
         }
         // Another process took the store over: this one has written nothing since, and
@@ -365,20 +368,44 @@ async fn serve_once(config: &Config, rejoins: u64) -> anyhow::Result<Option<Stri
     }
 }
 
-/// Waits for Ctrl-C (SIGINT) or, on Unix, SIGTERM (how systemd and Kubernetes stop a
-/// service); either one stops vigil the same way: drain, then a last checkpoint.
-async fn stop_signal() -> std::io::Result<&'static str> {
+/// Ctrl-C (SIGINT) and, on Unix, SIGTERM (how systemd and Kubernetes stop a service); either
+/// one stops vigil the same way: drain, then a last checkpoint. Each is caught from
+/// [`StopSignals::listen`] on.
+struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r.map(|()| "SIGINT"),
-            _ = term.recv() => Ok("SIGTERM"),
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn listen() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Self {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Self {})
     }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await.map(|()| "Ctrl-C")
+
+    /// The first stop signal's name.
+    async fn recv(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => "SIGINT",
+                _ = self.terminate.recv() => "SIGTERM",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            // Registered at the first poll: there is no earlier way off Unix.
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
     }
 }

@@ -2,12 +2,12 @@
 //! against it, it stops cleanly on SIGINT, and it refuses a bad configuration with a clear
 //! message.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
-fn vigil() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_vigil"))
-}
+use common::process::{lines_of, vigil, wait_line};
 
 #[test]
 fn serve_runs_with_defaults_and_stops_gracefully_on_sigint() {
@@ -187,42 +187,27 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
-/// A `vigil serve` on an in-memory store and free ports, killed when dropped.
+/// A `vigil serve` on an in-memory store and free ports, killed when dropped, with the address
+/// of its protocol listener.
 struct Served {
-    child: std::process::Child,
+    _served: common::process::Served,
     /// The protocol listener, `host:port`.
     addr: String,
 }
 
 impl Served {
     fn start(env: &[(&str, &str)]) -> Self {
-        let mut child = vigil()
-            .arg("serve")
-            .env("RUST_LOG", "info")
-            .env("VIGIL_STORE__URL", "mem://")
-            .env("VIGIL_SERVER__AGENT_LISTEN", "127.0.0.1:0")
-            .env("VIGIL_SERVER__HTTP_LISTEN", "127.0.0.1:0")
-            .env("NO_COLOR", "1")
-            .envs(env.iter().copied())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("vigil starts");
-        let lines = lines_of(child.stderr.take().expect("stderr piped"));
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        let ready = loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match lines.recv_timeout(left) {
-                Ok(l) if l.contains("vigil is supervising") => break l,
-                Ok(_) => continue,
-                Err(e) => panic!("vigil serve never said it was supervising: {e}"),
-            }
-        };
-        let addr = strip_ansi(&ready)
+        let served = common::process::Served::start(&[], env);
+        let ready = served.until("vigil is supervising");
+        let addr = strip_ansi(ready.last().expect("the ready line"))
             .split_whitespace()
             .find_map(|w| w.strip_prefix("agents="))
             .expect("the ready line names the agent listener")
             .to_string();
-        Self { child, addr }
+        Self {
+            _served: served,
+            addr,
+        }
     }
 
     /// `vigil agents ARGS --addr ADDR`.
@@ -234,46 +219,6 @@ impl Served {
             .env_remove("VIGIL_TOKEN")
             .output()
             .expect("vigil agents runs")
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The lines of a child's output, read on a thread, so that a test can wait for one with a
-/// bound.
-fn lines_of(r: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(r).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// The first line that `pred` accepts, within `secs`; panics with what came before otherwise.
-fn wait_line(
-    rx: &std::sync::mpsc::Receiver<String>,
-    secs: u64,
-    what: &str,
-    pred: impl Fn(&str) -> bool,
-) -> String {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    let mut seen = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(l) if pred(&l) => return l,
-            Ok(l) => seen.push(l),
-            Err(e) => panic!("no {what} within {secs} s ({e}); lines before: {seen:#?}"),
-        }
     }
 }
 

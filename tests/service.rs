@@ -2,122 +2,12 @@
 //! `VIGIL_LOG__FORMAT`), shell completions and the manual page from the command's own
 //! definition, and every `vigil serve` flag the README and the docs show being real.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+mod common;
 
+use std::io::{BufRead, BufReader, Write};
+
+use common::process::{vigil, Served, LIMIT};
 use serde_json::Value;
-
-fn vigil() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_vigil"))
-}
-
-/// How long a `vigil serve` on `mem://` gets to say it is supervising, or to stop.
-const LIMIT: Duration = Duration::from_secs(60);
-
-/// A running `vigil serve`: its stderr lines arrive on a channel, so every wait has a
-/// deadline. Killed if the test ends early.
-struct Served {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Served {
-    /// `vigil serve` on `mem://` and free ports, with `args` after `serve` and `env` set.
-    fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut cmd = vigil();
-        cmd.args(["serve", "--store", "mem://"])
-            .args([
-                "--agent-listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-            ])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .env_remove("VIGIL_LOG__FORMAT")
-            .env_remove("VIGIL_CONFIG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("vigil starts");
-        let stderr = child.stderr.take().expect("stderr piped");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self { child, lines }
-    }
-
-    /// The lines up to and including the first one containing `needle`; panics, with what
-    /// was seen, if none comes within [`LIMIT`] or the log ends first.
-    fn until(&self, needle: &str) -> Vec<String> {
-        let deadline = Instant::now() + LIMIT;
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let found = line.contains(needle);
-                    seen.push(line);
-                    if found {
-                        return seen;
-                    }
-                }
-                Err(e) => panic!("no line with {needle:?} ({e}); the log so far: {seen:#?}"),
-            }
-        }
-    }
-
-    /// Sends SIGTERM, waits for the exit (within [`LIMIT`]) and returns the status, the rest
-    /// of stderr and all of stdout.
-    fn stop(mut self) -> (std::process::ExitStatus, Vec<String>, String) {
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(sent.success());
-        let deadline = Instant::now() + LIMIT;
-        let mut rest = Vec::new();
-        // The reader thread hangs up when stderr closes, at the latest when vigil exits.
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => rest.push(line),
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    panic!("vigil did not stop within {LIMIT:?}; its log: {rest:#?}")
-                }
-            }
-        }
-        let status = self.child.wait().expect("vigil is waited for");
-        let mut stdout = String::new();
-        self.child
-            .stdout
-            .take()
-            .expect("stdout piped")
-            .read_to_string(&mut stdout)
-            .expect("stdout is readable");
-        (status, rest, stdout)
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 /// One JSON log line, checked for the keys every line carries.
 fn json_line(line: &str) -> Value {
@@ -396,4 +286,25 @@ fn the_flag_scanner_finds_flags_after_vigil_serve_only() {
         serve_flags(text),
         ["--store", "--agent-listen", "--http-listen"]
     );
+}
+
+#[test]
+fn a_sigterm_right_after_the_ready_line_drains_and_exits_zero() {
+    // The stop signals are listened for before the ready line is written: a service manager
+    // that stops vigil as soon as it is up gets a drained exit, not a killed process. Several
+    // at once, as a signal sent in a gap would not land in it every time.
+    let runs: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(|| {
+                let served = Served::start(&[], &[]);
+                served.until("vigil is supervising");
+                let (status, after, _) = served.stop();
+                (status, after)
+            })
+        })
+        .collect();
+    for run in runs {
+        let (status, after) = run.join().expect("the run finished");
+        assert!(status.success(), "{status:?}; {after:#?}");
+    }
 }
