@@ -22,6 +22,10 @@ pub struct SinkSection {
     /// Webhook: the HMAC-SHA256 key of `X-Vigil-Signature`.
     #[serde(default)]
     pub secret: Option<String>,
+    /// Webhook: certificates (PEM) to trust for an `https://` url besides the system's roots,
+    /// e.g. a private CA.
+    #[serde(default)]
+    pub ca: Option<std::path::PathBuf>,
     /// Webhook: extra request headers.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,

@@ -43,7 +43,24 @@ impl WebhookSink {
         }
         // A redirect would turn the POST into a bodiless GET whose 2xx looked like a
         // delivery: redirects are not followed, and a 3xx is a rejection.
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder();
+        if let Some(ca) = &s.ca {
+            let pem = std::fs::read(ca)
+                .map_err(|e| format!("sink {}: ca {}: {e}", s.name, ca.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("sink {}: ca {}: {e}", s.name, ca.display()))?;
+            if certs.is_empty() {
+                return Err(format!(
+                    "sink {}: ca {}: no certificate in the file",
+                    s.name,
+                    ca.display()
+                ));
+            }
+            for c in certs {
+                client = client.add_root_certificate(c);
+            }
+        }
+        let client = client
             .redirect(reqwest::redirect::Policy::none())
             .timeout(s.timeout)
             .connect_timeout(s.timeout.min(Duration::from_secs(5)))
