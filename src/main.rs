@@ -49,6 +49,10 @@ enum Command {
     /// Operate on agents over the admin role: list, get, events, evict, status, maintenance,
     /// health, stats.
     Agents(vigil::cli::agents::AgentsArgs),
+    /// The outbound channels (admin role): list, dead-letters, replay.
+    Sinks(vigil::cli::sinks::SinksArgs),
+    /// A kind's heartbeat policy (admin role): set.
+    Policy(vigil::cli::policy::PolicyArgs),
     /// Follow the fleet's events live (role monitor); resumes without gaps after a
     /// disconnection.
     Watch(vigil::cli::watch::WatchArgs),
@@ -199,6 +203,8 @@ fn main() -> anyhow::Result<()> {
         Command::Storm(args) => vigil::tools::storm::run(config()?, args),
         Command::Simulate(args) => vigil::tools::simulate::run(args),
         Command::Agents(args) => client_exit(vigil::cli::agents::run(args)),
+        Command::Sinks(args) => client_exit(vigil::cli::sinks::run(args)),
+        Command::Policy(args) => client_exit(vigil::cli::policy::run(args)),
         Command::Watch(args) => client_exit(vigil::cli::watch::run(args)),
         Command::Config {
             cmd: ConfigCmd::Check,

@@ -5,38 +5,26 @@
 //! answer's `data` is read as JSON, not as the core's Rust types, so that the command works
 //! against a server a version ahead or behind and shows fields it does not know yet.
 //!
-//! [`call`] is the request; the `render_*` functions turn an answer into the text an operator
-//! reads (pure, unit-tested); [`run`] is the command, and the only part that prints. With
-//! `--json` the answer's `data` is printed as it came, for scripts.
-//!
-//! [`ConnArgs`] (address, token, TLS) is shared with `vigil watch`.
+//! [`AdminArgs`] is the request (shared with `vigil sinks` and `vigil policy`); the `render_*`
+//! functions turn an answer into the text an operator reads (pure, unit-tested); [`run`] is
+//! the command. With `--json` the answer's `data` is printed as it came, for scripts.
 
-use std::time::Duration;
-
-use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 use vigil_actors::Status;
 
-use crate::cli::conn::{parse_status, ConnArgs};
+use crate::cli::call::AdminArgs;
+use crate::cli::conn::parse_status;
 use crate::cli::render::{
     render_events, render_flat, render_health, render_list, render_record, text,
 };
-use crate::client::{ClientConfig, ClientError, Connection, ErrorCode, ServerFrame};
-use crate::protocol::Role;
 
 /// `vigil agents`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AgentsArgs {
-    /// Where and how to connect.
+    /// Where and how to connect, and how to print.
     #[command(flatten)]
-    pub conn: ConnArgs,
-    /// Print the answer as JSON (for scripts).
-    #[arg(long, global = true)]
-    pub json: bool,
-    /// How long to wait for the answer.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, global = true)]
-    pub timeout: Duration,
+    pub admin: AdminArgs,
     /// The operation.
     #[command(subcommand)]
     pub cmd: AgentsCmd,
@@ -173,128 +161,12 @@ impl AgentsCmd {
     }
 }
 
-/// Why an admin call failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CallError {
-    /// The connection or the handshake failed.
-    #[error("cannot reach the server at {addr}: {error}{hint}")]
-    Connect {
-        /// The address tried.
-        addr: String,
-        /// What went wrong.
-        error: ClientError,
-        /// What the operator may have got wrong.
-        hint: &'static str,
-    },
-    /// The server refused: the handshake (`unauthorized`, ...) or the operation
-    /// (`unknown_agent`, `invalid_field`, ...).
-    #[error("{code}: {message}")]
-    Refused {
-        /// The error code.
-        code: ErrorCode,
-        /// The server's explanation.
-        message: String,
-    },
-    /// No answer came within the timeout (the timeout is given).
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
-    /// The server's answer was not what the protocol says.
-    #[error("{0}")]
-    Protocol(String),
-}
-
-impl CallError {
-    /// The protocol's error code, when the server gave one.
-    pub fn code(&self) -> Option<ErrorCode> {
-        match self {
-            CallError::Refused { code, .. } => Some(*code),
-            _ => None,
-        }
-    }
-}
-
-/// One admin operation: connects as admin, sends `op` with `args` (`Null`: none), and
-/// returns the result's `data`.
-pub async fn call(
-    cfg: &ClientConfig,
-    op: &str,
-    args: Value,
-    timeout: Duration,
-) -> Result<Value, CallError> {
-    let mut conn = Connection::connect(cfg, Role::Admin)
-        .await
-        .map_err(|e| match e {
-            ClientError::Refused { code, message } => CallError::Refused { code, message },
-            error => CallError::Connect {
-                addr: cfg.addr.clone(),
-                hint: match (&error, &cfg.tls) {
-                    (ClientError::Io(e), _)
-                        if e.kind() == std::io::ErrorKind::ConnectionRefused =>
-                    {
-                        " (is `vigil serve` running there?)"
-                    }
-                    (ClientError::Protocol(_) | ClientError::Closed, None) => {
-                        " (if the server uses TLS, give --ca)"
-                    }
-                    _ => "",
-                },
-                error,
-            },
-        })?;
-    let mut frame = json!({"type": "admin", "op": op, "ref": 1});
-    if !args.is_null() {
-        frame["args"] = args;
-    }
-    let lost = |e: ClientError| CallError::Protocol(format!("the connection failed: {e}"));
-    conn.send(&frame).await.map_err(lost)?;
-    let answer = tokio::time::timeout(timeout, async {
-        loop {
-            match conn.recv().await.map_err(lost)? {
-                None => {
-                    return Err(CallError::Protocol(
-                        "the server closed the connection without answering".into(),
-                    ))
-                }
-                // Ours, or an error about the connection itself (it has only this request).
-                Some(r) if r.reference == Some(json!(1)) => return Ok(r.frame),
-                Some(r)
-                    if matches!(r.frame, ServerFrame::Error { .. }) && r.reference.is_none() =>
-                {
-                    return Ok(r.frame)
-                }
-                Some(_) => continue,
-            }
-        }
-    })
-    .await
-    .map_err(|_| CallError::Timeout(timeout))??;
-    match answer {
-        ServerFrame::Result { ok: true, data } => Ok(data),
-        ServerFrame::Error { code, message } => Err(CallError::Refused { code, message }),
-        ServerFrame::Result { ok: false, data } => Err(CallError::Refused {
-            code: ErrorCode::Internal,
-            message: data.to_string(),
-        }),
-        other => Err(CallError::Protocol(format!("unexpected answer: {other:?}"))),
-    }
-}
-
 /// The command: one operation, its answer printed.
 pub fn run(args: AgentsArgs) -> anyhow::Result<()> {
-    let cfg = args.conn.client_config("vigil-agents")?;
     let (op, op_args) = args.cmd.request();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let data = rt.block_on(call(&cfg, op, op_args, args.timeout))?;
-    let out = if args.json {
-        serde_json::to_string_pretty(&data)?
-    } else {
-        render(&args.cmd, &data, Utc::now())
-    };
-    println!("{}", out.trim_end());
-    Ok(())
+    args.admin.run("vigil-agents", op, op_args, |data| {
+        render(&args.cmd, data, Utc::now())
+    })
 }
 
 /// The answer to `cmd` as text for an operator.
@@ -394,8 +266,8 @@ mod tests {
         }
         let a = parse(&["maintenance", "a1", "off", "--json", "--addr", "h:1"]);
         assert_eq!(a.cmd.request().1["on"], false);
-        assert!(a.json);
-        assert_eq!(a.conn.addr, "h:1");
+        assert!(a.admin.json);
+        assert_eq!(a.admin.conn.addr, "h:1");
         assert!(Cli::try_parse_from(["agents", "status", "a1", "sleepy"]).is_err());
         assert!(Cli::try_parse_from(["agents", "maintenance", "a1", "maybe"]).is_err());
     }

@@ -1,5 +1,4 @@
-//! Where the server is and how to reach it, as flags shared by `vigil agents` and
-//! `vigil watch`.
+//! Where the server is and how to reach it, as flags shared by the operator's clients.
 
 use std::path::PathBuf;
 
@@ -8,7 +7,9 @@ use vigil_actors::Status;
 
 use crate::client::{ClientConfig, ClientTls};
 
-/// Where the server is and how to reach it (shared by `vigil agents` and `vigil watch`).
+/// Where the server is and how to reach it (shared by the operator's clients). Each flag
+/// has its environment variable (`VIGIL_ADDR`, `VIGIL_TOKEN`, `VIGIL_TOKEN_FILE`, `VIGIL_CA`,
+/// `VIGIL_TLS_NAME`), as a deployment's environment sets them once.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConnArgs {
     /// The server's protocol listener (`server.agent_listen`), `host:port`.
@@ -19,16 +20,26 @@ pub struct ConnArgs {
         global = true
     )]
     pub addr: String,
-    /// The token of the role (admin for `agents`, monitor for `watch`), when the server
-    /// requires one.
+    /// The token of the role (admin for `agents`, `sinks`, `policy`; monitor for `watch`),
+    /// when the server requires one.
     #[arg(long, env = "VIGIL_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+    /// Read the token from this file instead (its first line; e.g. a secret mounted by the
+    /// service manager).
+    #[arg(
+        long,
+        env = "VIGIL_TOKEN_FILE",
+        value_name = "PATH",
+        global = true,
+        conflicts_with = "token"
+    )]
+    pub token_file: Option<PathBuf>,
     /// Connect with TLS, trusting the certificates in this PEM file (a private CA, or the
     /// server's own self-signed certificate).
-    #[arg(long, value_name = "PEM", global = true)]
+    #[arg(long, env = "VIGIL_CA", value_name = "PEM", global = true)]
     pub ca: Option<PathBuf>,
     /// The name to check the server's certificate against (default: the host of --addr).
-    #[arg(long, value_name = "NAME", global = true)]
+    #[arg(long, env = "VIGIL_TLS_NAME", value_name = "NAME", global = true)]
     pub tls_name: Option<String>,
 }
 
@@ -37,7 +48,10 @@ impl ConnArgs {
     pub fn client_config(&self, client_name: &str) -> anyhow::Result<ClientConfig> {
         let mut cfg = ClientConfig::new(self.addr.clone());
         cfg.client_name = format!("{client_name}/{}", env!("CARGO_PKG_VERSION"));
-        cfg.token = self.token.clone();
+        cfg.token = match &self.token_file {
+            Some(path) => Some(read_token(path)?),
+            None => self.token.clone(),
+        };
         if let Some(ca) = &self.ca {
             let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
             let name = match &self.tls_name {
@@ -50,6 +64,20 @@ impl ConnArgs {
         }
         Ok(cfg)
     }
+}
+
+/// The token in a file: its first line, without surrounding blanks; an empty one is an error
+/// (it would silently connect without a token).
+pub fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the token file {}", path.display()))?;
+    let token = text.lines().next().unwrap_or_default().trim();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "the token file {} is empty",
+        path.display()
+    );
+    Ok(token.to_string())
 }
 
 /// Parses a status for clap (`online`, `degraded`, `offline`, `maintenance`, `left`,

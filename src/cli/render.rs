@@ -9,7 +9,7 @@ use serde_json::Value;
 use vigil_actors::Status;
 
 /// Columns padded to their widest cell, two spaces apart.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -92,7 +92,7 @@ pub fn render_list(data: &Value, now: DateTime<Utc>) -> String {
 }
 
 /// `key=value, ...` for an object; items joined for an array; text otherwise.
-fn inline(v: &Value) -> String {
+pub(crate) fn inline(v: &Value) -> String {
     match v {
         Value::Object(m) if m.is_empty() => "-".into(),
         Value::Object(m) => m

@@ -22,9 +22,10 @@ impl Config {
             None => toml::Table::new(),
         };
         apply_env(&mut table, std::env::vars());
-        let cfg: Config = toml::Value::Table(table)
+        let mut cfg: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        cfg.auth.read_token_files()?;
         cfg.validate()?;
         Ok(cfg)
     }

@@ -275,9 +275,45 @@ pub struct Auth {
     pub monitor_tokens: Vec<String>,
     /// Tokens for the admin role (in `hello`; on HTTP, for reads and writes).
     pub admin_tokens: Vec<String>,
+    /// More agent tokens, one per line, from a file (blank lines and `#` comments skipped):
+    /// secrets kept out of the configuration, e.g. mounted by systemd or Kubernetes.
+    pub agent_tokens_file: Option<std::path::PathBuf>,
+    /// More monitor tokens, from a file (as `agent_tokens_file`).
+    pub monitor_tokens_file: Option<std::path::PathBuf>,
+    /// More admin tokens, from a file (as `agent_tokens_file`).
+    pub admin_tokens_file: Option<std::path::PathBuf>,
 }
 
 impl Auth {
+    /// Adds the tokens of each role's `*_tokens_file` to its list.
+    fn read_token_files(&mut self) -> Result<(), ConfigError> {
+        for (file, tokens) in [
+            (&self.agent_tokens_file, &mut self.agent_tokens),
+            (&self.monitor_tokens_file, &mut self.monitor_tokens),
+            (&self.admin_tokens_file, &mut self.admin_tokens),
+        ] {
+            let Some(path) = file else { continue };
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            let before = tokens.len();
+            tokens.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(String::from),
+            );
+            if tokens.len() == before {
+                return Err(ConfigError::Invalid(format!(
+                    "[auth] {} holds no token: an empty file would leave the role open",
+                    path.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Each role's key and its tokens.
     fn roles(&self) -> [(&'static str, &Vec<String>); 3] {
         [

@@ -57,6 +57,40 @@ fn an_empty_token_in_any_role_is_refused() {
 }
 
 #[test]
+fn token_files_add_their_lines_to_the_roles_and_an_empty_one_is_refused() {
+    let dir = std::env::temp_dir().join(format!("vigil-token-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let admins = dir.join("admin");
+    std::fs::write(&admins, "# operators\n adm-1 \n\nadm-2\n").unwrap();
+    let empty = dir.join("empty");
+    std::fs::write(&empty, "# nobody yet\n\n").unwrap();
+    let file = dir.join("vigil.toml");
+    let write = |admin_file: &Path| {
+        let text = format!(
+            "[auth]\nadmin_tokens = [\"inline\"]\nadmin_tokens_file = {:?}\n\
+             agent_tokens_file = {:?}\n",
+            admin_file.display().to_string(),
+            admins.display().to_string()
+        );
+        std::fs::write(&file, text).unwrap();
+    };
+    write(&admins);
+    let c = Config::load(Some(&file)).unwrap();
+    assert_eq!(c.auth.admin_tokens, ["inline", "adm-1", "adm-2"]);
+    assert_eq!(c.auth.agent_tokens, ["adm-1", "adm-2"]);
+    assert!(c.auth.monitor_tokens.is_empty());
+    assert!(!format!("{:?}", c.redacted()).contains("adm-1"));
+
+    write(&empty);
+    let e = Config::load(Some(&file)).unwrap_err().to_string();
+    assert!(e.contains("holds no token"), "{e}");
+    write(&dir.join("missing"));
+    let e = Config::load(Some(&file)).unwrap_err().to_string();
+    assert!(e.contains("missing"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn policy_bounds_reach_the_configuration() {
     let mut c = Config::default();
     c.policy.default.heartbeat_interval = Duration::from_secs(400 * 24 * 3600);
