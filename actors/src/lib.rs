@@ -59,6 +59,7 @@ pub mod runtime;
 pub mod sink;
 pub mod store;
 
+pub use rules::backoff::{Backoff, Jitter};
 pub use rules::{fsm, health, lag};
 
 pub use admin::{AdminError, AdminRequest, AdminResponse, Stats};

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::{ClientConfig, ClientError, Connection, ErrorCode, EvictedReason, ServerFrame};
 use crate::protocol::Role;
-use vigil_actors::{JobState, Reported};
+use vigil_actors::{Backoff, Jitter, JobState, Reported};
 
 /// One agent an [`AgentClient`] supervises.
 #[derive(Debug, Clone, Default)]
@@ -227,7 +227,8 @@ async fn run_client(
             )
         })
         .collect();
-    let mut backoff = cfg.backoff_min;
+    // Full jitter: a fleet that lost the server together does not return together.
+    let mut backoff = Backoff::new(cfg.backoff_min, cfg.backoff_max, Jitter::Full);
     loop {
         let outcome = session(&cfg, &mut agents, &mut cmd, &events, &mut backoff).await;
         let error = match outcome {
@@ -237,11 +238,7 @@ async fn run_client(
         for a in agents.values_mut() {
             a.next = None;
         }
-        // Full jitter: a fleet that lost the server together does not return together.
-        let wait = Duration::from_secs_f64(
-            rand::rng().random_range(0.0..=backoff.as_secs_f64().max(0.001)),
-        );
-        backoff = (backoff * 2).min(cfg.backoff_max);
+        let wait = backoff.fail();
         let _ = events
             .send(ClientEvent::Disconnected {
                 error,
@@ -271,7 +268,7 @@ async fn session(
     agents: &mut HashMap<String, Beating>,
     cmd: &mut mpsc::Receiver<Cmd>,
     events: &mpsc::Sender<ClientEvent>,
-    backoff: &mut Duration,
+    backoff: &mut Backoff,
 ) -> Result<(), ClientError> {
     let conn = Connection::connect(cfg, Role::Agent).await?;
     let _ = events
@@ -301,7 +298,7 @@ async fn session(
                             // registration, before this reply arrived.
                             a.next = Some(Instant::now() + period(cfg, interval) / 4);
                         }
-                        *backoff = cfg.backoff_min;
+                        backoff.reset();
                         let _ = events.send(ClientEvent::Registered { id, incarnation, heartbeat_interval: interval }).await;
                     }
                     ServerFrame::Evicted { id, reason } => {

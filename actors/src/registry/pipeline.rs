@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::model::{AgentRecord, Event};
+use crate::rules::backoff::{Backoff, Jitter};
 use crate::store::StoreError;
 
 /// A group commit: consecutive events written as one segment.
@@ -73,17 +74,16 @@ pub(crate) enum Outcome {
 
 #[derive(Debug)]
 struct Lane {
-    next_delay: Duration,
+    backoff: Backoff,
     retry_at: Option<Instant>,
-    failures: u32,
 }
 
 impl Default for Lane {
     fn default() -> Self {
         Self {
-            next_delay: RETRY_MIN,
+            // One writer retrying its own store: nobody to spread from.
+            backoff: Backoff::new(RETRY_MIN, RETRY_MAX, Jitter::None),
             retry_at: None,
-            failures: 0,
         }
     }
 }
@@ -94,11 +94,13 @@ impl Lane {
     }
 
     fn failed(&mut self, now: Instant) -> Duration {
-        let delay = self.next_delay;
-        self.next_delay = (self.next_delay * 2).min(RETRY_MAX);
+        let delay = self.backoff.fail();
         self.retry_at = Some(now + delay);
-        self.failures += 1;
         delay
+    }
+
+    fn failures(&self) -> u32 {
+        self.backoff.failures()
     }
 }
 
@@ -163,7 +165,7 @@ impl Pipeline {
 
     /// Whether the log lane is backing off after a failure.
     pub(crate) fn log_failing(&self) -> bool {
-        self.log.failures > 0
+        self.log.failures() > 0
     }
 
     /// The next write to run, if one may start now (`durable`: the last durable seq). A side
@@ -228,7 +230,7 @@ impl Pipeline {
             }
             (Op::Side(side), Err(error)) => {
                 let delay = self.side_lane.failed(now);
-                if self.side_lane.failures >= SIDE_ATTEMPTS {
+                if self.side_lane.failures() >= SIDE_ATTEMPTS {
                     self.side_lane = Lane::default();
                     Outcome::GivenUp { side, error }
                 } else {

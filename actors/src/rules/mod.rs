@@ -1,6 +1,7 @@
 //! Pure rules, free of actors, tasks and I/O: each is a value and a function of its inputs
 //! (and of the time it is given), tested on its own.
 //!
+//! - [`backoff`]: how long every retry loop waits after failures in a row.
 //! - [`fsm`]: the liveness state machine (`step(input, now) -> effects`).
 //! - `jobs`: the jobs each agent reports, and which reports become events.
 //! - [`health`]: the fleet health check, its alerter and the mass-failure guard.
@@ -10,6 +11,7 @@
 //! - `writes`: when the registry flushes a group of events, whether a checkpoint is full, and
 //!   what the store's queryable copy of the agents needs next.
 
+pub mod backoff;
 pub mod fsm;
 pub mod health;
 pub(crate) mod jobs;

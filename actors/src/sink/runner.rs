@@ -7,7 +7,6 @@ use std::time::Duration;
 use chrono::Utc;
 use futures::FutureExt;
 use parking_lot::Mutex;
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
@@ -18,6 +17,7 @@ use super::{
 };
 use crate::broadcaster::{SubscribeOptions, Subscription, SubscriptionItem};
 use crate::model::Event;
+use crate::rules::backoff::{Backoff, Jitter};
 use crate::store::Store;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -315,15 +315,15 @@ impl Runner {
         }
     }
 
-    /// Exponential backoff with "equal jitter": half fixed, half random.
+    /// The wait after `attempt` failed attempts: doubled from `backoff_initial` up to
+    /// `backoff_max`, half of it fixed and half random.
     fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self
-            .cfg
-            .backoff_initial
-            .saturating_mul(1u32 << (attempt - 1).min(20))
-            .min(self.cfg.backoff_max);
-        let half = exp / 2;
-        half + half.mul_f64(rand::rng().random::<f64>())
+        Backoff::new(
+            self.cfg.backoff_initial,
+            self.cfg.backoff_max,
+            Jitter::Equal,
+        )
+        .wait(attempt)
     }
 
     /// Waits `d` (stop interrupts; control requests are answered meanwhile).

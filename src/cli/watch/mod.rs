@@ -21,10 +21,9 @@ use std::io::Write;
 use std::ops::ControlFlow;
 use std::time::Duration;
 
-use rand::Rng;
 use serde_json::{json, Value};
 use tokio::time::Instant;
-use vigil_actors::Status;
+use vigil_actors::{Backoff, Jitter, Status};
 
 use crate::cli::conn::{parse_status, ConnArgs};
 use crate::cli::render::{format_event, format_stats, snapshot_summary, use_color};
@@ -239,18 +238,20 @@ pub async fn watch(
     mut out: impl FnMut(WatchLine) -> ControlFlow<()>,
 ) -> Result<(), WatchError> {
     let mut cursor = Cursor::new(opts.since);
-    let mut backoff = opts.client.backoff_min;
+    // Half fixed, half random: never a tight loop, and many watchers do not return at the
+    // same instant.
+    let mut backoff = Backoff::new(
+        opts.client.backoff_min,
+        opts.client.backoff_max,
+        Jitter::Equal,
+    );
     loop {
         let error = match session(opts, &mut cursor, &mut backoff, &mut out).await {
             End::Stopped => return Ok(()),
             End::Fatal(e) => return Err(e),
             End::Retry(error) => error,
         };
-        // Half fixed, half random: never a tight loop, and many watchers do not return at
-        // the same instant.
-        let half = backoff.as_secs_f64() / 2.0;
-        let wait = Duration::from_secs_f64(half + rand::rng().random_range(0.0..=half));
-        backoff = (backoff * 2).min(opts.client.backoff_max);
+        let wait = backoff.fail();
         if out(WatchLine::Disconnected {
             error,
             retry_in: wait,
@@ -278,7 +279,7 @@ fn fatal(code: ErrorCode) -> bool {
 async fn session(
     opts: &WatchOptions,
     cursor: &mut Cursor,
-    backoff: &mut Duration,
+    backoff: &mut Backoff,
     out: &mut impl FnMut(WatchLine) -> ControlFlow<()>,
 ) -> End {
     let conn = match Connection::connect(&opts.client, Role::Monitor).await {
@@ -321,7 +322,7 @@ async fn session(
                 let ours = received.reference == Some(json!(reference));
                 let line = match received.frame {
                     ServerFrame::Ack if ours => {
-                        *backoff = opts.client.backoff_min;
+                        backoff.reset();
                         Some(WatchLine::Subscribed { start })
                     }
                     ServerFrame::Error { code, message } => {
