@@ -1,6 +1,7 @@
 //! Admin and registrations on a cluster as a client of one node expects them: a
 //! registration conflicts only while another node holds a connection for the agent; a policy
-//! set on one node holds on every node; admin writes reach the agent's owner over TLS too.
+//! set on one node holds on every node; admin writes reach the agent's owner over TLS too; an
+//! agent held by no connection beats, reports and leaves through any node.
 //!
 //! Runs a real SurrealDB server (`scripts/surrealdb-server`, built once; `VIGIL_SURREAL`
 //! names a binary to use instead) and real `vigil serve` processes.
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use surreal::cluster::{events_until, is, node, node_with, register, registers, subscribed};
-use surreal::procs::Conn;
+use surreal::procs::{http_post, Conn};
 use surreal::SurrealServer;
 
 #[test]
@@ -198,4 +199,74 @@ async fn admin_writes_reach_the_owner_over_tls() {
         }
     };
     assert_eq!(data["status"], "maintenance", "{data}");
+}
+
+#[test]
+fn an_http_agent_registered_on_one_node_beats_reports_and_leaves_through_another() {
+    let surreal = SurrealServer::start();
+    let store = surreal.url();
+    let n1 = node(&store, "n1");
+    let n2 = node(&store, "n2");
+    let (mut monitor, _) = subscribed(&n2.agents);
+    let reg = json!({"id": "cron-1", "kind": "cron", "heartbeat_interval_ms": 600_000});
+    let (status, answer) = http_post(&n1.http, "/api/v1/agents", &reg);
+    assert_eq!(status, 201, "{answer}");
+    events_until(&mut monitor, "cron-1 registered on n1", |es| {
+        es.iter()
+            .any(|e| is(e, "registered", "cron-1") && e["node"] == "n1")
+    });
+
+    // A beat through n2 (a load balancer's choice): n1 supervises the agent and takes it.
+    // (n2 knows where n1 listens from n1's lease, within a quarter lease.)
+    let beat = json!({"status": "degraded"});
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, answer) = http_post(&n2.http, "/api/v1/agents/cron-1/heartbeat", &beat);
+        if status == 200 {
+            assert_eq!(answer, json!({"id": "cron-1"}));
+            break;
+        }
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("address is not known yet"))
+                && std::time::Instant::now() < deadline,
+            "{status} {answer}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let degraded = events_until(&mut monitor, "cron-1 degraded by its report", |es| {
+        es.iter()
+            .any(|e| is(e, "transition", "cron-1") && e["to"] == "degraded")
+    });
+    let t = degraded.iter().find(|e| e["to"] == "degraded").unwrap();
+    assert_eq!(
+        (&t["node"], &t["reason"]),
+        (&json!("n1"), &json!("reported_degraded")),
+        "{t}"
+    );
+
+    let job = json!({"job": "nightly", "state": "running"});
+    let (status, answer) = http_post(&n2.http, "/api/v1/agents/cron-1/jobs", &job);
+    assert_eq!(status, 200, "{answer}");
+    events_until(&mut monitor, "the job reported through n2", |es| {
+        es.iter().any(|e| is(e, "job", "cron-1"))
+    });
+
+    let (status, answer) = http_post(&n2.http, "/api/v1/agents/cron-1/deregister", &json!({}));
+    assert_eq!(status, 200, "{answer}");
+    events_until(&mut monitor, "cron-1 deregistered", |es| {
+        es.iter().any(|e| is(e, "deregistered", "cron-1"))
+    });
+    // Unknown everywhere now: a beat is refused on either node.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, answer) = http_post(&n2.http, "/api/v1/agents/cron-1/heartbeat", &json!({}));
+        if status == 404 {
+            assert_eq!(answer["error"]["code"], "not_registered", "{answer}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status} {answer}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -256,6 +256,7 @@ async fn agent_routes_take_the_agent_roles_tokens() {
             agent_tokens: vec!["agt".into()],
             monitor_tokens: vec!["mon".into()],
             admin_tokens: vec!["adm".into()],
+            ..Default::default()
         },
         ..vigil::config::Config::default()
     };

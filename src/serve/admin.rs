@@ -5,8 +5,8 @@ use serde_json::Value;
 use vigil_actors::{AdminError, AdminRequest};
 
 use crate::protocol::{self, ErrorCode};
-use crate::serve::forward;
 use crate::serve::hub::Hub;
+use crate::serve::{connectionless, forward};
 
 /// Runs one admin operation (`op` and its `args`, as the protocol's `admin` frame and the
 /// REST endpoints give them) and returns its data, or the protocol's error code and message.
@@ -49,6 +49,16 @@ pub async fn admin_op(hub: &Hub, op: &str, mut args: Value) -> Result<Value, (Er
             return Ok(serde_json::json!({ "sink": sink, "delivered": delivered, "held": held }));
         }
         _ => {}
+    }
+    // An agent's request another node sent on (never taken from anyone else).
+    if connectionless::FORWARDED_OPS.contains(&op) && sent_on.get(forward::FORWARDED_BY).is_some() {
+        let Value::Object(body) = args else {
+            return Err((
+                ErrorCode::InvalidField,
+                format!("admin {op}: args must be an object"),
+            ));
+        };
+        return connectionless::run(hub, op, body, true).await;
     }
     let req = protocol::admin_request(op, args)?;
     let stats = matches!(req, AdminRequest::Stats);

@@ -71,6 +71,9 @@ pub struct Hub {
     pub lagged: AtomicU64,
     /// Which agents a TCP connection holds, and the handles of those registered over HTTP.
     pub(crate) owners: Owners,
+    /// Bounds the activity and job reports of agents held by no connection (over HTTP, or
+    /// forwarded by another node) that wait for the registry, as each TCP connection's do.
+    pub(crate) reports: vigil_actors::ReportQuota,
 }
 
 impl std::fmt::Debug for Hub {
@@ -190,6 +193,7 @@ impl Hub {
                 subscribers: AtomicU64::new(0),
                 lagged: AtomicU64::new(0),
                 owners,
+                reports: vigil_actors::ReportQuota::new(crate::serve::tcp::MAX_QUEUED_REPORTS),
             }
         });
         hub

@@ -9,6 +9,8 @@
 //! - `outgoing`: a monitor connection's queue of replies and its subscription, read by its
 //!   one writer task.
 //! - `forward`: admin writes sent to the node of a cluster that owns their agent.
+//! - `connectionless`: the beats, job reports and departures of agents held by no
+//!   connection (the HTTP agent routes; forwarded to the node that supervises the agent).
 //! - `owners`: which agents a TCP connection holds, and the handles of those registered over
 //!   HTTP; both listeners claim agents there.
 //! - `auth`: token checks, in constant time.
@@ -18,6 +20,7 @@
 
 pub mod admin;
 pub(crate) mod auth;
+mod connectionless;
 mod forward;
 pub mod http;
 pub mod hub;

@@ -132,6 +132,30 @@ pub fn http_get(addr: &str, path: &str) -> String {
         .map_or(text.clone(), |(_, body)| body.to_string())
 }
 
+/// `POST path` with a JSON `body` on the HTTP listener at `addr` (no token): the status and
+/// the body of the answer.
+pub fn http_post(addr: &str, path: &str, body: &Value) -> (u16, Value) {
+    use std::io::Read;
+    let body = body.to_string();
+    let mut s = TcpStream::connect(addr).expect("the HTTP listener");
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("a request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("an answer");
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let answer = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, serde_json::from_str(answer).unwrap_or(Value::Null))
+}
+
 /// The value of `key=` in a log line.
 pub fn word(line: &str, key: &str) -> String {
     line.split_whitespace()

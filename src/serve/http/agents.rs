@@ -11,26 +11,22 @@
 //! (`conflict`, unless `takeover`), beaten, reported for or deregistered (`not_owner`) over
 //! HTTP. An agent registered over HTTP is held by no connection: its record says
 //! `connected: false`, and its deadlines run as any agent's (degraded, then offline, when the
-//! beats stop).
-
-use std::sync::atomic::Ordering;
+//! beats stop). Beats, job reports and departures run in [`crate::serve::connectionless`],
+//! which sends them on to the node of a cluster that supervises the agent.
 
 use axum::extract::{RawPathParams, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
-use vigil_actors::{AdminError, AgentHandle, AgentId, Beat, BeatError, JobReport};
 
 use super::access::{authorize, write_guard, Access};
 use super::error::ApiError;
 use super::rest::{body, Params};
 use super::AppState;
-use crate::protocol::limits::{check_activity, check_job};
 use crate::protocol::{self, ErrorCode};
-use crate::serve::forward;
-use crate::serve::owners::{Claimant, Unavailable};
+use crate::serve::owners::Claimant;
+use crate::serve::{connectionless, forward};
 
 /// `POST /api/v1/agents`: registers an agent (or registers it again), held by no connection.
 /// 201 when its record is new, 200 when it existed (it goes `online`, incarnation + 1).
@@ -41,7 +37,8 @@ pub(super) async fn register(
     raw: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     admit(&st, &headers, &query, &raw)?;
-    let r: protocol::Register = frame("register", body(&raw)?)?;
+    let r: protocol::Register = connectionless::frame("register", body(&raw)?)
+        .map_err(|(code, msg)| ApiError::new(code, msg))?;
     let (hub, id) = (&st.hub, r.id.clone());
     forward::claim_registration(hub, &id, Claimant::Http, r.takeover)
         .await
@@ -79,26 +76,8 @@ pub(super) async fn heartbeat(
     raw: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     admit(&st, &headers, &query, &raw)?;
-    let h: protocol::Heartbeat = frame("heartbeat", with_id(&path, optional_body(&raw)?)?)?;
-    if let Some(Err(msg)) = h.activity.as_deref().map(|a| check_activity(a, None)) {
-        return Err(ApiError::new(ErrorCode::InvalidField, msg));
-    }
-    let handle = agent_handle(&st, &h.id)?;
-    let beat = Beat {
-        reported: h.status,
-        metrics: h.metrics,
-    };
-    handle
-        .heartbeat(beat)
-        .map_err(|e| beat_failed(&st, &h.id, e))?;
-    st.hub.heartbeats.fetch_add(1, Ordering::Relaxed);
-    if let Some(a) = h.activity {
-        let rt = st.hub.runtime();
-        rt.report_activity_within(&st.reports, &h.id, a, None)
-            .await
-            .map_err(|e| beat_failed(&st, &h.id, e))?;
-    }
-    Ok(Json(json!({ "id": h.id.as_str() })))
+    let body = with_id(&path, optional_body(&raw)?)?;
+    run(&st, "heartbeat", body).await
 }
 
 /// `POST /api/v1/agents/{id}/jobs`: a report on one of the agent's jobs.
@@ -110,21 +89,8 @@ pub(super) async fn job(
     raw: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     admit(&st, &headers, &query, &raw)?;
-    let j: protocol::Job = frame("job", with_id(&path, body(&raw)?)?)?;
-    check_job(&j).map_err(|msg| ApiError::new(ErrorCode::InvalidField, msg))?;
-    agent_handle(&st, &j.id)?;
-    let report = JobReport {
-        job: j.job.clone(),
-        state: j.state,
-        progress: j.progress,
-        error: j.error,
-    };
-    st.hub
-        .runtime()
-        .report_job_within(&st.reports, &j.id, report)
-        .await
-        .map_err(|e| beat_failed(&st, &j.id, e))?;
-    Ok(Json(json!({ "id": j.id.as_str(), "job": j.job })))
+    let body = with_id(&path, body(&raw)?)?;
+    run(&st, "job", body).await
 }
 
 /// `POST /api/v1/agents/{id}/deregister`: the agent leaves (`left`); answered once its
@@ -137,19 +103,16 @@ pub(super) async fn deregister(
     raw: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     admit(&st, &headers, &query, &raw)?;
-    let d: protocol::Deregister = frame("deregister", with_id(&path, optional_body(&raw)?)?)?;
-    agent_handle(&st, &d.id)?;
-    match st.hub.runtime().deregister(&d.id).await {
-        Ok(_) => {
-            st.hub.owners.forget_http(&d.id);
-            Ok(Json(json!({ "id": d.id.as_str() })))
-        }
-        Err(AdminError::UnknownAgent(_)) => {
-            st.hub.owners.forget_http(&d.id);
-            Err(not_registered())
-        }
-        Err(e) => Err(ApiError::new((&e).into(), e.to_string())),
-    }
+    let body = with_id(&path, optional_body(&raw)?)?;
+    run(&st, "deregister", body).await
+}
+
+/// One request of an agent held by no connection, here or at the node that supervises it.
+async fn run(st: &AppState, op: &str, body: Map<String, Value>) -> Result<Json<Value>, ApiError> {
+    connectionless::run(&st.hub, op, body, false)
+        .await
+        .map(Json)
+        .map_err(|(code, msg)| ApiError::new(code, msg))
 }
 
 /// The checks every agent route takes before its body is read: an agent token, no foreign
@@ -185,59 +148,4 @@ fn with_id(
             Ok(body)
         }
     }
-}
-
-/// A body read as the protocol's frame `kind`, with its decoding errors (`missing_field`,
-/// `invalid_field`).
-fn frame<T: DeserializeOwned>(kind: &str, body: Map<String, Value>) -> Result<T, ApiError> {
-    serde_json::from_value(Value::Object(body)).map_err(|e| {
-        let msg = e.to_string();
-        let code = match msg.starts_with("missing field") {
-            true => ErrorCode::MissingField,
-            false => ErrorCode::InvalidField,
-        };
-        ApiError::new(code, format!("{kind}: {msg}"))
-    })
-}
-
-/// The handle through which an HTTP request acts on agent `id`, or why there is none.
-fn agent_handle(st: &AppState, id: &AgentId) -> Result<AgentHandle, ApiError> {
-    let rt = st.hub.runtime();
-    match st.hub.owners.over_http(rt, id) {
-        Ok(h) => Ok(h),
-        Err(Unavailable::Held) => Err(ApiError::new(
-            ErrorCode::NotOwner,
-            "a live connection holds this agent (register it with takeover to take it)",
-        )),
-        Err(Unavailable::Unknown) => match rt.owned_elsewhere(id) {
-            Some(node) => Err(ApiError::new(
-                ErrorCode::NotOwner,
-                format!(
-                    "node {node} of the cluster supervises this agent: send to that node, \
-                     or register it here with takeover"
-                ),
-            )),
-            None => Err(not_registered()),
-        },
-    }
-}
-
-fn not_registered() -> ApiError {
-    ApiError::new(
-        ErrorCode::NotRegistered,
-        "this agent is not registered (POST /api/v1/agents registers it)",
-    )
-}
-
-/// A beat or report the runtime did not take: the agent left meanwhile (`not_registered`),
-/// was registered again (`not_owner`), or its actor is restarting (`internal`).
-fn beat_failed(st: &AppState, id: &AgentId, e: BeatError) -> ApiError {
-    if matches!(e, BeatError::Superseded(_)) {
-        return ApiError::new(ErrorCode::NotOwner, e.to_string());
-    }
-    if st.hub.runtime().agent(id).is_none() {
-        st.hub.owners.forget_http(id);
-        return not_registered();
-    }
-    ApiError::new((&e).into(), e.to_string())
 }

@@ -34,7 +34,6 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, info};
-use vigil_actors::ReportQuota;
 
 use crate::protocol::ErrorCode;
 use crate::serve::hub::Hub;
@@ -161,9 +160,6 @@ struct AppState {
     hub: Arc<Hub>,
     cfg: Arc<HttpConfig>,
     stop: watch::Receiver<bool>,
-    /// Bounds the activity and job reports the agent routes have waiting for the registry,
-    /// as each TCP connection's do.
-    reports: Arc<ReportQuota>,
 }
 
 /// The HTTP listener.
@@ -186,7 +182,6 @@ impl HttpServer {
                 ..cfg.clone()
             }),
             stop: stop_rx.clone(),
-            reports: Arc::new(ReportQuota::new(crate::serve::tcp::MAX_QUEUED_REPORTS)),
         };
         let app = router(state);
         let mut stop = stop_rx;
