@@ -109,6 +109,17 @@ fn serve_runs_with_defaults_and_stops_gracefully_on_sigint() {
 }
 
 #[test]
+fn the_text_log_is_plain_when_stderr_is_not_a_terminal() {
+    // NO_COLOR empty counts as not set: only the pipe says "no colours" here.
+    let served = common::process::Served::start(&[], &[("NO_COLOR", "")]);
+    let ready = served.until("vigil is supervising");
+    assert!(
+        !ready.iter().any(|l| l.contains('\x1b')),
+        "colour codes in a log written to a pipe: {ready:?}"
+    );
+}
+
+#[test]
 fn listening_beyond_loopback_without_tokens_is_refused() {
     let out = vigil()
         .args(["config", "check"])

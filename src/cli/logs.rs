@@ -19,12 +19,20 @@ pub fn init(format: LogFormat) -> anyhow::Result<()> {
     let set = match format {
         LogFormat::Text => tracing_subscriber::fmt()
             .with_env_filter(filter)
+            .with_ansi(colour_on_stderr())
             .with_writer(std::io::stderr)
             .finish()
             .try_init(),
         LogFormat::Json => json(filter, std::io::stderr).try_init(),
     };
     set.map_err(|e| anyhow::anyhow!("setting up the log: {e}"))
+}
+
+/// Colours in the text log only on a terminal, and not when `NO_COLOR` is set: a journal, a
+/// file or a pipe gets plain text.
+fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// The JSON subscriber: per event `timestamp` (RFC 3339), `level`, `target`, `fields` (the
