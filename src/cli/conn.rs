@@ -25,14 +25,8 @@ pub struct ConnArgs {
     #[arg(long, env = "VIGIL_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
     /// Read the token from this file instead (its first line; e.g. a secret mounted by the
-    /// service manager).
-    #[arg(
-        long,
-        env = "VIGIL_TOKEN_FILE",
-        value_name = "PATH",
-        global = true,
-        conflicts_with = "token"
-    )]
+    /// service manager). Given, it wins over `--token` and `VIGIL_TOKEN`.
+    #[arg(long, env = "VIGIL_TOKEN_FILE", value_name = "PATH", global = true)]
     pub token_file: Option<PathBuf>,
     /// Connect with TLS, trusting the certificates in this PEM file (a private CA, or the
     /// server's own self-signed certificate).

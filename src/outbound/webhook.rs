@@ -41,8 +41,6 @@ impl WebhookSink {
                 reqwest::header::HeaderValue::from_static("application/json"),
             );
         }
-        // A redirect would turn the POST into a bodiless GET whose 2xx looked like a
-        // delivery: redirects are not followed, and a 3xx is a rejection.
         let mut client = reqwest::Client::builder();
         if let Some(ca) = &s.ca {
             let pem = std::fs::read(ca)
@@ -60,6 +58,8 @@ impl WebhookSink {
                 client = client.add_root_certificate(c);
             }
         }
+        // A redirect would turn the POST into a bodiless GET whose 2xx looked like a
+        // delivery: redirects are not followed, and a 3xx is a rejection.
         let client = client
             .redirect(reqwest::redirect::Policy::none())
             .timeout(s.timeout)
