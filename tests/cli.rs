@@ -7,7 +7,7 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
-use common::process::{lines_of, vigil, wait_line};
+use common::process::{lines_of, stdout_of, vigil, wait_line, Operated};
 
 #[test]
 fn serve_runs_with_defaults_and_stops_gracefully_on_sigint() {
@@ -198,61 +198,9 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
-/// A `vigil serve` on an in-memory store and free ports, killed when dropped, with the address
-/// of its protocol listener.
-struct Served {
-    _served: common::process::Served,
-    /// The protocol listener, `host:port`.
-    addr: String,
-}
-
-impl Served {
-    fn start(env: &[(&str, &str)]) -> Self {
-        let served = common::process::Served::start(&[], env);
-        let ready = served.until("vigil is supervising");
-        let addr = strip_ansi(ready.last().expect("the ready line"))
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("agents="))
-            .expect("the ready line names the agent listener")
-            .to_string();
-        Self {
-            _served: served,
-            addr,
-        }
-    }
-
-    /// `vigil agents ARGS --addr ADDR`.
-    fn agents(&self, args: &[&str]) -> std::process::Output {
-        self.client("agents", args)
-    }
-
-    /// `vigil COMMAND ARGS --addr ADDR`, without a token from this process's environment.
-    fn client<S: AsRef<std::ffi::OsStr>>(&self, command: &str, args: &[S]) -> std::process::Output {
-        vigil()
-            .arg(command)
-            .args(args)
-            .args(["--addr", &self.addr])
-            .env_remove("VIGIL_TOKEN")
-            .env_remove("VIGIL_TOKEN_FILE")
-            .output()
-            .expect("the client runs")
-    }
-}
-
-fn stdout_of(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}; stderr: {}; stdout: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn vigil_agents_lists_gets_and_evicts_and_vigil_watch_prints_the_eviction() {
-    let srv = Served::start(&[]);
+    let srv = Operated::start(&[]);
 
     // A monitor, subscribed (its snapshot printed) before anything happens.
     let mut watch = vigil()
@@ -398,7 +346,7 @@ fn vigil_agents_says_why_it_cannot_operate() {
     assert_eq!(err.lines().count(), 1, "one line, no backtrace: {err}");
 
     // A server that wants an admin token.
-    let srv = Served::start(&[("VIGIL_AUTH__ADMIN_TOKENS", "[\"op-secret\"]")]);
+    let srv = Operated::start(&[("VIGIL_AUTH__ADMIN_TOKENS", "[\"op-secret\"]")]);
     let out = srv.agents(&["list"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -423,7 +371,7 @@ fn vigil_agents_and_vigil_watch_connect_over_tls_with_ca() {
         dir.join("key.pem"),
         dir.join("ca.pem"),
     );
-    let srv = Served::start(&[
+    let srv = Operated::start(&[
         ("VIGIL_SERVER__TLS_CERT", cert.to_str().unwrap()),
         ("VIGIL_SERVER__TLS_KEY", key.to_str().unwrap()),
     ]);
@@ -455,79 +403,4 @@ fn vigil_agents_and_vigil_watch_connect_over_tls_with_ca() {
     });
     let _ = watch.kill();
     let _ = watch.wait();
-}
-
-#[test]
-fn vigil_sinks_and_vigil_policy_operate_with_tokens_from_files() {
-    let dir = std::env::temp_dir().join(format!("vigil-cli-sinks-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let tokens = dir.join("admin-tokens");
-    std::fs::write(&tokens, "# the operators\nop-file-secret\n").unwrap();
-    let config = dir.join("vigil.toml");
-    std::fs::write(
-        &config,
-        "[[sinks]]\nname = \"audit\"\ntype = \"log\"\nstart = \"beginning\"\n",
-    )
-    .unwrap();
-    let srv = Served::start(&[
-        ("VIGIL_CONFIG", config.to_str().unwrap()),
-        ("VIGIL_AUTH__ADMIN_TOKENS_FILE", tokens.to_str().unwrap()),
-    ]);
-    let out = srv.client::<&str>("sinks", &[]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("unauthorized"),
-        "{err}"
-    );
-
-    // The client's token from a file too (its first line is the token).
-    let token_file = dir.join("my-token");
-    std::fs::write(&token_file, "op-file-secret\n").unwrap();
-    let token_path = token_file.to_str().unwrap().to_string();
-    let with = |args: &[&str]| -> Vec<String> {
-        let mut a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        a.extend(["--token-file".to_string(), token_path.clone()]);
-        a
-    };
-    let list = stdout_of(&srv.client("sinks", &with(&[])));
-    let row = list.lines().nth(1).unwrap_or_default();
-    assert!(
-        list.starts_with("NAME") && row.starts_with("audit"),
-        "{list}"
-    );
-    assert!(row.contains("log"), "{list}");
-    let dead = stdout_of(&srv.client("sinks", &with(&["dead-letters", "audit"])));
-    assert_eq!(dead.trim(), "sink audit: no dead letters");
-    let replay = stdout_of(&srv.client("sinks", &with(&["replay", "audit"])));
-    assert_eq!(replay.trim(), "sink audit: 0 delivered, 0 still held");
-    let out = srv.client("sinks", &with(&["dead-letters", "nope"]));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("nope"), "{err}");
-
-    let set = stdout_of(&srv.client(
-        "policy",
-        &with(&[
-            "set",
-            "worker",
-            "--heartbeat-interval",
-            "5s",
-            "--offline-after",
-            "2",
-            "--json",
-        ]),
-    ));
-    let set: serde_json::Value = serde_json::from_str(&set).unwrap();
-    assert_eq!(set["kind"], "worker", "{set}");
-    assert_eq!(set["policy"]["heartbeat_interval"], 5000, "{set}");
-    assert_eq!(set["policy"]["offline_after"], 2, "{set}");
-
-    // VIGIL_TOKEN_FILE in the environment, as a service's unit would set it.
-    let out = vigil()
-        .args(["agents", "stats", "--addr", &srv.addr])
-        .env_remove("VIGIL_TOKEN")
-        .env("VIGIL_TOKEN_FILE", &token_file)
-        .output()
-        .unwrap();
-    assert!(stdout_of(&out).contains("registry."));
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -141,3 +141,62 @@ impl Drop for Served {
         }
     }
 }
+
+/// A [`Served`] with the address of its protocol listener, for the operator's commands.
+pub struct Operated {
+    _served: Served,
+    /// The protocol listener, `host:port`.
+    pub addr: String,
+}
+
+impl Operated {
+    /// `vigil serve` as [`Served::start`] with `env`, once it is supervising.
+    pub fn start(env: &[(&str, &str)]) -> Self {
+        let served = Served::start(&[], env);
+        let ready = served.until("vigil is supervising");
+        let addr = ready
+            .last()
+            .expect("the ready line")
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("agents="))
+            .expect("the ready line names the agent listener")
+            .to_string();
+        Self {
+            _served: served,
+            addr,
+        }
+    }
+
+    /// `vigil agents ARGS --addr ADDR`.
+    pub fn agents(&self, args: &[&str]) -> std::process::Output {
+        self.client("agents", args)
+    }
+
+    /// `vigil COMMAND ARGS --addr ADDR`, without a token from this process's environment.
+    pub fn client<S: AsRef<std::ffi::OsStr>>(
+        &self,
+        command: &str,
+        args: &[S],
+    ) -> std::process::Output {
+        vigil()
+            .arg(command)
+            .args(args)
+            .args(["--addr", &self.addr])
+            .env_remove("VIGIL_TOKEN")
+            .env_remove("VIGIL_TOKEN_FILE")
+            .output()
+            .expect("the client runs")
+    }
+}
+
+/// A client's stdout, after checking that it succeeded (else its exit, stderr and stdout).
+pub fn stdout_of(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}; stderr: {}; stdout: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
