@@ -3,15 +3,18 @@
 //! runtime (on SurrealKV) gets every event, in order, signed; a stalled receiver delays
 //! neither the runtime's subscribers nor another webhook.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::read_request;
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -129,32 +132,6 @@ impl Receiver {
     fn url(&self) -> String {
         format!("http://{}/hook", self.addr)
     }
-}
-
-/// Reads one HTTP/1.1 request: lower-cased headers and the body (by Content-Length).
-async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(
-    r: &mut R,
-) -> Option<(BTreeMap<String, String>, Vec<u8>)> {
-    let mut line = String::new();
-    if r.read_line(&mut line).await.ok()? == 0 {
-        return None;
-    }
-    assert!(line.starts_with("POST /hook "), "{line}");
-    let mut headers = BTreeMap::new();
-    loop {
-        line.clear();
-        r.read_line(&mut line).await.ok()?;
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        let (k, v) = l.split_once(':')?;
-        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-    }
-    let len: usize = headers.get("content-length")?.parse().ok()?;
-    let mut body = vec![0; len];
-    r.read_exact(&mut body).await.ok()?;
-    Some((headers, body))
 }
 
 fn accept(

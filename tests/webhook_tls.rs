@@ -1,12 +1,15 @@
 //! A webhook over `https://`: delivered to a receiver whose certificate a private CA signed
 //! (the sink's `ca`), and never to one it cannot verify.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::read_request;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use vigil::config::SinkSection;
@@ -39,7 +42,7 @@ async fn receiver() -> (u16, mpsc::UnboundedReceiver<Result<Vec<u64>, String>>) 
                 };
                 let (r, mut w) = tokio::io::split(stream);
                 let mut r = BufReader::new(r);
-                while let Some(body) = read_body(&mut r).await {
+                while let Some((_, body)) = read_request(&mut r).await {
                     let v: Value = serde_json::from_slice(&body).expect("a JSON body");
                     let seqs = v["events"]
                         .as_array()
@@ -57,32 +60,6 @@ async fn receiver() -> (u16, mpsc::UnboundedReceiver<Result<Vec<u64>, String>>) 
         }
     });
     (port, rx)
-}
-
-/// Reads one request's body (by Content-Length); `None` at the end of the connection.
-async fn read_body<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> Option<Vec<u8>> {
-    let mut line = String::new();
-    if r.read_line(&mut line).await.ok()? == 0 {
-        return None;
-    }
-    assert!(line.starts_with("POST /hook "), "{line}");
-    let mut len = 0;
-    loop {
-        line.clear();
-        r.read_line(&mut line).await.ok()?;
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = l.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                len = v.trim().parse().ok()?;
-            }
-        }
-    }
-    let mut body = vec![0; len];
-    r.read_exact(&mut body).await.ok()?;
-    Some(body)
 }
 
 fn webhook(port: u16, ca: Option<&Path>) -> SinkSection {

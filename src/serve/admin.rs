@@ -52,13 +52,7 @@ pub async fn admin_op(hub: &Hub, op: &str, mut args: Value) -> Result<Value, (Er
     }
     // An agent's request another node sent on (never taken from anyone else).
     if connectionless::FORWARDED_OPS.contains(&op) && sent_on.get(forward::FORWARDED_BY).is_some() {
-        let Value::Object(body) = args else {
-            return Err((
-                ErrorCode::InvalidField,
-                format!("admin {op}: args must be an object"),
-            ));
-        };
-        return connectionless::run(hub, op, body, true).await;
+        return connectionless::run(hub, op, &args, true).await;
     }
     let req = protocol::admin_request(op, args)?;
     let stats = matches!(req, AdminRequest::Stats);

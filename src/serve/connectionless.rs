@@ -8,7 +8,7 @@
 use std::sync::atomic::Ordering;
 
 use serde::de::DeserializeOwned;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use vigil_actors::{AdminError, AgentHandle, AgentId, Beat, BeatError, JobReport};
 
 use crate::protocol::limits::{check_activity, check_job};
@@ -23,12 +23,12 @@ pub(crate) type Refusal = (ErrorCode, String);
 /// The operations another node may forward here, with the request's fields as `args`.
 pub(crate) const FORWARDED_OPS: [&str; 3] = ["heartbeat", "job", "deregister"];
 
-/// Runs `op` (one of [`FORWARDED_OPS`]) for the agent `body["id"]`. `forwarded`: another
-/// node sent it (it is never sent on again).
+/// Runs `op` (one of [`FORWARDED_OPS`]) for the agent `body["id"]` (`body`: the request's
+/// JSON object). `forwarded`: another node sent it (it is never sent on again).
 pub(crate) async fn run(
     hub: &Hub,
     op: &str,
-    body: Map<String, Value>,
+    body: &Value,
     forwarded: bool,
 ) -> Result<Value, Refusal> {
     match op {
@@ -43,12 +43,12 @@ pub(crate) async fn run(
 }
 
 /// A heartbeat, with its status, metrics and activity.
-async fn heartbeat(hub: &Hub, body: Map<String, Value>, forwarded: bool) -> Result<Value, Refusal> {
-    let h: protocol::Heartbeat = frame("heartbeat", body.clone())?;
+async fn heartbeat(hub: &Hub, body: &Value, forwarded: bool) -> Result<Value, Refusal> {
+    let h: protocol::Heartbeat = frame("heartbeat", body)?;
     if let Some(Err(msg)) = h.activity.as_deref().map(|a| check_activity(a, None)) {
         return Err((ErrorCode::InvalidField, msg));
     }
-    let handle = match agent_handle(hub, &h.id, "heartbeat", &body, forwarded).await? {
+    let handle = match agent_handle(hub, &h.id, "heartbeat", body, forwarded).await? {
         Found::Here(h) => h,
         Found::Answered(a) => return Ok(a),
     };
@@ -70,10 +70,10 @@ async fn heartbeat(hub: &Hub, body: Map<String, Value>, forwarded: bool) -> Resu
 }
 
 /// A report on one of the agent's jobs.
-async fn job(hub: &Hub, body: Map<String, Value>, forwarded: bool) -> Result<Value, Refusal> {
-    let j: protocol::Job = frame("job", body.clone())?;
+async fn job(hub: &Hub, body: &Value, forwarded: bool) -> Result<Value, Refusal> {
+    let j: protocol::Job = frame("job", body)?;
     check_job(&j).map_err(|msg| (ErrorCode::InvalidField, msg))?;
-    if let Found::Answered(a) = agent_handle(hub, &j.id, "job", &body, forwarded).await? {
+    if let Found::Answered(a) = agent_handle(hub, &j.id, "job", body, forwarded).await? {
         return Ok(a);
     }
     let report = JobReport {
@@ -90,13 +90,9 @@ async fn job(hub: &Hub, body: Map<String, Value>, forwarded: bool) -> Result<Val
 }
 
 /// The agent leaves (`left`); answered once its `deregistered` event is durable.
-async fn deregister(
-    hub: &Hub,
-    body: Map<String, Value>,
-    forwarded: bool,
-) -> Result<Value, Refusal> {
-    let d: protocol::Deregister = frame("deregister", body.clone())?;
-    if let Found::Answered(a) = agent_handle(hub, &d.id, "deregister", &body, forwarded).await? {
+async fn deregister(hub: &Hub, body: &Value, forwarded: bool) -> Result<Value, Refusal> {
+    let d: protocol::Deregister = frame("deregister", body)?;
+    if let Found::Answered(a) = agent_handle(hub, &d.id, "deregister", body, forwarded).await? {
         return Ok(a);
     }
     match hub.runtime().deregister(&d.id).await {
@@ -126,7 +122,7 @@ async fn agent_handle(
     hub: &Hub,
     id: &AgentId,
     op: &str,
-    body: &Map<String, Value>,
+    body: &Value,
     forwarded: bool,
 ) -> Result<Found, Refusal> {
     let rt = hub.runtime();
@@ -139,7 +135,7 @@ async fn agent_handle(
         Err(Unavailable::Unknown) => match rt.owned_elsewhere(id) {
             Some(node) if !forwarded => {
                 let what = format!("supervises agent {id}");
-                forward::answer_of(hub, &node, &what, op, &Value::Object(body.clone()))
+                forward::answer_of(hub, &node, &what, op, body)
                     .await
                     .map(Found::Answered)
             }
@@ -155,11 +151,8 @@ async fn agent_handle(
 
 /// A body read as the protocol's frame `kind`, with its decoding errors (`missing_field`,
 /// `invalid_field`).
-pub(crate) fn frame<T: DeserializeOwned>(
-    kind: &str,
-    body: Map<String, Value>,
-) -> Result<T, Refusal> {
-    serde_json::from_value(Value::Object(body)).map_err(|e| {
+pub(crate) fn frame<T: DeserializeOwned>(kind: &str, body: &Value) -> Result<T, Refusal> {
+    T::deserialize(body).map_err(|e| {
         let msg = e.to_string();
         let code = match msg.starts_with("missing field") {
             true => ErrorCode::MissingField,

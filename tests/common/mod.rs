@@ -135,3 +135,32 @@ impl Node {
             .unwrap();
     }
 }
+
+/// Reads one HTTP/1.1 request to `POST /hook` (a webhook receiver's): lower-cased headers and
+/// the body (by Content-Length); `None` at the end of the connection.
+pub async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+) -> Option<(std::collections::BTreeMap<String, String>, Vec<u8>)> {
+    let mut line = String::new();
+    if r.read_line(&mut line).await.ok()? == 0 {
+        return None;
+    }
+    assert!(line.starts_with("POST /hook "), "{line}");
+    let mut headers = std::collections::BTreeMap::new();
+    loop {
+        line.clear();
+        r.read_line(&mut line).await.ok()?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        let (k, v) = l.split_once(':')?;
+        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+    }
+    let len: usize = headers.get("content-length")?.parse().ok()?;
+    let mut body = vec![0; len];
+    tokio::io::AsyncReadExt::read_exact(r, &mut body)
+        .await
+        .ok()?;
+    Some((headers, body))
+}

@@ -54,16 +54,16 @@ struct Args {
     connections: usize,
     /// TTL of each key or lease (etcd: whole seconds).
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
-    #[serde(with = "secs")]
+    #[serde(with = "measure::secs")]
     interval: Duration,
     /// Refresh every interval × this.
     #[arg(long, default_value_t = 0.8)]
     beat_ratio: f64,
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
-    #[serde(with = "secs")]
+    #[serde(with = "measure::secs")]
     warmup: Duration,
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    #[serde(with = "secs")]
+    #[serde(with = "measure::secs")]
     measure: Duration,
     /// Share of agents that stop, 2 s into the measured window.
     #[arg(long, default_value_t = 0.01)]
@@ -74,7 +74,7 @@ struct Args {
     expiry_wait: Option<Duration>,
     /// Redis: refreshes due within one tick go out in one pipeline per connection.
     #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
-    #[serde(with = "secs")]
+    #[serde(with = "measure::secs")]
     tick: Duration,
     #[arg(long)]
     json: Option<PathBuf>,
@@ -89,15 +89,6 @@ mod opt_secs {
             Some(d) => s.serialize_f64(d.as_secs_f64()),
             None => s.serialize_none(),
         }
-    }
-}
-
-mod secs {
-    pub fn serialize<S: serde::Serializer>(
-        d: &std::time::Duration,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
     }
 }
 

@@ -1,5 +1,6 @@
 //! What both peers' binaries measure the same way: a sample's quantiles, a process's CPU
-//! time, and the machine they ran on (as vigil's bench JSON records them).
+//! time, and the machine they ran on (as vigil's bench JSON records them), and durations
+//! written as seconds.
 
 use std::time::Duration;
 
@@ -72,6 +73,16 @@ impl Machine {
             model,
             memory_kib,
         }
+    }
+}
+
+/// A duration in a report as seconds (`#[serde(with = "measure::secs")]`).
+pub mod secs {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
     }
 }
 

@@ -37,7 +37,7 @@ pub(super) async fn register(
     raw: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     admit(&st, &headers, &query, &raw)?;
-    let r: protocol::Register = connectionless::frame("register", body(&raw)?)
+    let r: protocol::Register = connectionless::frame("register", &Value::Object(body(&raw)?))
         .map_err(|(code, msg)| ApiError::new(code, msg))?;
     let (hub, id) = (&st.hub, r.id.clone());
     forward::claim_registration(hub, &id, Claimant::Http, r.takeover)
@@ -109,7 +109,7 @@ pub(super) async fn deregister(
 
 /// One request of an agent held by no connection, here or at the node that supervises it.
 async fn run(st: &AppState, op: &str, body: Map<String, Value>) -> Result<Json<Value>, ApiError> {
-    connectionless::run(&st.hub, op, body, false)
+    connectionless::run(&st.hub, op, &Value::Object(body), false)
         .await
         .map(Json)
         .map_err(|(code, msg)| ApiError::new(code, msg))

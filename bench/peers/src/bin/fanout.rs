@@ -102,24 +102,15 @@ struct Args {
     payload_bytes: usize,
     /// Time before the measuring starts.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
-    #[serde(with = "secs")]
+    #[serde(with = "measure::secs")]
     warmup: Duration,
     /// Time measured.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    #[serde(with = "secs")]
+    #[serde(with = "measure::secs")]
     measure: Duration,
     /// Write the figures as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
-}
-
-mod secs {
-    pub fn serialize<S: serde::Serializer>(
-        d: &std::time::Duration,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
-    }
 }
 
 /// What a run measured, as its JSON records it.
