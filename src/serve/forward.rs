@@ -1,7 +1,8 @@
 //! Admin writes about an agent another node of a cluster owns are sent to that node, so an
 //! operator may ask any node: the owner's agent actor makes the change, and its answer is the
-//! caller's. So are the requests of an agent held by no connection (`connectionless`). A sink's `replay` goes to the node that delivers the sinks. A policy change is
-//! made on every node. A registration without `takeover` of an agent another node owns asks
+//! caller's. So are the requests of an agent held by no connection (`connectionless`). A
+//! sink's `replay` goes to the node that delivers the sinks. A policy change is made on every
+//! node. A registration without `takeover` of an agent another node owns asks
 //! that node whether it holds a live connection for it (only that makes a conflict, as on one
 //! node).
 //!
