@@ -46,6 +46,17 @@ pub(super) struct Runner {
     pub(super) dead: SavedDead,
 }
 
+/// A sink's retries of its own work (claiming the sink, reading and saving its state,
+/// subscribing again): from 100 ms to 5 s, without spread (one process retrying its store and
+/// its runtime). Deliveries back off by the sink's settings instead ([`Runner::backoff`]).
+fn store_backoff() -> Backoff {
+    Backoff::new(
+        Duration::from_millis(100),
+        Duration::from_secs(5),
+        Jitter::None,
+    )
+}
+
 impl Runner {
     /// Delivers until stopped (or until its saved state turns out unreadable); gives the
     /// runner back, to be run again (on a cluster, when this node delivers the sink again).
@@ -64,11 +75,10 @@ impl Runner {
     /// claiming the sink for this process (see [`Store::claim_sink`]).
     async fn restore(&mut self) -> Result<(), Stopped> {
         let key = self.cfg.name.clone();
-        let mut wait = Duration::from_millis(100);
+        let mut backoff = store_backoff();
         while let Err(e) = self.store.claim_sink(&key).await {
             warn!(sink = %self.cfg.name, error = %e, "sink cannot claim its delivery; retrying");
-            self.pause(wait).await?;
-            wait = (wait * 2).min(Duration::from_secs(5));
+            self.pause(backoff.fail()).await?;
         }
         let saved = self.load_state(&key).await?;
         let dead = self.load_state(&dead_key(&key)).await?;
@@ -128,14 +138,13 @@ impl Runner {
     }
 
     async fn load_state(&mut self, key: &str) -> Result<Option<String>, Stopped> {
-        let mut wait = Duration::from_millis(100);
+        let mut backoff = store_backoff();
         loop {
             match self.store.sink_state(key).await {
                 Ok(v) => return Ok(v),
                 Err(e) => {
                     warn!(sink = %self.cfg.name, error = %e, "sink cannot read its state; retrying");
-                    self.pause(wait).await?;
-                    wait = (wait * 2).min(Duration::from_secs(5));
+                    self.pause(backoff.fail()).await?;
                 }
             }
         }
@@ -143,7 +152,7 @@ impl Runner {
 
     /// Subscribes after the cursor and delivers, until stopped.
     async fn follow(&mut self) -> Result<(), Stopped> {
-        let mut wait = Duration::from_millis(100);
+        let mut backoff = store_backoff();
         loop {
             let opts = SubscribeOptions {
                 since: Some(self.cursor),
@@ -151,14 +160,13 @@ impl Runner {
             };
             let Some(mut sub) = self.source.subscribe(opts).await else {
                 // The runtime is stopping or busy: try again shortly.
-                self.pause(wait).await?;
-                wait = (wait * 2).min(Duration::from_secs(5));
+                self.pause(backoff.fail()).await?;
                 continue;
             };
             match self.drain(&mut sub).await? {
                 // Fell behind (the receiver was slow): resume from the cursor.
                 Some(SubscriptionItem::Lagged { .. }) => {
-                    wait = Duration::from_millis(100);
+                    backoff.reset();
                     continue;
                 }
                 Some(SubscriptionItem::ResyncRequired { oldest }) => {
@@ -170,8 +178,7 @@ impl Runner {
                     let first = self.cursor + 1;
                     let last = oldest.saturating_sub(1);
                     if last < first {
-                        self.pause(wait).await?;
-                        wait = (wait * 2).min(Duration::from_secs(5));
+                        self.pause(backoff.fail()).await?;
                         continue;
                     }
                     self.dead_letter(
@@ -420,10 +427,9 @@ impl Runner {
             self.dead.letters.remove(0);
             self.dead.dropped += 1;
         }
-        let mut wait = Duration::from_millis(100);
+        let mut backoff = store_backoff();
         while !self.save_dead().await {
-            self.pause(wait).await?;
-            wait = (wait * 2).min(Duration::from_secs(5));
+            self.pause(backoff.fail()).await?;
         }
         Ok(())
     }
