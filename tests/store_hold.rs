@@ -208,3 +208,25 @@ async fn each_node_holds_its_own_key_and_a_second_claim_of_one_is_refused() {
     }
     assert_eq!(n2.shared_head().await.expect("head"), 2);
 }
+
+/// The servers these tests start are ready when they answer HTTP, not when a connect
+/// succeeds: a socket connected to itself (which a connect to an unused ephemeral port can
+/// give) reads back what it wrote, as this echoing listener does.
+#[test]
+fn a_port_that_only_echoes_is_not_taken_for_a_ready_server() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let port = listener.local_addr().expect("addr").port();
+    let echo = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("the probe connects");
+        let mut buf = [0u8; 256];
+        let n = s.read(&mut buf).expect("the probe writes");
+        s.write_all(&buf[..n]).expect("echo");
+        n
+    });
+    assert!(!surreal::answers_health(port), "an echo is not a server");
+    assert!(
+        echo.join().expect("echo thread") > 0,
+        "the probe spoke first"
+    );
+}
