@@ -26,7 +26,7 @@ use vigil_actors::{
     RuntimeConfig, Status, Store, SubscribeOptions, SubscriptionItem,
 };
 
-use crate::tools::bench::{write_json, Machine, Quantiles};
+use crate::tools::bench::{cpu_time, write_json, Machine, Quantiles};
 
 /// `vigil bench store`'s options.
 #[derive(Debug, Clone, clap::Args, Serialize)]
@@ -104,11 +104,15 @@ pub struct StoreRow {
     pub events_per_sec: f64,
     /// Each write's latency.
     pub commit: Quantiles,
+    /// The process's CPU time (all its threads, SurrealKV's among them) per write, in µs.
+    pub cpu_per_commit_us: f64,
 }
 
 /// Runs `vigil bench store`: appends segments of each size for `--each`, with and without
 /// sync, and prints a row per pair.
 pub fn run_store(args: StoreBench) -> anyhow::Result<()> {
+    println!("| sync | events per segment | durable events/s | commit p50 / p99 / max (ms) | CPU per commit (µs) |");
+    println!("| --- | --- | --- | --- | --- |");
     let rows = runtime()?.block_on(async {
         let mut rows = Vec::new();
         for sync in ["every", "never"] {
@@ -119,6 +123,7 @@ pub fn run_store(args: StoreBench) -> anyhow::Result<()> {
                 let mut seq = 0u64;
                 let mut lat = Vec::new();
                 let start = Instant::now();
+                let cpu_start = cpu_time();
                 while start.elapsed() < args.each {
                     let batch: Vec<Arc<Event>> = (0..size)
                         .map(|_| {
@@ -131,6 +136,8 @@ pub fn run_store(args: StoreBench) -> anyhow::Result<()> {
                     lat.push(t.elapsed());
                 }
                 let secs = start.elapsed().as_secs_f64();
+                let cpu = cpu_time().saturating_sub(cpu_start);
+                let commits = lat.len();
                 store.close().await;
                 let _ = std::fs::remove_dir_all(&dir);
                 let row = StoreRow {
@@ -139,15 +146,17 @@ pub fn run_store(args: StoreBench) -> anyhow::Result<()> {
                     events: seq,
                     events_per_sec: seq as f64 / secs,
                     commit: Quantiles::of(lat),
+                    cpu_per_commit_us: cpu.as_secs_f64() * 1e6 / commits.max(1) as f64,
                 };
                 println!(
-                    "| sync={} | {} | {:.0} | {:.2} / {:.2} / {:.2} |",
+                    "| sync={} | {} | {:.0} | {:.2} / {:.2} / {:.2} | {:.0} |",
                     row.sync,
                     row.segment,
                     row.events_per_sec,
                     row.commit.p50_ms,
                     row.commit.p99_ms,
-                    row.commit.max_ms
+                    row.commit.max_ms,
+                    row.cpu_per_commit_us
                 );
                 rows.push(row);
             }

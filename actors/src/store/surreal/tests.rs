@@ -358,3 +358,102 @@ async fn one_adoption_moves_a_dead_nodes_agents_and_takes_its_hold() {
     }
     assert_eq!(s.shared_head().await.unwrap(), 2, "one adoption in the log");
 }
+
+/// A fresh SurrealKV directory for one test, small caches.
+fn kv_dir(name: &str) -> (std::path::PathBuf, SurrealOptions) {
+    let dir = std::env::temp_dir().join(format!("vigil-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let small = SurrealOptions {
+        block_cache_bytes: 8 << 20,
+        memtable_bytes: 8 << 20,
+        ..SurrealOptions::default()
+    };
+    (dir, small)
+}
+
+#[tokio::test]
+async fn a_store_written_by_a_newer_schema_is_refused() {
+    let (dir, opts) = kv_dir("newer-schema");
+    let url = format!("surrealkv://{}", dir.display());
+    let s = SurrealStore::open(&url, opts.clone()).await.expect("open");
+    s.write(
+        "UPSERT meta:schema SET version = $v RETURN NONE",
+        json!({ "v": SCHEMA_VERSION + 1 }),
+    )
+    .await
+    .expect("write a newer version");
+    s.close().await;
+    match SurrealStore::open(&url, opts).await {
+        Err(StoreError::Unavailable(msg)) => assert!(msg.contains("newer vigil"), "{msg}"),
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(s) => {
+            s.close().await;
+            panic!("a store of a newer schema was opened");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An embedded store keeps no index on its segments and writes no `meta:log` per commit
+/// (half of a commit's CPU): after a restart the log goes on from its last seq, whether that
+/// is a segment's or, with every segment dropped, the checkpoint's; the index an earlier
+/// version kept is removed at open.
+#[tokio::test]
+async fn an_embedded_log_goes_on_after_a_restart_without_its_index() {
+    use crate::store::conformance::record;
+    let (dir, opts) = kv_dir("no-index");
+    let url = format!("surrealkv://{}", dir.display());
+    let s = SurrealStore::open(&url, opts.clone()).await.expect("open");
+    s.write(
+        "DEFINE INDEX IF NOT EXISTS segment_last ON segment FIELDS last_seq",
+        json!({}),
+    )
+    .await
+    .expect("the index an earlier version defined");
+    let ev = degradations(1..=9);
+    s.append(&ev[0..4]).await.expect("append 1-4");
+    s.append(&ev[4..8]).await.expect("append 5-8");
+    s.close().await;
+
+    let s = SurrealStore::open(&url, opts.clone())
+        .await
+        .expect("reopen");
+    let mut r = s
+        .read("INFO FOR TABLE segment", json!({}))
+        .await
+        .expect("info");
+    let info: Option<Value> = r.take(0).expect("info row");
+    let indexes = info.expect("table info")["indexes"].clone();
+    assert_eq!(indexes, json!({}), "the segment index is removed");
+    assert_eq!(s.load().await.expect("load").last_seq, 8);
+    match s.append(&ev[4..5]).await {
+        Err(StoreError::OutOfOrder {
+            expected: 9,
+            got: 5,
+        }) => {}
+        other => panic!("an old seq must be refused, got {other:?}"),
+    }
+    s.checkpoint(&[record("a", crate::model::Status::Degraded)], 8, true)
+        .await
+        .expect("checkpoint");
+    let drop_all = Retention {
+        max_events: Some(0),
+        max_age: None,
+    };
+    assert_eq!(s.retain(&drop_all).await.expect("retain"), None);
+    s.close().await;
+
+    let s = SurrealStore::open(&url, opts)
+        .await
+        .expect("reopen after retention");
+    let loaded = s.load().await.expect("load");
+    assert_eq!((loaded.last_seq, loaded.events_after.len()), (8, 0));
+    s.append(&ev[8..9]).await.expect("the log goes on at 9");
+    assert_eq!(
+        s.read_events(0, 10).await.expect("read")[0].seq,
+        9,
+        "only the new segment is left"
+    );
+    s.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
