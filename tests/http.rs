@@ -1,26 +1,16 @@
 //! The HTTP listener over real sockets, with a real HTTP client: REST against its OpenAPI
-//! document, tokens, metrics, readiness, SSE resume with `Last-Event-ID`, and WebSocket.
+//! document, tokens, metrics, readiness. Its streams (SSE, WebSocket) and TLS are in
+//! `http_streams.rs`.
 
 mod common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::Node;
-use futures::{SinkExt, StreamExt};
+use common::{http_client, ws_frame, ws_send, Node};
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
 use vigil::serve::http::{HttpConfig, OPENAPI, REST_ROUTES};
-use vigil_actors::{
-    AdminRequest, AdminResponse, AgentId, FailingStore, MemStore, Registration, RuntimeConfig,
-};
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
-}
+use vigil_actors::{AgentId, FailingStore, MemStore, Registration, RuntimeConfig};
 
 /// Follows a local `$ref`.
 fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
@@ -112,7 +102,7 @@ async fn every_documented_route_answers_as_documented() {
         .await;
     tcp.expect("registered").await;
     let doc: Value = serde_json::from_str(OPENAPI).unwrap();
-    let http = client();
+    let http = http_client();
     // One request per route (in an order where the writes come last).
     let mut calls: Vec<(&str, String, Option<Value>, u16)> = vec![
         (
@@ -302,7 +292,7 @@ async fn tokens_gate_reads_and_writes() {
     )
     .await;
     node.agents("t", "worker", 1).await;
-    let http = client();
+    let http = http_client();
     let code = |r: reqwest::Response| r.status().as_u16();
     let list = node.url("/api/v1/agents");
     assert_eq!(code(http.get(&list).send().await.unwrap()), 401);
@@ -408,7 +398,7 @@ async fn metrics_report_the_fleet_in_prometheus_text() {
     let mut text = String::new();
     // Written events show up once they are durable.
     for _ in 0..200 {
-        text = client()
+        text = http_client()
             .get(node.url("/metrics"))
             .send()
             .await
@@ -455,7 +445,7 @@ async fn metrics_report_the_fleet_in_prometheus_text() {
 async fn readyz_is_false_while_the_store_fails() {
     let store = FailingStore::new(MemStore::new());
     let node = Node::start(RuntimeConfig::default(), store.clone()).await;
-    let http = client();
+    let http = http_client();
     assert_eq!(
         http.get(node.url("/readyz"))
             .send()
@@ -513,245 +503,4 @@ async fn readyz_is_false_while_the_store_fails() {
         .await
         .unwrap()
         .expect("the registration is answered once durable");
-}
-
-/// Reads SSE events (`id`, `event`, `data`) from a response until `stop` says so.
-async fn sse_events(
-    resp: &mut reqwest::Response,
-    mut stop: impl FnMut(&[(Option<u64>, String, Value)]) -> bool,
-) -> Vec<(Option<u64>, String, Value)> {
-    let mut buf = String::new();
-    let mut out = Vec::new();
-    while !stop(&out) {
-        let chunk = tokio::time::timeout(Duration::from_secs(20), resp.chunk())
-            .await
-            .expect("SSE data within 20 s")
-            .unwrap()
-            .expect("the stream goes on");
-        buf.push_str(std::str::from_utf8(&chunk).unwrap());
-        while let Some(end) = buf.find("\n\n") {
-            let block: String = buf.drain(..end + 2).collect();
-            let (mut id, mut name, mut data) = (None, String::from("message"), None);
-            for l in block.lines() {
-                if let Some(v) = l.strip_prefix("id:") {
-                    id = Some(v.trim().parse().unwrap());
-                } else if let Some(v) = l.strip_prefix("event:") {
-                    name = v.trim().into();
-                } else if let Some(v) = l.strip_prefix("data:") {
-                    data = Some(serde_json::from_str(v.trim()).unwrap());
-                }
-            }
-            if let Some(d) = data {
-                out.push((id, name, d));
-            }
-        }
-    }
-    out
-}
-
-/// The seqs of the agent events after `since`, from the log (alerts, which a loaded machine
-/// may raise, take seqs too but are not in the `agents` topic).
-async fn agent_seqs_after(node: &Node, since: u64) -> Vec<u64> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let settled = loop {
-        let s = node.rt.stats().await.unwrap().registry;
-        if s.pending_events == 0 && s.durable_seq == s.last_seq {
-            break s.last_seq;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the log did not settle within 60 s: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
-    let events = match node
-        .rt
-        .admin(AdminRequest::Events {
-            id: None,
-            since: Some(since),
-            limit: None,
-            latest: false,
-        })
-        .await
-        .unwrap()
-    {
-        AdminResponse::Events(e) => e,
-        other => panic!("{other:?}"),
-    };
-    let seqs: Vec<u64> = events
-        .iter()
-        .filter(|e| e.agent.is_some())
-        .map(|e| e.seq)
-        .collect();
-    assert!(seqs.last().is_none_or(|l| *l <= settled));
-    seqs
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sse_resumes_with_last_event_id() {
-    let node = Node::start(RuntimeConfig::default(), MemStore::new()).await;
-    let ids = node.agents("e", "worker", 5).await;
-    let http = client();
-    let url = node.url("/api/v1/events?topics=agents&snapshot=true");
-    let mut resp = http.get(&url).send().await.unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
-    assert!(resp.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/event-stream"));
-    let first = sse_events(&mut resp, |e| !e.is_empty()).await;
-    let (snap_id, name, snap) = &first[0];
-    assert_eq!(name, "snapshot");
-    assert_eq!(snap["agents"].as_array().unwrap().len(), 5);
-    let snap_id = snap_id.expect("a snapshot carries its seq as id");
-    assert_eq!(snap["seq"].as_u64(), Some(snap_id));
-    for id in &ids {
-        node.flip(id, true).await;
-    }
-    // Take two events, then drop the connection.
-    let seen = sse_events(&mut resp, |e| e.len() >= 2).await;
-    let want = agent_seqs_after(&node, snap_id).await;
-    assert_eq!(want.len(), 5, "five flips");
-    let got: Vec<u64> = seen.iter().map(|(id, _, _)| id.unwrap()).collect();
-    assert_eq!(got, want[..2]);
-    assert!(seen
-        .iter()
-        .all(|(_, name, e)| name == "event" && e["to"] == "maintenance"));
-    let last = got[1];
-    drop(resp);
-
-    // More happens while it is away; then it resumes as a browser would (the same URL,
-    // with Last-Event-ID).
-    node.flip(&ids[0], false).await;
-    node.flip(&ids[2], false).await;
-    let want = agent_seqs_after(&node, last).await;
-    assert_eq!(want.len(), 5, "three unseen flips and two later ones");
-    let mut resp = http
-        .get(&url)
-        .header("Last-Event-ID", last.to_string())
-        .send()
-        .await
-        .unwrap();
-    let rest = sse_events(&mut resp, |e| e.len() >= want.len()).await;
-    let got: Vec<u64> = rest.iter().map(|(id, _, _)| id.unwrap()).collect();
-    assert_eq!(
-        got, want,
-        "no snapshot again, nothing seen twice, nothing missed"
-    );
-    assert!(rest.iter().all(|(_, name, _)| name == "event"));
-    assert_eq!(rest[3].2["agent"], "e0");
-    assert_eq!(
-        rest[3].2["to"], "unknown",
-        "out of maintenance: unknown until it beats"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websocket_monitors_get_the_same_frames() {
-    let node = Node::start(RuntimeConfig::default(), MemStore::new()).await;
-    let ids = node.agents("ws", "worker", 2).await;
-    let url = format!("ws://{}/ws", node.http.local_addr());
-    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-    ws_send(
-        &mut ws,
-        json!({"type":"subscribe","topics":["agents"],"snapshot":true,"ref":"s"}),
-    )
-    .await;
-    let mut frames = vec![ws_frame(&mut ws).await, ws_frame(&mut ws).await];
-    node.flip(&ids[1], true).await;
-    frames.push(ws_frame(&mut ws).await);
-    assert_eq!(frames[0], json!({"type":"ack","ref":"s"}));
-    assert_eq!(frames[1]["type"], "snapshot");
-    let snap_seq = frames[1]["seq"].as_u64().unwrap();
-    assert_eq!(frames[2]["type"], "event");
-    assert!(frames[2]["seq"].as_u64().unwrap() > snap_seq);
-    assert_eq!(frames[2]["agent"], "ws1");
-    assert_eq!(frames[2]["to"], "maintenance");
-
-    // Admin frames need an admin token; with none configured, any stream may send them.
-    ws_send(
-        &mut ws,
-        json!({"type":"admin","op":"get","args":{"id":"ws0"},"ref":2}),
-    )
-    .await;
-    let v = ws_frame(&mut ws).await;
-    assert_eq!(v["type"], "result", "{v}");
-    assert_eq!(v["data"]["id"], "ws0");
-}
-
-/// Sends one frame as a WebSocket text message.
-async fn ws_send<S>(ws: &mut S, frame: Value)
-where
-    S: futures::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
-{
-    ws.send(Message::Text(frame.to_string().into()))
-        .await
-        .unwrap();
-}
-
-/// The next text frame of a WebSocket, as JSON.
-async fn ws_frame<S>(ws: &mut S) -> Value
-where
-    S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
-{
-    loop {
-        let m = tokio::time::timeout(Duration::from_secs(20), ws.next())
-            .await
-            .expect("a frame")
-            .unwrap()
-            .unwrap();
-        if let Message::Text(t) = m {
-            return serde_json::from_str(t.as_str()).unwrap();
-        }
-    }
-}
-
-#[tokio::test]
-async fn the_http_listener_speaks_tls_when_configured() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
-    let tls = vigil::serve::tls::tls_config(&dir.join("cert.pem"), &dir.join("key.pem")).unwrap();
-    let node = Node::start_with(
-        RuntimeConfig::default(),
-        MemStore::new(),
-        vigil::config::Config::default().server_config(),
-        HttpConfig {
-            tls: Some(tls),
-            ..vigil::config::Config::default().http_config()
-        },
-    )
-    .await;
-    let addr = node.http.local_addr();
-    let ca = std::fs::read(dir.join("ca.pem")).unwrap();
-    let https = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
-        .resolve("localhost", addr)
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap();
-    let url = format!("https://localhost:{}/healthz", addr.port());
-    let r = https.get(&url).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    // Plain HTTP gets no answer from a TLS listener.
-    let plain = client().get(format!("http://{addr}/healthz")).send().await;
-    assert!(plain.is_err() || !plain.unwrap().status().is_success());
-}
-
-#[tokio::test]
-async fn a_websocket_unsubscribe_is_acknowledged_only_with_a_ref() {
-    let node = Node::start(RuntimeConfig::default(), MemStore::new()).await;
-    let ws_url = format!("ws://{}/ws", node.http.local_addr());
-    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
-    ws_send(&mut ws, json!({"type":"unsubscribe"})).await;
-    ws_send(&mut ws, json!({"type":"ping","ref":2})).await;
-    let v = ws_frame(&mut ws).await;
-    assert_eq!(
-        (v["type"].clone(), v["ref"].clone()),
-        (json!("pong"), json!(2))
-    );
-    ws_send(&mut ws, json!({"type":"unsubscribe","ref":3})).await;
-    let v = ws_frame(&mut ws).await;
-    assert_eq!(
-        (v["type"].clone(), v["ref"].clone()),
-        (json!("ack"), json!(3))
-    );
 }

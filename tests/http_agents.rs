@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, Node};
+use common::{http_client, Client, Node};
 use serde_json::{json, Value};
 use vigil::serve::http::HttpConfig;
 use vigil_actors::{
@@ -16,17 +16,10 @@ use vigil_actors::{
     Reason, RuntimeConfig, Status, SubscribeOptions, Subscription, SubscriptionItem,
 };
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
-}
-
 /// A POST to `path` with `token` and a JSON `body` (none: no body at all, as
 /// `curl -X POST` sends); the status and the JSON answer.
 async fn post(node: &Node, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
-    let mut req = client().post(node.url(path));
+    let mut req = http_client().post(node.url(path));
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
@@ -287,7 +280,7 @@ async fn agent_routes_take_the_agent_roles_tokens() {
     let (status, _) = post(&node, &format!("{beat}?token=agt"), None, None).await;
     assert_eq!(status, 200);
     // The admin's routes still take the admin's token, not the agent's.
-    let r = client()
+    let r = http_client()
         .delete(node.url("/api/v1/agents/probe"))
         .bearer_auth("agt")
         .send()
@@ -296,7 +289,7 @@ async fn agent_routes_take_the_agent_roles_tokens() {
     assert_eq!(r.status().as_u16(), 401);
     // A body must be JSON (a cross-site form cannot send one), and no page of another origin
     // may send these.
-    let r = client()
+    let r = http_client()
         .post(node.url(beat))
         .bearer_auth("agt")
         .header("content-type", "text/plain")
@@ -305,7 +298,7 @@ async fn agent_routes_take_the_agent_roles_tokens() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 400);
-    let r = client()
+    let r = http_client()
         .post(node.url(beat))
         .bearer_auth("agt")
         .header("origin", "http://evil.example")
@@ -327,7 +320,7 @@ async fn without_agent_tokens_only_a_name_of_this_machine_is_answered() {
         },
     )
     .await;
-    let rebound = client()
+    let rebound = http_client()
         .post(node.url("/api/v1/agents"))
         .header("host", "rebound.example")
         .header("content-type", "application/json")
@@ -420,7 +413,7 @@ async fn an_evicted_http_agent_must_register_again() {
     let node = Node::start(RuntimeConfig::default(), MemStore::new()).await;
     let (status, _) = post(&node, "/api/v1/agents", None, Some(json!({"id": "ev"}))).await;
     assert_eq!(status, 201);
-    let r = client()
+    let r = http_client()
         .delete(node.url("/api/v1/agents/ev?reason=gone"))
         .send()
         .await

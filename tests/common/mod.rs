@@ -16,6 +16,52 @@ use vigil::serve::hub::Hub;
 use vigil::serve::tcp::{Server, ServerConfig};
 use vigil_actors::{AgentId, Registration, Runtime, RuntimeConfig, Store};
 
+/// An HTTP client whose requests give up after 20 s (a test fails rather than hangs).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("an HTTP client")
+}
+
+/// Sends one frame as a WebSocket text message.
+pub async fn ws_send<S>(ws: &mut S, frame: Value)
+where
+    S: futures::Sink<
+            tokio_tungstenite::tungstenite::Message,
+            Error = tokio_tungstenite::tungstenite::Error,
+        > + Unpin,
+{
+    futures::SinkExt::send(
+        ws,
+        tokio_tungstenite::tungstenite::Message::Text(frame.to_string().into()),
+    )
+    .await
+    .unwrap();
+}
+
+/// The next text frame of a WebSocket, as JSON.
+pub async fn ws_frame<S>(ws: &mut S) -> Value
+where
+    S: futures::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(20), futures::StreamExt::next(ws))
+            .await
+            .expect("a frame")
+            .unwrap()
+            .unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+            return serde_json::from_str(t.as_str()).unwrap();
+        }
+    }
+}
+
 /// A protocol client over TCP, one JSON frame per line.
 pub struct Client {
     pub lines: tokio::io::Lines<BufReader<OwnedReadHalf>>,

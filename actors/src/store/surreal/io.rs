@@ -16,6 +16,33 @@ use super::StoreError;
 use super::{hold, with_sync, Conn, Index, SegMeta, SurrealOptions, SurrealStore, SCHEMA_VERSION};
 use crate::model::Event;
 
+/// Segments deleted per write when retention drops them.
+const RETAIN_PAGE: usize = 1_000;
+
+/// The write of one segment: a new one (`retry` false) or a verbatim retry of the newest.
+///
+/// A server's store may later be a cluster's, whose shared log keeps its head in `meta:log`;
+/// an embedded one finds its last seq from its segments and checkpoint at open, and writes
+/// the one record (half the CPU of a commit of two).
+pub(super) fn segment_sql(retry: bool, remote: bool) -> &'static str {
+    match (retry, remote) {
+        (false, false) => "CREATE type::record('segment', $k) CONTENT $segment RETURN NONE;",
+        (true, false) => "UPSERT type::record('segment', $k) CONTENT $segment RETURN NONE;",
+        (false, true) => {
+            "BEGIN TRANSACTION;
+             CREATE type::record('segment', $k) CONTENT $segment RETURN NONE;
+             UPSERT meta:log SET last_seq = $k RETURN NONE;
+             COMMIT TRANSACTION;"
+        }
+        (true, true) => {
+            "BEGIN TRANSACTION;
+             UPSERT type::record('segment', $k) CONTENT $segment RETURN NONE;
+             UPSERT meta:log SET last_seq = $k RETURN NONE;
+             COMMIT TRANSACTION;"
+        }
+    }
+}
+
 pub(super) fn read_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Read(e.to_string())
 }
@@ -377,6 +404,28 @@ impl SurrealStore {
         conn.query(sql, binds)
             .await
             .map_err(|e| StoreError::Read(e.to_string()))
+    }
+
+    /// Deletes the segments up to `upto` (retention), by record key from the in-memory
+    /// index: an embedded store's segments carry no index on their seqs (see `init`), and a
+    /// page at a time keeps each transaction small.
+    pub(super) async fn delete_segments(&self, upto: u64) -> Result<(), StoreError> {
+        let keys: Vec<u64> = {
+            let index = self.index.lock();
+            index.segments.range(..=upto).map(|(k, _)| *k).collect()
+        };
+        for page in keys.chunks(RETAIN_PAGE) {
+            self.write(
+                "FOR $k IN $keys { DELETE type::record('segment', $k) RETURN NONE; };",
+                json!({ "keys": page }),
+            )
+            .await?;
+            let mut index = self.index.lock();
+            for k in page {
+                index.segments.remove(k);
+            }
+        }
+        Ok(())
     }
 
     /// One segment's row, as `sql` selects it from `type::record('segment', $k)`.

@@ -71,9 +71,6 @@ pub use tail::LogTail;
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: u64 = 1;
 
-/// Segments deleted per write when retention drops them.
-const RETAIN_PAGE: usize = 1_000;
-
 /// Agent records per checkpoint chunk (one record, one JSON text, about 1.5 MB).
 const SNAPSHOT_CHUNK: usize = 5000;
 /// Snapshot keys: `gen * SNAPSHOT_GEN + n`.
@@ -270,25 +267,7 @@ impl Store for SurrealStore {
                 }
             }
         }
-        // A server's store may later be a cluster's, whose shared log keeps its head in
-        // `meta:log`; an embedded one finds its last seq from its segments and checkpoint
-        // at open, and writes the one record (half the CPU of a commit of two).
-        let sql = match (retry, self.is_remote()) {
-            (false, false) => "CREATE type::record('segment', $k) CONTENT $segment RETURN NONE;",
-            (true, false) => "UPSERT type::record('segment', $k) CONTENT $segment RETURN NONE;",
-            (false, true) => {
-                "BEGIN TRANSACTION;
-                 CREATE type::record('segment', $k) CONTENT $segment RETURN NONE;
-                 UPSERT meta:log SET last_seq = $k RETURN NONE;
-                 COMMIT TRANSACTION;"
-            }
-            (true, true) => {
-                "BEGIN TRANSACTION;
-                 UPSERT type::record('segment', $k) CONTENT $segment RETURN NONE;
-                 UPSERT meta:log SET last_seq = $k RETURN NONE;
-                 COMMIT TRANSACTION;"
-            }
-        };
+        let sql = io::segment_sql(retry, self.is_remote());
         self.write(sql, json!({ "k": last, "segment": segment }))
             .await?;
         let mut index = self.index.lock();
@@ -459,26 +438,7 @@ impl Store for SurrealStore {
             upto
         };
         if let Some(upto) = drop_upto {
-            // By record key, from the in-memory index: the segments carry no index on
-            // their seqs (see `init`), and a page at a time keeps each transaction small.
-            let keys: Vec<u64> = self
-                .index
-                .lock()
-                .segments
-                .range(..=upto)
-                .map(|(k, _)| *k)
-                .collect();
-            for page in keys.chunks(RETAIN_PAGE) {
-                self.write(
-                    "FOR $k IN $keys { DELETE type::record('segment', $k) RETURN NONE; };",
-                    json!({ "keys": page }),
-                )
-                .await?;
-                let mut index = self.index.lock();
-                for k in page {
-                    index.segments.remove(k);
-                }
-            }
+            self.delete_segments(upto).await?;
         }
         self.oldest_seq().await
     }
