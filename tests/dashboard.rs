@@ -595,10 +595,18 @@ impl Browser {
             if v == json!(true) {
                 return Instant::now();
             }
-            assert!(
-                Instant::now() < deadline,
-                "waited {limit:?} for {what}: `{expr}` stayed false"
-            );
+            if Instant::now() >= deadline {
+                // What the page knew, so that a failure says whether the server never sent
+                // it or the page did not show it.
+                let page = self
+                    .eval(
+                        "JSON.stringify({connected: vigilDashboard.connected, \
+                         synced: vigilDashboard.synced, lastSeq: vigilDashboard.lastSeq, \
+                         agents: vigilDashboard.agents.size, stats: vigilDashboard.serverStats})",
+                    )
+                    .await;
+                panic!("waited {limit:?} for {what}: `{expr}` stayed false; the page: {page}");
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
