@@ -241,7 +241,7 @@ impl SurrealStore {
             )
             .await?;
         } else {
-            // Kept on every segment by earlier versions: it cost half of a commit's CPU.
+            // Kept on every segment by earlier versions: about a fifth of a commit's CPU.
             conn.query("REMOVE INDEX IF EXISTS segment_last ON segment;", json!({}))
                 .await?;
         }

@@ -43,12 +43,7 @@ fn an_embedded_url_gets_sync_every_unless_it_names_a_mode() {
 
 #[tokio::test]
 async fn a_weaker_sync_mode_is_reported() {
-    let dir = std::env::temp_dir().join(format!("vigil-sync-{}", std::process::id()));
-    let small = SurrealOptions {
-        block_cache_bytes: 8 << 20,
-        memtable_bytes: 8 << 20,
-        ..SurrealOptions::default()
-    };
+    let (dir, small) = kv_dir("sync");
     let url = format!("surrealkv://{}/never?sync=never", dir.display());
     let s = SurrealStore::open(&url, small.clone()).await.expect("open");
     let warning = s.durability_warning().expect("a warning");
@@ -395,7 +390,7 @@ async fn a_store_written_by_a_newer_schema_is_refused() {
 }
 
 /// An embedded store keeps no index on its segments and writes no `meta:log` per commit
-/// (half of a commit's CPU): after a restart the log goes on from its last seq, whether that
+/// (two thirds of a commit's CPU): after a restart the log goes on from its last seq, whether that
 /// is a segment's or, with every segment dropped, the checkpoint's; the index an earlier
 /// version kept is removed at open.
 #[tokio::test]
