@@ -9,6 +9,11 @@ use vigil::config::{Config, LogFormat};
 use vigil::core::Runtime;
 use vigil::tools::bench::{self, detect::CoreBench};
 
+/// The allocator: a server allocating per frame and per event spent a fifth of its CPU in
+/// the system's `malloc` and `free` (docs/benchmarks.md, "The allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "vigil",
