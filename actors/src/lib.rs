@@ -73,7 +73,7 @@ pub use health::{
     Alerter, Finding, HealthConfig, HealthIssue, HealthReport, HealthSummary, MassOffline,
     MassOfflineAlert,
 };
-pub use lag::LagConfig;
+pub use lag::{InputHold, LagConfig};
 pub use model::*;
 pub use registry::intake::ReportQuota;
 pub use registry::{LatencyHistogram, RegistryStats};

@@ -2,14 +2,19 @@
 //! deadlines are extended by it, so a starved supervisor does not blame its agents (after
 //! memberlist's Lifeguard).
 //!
-//! Three sources feed the estimate: a probe task that sleeps a fixed period and measures how
-//! late it wakes; the deadline wheel, which measures how late it wakes for a deadline; and the
+//! Four sources feed the estimate: a probe task that sleeps a fixed period and measures how
+//! late it wakes; the deadline wheel, which measures how late it wakes for a deadline; the
 //! readers of the agents' input (each connection, through a [`Backlog`]), which measure how
 //! long they have been behind it: a beat waiting in a socket's buffer is a beat the agent sent
-//! and the runtime has not read, not a silence. The estimate is the largest lateness seen in
-//! the current and previous window; it counts as lag (and becomes slack) only above the
-//! threshold.
+//! and the runtime has not read, not a silence; and input held ([`LagMonitor::hold`]): a
+//! connection woken by its input and not yet run, or one whose frames wait behind a
+//! registration it is making, holds its agents' beats from that moment, and the age of the
+//! oldest hold counts while it lasts, before anyone has read what it holds. The estimate is
+//! the largest lateness seen in the current and previous window, or the oldest hold's age if
+//! larger; it counts as lag (and becomes slack) only above the threshold.
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -55,6 +60,39 @@ struct Windows {
 pub struct LagMonitor {
     config: LagConfig,
     windows: Mutex<Windows>,
+    /// Input held now: since when, and a number telling holds of one instant apart.
+    held: Mutex<Holds>,
+}
+
+#[derive(Debug, Default)]
+struct Holds {
+    next: u64,
+    since: BTreeSet<(Instant, u64)>,
+}
+
+/// Agents' input held since a moment (see [`LagMonitor::hold`]); dropping it lets go, and
+/// how long it was held is recorded as lateness.
+#[derive(Debug)]
+#[must_use = "the input counts as held only while this lives"]
+pub struct InputHold {
+    held: Option<(Arc<LagMonitor>, (Instant, u64))>,
+}
+
+impl InputHold {
+    /// A hold of nothing (the monitor is off, or there is no monitor).
+    pub fn none() -> Self {
+        InputHold { held: None }
+    }
+}
+
+impl Drop for InputHold {
+    fn drop(&mut self) {
+        if let Some((monitor, key)) = self.held.take() {
+            monitor.held.lock().since.remove(&key);
+            let now = Instant::now();
+            monitor.observe(now.saturating_duration_since(key.0), now);
+        }
+    }
 }
 
 impl LagMonitor {
@@ -67,6 +105,23 @@ impl LagMonitor {
                 current: Duration::ZERO,
                 previous: Duration::ZERO,
             }),
+            held: Mutex::new(Holds::default()),
+        }
+    }
+
+    /// Agents' input is held from `since` until the returned hold is dropped: beats the
+    /// runtime has received (or been woken for) and not yet applied. While it lasts, its age
+    /// is lag, so no deadline passes for want of what it holds.
+    pub fn hold(self: &Arc<Self>, since: Instant) -> InputHold {
+        if !self.config.enabled {
+            return InputHold::none();
+        }
+        let mut held = self.held.lock();
+        let key = (since, held.next);
+        held.next += 1;
+        held.since.insert(key);
+        InputHold {
+            held: Some((self.clone(), key)),
         }
     }
 
@@ -100,9 +155,11 @@ impl LagMonitor {
 
     /// The current lag estimate, whether or not it is above the threshold.
     pub fn estimate(&self, now: Instant) -> Duration {
+        let oldest = self.held.lock().since.first().map(|k| k.0);
+        let held = oldest.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
         let mut w = self.windows.lock();
         self.rotate(&mut w, now);
-        w.current.max(w.previous)
+        w.current.max(w.previous).max(held)
     }
 
     /// Whether the runtime lags now (the estimate is above the threshold).
@@ -214,6 +271,36 @@ mod tests {
         assert!(m.lagging(t0));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn held_input_is_lag_while_held_and_lateness_after() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let m = Arc::new(LagMonitor::new(LagConfig::default(), t0));
+        let first = m.hold(t0);
+        tokio::time::advance(ms(100)).await;
+        let second = m.hold(Instant::now());
+        tokio::time::advance(ms(200)).await;
+        // Nothing was observed yet: the oldest hold's age is the lag.
+        assert_eq!(m.slack(Instant::now()), ms(300));
+        drop(first);
+        tokio::time::advance(ms(400)).await;
+        // The first is let go after 300 ms (now lateness seen); the second is 600 ms old.
+        assert_eq!(m.slack(Instant::now()), ms(600));
+        drop(second);
+        assert_eq!(
+            m.slack(Instant::now()),
+            ms(600),
+            "its lateness stays for a window"
+        );
+        tokio::time::advance(ms(5_000)).await;
+        assert_eq!(m.slack(Instant::now()), Duration::ZERO);
+        // A short hold is ordinary pace, not lag.
+        let short = m.hold(Instant::now());
+        tokio::time::advance(ms(10)).await;
+        assert_eq!(m.slack(Instant::now()), Duration::ZERO);
+        drop(short);
+    }
+
     #[test]
     fn disabled_monitor_never_gives_slack() {
         let t0 = Instant::now();
@@ -226,5 +313,8 @@ mod tests {
         );
         m.observe(Duration::from_secs(5), t0);
         assert_eq!(m.slack(t0), Duration::ZERO);
+        let m = Arc::new(m);
+        let _held = m.hold(t0);
+        assert_eq!(m.slack(t0 + Duration::from_secs(5)), Duration::ZERO);
     }
 }

@@ -102,7 +102,7 @@ impl Runtime {
     ) -> Result<(), BeatError> {
         match self.activity_report(id, activity.into(), detail) {
             Some(report) => {
-                let slot = quota.slot().await;
+                let slot = self.report_slot(quota).await;
                 self.send_report(id, report, Some(slot))
             }
             None => Ok(()),
@@ -151,8 +151,19 @@ impl Runtime {
         id: &AgentId,
         report: JobReport,
     ) -> Result<(), BeatError> {
-        let slot = quota.slot().await;
+        let slot = self.report_slot(quota).await;
         self.send_report(id, Report::Job(report), Some(slot))
+    }
+
+    /// A slot of `quota`, waiting for one if every report it allows waits for the registry:
+    /// the source's other input (a connection's next frames, its agents' beats) waits too
+    /// then, held (see [`Runtime::hold_input`]).
+    async fn report_slot(&self, quota: &ReportQuota) -> OwnedSemaphorePermit {
+        if let Some(slot) = quota.try_slot() {
+            return slot;
+        }
+        let _held = self.hold_input();
+        quota.slot().await
     }
 
     /// The agent deregisters itself: it leaves (`deregistered`, status `left`).

@@ -12,6 +12,7 @@ use crate::broadcaster::{SubscribeOptions, Subscription};
 use crate::fleet::FleetMsg;
 use crate::model::Severity;
 use crate::rules::health::HealthReport;
+use crate::rules::lag::InputHold;
 use crate::sink::{Control, DeadLetter, LogSource, Sink, SinkConfig, SinkHandle, SinkStatus};
 
 impl Runtime {
@@ -167,6 +168,14 @@ impl Runtime {
     /// above the threshold.
     pub fn observe_backlog(&self, behind: Duration) {
         self.lag.observe(behind, Instant::now());
+    }
+
+    /// Agents' input is held from now until the hold is dropped: a reader woken by its input
+    /// and not yet run, or frames read and waiting behind a registration. Deadlines are
+    /// extended by the oldest hold's age while it lasts (before anyone has read what it
+    /// holds), and by how long it lasted after (see [`crate::lag`]).
+    pub fn hold_input(&self) -> InputHold {
+        self.lag.hold(Instant::now())
     }
 
     /// Fault injection for tests: records an observed scheduling lag, as the probe would.

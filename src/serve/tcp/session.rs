@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use tokio::sync::mpsc;
-use vigil_actors::{AgentHandle, AgentId, Beat, BeatError, JobReport, ReportQuota, Status};
+use vigil_actors::{
+    AgentHandle, AgentId, Beat, BeatError, InputHold, JobReport, ReportQuota, Status,
+};
 
 use super::bucket::Bucket;
 use super::out::Out;
@@ -309,6 +311,13 @@ impl Session {
             id: self.conn,
             tx: ctl.clone(),
         };
+        // The frames read after this one (this connection's other agents' beats among them)
+        // wait while the registration is made, behind every other connection's: they are
+        // held input, and no deadline passes for want of them (docs/decisions.md).
+        let held = match self.owned.is_empty() {
+            true => InputHold::none(),
+            false => self.shared.rt.hold_input(),
+        };
         let claimed = forward::claim_registration(
             &self.shared.hub,
             &id,
@@ -317,11 +326,14 @@ impl Session {
         )
         .await;
         if let Err(msg) = claimed {
+            drop(held);
             self.error(ErrorCode::Conflict, &msg, &reference).await;
             return;
         }
         let reg = r.registration(false);
-        match self.shared.rt.register_sequenced(reg).await {
+        let registered = self.shared.rt.register_sequenced(reg).await;
+        drop(held);
+        match registered {
             Ok((handle, seq)) => {
                 let reply = ServerFrame::Registered {
                     id: id.as_str().to_owned(),
