@@ -10,7 +10,7 @@ use vigil::core::Runtime;
 use vigil::tools::bench::{self, detect::CoreBench};
 
 /// The allocator: a server allocating per frame and per event spent a fifth of its CPU in
-/// the system's `malloc` and `free` (docs/benchmarks.md, "The allocator").
+/// the system's `malloc` and `free` (docs/decisions.md, "The allocator").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

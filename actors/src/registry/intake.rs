@@ -25,12 +25,12 @@ impl ReportQuota {
         }
     }
 
-    /// Waits for a free slot.
     /// A slot if one is free now.
     pub(crate) fn try_slot(&self) -> Option<OwnedSemaphorePermit> {
         self.slots.clone().try_acquire_owned().ok()
     }
 
+    /// Waits for a free slot.
     pub(crate) async fn slot(&self) -> OwnedSemaphorePermit {
         // The semaphore is never closed, so acquiring only waits.
         match self.slots.clone().acquire_owned().await {

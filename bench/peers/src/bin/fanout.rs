@@ -51,6 +51,10 @@ use tokio::task::JoinSet;
 use common::{publish, Ctx, Seen, Sink};
 use measure::{cpu_of, Machine, Quantiles};
 
+/// The allocator of vigil's monitors' process (the `vigil` binary).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// How long connecting and subscribing every subscriber may take.
 const SUBSCRIBE_WAIT: Duration = Duration::from_secs(120);
 /// How long the tasks may take to hand in what they saw once told to stop.

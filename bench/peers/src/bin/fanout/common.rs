@@ -56,6 +56,19 @@ struct Head<'a> {
     at_us: u64,
 }
 
+/// The seq and stamp of an event, read from its head as [`payload`] writes it, without
+/// parsing the rest (vigil's monitors read a frame's head the same way); anything else goes to
+/// the parser.
+fn head(bytes: &[u8]) -> Option<(u64, u64)> {
+    let text = std::str::from_utf8(bytes.get(..bytes.len().min(128))?).ok()?;
+    let rest = text.strip_prefix(r#"{"type":"event","kind":""#)?;
+    let rest = &rest[rest.find(r#"","seq":"#)? + 8..];
+    let (seq, rest) = rest.split_at(rest.find(|c: char| !c.is_ascii_digit())?);
+    let rest = rest.strip_prefix(r#","at_us":"#)?;
+    let at = &rest[..rest.find(|c: char| !c.is_ascii_digit())?];
+    Some((seq.parse().ok()?, at.parse().ok()?))
+}
+
 /// What one subscriber saw.
 #[derive(Default)]
 pub struct Seen {
@@ -75,21 +88,23 @@ impl Seen {
     /// Notes one message. Every subscriber subscribed before the first event was published,
     /// so its stream must start at seq 1 and go up by one.
     pub fn note(&mut self, bytes: &[u8], recording: bool) {
-        let Ok(h) = serde_json::from_slice::<Head>(bytes) else {
-            self.unreadable += 1;
-            return;
+        let (seq, at_us) = match head(bytes) {
+            Some(h) => h,
+            None => match serde_json::from_slice::<Head>(bytes) {
+                Ok(h) if h.ty == "event" => (h.seq, h.at_us),
+                _ => {
+                    self.unreadable += 1;
+                    return;
+                }
+            },
         };
-        if h.ty != "event" {
-            self.unreadable += 1;
-            return;
-        }
-        if h.seq != self.last + 1 {
+        if seq != self.last + 1 {
             self.gaps += 1;
-            self.dropped += h.seq.saturating_sub(self.last + 1);
+            self.dropped += seq.saturating_sub(self.last + 1);
         }
-        self.last = h.seq;
+        self.last = seq;
         if recording {
-            let late = wall_us().saturating_sub(h.at_us);
+            let late = wall_us().saturating_sub(at_us);
             self.late_us.push(late.min(u32::MAX as u64) as u32);
         }
     }
@@ -167,5 +182,18 @@ mod tests {
         // A jump of three: one gap, two messages dropped.
         seen.note(&payload("k7", 45, wall_us(), 330), false);
         assert_eq!((seen.gaps, seen.dropped, seen.late_us.len()), (1, 2, 1));
+    }
+
+    #[test]
+    fn an_event_is_read_from_its_head_as_the_parser_reads_it() {
+        let p = payload("k7", 42, 1_700_000_000_123_456, 300);
+        assert_eq!(p.len(), 300);
+        assert_eq!(head(&p), Some((42, 1_700_000_000_123_456)));
+        let h: Head = serde_json::from_slice(&p).expect("JSON");
+        assert_eq!((h.ty, h.seq, h.at_us), ("event", 42, 1_700_000_000_123_456));
+        assert_eq!(
+            head(br#"{"seq":1,"type":"event","kind":"k","at_us":5}"#),
+            None
+        );
     }
 }
