@@ -18,7 +18,7 @@
 #
 # Installs redis-server and nats-server with apt-get when missing (and protobuf-compiler, which
 # the peers' crate needs for its etcd client), starts them on loopback ports of their own
-# (Redis 63791, NATS 42220) in a temporary directory, and stops them (by PID) when done.
+# (Redis 63791, NATS 14222 or the next free of two more) in a temporary directory, and stops them (by PID) when done.
 # Environment: VIGIL (the vigil binary; default: built here with cargo), PROFILE
 # (release|debug, for both builds), OUT (where the JSON and the tables go; default
 # target/peers-fanout), PEERS_TARGET_DIR (the peers' build; default ~/.cache/vigil-peers-target).
@@ -73,28 +73,50 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Waits until 127.0.0.1:$1 takes connections, for at most 10 s; fails (with the server's log,
-# $3) if server $2 exits or the time runs out.
-wait_port() {
+# Waits until server $1 writes "$3" to its log $2 (it listens then: a connection that
+# succeeds could be to another process holding the port), for at most 10 s; fails (status 1)
+# if the server exits or the time runs out.
+wait_ready() {
     local deadline=$((SECONDS + 10))
-    until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do
-        if ! kill -0 "$2" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
-            echo "the server for port $1 did not start; its log:" >&2
-            cat "$3" >&2
-            exit 1
+    until grep -q "$3" "$2" 2>/dev/null; do
+        if ! kill -0 "$1" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
+            return 1
         fi
         sleep 0.1
     done
 }
 
-echo "== starting redis-server (127.0.0.1:63791) and nats-server (127.0.0.1:42220) in $WORK"
+# Starts NATS on the first of a few ports below the kernel's ephemeral range (32768 and up,
+# where a client socket of an earlier step can hold a port) that it can listen on.
+start_nats() {
+    for port in 14222 14322 14422; do
+        "$NATS_SERVER" --addr 127.0.0.1 --port "$port" >"$WORK/nats.log" 2>&1 &
+        NATS_PID=$!
+        if wait_ready "$NATS_PID" "$WORK/nats.log" "Server is ready"; then
+            NATS_PORT=$port
+            return 0
+        fi
+        kill "$NATS_PID" 2>/dev/null || true
+        wait "$NATS_PID" 2>/dev/null || true
+        NATS_PID=""
+        echo "nats-server did not start on port $port; its log:" >&2
+        cat "$WORK/nats.log" >&2
+    done
+    echo "nats-server did not start on any port" >&2
+    exit 1
+}
+
+echo "== starting redis-server (127.0.0.1:63791) and nats-server in $WORK"
 redis-server --port 63791 --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK" \
     --daemonize no >"$WORK/redis.log" 2>&1 &
 REDIS_PID=$!
-"$NATS_SERVER" --addr 127.0.0.1 --port 42220 >"$WORK/nats.log" 2>&1 &
-NATS_PID=$!
-wait_port 63791 "$REDIS_PID" "$WORK/redis.log"
-wait_port 42220 "$NATS_PID" "$WORK/nats.log"
+if ! wait_ready "$REDIS_PID" "$WORK/redis.log" "Ready to accept connections"; then
+    echo "redis-server did not start on port 63791; its log:" >&2
+    cat "$WORK/redis.log" >&2
+    exit 1
+fi
+start_nats
+echo "== nats-server on 127.0.0.1:$NATS_PORT"
 
 # One row: vigil (both stores), Redis, NATS, with M subscribers over K channels.
 row() {
@@ -110,7 +132,7 @@ row() {
     "$PEERS" redis --endpoint redis://127.0.0.1:63791/ --server-pid "$REDIS_PID" "${peer[@]}" \
         --json "$OUT/$name-redis.json"
     echo "== row $name: $("$NATS_SERVER" --version)"
-    "$PEERS" nats --endpoint 127.0.0.1:42220 --server-pid "$NATS_PID" "${peer[@]}" \
+    "$PEERS" nats --endpoint "127.0.0.1:$NATS_PORT" --server-pid "$NATS_PID" "${peer[@]}" \
         --json "$OUT/$name-nats.json"
 }
 row A "$A_SUBS" "$A_CHANNELS"

@@ -86,7 +86,7 @@ impl System {
 struct Args {
     #[arg(value_enum)]
     system: System,
-    /// Redis: `redis://127.0.0.1:63790/`; NATS: `127.0.0.1:42220`.
+    /// Redis: `redis://127.0.0.1:63790/`; NATS: `127.0.0.1:14222`.
     #[arg(long)]
     endpoint: String,
     /// The peer's server process, for its CPU time.
