@@ -62,7 +62,7 @@ struct Head<'a> {
 fn head(bytes: &[u8]) -> Option<(u64, u64)> {
     let text = std::str::from_utf8(bytes.get(..bytes.len().min(128))?).ok()?;
     let rest = text.strip_prefix(r#"{"type":"event","kind":""#)?;
-    let rest = &rest[rest.find(r#"","seq":"#)? + 8..];
+    let (_kind, rest) = rest.split_once(r#"","seq":"#)?;
     let (seq, rest) = rest.split_at(rest.find(|c: char| !c.is_ascii_digit())?);
     let rest = rest.strip_prefix(r#","at_us":"#)?;
     let at = &rest[..rest.find(|c: char| !c.is_ascii_digit())?];
