@@ -5,15 +5,13 @@
 //!
 //! An event's frame is the same for every subscriber, so it is serialized once per event (a
 //! small cache keyed by seq) and shared, not once per subscriber. `stats` frames are computed
-//! by one task per [`Hub`], at most once per `stats_interval` and only when a count changed,
-//! and handed to every subscriber of the `stats` topic.
+//! by one task per [`Hub`] (see `stats`).
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{SecondsFormat, Utc};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -24,6 +22,10 @@ use vigil_actors::{
 
 use crate::protocol::{self, ErrorCode, ServerFrame};
 use crate::serve::owners::Owners;
+
+mod stats;
+pub(crate) use stats::now_text;
+pub use stats::LatestStats;
 
 /// Events whose frames are kept for reuse (a power of two).
 const LINE_SLOTS: usize = 4096;
@@ -52,7 +54,8 @@ pub struct Hub {
     rt: Arc<Runtime>,
     lines: Box<[LineSlot]>,
     stats: watch::Receiver<Option<Arc<LatestStats>>>,
-    stats_task: tokio::task::JoinHandle<()>,
+    /// The task computing `stats` frames (it ends with the hub).
+    stats_task: std::sync::OnceLock<tokio::task::AbortHandle>,
     /// TCP connections open now (the listener keeps it).
     pub tcp_connections: AtomicU64,
     /// Frames received over TCP (the listener keeps it).
@@ -86,7 +89,9 @@ impl std::fmt::Debug for Hub {
 
 impl Drop for Hub {
     fn drop(&mut self) {
-        self.stats_task.abort();
+        if let Some(task) = self.stats_task.get() {
+            task.abort();
+        }
     }
 }
 
@@ -152,50 +157,27 @@ impl Hub {
     /// A hub for `rt`, computing `stats` frames at most once per `stats_interval`.
     pub fn new(rt: Arc<Runtime>, stats_interval: Duration) -> Arc<Self> {
         let (tx, rx) = watch::channel(None);
-        let hub = Arc::new_cyclic(|weak: &std::sync::Weak<Hub>| {
-            let weak = weak.clone();
-            let stats_task = tokio::spawn(async move {
-                let mut tick = tokio::time::interval(stats_interval.max(Duration::from_millis(10)));
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                let mut last: Option<Value> = None;
-                loop {
-                    tick.tick().await;
-                    let Some(hub) = weak.upgrade() else { return };
-                    let Some(counts) = hub.counts().await else {
-                        continue;
-                    };
-                    if last.as_ref() != Some(&counts) {
-                        let mut at_now = counts.clone();
-                        at_now["at"] = json!(now_text());
-                        last = Some(counts);
-                        let latest = LatestStats {
-                            frame: ServerFrame::Stats(at_now.clone()).text(None).into(),
-                            counts: at_now,
-                        };
-                        if tx.send(Some(Arc::new(latest))).is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
-            let owners = Owners::new(&rt);
-            Hub {
-                rt,
-                lines: (0..LINE_SLOTS).map(|_| Mutex::new(None)).collect(),
-                stats: rx,
-                stats_task,
-                tcp_connections: AtomicU64::new(0),
-                frames: AtomicU64::new(0),
-                heartbeats: AtomicU64::new(0),
-                rejoins: AtomicU64::new(0),
-                peers: std::sync::OnceLock::new(),
-                http_streams: AtomicU64::new(0),
-                subscribers: AtomicU64::new(0),
-                lagged: AtomicU64::new(0),
-                owners,
-                reports: vigil_actors::ReportQuota::new(crate::serve::tcp::MAX_QUEUED_REPORTS),
-            }
+        let owners = Owners::new(&rt);
+        let hub = Arc::new(Hub {
+            rt,
+            lines: (0..LINE_SLOTS).map(|_| Mutex::new(None)).collect(),
+            stats: rx,
+            stats_task: std::sync::OnceLock::new(),
+            tcp_connections: AtomicU64::new(0),
+            frames: AtomicU64::new(0),
+            heartbeats: AtomicU64::new(0),
+            rejoins: AtomicU64::new(0),
+            peers: std::sync::OnceLock::new(),
+            http_streams: AtomicU64::new(0),
+            subscribers: AtomicU64::new(0),
+            lagged: AtomicU64::new(0),
+            owners,
+            reports: vigil_actors::ReportQuota::new(crate::serve::tcp::MAX_QUEUED_REPORTS),
         });
+        // Spawned once the hub exists: the task holds it weakly (it ends with the hub), and a
+        // task that ran before the hub was whole would find nothing to count.
+        let task = stats::spawn(Arc::downgrade(&hub), stats_interval, tx);
+        let _ = hub.stats_task.set(task.abort_handle());
         hub
     }
 
@@ -212,24 +194,6 @@ impl Hub {
 
     pub(crate) fn peers(&self) -> Option<&Peers> {
         self.peers.get()
-    }
-
-    /// The counts a `stats` frame carries (without `type` and `at`).
-    async fn counts(&self) -> Option<Value> {
-        let stats = self.rt.stats().await.ok()?;
-        let mut counts = json!({
-            "agents": stats.registry.agents,
-            "jobs": stats.registry.jobs,
-            "connections": self.tcp_connections.load(Ordering::Relaxed)
-                + self.http_streams.load(Ordering::Relaxed),
-            "subscribers": self.subscribers.load(Ordering::Relaxed),
-        });
-        // The outbound channels' status, when there are any (the dashboard shows them).
-        let sinks = self.rt.sinks().await;
-        if !sinks.is_empty() {
-            counts["sinks"] = serde_json::to_value(sinks).ok()?;
-        }
-        Some(counts)
     }
 
     /// The latest `stats` frame, if one has been computed.
@@ -443,19 +407,4 @@ fn open_jobs(agents: &[AgentRecord]) -> Vec<Value> {
             })
         })
         .collect()
-}
-
-/// The latest `stats` frame: its counts (with `at`) and its text, written once for every
-/// subscriber.
-#[derive(Debug)]
-pub struct LatestStats {
-    /// The counts and `at`, as a snapshot carries them.
-    pub counts: Value,
-    /// The `stats` frame.
-    pub frame: FrameText,
-}
-
-/// The server's clock as frames write it (RFC 3339, UTC, milliseconds).
-pub(crate) fn now_text() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
 }

@@ -200,8 +200,6 @@ impl Runtime {
         emit_alert(&self.registry, &self.clock, severity, issue, None, detail);
     }
 
-    /// Stops gracefully: stops the agent actors, writes every pending event and a full
-    /// checkpoint, ends every subscription, and stops the actors.
     /// Adds an outbound channel (see [`crate::sink`]): it resumes from its saved cursor, or
     /// starts as `cfg.start` says.
     pub async fn add_sink(&self, cfg: SinkConfig, sink: Arc<dyn Sink>) -> Result<(), RuntimeError> {
