@@ -227,26 +227,7 @@ impl Browser {
                          agents: vigilDashboard.agents.size, stats: vigilDashboard.serverStats})",
                     )
                     .await;
-                let server = match self.server {
-                    Some(http) => {
-                        let rest = reqwest::Client::new();
-                        let get = |path: &'static str| {
-                            rest.get(format!("http://{http}{path}"))
-                                .bearer_auth("adm")
-                                .send()
-                        };
-                        let mut said = String::new();
-                        for path in ["/api/v1/stats", "/api/v1/sinks"] {
-                            let text = match get(path).await {
-                                Ok(r) => r.text().await.unwrap_or_else(|e| e.to_string()),
-                                Err(e) => e.to_string(),
-                            };
-                            said.push_str(&format!("\n{path}: {text}"));
-                        }
-                        said
-                    }
-                    None => String::new(),
-                };
+                let server = self.server_counts().await;
                 panic!(
                     "waited {limit:?} for {what}: `{expr}` stayed false; the page: {page}; \
                      the server:{server}"
@@ -254,6 +235,29 @@ impl Browser {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// What the server counts now (its stats and sinks), for a failure's message; nothing
+    /// when the browser was not told the server's address.
+    async fn server_counts(&self) -> String {
+        let Some(http) = self.server else {
+            return String::new();
+        };
+        let rest = reqwest::Client::new();
+        let mut said = String::new();
+        for path in ["/api/v1/stats", "/api/v1/sinks"] {
+            let sent = rest
+                .get(format!("http://{http}{path}"))
+                .bearer_auth("adm")
+                .send()
+                .await;
+            let text = match sent {
+                Ok(r) => r.text().await.unwrap_or_else(|e| e.to_string()),
+                Err(e) => e.to_string(),
+            };
+            said.push_str(&format!("\n{path}: {text}"));
+        }
+        said
     }
 
     /// Waits until the probe's row shows `status`, and reports how long after `since` (when
