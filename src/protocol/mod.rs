@@ -6,6 +6,7 @@
 //! (`unknown_type`, `missing_field`, `invalid_field`). Unknown fields are ignored. A frame that
 //! fails to decode is answered and changes nothing.
 
+mod beats;
 mod error;
 pub mod framing;
 pub mod limits;
@@ -13,6 +14,7 @@ mod server_frame;
 #[cfg(test)]
 mod tests;
 
+pub use beats::BeatIds;
 pub use error::{ErrorCode, FrameError};
 pub use server_frame::{EvictedReason, Received, ServerFrame, Welcome, SERVER_NAME};
 
@@ -130,8 +132,7 @@ pub struct Heartbeat {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Beats {
     /// The agents (each owned by this connection).
-    #[serde(deserialize_with = "agent_ids")]
-    pub ids: Vec<AgentId>,
+    pub ids: BeatIds,
 }
 
 /// `activity`: the agent says what it is doing.
@@ -267,17 +268,6 @@ fn agent_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<AgentId, D::Error>
     let s = String::deserialize(d)?;
     AgentId::new(&s)
         .map_err(|_| serde::de::Error::custom("id must be 1-128 characters of A-Z a-z 0-9 . _ : -"))
-}
-
-fn agent_ids<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<AgentId>, D::Error> {
-    let ids = Vec::<String>::deserialize(d)?;
-    ids.iter()
-        .map(|s| {
-            AgentId::new(s).map_err(|_| {
-                serde::de::Error::custom("each id must be 1-128 characters of A-Z a-z 0-9 . _ : -")
-            })
-        })
-        .collect()
 }
 
 /// The fields every frame has; a first pass over the line reads only these (the others are

@@ -46,7 +46,7 @@ fn every_client_frame_of_the_protocol_decodes() {
         .unwrap();
     match &f.body {
         ClientFrame::Beats(b) => {
-            let ids: Vec<&str> = b.ids.iter().map(|i| i.as_str()).collect();
+            let ids: Vec<&str> = b.ids.iter().collect();
             assert_eq!(ids, vec!["a1", "b.2"]);
         }
         other => panic!("{other:?}"),

@@ -170,7 +170,7 @@ impl Owners {
     }
 
     /// Whether a live connection holds `id`.
-    pub(crate) fn held(&self, id: &AgentId) -> bool {
+    pub(crate) fn held(&self, id: &str) -> bool {
         matches!(self.map.lock().get(id), Some(Holder::Connection(_)))
     }
 
@@ -311,7 +311,7 @@ mod tests {
         owners
             .claim(&id, Claimant::Connection(&one), false)
             .unwrap();
-        assert!(owners.held(&id));
+        assert!(owners.held(id.as_str()));
         // The same connection again: no conflict, no notice.
         owners
             .claim(&id, Claimant::Connection(&one), false)
@@ -325,7 +325,7 @@ mod tests {
         // HTTP takes it over: the connection is told, and no longer holds it.
         owners.claim(&id, Claimant::Http, true).unwrap();
         assert!(matches!(one_rx.try_recv(), Ok(Control::TakenOver(x)) if x == id));
-        assert!(!owners.held(&id));
+        assert!(!owners.held(id.as_str()));
         // Not supervised: nothing to beat.
         assert_eq!(owners.over_http(&rt, &id).err(), Some(Unavailable::Unknown));
         let reg = Registration {
@@ -339,14 +339,14 @@ mod tests {
         owners
             .claim(&id, Claimant::Connection(&two), false)
             .unwrap();
-        assert!(owners.held(&id));
+        assert!(owners.held(id.as_str()));
         // A late HTTP registration does not take it from that connection.
         owners.registered_over_http(handle);
-        assert!(owners.held(&id));
+        assert!(owners.held(id.as_str()));
         owners.release(&id, 1); // not the holder: nothing changes
-        assert!(owners.held(&id));
+        assert!(owners.held(id.as_str()));
         owners.release(&id, 2);
-        assert!(!owners.held(&id));
+        assert!(!owners.held(id.as_str()));
         drop(owners);
         rt.shutdown_shared().await.unwrap();
     }

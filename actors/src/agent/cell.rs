@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::agent::AgentMsg;
 use crate::model::{AgentId, Metrics, Reported};
+use crate::rules::lag::BeatSource;
 
 /// The shared half of one supervised agent.
 #[derive(Debug)]
@@ -41,6 +42,8 @@ pub(crate) struct AgentCell {
     metrics: Mutex<Option<Metrics>>,
     kind: RwLock<Arc<str>>,
     actor: RwLock<Option<ActorRef<AgentMsg>>>,
+    /// The input the beats of a registration (by its incarnation) come in by.
+    source: RwLock<Option<(u64, Arc<dyn BeatSource>)>>,
 }
 
 impl AgentCell {
@@ -68,6 +71,7 @@ impl AgentCell {
             metrics: Mutex::new(None),
             kind: RwLock::new(kind),
             actor: RwLock::new(None),
+            source: RwLock::new(None),
         })
     }
 
@@ -171,6 +175,28 @@ impl AgentCell {
 
     pub(crate) fn next_timer_gen(&self) -> u64 {
         self.timer_gen.fetch_add(1, SeqCst) + 1
+    }
+
+    /// The beats of registration `incarnation` come in by `source` (a source of an earlier
+    /// registration than the one attached is ignored).
+    pub(crate) fn set_source(&self, incarnation: u64, source: Arc<dyn BeatSource>) {
+        let mut current = self.source.write();
+        if current.as_ref().is_none_or(|(n, _)| *n <= incarnation) {
+            *current = Some((incarnation, source));
+        }
+    }
+
+    /// Whether the agent's connection has not yet applied all it received by `at`: a beat may
+    /// be waiting there. False when the agent is disconnected, or its latest registration has
+    /// no source.
+    pub(crate) fn input_behind(&self, at: Instant) -> bool {
+        if !self.connected() {
+            return false;
+        }
+        match &*self.source.read() {
+            Some((n, source)) if *n == self.incarnation() => !source.applied_through(at),
+            _ => false,
+        }
     }
 
     pub(crate) fn actor(&self) -> Option<ActorRef<AgentMsg>> {

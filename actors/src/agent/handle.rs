@@ -8,6 +8,7 @@ use tokio::time::Instant;
 use crate::agent::cell::AgentCell;
 use crate::agent::AgentMsg;
 use crate::model::{AgentId, Metrics, Reported};
+use crate::rules::lag::BeatSource;
 
 /// Why a heartbeat was not taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -98,6 +99,15 @@ impl AgentHandle {
     pub fn heartbeat(&self, beat: Beat) -> Result<(), BeatError> {
         self.check_current()?;
         beat_cell(&self.cell, beat)
+    }
+
+    /// The beats of this registration come in by `source` (its connection): no deadline
+    /// passes for want of a beat while `source` has not applied what reached it by then (up
+    /// to the lag monitor's `max_slack`). A handle of an earlier registration changes nothing.
+    pub fn attach_source(&self, source: Arc<dyn BeatSource>) {
+        if self.is_current() {
+            self.cell.set_source(self.incarnation, source);
+        }
     }
 
     /// Whether this handle is of the agent's latest registration (not taken over since).

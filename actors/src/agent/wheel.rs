@@ -6,7 +6,8 @@
 //! actor hears nothing. Only a deadline that is really due becomes a `Tick` message. So a
 //! healthy agent costs one heap operation per interval and no actor message, and the wheel's
 //! own lateness on waking is a measurement of the runtime's scheduling lag
-//! (see [`crate::rules::lag`]).
+//! (see [`crate::rules::lag`]). A deadline that is due waits while the agent's connection
+//! has not applied what it received by then ([`crate::lag::BeatSource`]).
 
 use std::collections::BinaryHeap;
 use std::sync::Arc;
@@ -239,6 +240,10 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Arm>, lag: Arc<LagMonitor>) {
                         timers.insert(at + slack, Entry { at, ..e });
                         continue;
                     }
+                    if waits_for_input(&e.cell, at + slack, now, &lag) {
+                        timers.insert(now + RECHECK, Entry { at, ..e });
+                        continue;
+                    }
                     match e.cell.actor() {
                         Some(actor) => {
                             if actor.cast(AgentMsg::Tick { gen: e.gen, slack }).is_err() {
@@ -251,6 +256,17 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Arm>, lag: Arc<LagMonitor>) {
             }
         }
     }
+}
+
+/// How often a deadline that waits for its agent's input asks again.
+const RECHECK: Duration = Duration::from_millis(5);
+
+/// Whether the deadline `due` of `cell` waits: the agent's connection has not applied all it
+/// received by then, and the wait is shorter than `max_slack` (beyond it the runtime cannot
+/// vouch for the agent any longer; `runtime_lagging` says why).
+fn waits_for_input(cell: &AgentCell, due: Instant, now: Instant, lag: &LagMonitor) -> bool {
+    let config = lag.config();
+    config.enabled && now < due + config.max_slack && cell.input_behind(due)
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

@@ -12,6 +12,12 @@
 //! oldest hold counts while it lasts, before anyone has read what it holds. The estimate is
 //! the largest lateness seen in the current and previous window, or the oldest hold's age if
 //! larger; it counts as lag (and becomes slack) only above the threshold.
+//!
+//! Those are the runtime's measures of itself. One question is asked of each agent's own
+//! input as well, when a deadline is about to pass for want of a beat: has its connection
+//! applied everything that reached the server by then ([`BeatSource`])? Until it has, the
+//! deadline waits (up to `max_slack`), whatever the estimate says: a backlog of one connection
+//! is never taken for the silence of its agents, however short or long it is.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -93,6 +99,13 @@ impl Drop for InputHold {
             monitor.observe(now.saturating_duration_since(key.0), now);
         }
     }
+}
+
+/// Where an agent's beats come in (its connection), as the deadline wheel asks it.
+pub trait BeatSource: Send + Sync + std::fmt::Debug {
+    /// Whether everything that reached the server on this input by `at` has been read and
+    /// its beats applied; true as well once the input has closed (nothing more comes by it).
+    fn applied_through(&self, at: Instant) -> bool;
 }
 
 impl LagMonitor {

@@ -7,6 +7,9 @@
 //!   task runs and reads it: with 1,000 connections on two threads, a woken task can queue
 //!   behind hundreds of others, and a deadline must not pass meanwhile for want of a beat
 //!   that only waits to be read.
+//!
+//! It also keeps its connection's [`Applied`] up to date: the deadline wheel asks it whether
+//! the input has been applied up to a deadline before that deadline passes.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,6 +21,8 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::Instant;
 use vigil_actors::lag::Backlog;
 use vigil_actors::{InputHold, Runtime};
+
+use super::applied::Applied;
 
 /// Being behind by less than this is the ordinary pace of reading, not worth a report (the
 /// lag monitor's threshold is larger still).
@@ -49,6 +54,14 @@ pub(crate) struct Metered<R> {
     sink: Option<Arc<dyn BacklogSink>>,
     /// After a read that found nothing: the waker the input wakes, which notes when.
     waiting: Option<Arc<WakeStamp>>,
+    /// How far the input has been applied.
+    applied: Arc<Applied>,
+}
+
+impl<R> Drop for Metered<R> {
+    fn drop(&mut self) {
+        self.applied.closed();
+    }
 }
 
 /// The task's waker, when the input first woke it, and the input held since.
@@ -79,13 +92,14 @@ impl Wake for WakeStamp {
 }
 
 impl<R> Metered<R> {
-    /// Reads `inner`, reporting to nobody yet.
-    pub(crate) fn new(inner: R) -> Self {
+    /// Reads `inner`, whose input is `applied`, reporting to nobody yet.
+    pub(crate) fn new(inner: R, applied: Arc<Applied>) -> Self {
         Metered {
             inner,
             backlog: Backlog::default(),
             sink: None,
             waiting: None,
+            applied,
         }
     }
 
@@ -107,6 +121,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for Metered<R> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        self.applied.reading();
         let (before, room) = (buf.filled().len(), buf.remaining());
         // How long the task took to run after its input woke it (and the input held since
         // is let go: it is being read).
@@ -139,7 +154,11 @@ impl<R: AsyncRead + Unpin> AsyncRead for Metered<R> {
                 self.backlog.read(read > 0 && read == room, now)
             }
             Poll::Ready(Err(_)) => Duration::ZERO,
-            Poll::Pending => self.backlog.caught_up(now),
+            Poll::Pending => {
+                // Every frame read before was handled (a read is made only then).
+                self.applied.waiting(now);
+                self.backlog.caught_up(now)
+            }
         };
         self.report(behind.max(queued));
         r
@@ -194,7 +213,7 @@ mod tests {
     struct Reports(Mutex<Vec<Duration>>);
 
     fn metered<R>(input: R, sink: Arc<dyn BacklogSink>) -> Metered<R> {
-        let mut m = Metered::new(input);
+        let mut m = Metered::new(input, Applied::new());
         m.report_to(sink);
         m
     }

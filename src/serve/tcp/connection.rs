@@ -13,6 +13,7 @@ use tokio_util::codec::FramedRead;
 use tracing::debug;
 use vigil_actors::ReportQuota;
 
+use super::applied::Applied;
 use super::backlog::{BacklogSink, Metered};
 use super::bucket::Bucket;
 use super::out::{append, line, Out};
@@ -30,14 +31,18 @@ use crate::serve::owners::Control;
 
 /// One connection: handshake, then frames until the peer closes, is closed, or the listener
 /// stops.
-pub(super) async fn connection<S>(shared: Arc<Shared>, stream: S, mut stop: watch::Receiver<bool>)
-where
+pub(super) async fn connection<S>(
+    shared: Arc<Shared>,
+    stream: S,
+    applied: Arc<Applied>,
+    mut stop: watch::Receiver<bool>,
+) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let _open = Open::new(&shared.hub, |h| &h.tcp_connections);
     let (read, mut write) = tokio::io::split(stream);
     let mut frames = FramedRead::new(
-        Metered::new(read),
+        Metered::new(read, applied.clone()),
         LineFrames::new(shared.cfg.max_frame_bytes),
     );
     let (out_tx, out_rx) = mpsc::channel::<Out>(1024);
@@ -145,6 +150,7 @@ where
             beats: 0,
             batched,
             reports: ReportQuota::new(MAX_QUEUED_REPORTS),
+            applied,
         };
         let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<Control>();
         // One future for the stop, made once: a new `changed()` per frame would register

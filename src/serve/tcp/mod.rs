@@ -21,6 +21,7 @@
 //! ends it; the frames come from [`crate::serve::hub`], shared with WebSocket and SSE. An
 //! admin's `admin` frame runs one [`vigil_actors::AdminRequest`] and is answered with `result`.
 
+mod applied;
 mod backlog;
 mod bucket;
 mod connection;
@@ -170,13 +171,14 @@ impl Server {
                             let stop = stop_rx.clone();
                             conns.spawn(async move {
                                 let _slot = slot;
+                                let applied = applied::Applied::of(&stream);
                                 match shared.cfg.tls.clone() {
-                                    None => connection(shared, stream, stop).await,
+                                    None => connection(shared, stream, applied, stop).await,
                                     Some(tls) => {
                                         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
                                         let limit = shared.cfg.handshake_timeout;
                                         match tokio::time::timeout(limit, acceptor.accept(stream)).await {
-                                            Ok(Ok(s)) => connection(shared, s, stop).await,
+                                            Ok(Ok(s)) => connection(shared, s, applied, stop).await,
                                             Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
                                             Err(_) => debug!(%peer, "TLS handshake timed out"),
                                         }

@@ -10,6 +10,7 @@ use vigil_actors::{
     AgentHandle, AgentId, Beat, BeatError, InputHold, JobReport, ReportQuota, Status,
 };
 
+use super::applied::Applied;
 use super::bucket::Bucket;
 use super::out::Out;
 use super::Shared;
@@ -38,6 +39,8 @@ pub(super) struct Session {
     pub(super) batched: bool,
     /// Bounds the activity and job reports this connection has waiting for the registry.
     pub(super) reports: ReportQuota,
+    /// How far this connection's input has been applied: its agents' deadlines wait for it.
+    pub(super) applied: Arc<Applied>,
 }
 
 impl Session {
@@ -210,11 +213,11 @@ impl Session {
 
     /// Answers a frame about an agent this connection does not own.
     async fn not_owned(&self, id: &AgentId, reference: &Option<Value>) {
-        let (code, msg) = self.not_owned_error(id);
+        let (code, msg) = self.not_owned_error(id.as_str());
         self.error(code, msg, reference).await;
     }
 
-    fn not_owned_error(&self, id: &AgentId) -> (ErrorCode, &'static str) {
+    fn not_owned_error(&self, id: &str) -> (ErrorCode, &'static str) {
         match self.shared.hub.owners.held(id) {
             true => (ErrorCode::NotOwner, "another connection owns this agent"),
             false => (
@@ -234,13 +237,18 @@ impl Session {
             return;
         }
         let mut refused = false;
-        for id in &b.ids {
-            let (code, msg) = match self.owned.get(id).map(|h| h.heartbeat(Beat::healthy())) {
-                Some(Ok(())) => {
-                    self.beats += 1;
-                    continue;
-                }
-                Some(Err(e)) => self.beat_failure(id, e),
+        for id in b.ids.iter() {
+            let (code, msg) = match self.owned.get_key_value(id) {
+                Some((key, handle)) => match handle.heartbeat(Beat::healthy()) {
+                    Ok(()) => {
+                        self.beats += 1;
+                        continue;
+                    }
+                    Err(e) => {
+                        let key = key.clone();
+                        self.beat_failure(&key, e)
+                    }
+                },
                 None => {
                     let (code, msg) = self.not_owned_error(id);
                     (code, msg.to_string())
@@ -254,8 +262,6 @@ impl Session {
         }
     }
 
-    /// A report the runtime did not take: the agent's actor is gone (it left, was evicted, or
-    /// is restarting after a crash).
     /// Whether this connection owns `id` now: it registered it, and no later registration
     /// (a takeover whose notice has not come yet) superseded that.
     fn owns(&mut self, id: &AgentId) -> bool {
@@ -269,6 +275,8 @@ impl Session {
         }
     }
 
+    /// A report the runtime did not take: the agent's actor is gone (it left, was evicted, or
+    /// is restarting after a crash).
     async fn beat_failed(&mut self, id: &AgentId, e: BeatError, reference: &Option<Value>) {
         let (code, msg) = self.beat_failure(id, e);
         self.error(code, &msg, reference).await
@@ -341,6 +349,7 @@ impl Session {
                     heartbeat_interval_ms: handle.heartbeat_interval().as_millis() as u64,
                     incarnation: handle.incarnation(),
                 };
+                handle.attach_source(self.applied.clone());
                 self.owned.insert(id, handle);
                 // `registered` goes out once the event is durable; the connection's other
                 // frames (its other agents' beats, more registrations) are served meanwhile.
