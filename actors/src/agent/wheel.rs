@@ -240,7 +240,7 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Arm>, lag: Arc<LagMonitor>) {
                         timers.insert(at + slack, Entry { at, ..e });
                         continue;
                     }
-                    if waits_for_input(&e.cell, at + slack, now, &lag) {
+                    if waits_for_input(&e.cell, at, slack, now, &lag) {
                         timers.insert(now + RECHECK, Entry { at, ..e });
                         continue;
                     }
@@ -261,12 +261,18 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Arm>, lag: Arc<LagMonitor>) {
 /// How often a deadline that waits for its agent's input asks again.
 const RECHECK: Duration = Duration::from_millis(5);
 
-/// Whether the deadline `due` of `cell` waits: the agent's connection has not applied all it
-/// received by then, and the wait is shorter than `max_slack` (beyond it the runtime cannot
-/// vouch for the agent any longer; `runtime_lagging` says why).
-fn waits_for_input(cell: &AgentCell, due: Instant, now: Instant, lag: &LagMonitor) -> bool {
+/// Whether the deadline `at` of `cell`, due with `slack`, waits: the agent's connection has
+/// not applied all it received by then, and the deadline is less than `max_slack` past (the
+/// most a deadline is extended: beyond it the runtime cannot vouch for the agent any longer).
+fn waits_for_input(
+    cell: &AgentCell,
+    at: Instant,
+    slack: Duration,
+    now: Instant,
+    lag: &LagMonitor,
+) -> bool {
     let config = lag.config();
-    config.enabled && now < due + config.max_slack && cell.input_behind(due)
+    config.enabled && now < at + config.max_slack && cell.input_behind(at + slack)
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
