@@ -97,8 +97,14 @@ impl AgentHandle {
     /// Takes a heartbeat now. A healthy beat of an online agent is an atomic store and no
     /// message (the fast path); any other beat is a message to the agent's actor.
     pub fn heartbeat(&self, beat: Beat) -> Result<(), BeatError> {
+        self.heartbeat_at(beat, Instant::now())
+    }
+
+    /// Takes a heartbeat received at `at` (a caller with many beats received at once reads
+    /// the clock once for all of them).
+    pub fn heartbeat_at(&self, beat: Beat, at: Instant) -> Result<(), BeatError> {
         self.check_current()?;
-        beat_cell(&self.cell, beat)
+        beat_cell(&self.cell, beat, at)
     }
 
     /// The beats of this registration come in by `source` (its connection): no deadline
@@ -147,8 +153,7 @@ impl AgentHandle {
     }
 }
 
-pub(crate) fn beat_cell(cell: &AgentCell, beat: Beat) -> Result<(), BeatError> {
-    let now = Instant::now();
+pub(crate) fn beat_cell(cell: &AgentCell, beat: Beat, now: Instant) -> Result<(), BeatError> {
     let mut stamped = false;
     if beat.reported == Reported::Healthy {
         if let Some(m) = &beat.metrics {

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use ractor::rpc::CallResult;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
 
 use super::{AgentHandle, Beat, BeatError, RegisterError, Runtime, RuntimeError};
 use crate::admin::{AdminError, AdminResponse};
@@ -73,7 +74,7 @@ impl Runtime {
             .get(id)
             .cloned()
             .ok_or_else(|| BeatError::UnknownAgent(id.clone()))?;
-        beat_cell(&cell, beat)
+        beat_cell(&cell, beat, Instant::now())
     }
 
     /// The agent reports its activity (`idle`, `working`, ...). An `activity` event is

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::Value;
+use smol_str::SmolStr;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use vigil_actors::{
     AgentHandle, AgentId, Beat, BeatError, InputHold, JobReport, ReportQuota, Status,
 };
@@ -27,8 +29,10 @@ pub(super) struct Session {
     pub(super) conn: u64,
     pub(super) role: Role,
     pub(super) out: mpsc::Sender<Out>,
-    /// Looked up on every heartbeat; SipHash, as the ids are the client's choice.
-    pub(super) owned: HashMap<AgentId, AgentHandle>,
+    /// Looked up on every heartbeat; SipHash, as the ids are the client's choice. Keyed by
+    /// the id's text, held in the table itself when short (as most ids are): a lookup reads
+    /// no other memory to compare it.
+    pub(super) owned: HashMap<SmolStr, AgentHandle>,
     pub(super) bad: u32,
     pub(super) bucket: Option<Bucket>,
     /// The monitor side: ping, subscribe, unsubscribe, admin.
@@ -102,7 +106,11 @@ impl Session {
                     reported: h.status,
                     metrics: h.metrics,
                 };
-                match self.owned.get(&h.id).map(|handle| handle.heartbeat(beat)) {
+                match self
+                    .owned
+                    .get(h.id.as_str())
+                    .map(|handle| handle.heartbeat(beat))
+                {
                     Some(Ok(())) => {
                         self.beats += 1;
                         if let Some(a) = h.activity {
@@ -237,16 +245,17 @@ impl Session {
             return;
         }
         let mut refused = false;
+        let now = Instant::now();
         for id in b.ids.iter() {
-            let (code, msg) = match self.owned.get_key_value(id) {
-                Some((key, handle)) => match handle.heartbeat(Beat::healthy()) {
+            let (code, msg) = match self.owned.get(id) {
+                Some(handle) => match handle.heartbeat_at(Beat::healthy(), now) {
                     Ok(()) => {
                         self.beats += 1;
                         continue;
                     }
                     Err(e) => {
-                        let key = key.clone();
-                        self.beat_failure(&key, e)
+                        let id = handle.id().clone();
+                        self.beat_failure(&id, e)
                     }
                 },
                 None => {
@@ -265,7 +274,7 @@ impl Session {
     /// Whether this connection owns `id` now: it registered it, and no later registration
     /// (a takeover whose notice has not come yet) superseded that.
     fn owns(&mut self, id: &AgentId) -> bool {
-        match self.owned.get(id) {
+        match self.owned.get(id.as_str()) {
             Some(h) if h.is_current() => true,
             Some(_) => {
                 self.disown(id);
@@ -303,7 +312,7 @@ impl Session {
         ctl: &mpsc::UnboundedSender<Control>,
     ) {
         let id = r.id.clone();
-        if !self.owned.contains_key(&id)
+        if !self.owned.contains_key(id.as_str())
             && self.owned.len() >= self.shared.cfg.max_agents_per_connection
         {
             let msg = format!(
@@ -350,7 +359,7 @@ impl Session {
                     incarnation: handle.incarnation(),
                 };
                 handle.attach_source(self.applied.clone());
-                self.owned.insert(id, handle);
+                self.owned.insert(SmolStr::new(id.as_str()), handle);
                 // `registered` goes out once the event is durable; the connection's other
                 // frames (its other agents' beats, more registrations) are served meanwhile.
                 let (rt, out) = (self.shared.rt.clone(), self.out.clone());
@@ -363,7 +372,7 @@ impl Session {
                 });
             }
             Err(e) => {
-                if !self.owned.contains_key(&id) {
+                if !self.owned.contains_key(id.as_str()) {
                     self.disown(&id);
                 }
                 self.error((&e).into(), &e.to_string(), &reference).await;
@@ -374,7 +383,7 @@ impl Session {
     pub(super) async fn control(&mut self, ctl: Control) {
         match ctl {
             Control::TakenOver(id) => {
-                if self.owned.remove(&id).is_some() {
+                if self.owned.remove(id.as_str()).is_some() {
                     let evicted = ServerFrame::Evicted {
                         id: id.as_str().to_owned(),
                         reason: EvictedReason::TakenOver,
@@ -385,7 +394,7 @@ impl Session {
             Control::Evicted(id, seq) => {
                 // An eviction before this connection's registration of the agent (it came
                 // back at once) is not about the registration it holds now.
-                let current = self.owned.get(&id).map(|h| h.registered_seq());
+                let current = self.owned.get(id.as_str()).map(|h| h.registered_seq());
                 if current.is_some_and(|registered| registered < seq) {
                     self.disown(&id);
                     let evicted = ServerFrame::Evicted {
@@ -400,7 +409,7 @@ impl Session {
 
     /// Drops this connection's claim on `id` (if it still holds it).
     fn disown(&mut self, id: &AgentId) {
-        self.owned.remove(id);
+        self.owned.remove(id.as_str());
         self.shared.hub.owners.release(id, self.conn);
     }
 
@@ -411,7 +420,8 @@ impl Session {
         // Only an agent this connection still holds is disconnected: after a takeover the
         // new holder's agent stays as it is (whether or not the notice came).
         let owners = &self.shared.hub.owners;
-        owners.release_all(self.conn, self.owned.drain(), |handle| {
+        let owned = self.owned.drain().map(|(_, h)| (h.id().clone(), h));
+        owners.release_all(self.conn, owned, |handle| {
             if disconnect {
                 let _ = handle.disconnected();
             }
