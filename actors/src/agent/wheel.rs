@@ -241,7 +241,7 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Arm>, lag: Arc<LagMonitor>) {
                         continue;
                     }
                     if waits_for_input(&e.cell, at, slack, now, &lag) {
-                        timers.insert(now + RECHECK, Entry { at, ..e });
+                        timers.insert(now + recheck(at, now), Entry { at, ..e });
                         continue;
                     }
                     match e.cell.actor() {
@@ -258,8 +258,13 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Arm>, lag: Arc<LagMonitor>) {
     }
 }
 
-/// How often a deadline that waits for its agent's input asks again.
-const RECHECK: Duration = Duration::from_millis(5);
+/// When a deadline `at` that waits for its agent's input asks again: 5 ms after it first
+/// did, then a quarter of how long it has waited (at most 250 ms), so a connection that stays
+/// behind for seconds costs a deadline a few dozen asks, not a thousand.
+fn recheck(at: Instant, now: Instant) -> Duration {
+    let waited = now.saturating_duration_since(at);
+    (waited / 4).clamp(Duration::from_millis(5), Duration::from_millis(250))
+}
 
 /// Whether the deadline `at` of `cell`, due with `slack`, waits: the agent's connection has
 /// not applied all it received by then, and the deadline is less than `max_slack` past (the
@@ -272,7 +277,9 @@ fn waits_for_input(
     lag: &LagMonitor,
 ) -> bool {
     let config = lag.config();
-    config.enabled && now < at + config.max_slack && cell.input_behind(at + slack)
+    config.enabled
+        && now.saturating_duration_since(at) < config.max_slack
+        && cell.input_behind(at + slack)
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

@@ -2,11 +2,12 @@
 //! deadline wheel asks before a deadline of one of its agents passes
 //! ([`vigil_actors::lag::BeatSource`]).
 //!
-//! The reader's last read that found nothing marks the point up to which everything that
-//! reached the socket has been read, and every frame read handled (a read is made only once
-//! the frames before it were). A reader that waits since then is caught up unless input came
-//! that it has not run for yet: the kernel says how much is waiting (`FIONREAD`), which also
-//! covers input the runtime has not yet been told of (its I/O driver runs between tasks).
+//! A read that finds nothing comes only once every frame read before it was handled; if the
+//! kernel then holds nothing unread for the socket (`FIONREAD`), everything that reached the
+//! socket by then is applied, and that moment is the mark. The kernel is asked because a
+//! read that returns Pending may not have asked it: after a short read tokio waits for the
+//! I/O driver's next word on the socket, and the driver runs between tasks. A reader that
+//! waits since its mark is caught up as long as the kernel still holds nothing for it.
 
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
@@ -49,7 +50,14 @@ impl Applied {
         #[cfg(unix)]
         let socket = {
             use std::os::fd::AsFd;
-            stream.as_fd().try_clone_to_owned().ok()
+            match stream.as_fd().try_clone_to_owned() {
+                Ok(fd) => Some(fd),
+                Err(e) => {
+                    // Out of descriptors: a waiting reader counts as caught up.
+                    tracing::debug!(error = %e, "socket not duplicated; its input is not asked");
+                    None
+                }
+            }
         };
         #[cfg(not(unix))]
         let socket = {
@@ -74,12 +82,16 @@ impl Applied {
             .fetch_update(SeqCst, SeqCst, |s| (s != CLOSED).then_some(s & !1));
     }
 
-    /// A read at `now` found nothing: every frame read before it had been handled.
+    /// A read at `now` found nothing: every frame read before it had been handled. The mark
+    /// moves to `now` only if the kernel holds nothing unread either.
     pub(crate) fn waiting(&self, now: Instant) {
-        let s = self.stamp(now) << 1 | 1;
-        let _ = self
-            .state
-            .fetch_update(SeqCst, SeqCst, |old| (old != CLOSED).then_some(s));
+        let mark = match self.unread() {
+            false => Some(self.stamp(now) << 1 | 1),
+            true => None,
+        };
+        let _ = self.state.fetch_update(SeqCst, SeqCst, |old| {
+            (old != CLOSED).then_some(mark.unwrap_or(old | 1))
+        });
     }
 
     /// The reader is gone: nothing more comes by this input.
@@ -111,8 +123,8 @@ impl BeatSource for Applied {
         if s & 1 == 0 {
             return false; // reading: the frames it read may hold a beat from before `at`
         }
-        // Waiting since before `at`: caught up unless input came meanwhile, and still waiting
-        // as it was (had it read in between, what it read may not be applied yet).
+        // Waiting since before `at`: caught up if the kernel still holds nothing for it, and
+        // it still waits as it did (had it read in between, what it read may not be applied).
         !self.unread() && self.state.load(SeqCst) == s
     }
 }
@@ -162,7 +174,8 @@ mod tests {
             .unwrap();
         let (mut server, _) = listener.accept().await.unwrap();
         let a = Applied::of(&server);
-        a.waiting(Instant::now());
+        let mark = Instant::now();
+        a.waiting(mark);
         assert!(a.applied_through(Instant::now()));
         client.write_all(b"{\"type\":\"beats\"}\n").await.unwrap();
         // The bytes are in the server's socket once it can read them.
@@ -173,6 +186,15 @@ mod tests {
             !a.applied_through(Instant::now()),
             "unread input waits there"
         );
+        // A read that returns Pending without asking the kernel (tokio's, after a short
+        // read) does not move the mark past input that waits.
+        a.reading();
+        a.waiting(Instant::now());
+        assert!(
+            !a.applied_through(Instant::now()),
+            "the kernel still holds it"
+        );
+        assert!(a.applied_through(mark), "the mark stayed where it was");
         let mut all = vec![0u8; 64];
         let _ = server.read(&mut all).await.unwrap();
         assert!(a.applied_through(Instant::now()), "read: nothing waits");

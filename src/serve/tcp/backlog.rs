@@ -155,7 +155,8 @@ impl<R: AsyncRead + Unpin> AsyncRead for Metered<R> {
             }
             Poll::Ready(Err(_)) => Duration::ZERO,
             Poll::Pending => {
-                // Every frame read before was handled (a read is made only then).
+                // Every frame read before was handled (a read is made only then); whether the
+                // socket is empty the kernel says (a Pending read may not have asked it).
                 self.applied.waiting(now);
                 self.backlog.caught_up(now)
             }

@@ -245,6 +245,8 @@ impl Session {
             return;
         }
         let mut refused = false;
+        // The frame's beats came together: one reading of the clock for all of them (an
+        // error written back between two of them does not make the later ones later).
         let now = Instant::now();
         for id in b.ids.iter() {
             let (code, msg) = match self.owned.get(id) {
