@@ -1,19 +1,20 @@
 //! A connection that falls behind its input does not blame its agents: beats that reached the
 //! server and wait in the socket, unread, are not taken for silence (real sockets).
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::events;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpSocket;
 use tokio::time::Instant;
 use vigil::serve::tcp::{Server, ServerConfig};
-use vigil_actors::{
-    AdminRequest, AdminResponse, EventBody, LagConfig, MemStore, Policy, Runtime, RuntimeConfig,
-};
+use vigil_actors::{EventBody, LagConfig, MemStore, Policy, Runtime, RuntimeConfig};
 
 /// Heartbeats written at once.
 const BATCH: u64 = 1_000;
@@ -125,19 +126,7 @@ async fn beats_waiting_in_a_stalled_connection_are_not_taken_for_silence() {
     }
     assert!(last > 10 * BATCH, "a burst of {last} beats");
 
-    let events = match rt
-        .admin(AdminRequest::Events {
-            id: None,
-            since: Some(0),
-            limit: Some(usize::MAX),
-            latest: false,
-        })
-        .await
-        .unwrap()
-    {
-        AdminResponse::Events(e) => e,
-        other => panic!("{other:?}"),
-    };
+    let events = events(&rt).await;
     let transitions: Vec<_> = events
         .iter()
         .filter(|e| matches!(e.body, EventBody::Transition { .. }))

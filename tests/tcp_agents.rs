@@ -10,7 +10,7 @@ mod hostile;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::Client;
+use common::{events, Client};
 use serde_json::json;
 use vigil::serve::tcp::{Server, ServerConfig};
 use vigil_actors::{AgentId, MemStore, Runtime, RuntimeConfig, Status};
@@ -205,23 +205,6 @@ async fn one_connection_owns_an_agent_until_another_takes_it_over() {
     set_online(&rt, "x").await;
     assert!(rt.agent(&AgentId::new("x").unwrap()).unwrap().connected());
     server.stop().await;
-}
-
-/// Every event the runtime has recorded, oldest first.
-async fn events(rt: &Runtime) -> Vec<vigil_actors::Event> {
-    match rt
-        .admin(vigil_actors::AdminRequest::Events {
-            id: None,
-            since: Some(0),
-            limit: Some(10_000),
-            latest: false,
-        })
-        .await
-        .unwrap()
-    {
-        vigil_actors::AdminResponse::Events(e) => e,
-        other => panic!("{other:?}"),
-    }
 }
 
 #[tokio::test]

@@ -14,9 +14,25 @@ use tokio::net::TcpStream;
 use vigil::serve::http::{HttpConfig, HttpServer};
 use vigil::serve::hub::Hub;
 use vigil::serve::tcp::{Server, ServerConfig};
-use vigil_actors::{AgentId, Registration, Runtime, RuntimeConfig, Store};
+use vigil_actors::{
+    AdminRequest, AdminResponse, AgentId, Event, Registration, Runtime, RuntimeConfig, Store,
+};
 
 /// An HTTP client whose requests give up after 20 s (a test fails rather than hangs).
+/// Every event the runtime has recorded, oldest first.
+pub async fn events(rt: &Runtime) -> Vec<Event> {
+    let all = AdminRequest::Events {
+        id: None,
+        since: Some(0),
+        limit: Some(usize::MAX),
+        latest: false,
+    };
+    match rt.admin(all).await.unwrap() {
+        AdminResponse::Events(e) => e,
+        other => panic!("{other:?}"),
+    }
+}
+
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
