@@ -1,6 +1,7 @@
 //! The heartbeat phase of `vigil bench cluster`: one `vigil simulate` per node, each beating
 //! its own agents on its node at once, and a monitor on one node counting the transitions of
-//! those agents (each beats on time, so any transition is a false one).
+//! those agents while their generator beats them: any transition is a false one, unless the
+//! generator's own record shows it sent the agent's beats late.
 
 use std::process::Command;
 use std::sync::mpsc;
@@ -11,6 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::cluster::ClusterBench;
+use crate::tools::simulate::{LateGap, SenderGaps};
 
 /// Heartbeats on every node at once.
 #[derive(Debug, Serialize)]
@@ -29,6 +31,12 @@ pub struct Beats {
     /// it has registered them all, so the first ones may go quiet for longer than their
     /// interval while the others register.
     pub ramp_transitions: usize,
+    /// Transitions over the window that the generator's own gaps explain (it sent an agent's
+    /// beats late, `vigil simulate`'s `late`): not the server's doing.
+    pub sender_late: usize,
+    /// The first false transitions' events, to say what went wrong when there are any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub false_examples: Vec<Value>,
 }
 
 /// Beats `args.beating` agents on each of `nodes` (one generator each) and counts, from the
@@ -69,7 +77,9 @@ pub(super) fn beats(
         children.push((child, out));
     }
     let mut heartbeats_per_sec = 0.0;
-    let mut window = spawned;
+    // By generator: when its window starts (its agents all registered, and the warm-up
+    // past), when it stopped beating (Unix ms), and its own gaps.
+    let mut generators = Vec::new();
     for (mut child, out) in children {
         let status = child.wait().context("waiting for a load generator")?;
         anyhow::ensure!(status.success(), "a load generator failed: {status}");
@@ -79,19 +89,54 @@ pub(super) fn beats(
         let _ = std::fs::remove_file(&out);
         heartbeats_per_sec += summary["beats_per_sec"].as_f64().unwrap_or(0.0);
         let registered = Duration::from_secs_f64(summary["register_secs"].as_f64().unwrap_or(0.0));
-        window = window.max(spawned + registered + warmup);
+        let stopped_ms = summary["stopped_ms"]
+            .as_i64()
+            .context("the generator's summary has no stopped_ms")?;
+        let late: Vec<LateGap> =
+            serde_json::from_value(summary["late"].clone()).context("the generator's late gaps")?;
+        generators.push((
+            spawned + registered + warmup,
+            stopped_ms,
+            SenderGaps::new(late),
+        ));
     }
-    // Every event the monitor had by the time the generators stopped (their agents go quiet
-    // only then).
-    let stopped = Instant::now();
-    let (mut false_transitions, mut ramp_transitions) = (0, 0);
-    for (at, e) in rx.try_iter() {
-        let theirs =
-            e["event"] == "transition" && e["agent"].as_str().is_some_and(|a| a.starts_with("hb"));
-        match (theirs && at <= stopped, at >= window) {
-            (true, true) => false_transitions += 1,
-            (true, false) => ramp_transitions += 1,
-            _ => {}
+    // Every event the monitor had by the time the generators stopped. A generator's agents go
+    // quiet when it stops: their transitions decided after that are not false ones.
+    let (mut false_transitions, mut ramp_transitions, mut sender_late) = (0, 0, 0);
+    let mut false_examples = Vec::new();
+    for (arrived, e) in rx.try_iter() {
+        let agent = e["agent"].as_str().unwrap_or_default();
+        let Some(g) = (e["event"] == "transition")
+            .then(|| {
+                agent
+                    .strip_prefix("hb")?
+                    .split('-')
+                    .next()?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .flatten()
+            .and_then(|i| generators.get(i))
+        else {
+            continue;
+        };
+        let (window, stopped_ms, gaps) = g;
+        let decided_ms = e["at"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map_or(i64::MAX, |t| t.timestamp_millis());
+        if decided_ms >= *stopped_ms {
+            continue;
+        }
+        if arrived < *window {
+            ramp_transitions += 1;
+        } else if gaps.explaining(agent, decided_ms).is_some() {
+            sender_late += 1;
+        } else {
+            false_transitions += 1;
+            if false_examples.len() < 10 {
+                false_examples.push(e);
+            }
         }
     }
     Ok(Beats {
@@ -100,5 +145,7 @@ pub(super) fn beats(
         heartbeats_per_sec,
         false_transitions,
         ramp_transitions,
+        sender_late,
+        false_examples,
     })
 }

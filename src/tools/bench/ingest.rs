@@ -310,24 +310,10 @@ async fn ingest(args: IngestBench) -> anyhow::Result<IngestResult> {
     let gen_f = |k: &str| gen[k].as_f64().unwrap_or(0.0);
     let late_gaps: Vec<crate::tools::simulate::LateGap> =
         serde_json::from_value(gen["late"].clone()).context("the generator's late gaps")?;
-    let mut silenced: std::collections::HashMap<String, Vec<(i64, i64)>> = Default::default();
-    for g in late_gaps {
-        silenced
-            .entry(g.agent)
-            .or_default()
-            .push((g.from_ms, g.to_ms));
-    }
-    // The longest of the generator's own gaps (over the interval) that explains a
-    // transition: it falls within it, or the moment after it (the next beat's recovery).
-    let sender_gap = |id: &AgentId, at: DateTime<Utc>| {
-        let at = at.timestamp_millis();
-        silenced.get(id.as_str()).and_then(|gaps| {
-            gaps.iter()
-                .filter(|(from, to)| *from <= at && at <= to + 1_000)
-                .map(|(from, to)| to - from)
-                .max()
-        })
-    };
+    let gaps = crate::tools::simulate::SenderGaps::new(late_gaps);
+    // The longest of the generator's own gaps (over the interval) that explains a transition.
+    let sender_gap =
+        |id: &AgentId, at: DateTime<Utc>| gaps.explaining(id.as_str(), at.timestamp_millis());
     let deadline_ms = (args.interval + args.grace).as_millis() as i64;
     let frames = (f1 - f0) as f64;
     let beats = (b1 - b0) as f64;

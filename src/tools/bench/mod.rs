@@ -7,6 +7,7 @@
 
 pub mod cluster;
 mod cluster_beats;
+mod cluster_failover;
 pub mod detect;
 pub mod fanout;
 pub mod fanout_monitors;

@@ -19,7 +19,7 @@
 mod connection;
 mod pace;
 
-pub use pace::LateGap;
+pub use pace::{LateGap, SenderGaps};
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -205,6 +205,8 @@ pub struct SimulateSummary {
     pub late_gaps: u64,
     /// The first 100,000 of them.
     pub late: Vec<LateGap>,
+    /// When it stopped sending (Unix milliseconds): its agents are silent from then on.
+    pub stopped_ms: i64,
 }
 
 /// Runs a simulation on a runtime of its own, until `--duration` or Ctrl-C; writes the
@@ -343,6 +345,7 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<SimulateSummary> {
         }
     }
     counters.measuring.store(false, Ordering::Relaxed);
+    let stopped_ms = chrono::Utc::now().timestamp_millis();
     let (m_secs, cpu) = match measure0 {
         Some((t, c)) => (
             t.elapsed().as_secs_f64(),
@@ -373,5 +376,6 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<SimulateSummary> {
         max_tick_late_ms: counters.max_tick_late_us.load(Ordering::Relaxed) as f64 / 1000.0,
         late_gaps: counters.late_gaps.load(Ordering::Relaxed),
         late,
+        stopped_ms,
     })
 }

@@ -3,6 +3,7 @@
 //! messages (its registration, its beats) longer than `--late-after` is the sender's: the
 //! agent was silent by the generator's doing, whatever the server made of it.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
@@ -22,6 +23,36 @@ pub struct LateGap {
     pub from_ms: i64,
     /// When its message after the gap left.
     pub to_ms: i64,
+}
+
+/// A run's gaps by agent (its summary's `late`): which transitions the sender explains.
+#[derive(Debug, Default)]
+pub struct SenderGaps(HashMap<String, Vec<(i64, i64)>>);
+
+impl SenderGaps {
+    /// The gaps of a summary's `late`.
+    pub fn new(late: impl IntoIterator<Item = LateGap>) -> Self {
+        let mut by_agent: HashMap<String, Vec<(i64, i64)>> = HashMap::new();
+        for g in late {
+            by_agent
+                .entry(g.agent)
+                .or_default()
+                .push((g.from_ms, g.to_ms));
+        }
+        SenderGaps(by_agent)
+    }
+
+    /// The longest of `agent`'s gaps (in milliseconds) that explains its transition decided
+    /// at `at_ms` (Unix milliseconds): the transition falls within the gap, or within a second
+    /// after it (the next beat's recovery).
+    pub fn explaining(&self, agent: &str, at_ms: i64) -> Option<i64> {
+        self.0.get(agent).and_then(|gaps| {
+            gaps.iter()
+                .filter(|(from, to)| *from <= at_ms && at_ms <= to + 1_000)
+                .map(|(from, to)| to - from)
+                .max()
+        })
+    }
 }
 
 /// One connection's record of when each of its agents' messages last left.
@@ -68,6 +99,21 @@ impl Pace {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gap_explains_a_transition_within_it_or_a_second_after_it() {
+        let gap = |from_ms, to_ms| LateGap {
+            agent: "a".into(),
+            from_ms,
+            to_ms,
+        };
+        let gaps = SenderGaps::new([gap(1_000, 4_000), gap(2_000, 3_000)]);
+        assert_eq!(gaps.explaining("a", 2_500), Some(3_000), "the longest");
+        assert_eq!(gaps.explaining("a", 4_900), Some(3_000), "its recovery");
+        assert_eq!(gaps.explaining("a", 5_100), None, "after it");
+        assert_eq!(gaps.explaining("a", 900), None, "before it");
+        assert_eq!(gaps.explaining("b", 2_500), None, "another agent");
+    }
 
     #[test]
     fn a_gap_longer_than_late_after_is_recorded_with_its_ends() {
