@@ -27,7 +27,11 @@ fn json_line(line: &str) -> Value {
 
 #[test]
 fn serve_with_log_format_json_writes_one_json_object_per_line() {
-    let served = Served::start(&["--log-format", "json"], &[]);
+    // (The listener's debug events: a refused frame is one, logged inside its connection.)
+    let served = Served::start(
+        &["--log-format", "json"],
+        &[("RUST_LOG", "info,vigil::serve::tcp=debug")],
+    );
     let before = served.until("vigil is supervising");
     let ready = json_line(before.last().expect("the ready line"));
     assert_eq!(ready["level"], "INFO", "{ready}");
@@ -64,6 +68,17 @@ fn serve_with_log_format_json_writes_one_json_object_per_line() {
         ),
         "{all:#?}"
     );
+    // The refused frame's event says which connection it came from, in its span.
+    let refused = all
+        .iter()
+        .find(|v| v["fields"]["message"] == "frame refused")
+        .unwrap_or_else(|| panic!("no refused frame logged: {all:#?}"));
+    assert_eq!(refused["fields"]["code"], "bad_frame", "{refused}");
+    assert_eq!(refused["span"]["name"], "connection", "{refused}");
+    assert_eq!(refused["span"]["role"], "agent", "{refused}");
+    assert!(refused["span"]["conn"].as_u64().is_some(), "{refused}");
+    let peer = refused["spans"][0]["peer"].as_str().unwrap_or_default();
+    assert!(peer.starts_with("127.0.0.1:"), "{refused}");
     // Nothing else is written to stdout, and if it were it would have to be JSON too.
     for line in stdout.lines() {
         json_line(line);

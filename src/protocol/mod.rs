@@ -40,6 +40,17 @@ pub enum Role {
     Admin,
 }
 
+impl Role {
+    /// The role's name on the wire (`agent`, `monitor`, `admin`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Agent => "agent",
+            Role::Monitor => "monitor",
+            Role::Admin => "admin",
+        }
+    }
+}
+
 /// `hello`: the first frame on a connection; chooses the role and authenticates.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Hello {

@@ -138,6 +138,9 @@ pub(super) async fn connection<S>(
             frames.get_mut().report_to(rt as Arc<dyn BacklogSink>);
         }
         let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+        tracing::Span::current()
+            .record("conn", conn)
+            .record("role", role.as_str());
         let mut session = Session {
             shared: shared.clone(),
             conn,

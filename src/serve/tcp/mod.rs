@@ -37,7 +37,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::rustls;
-use tracing::{debug, info, warn};
+use tracing::{debug, field, info, info_span, warn, Instrument};
 use vigil_actors::Runtime;
 
 use crate::protocol::{error_line, ErrorCode, Role};
@@ -169,6 +169,9 @@ impl Server {
                             crate::serve::net::tune(&stream);
                             let shared = shared.clone();
                             let stop = stop_rx.clone();
+                            // Every event of the connection carries who it is (the JSON log's
+                            // `span`); `conn` and `role` are known after the handshake.
+                            let span = info_span!("connection", %peer, conn = field::Empty, role = field::Empty);
                             conns.spawn(async move {
                                 let _slot = slot;
                                 let applied = applied::Applied::of(&stream);
@@ -184,7 +187,7 @@ impl Server {
                                         }
                                     }
                                 }
-                            });
+                            }.instrument(span));
                         }
                         Err(e) => {
                             warn!(error = %e, "accept failed");

@@ -199,6 +199,7 @@ impl Session {
     /// Answers a refused frame; `false` (close) after `max_bad_frames` in a row.
     async fn bad_frame(&mut self, code: ErrorCode, msg: &str, reference: &Option<Value>) -> bool {
         self.bad += 1;
+        tracing::debug!(%code, error = msg, in_a_row = self.bad, "frame refused");
         self.error(code, msg, reference).await;
         if self.bad >= self.shared.cfg.max_bad_frames {
             self.error(
