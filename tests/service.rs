@@ -77,7 +77,7 @@ fn serve_with_log_format_json_writes_one_json_object_per_line() {
     assert_eq!(refused["span"]["name"], "connection", "{refused}");
     assert_eq!(refused["span"]["role"], "agent", "{refused}");
     assert!(refused["span"]["conn"].as_u64().is_some(), "{refused}");
-    let peer = refused["spans"][0]["peer"].as_str().unwrap_or_default();
+    let peer = refused["span"]["peer"].as_str().unwrap_or_default();
     assert!(peer.starts_with("127.0.0.1:"), "{refused}");
     // Nothing else is written to stdout, and if it were it would have to be JSON too.
     for line in stdout.lines() {

@@ -10,7 +10,7 @@ use futures::{FutureExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio_util::codec::FramedRead;
-use tracing::debug;
+use tracing::{debug, Instrument};
 use vigil_actors::ReportQuota;
 
 use super::applied::Applied;
@@ -47,7 +47,7 @@ pub(super) async fn connection<S>(
     );
     let (out_tx, out_rx) = mpsc::channel::<Out>(1024);
     let drain = shared.cfg.drain_timeout;
-    let writer = tokio::spawn(async move {
+    let writer = async move {
         // What is waiting (replies, and the subscription's frames) goes out in one write: a
         // monitor's burst of events is one syscall, not one per event.
         let mut outbound = Outbound::new(out_rx);
@@ -70,7 +70,9 @@ pub(super) async fn connection<S>(
             }
         }
         let _ = tokio::time::timeout(drain, write.shutdown()).await;
-    });
+    };
+    // (In the connection's span, as whatever it logs.)
+    let writer = tokio::spawn(writer.in_current_span());
 
     // Handshake: the first frame must be `hello`.
     let first = tokio::time::timeout(shared.cfg.handshake_timeout, next_frame(&mut frames)).await;
@@ -198,7 +200,7 @@ pub(super) async fn connection<S>(
                 }
                 Some(ctl) = ctl_rx.recv() => session.control(ctl).await,
                 () = idle.expired() => {
-                    debug!(conn, "no frame within the idle timeout; closing");
+                    debug!("no frame within the idle timeout; closing");
                     break;
                 }
                 () = &mut stopped => {

@@ -182,8 +182,8 @@ impl Server {
                                         let limit = shared.cfg.handshake_timeout;
                                         match tokio::time::timeout(limit, acceptor.accept(stream)).await {
                                             Ok(Ok(s)) => connection(shared, s, applied, stop).await,
-                                            Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
-                                            Err(_) => debug!(%peer, "TLS handshake timed out"),
+                                            Ok(Err(e)) => debug!(error = %e, "TLS handshake failed"),
+                                            Err(_) => debug!("TLS handshake timed out"),
                                         }
                                     }
                                 }

@@ -8,6 +8,7 @@ use serde_json::Value;
 use smol_str::SmolStr;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tracing::Instrument;
 use vigil_actors::{
     AgentHandle, AgentId, Beat, BeatError, InputHold, JobReport, ReportQuota, Status,
 };
@@ -366,13 +367,14 @@ impl Session {
                 // `registered` goes out once the event is durable; the connection's other
                 // frames (its other agents' beats, more registrations) are served meanwhile.
                 let (rt, out) = (self.shared.rt.clone(), self.out.clone());
-                tokio::spawn(async move {
+                let answer = async move {
                     let text = match rt.wait_durable(seq).await {
                         Ok(()) => reply.line(reference.as_ref()),
                         Err(e) => error_line((&e).into(), &e.to_string(), reference.as_ref()),
                     };
                     let _ = out.send(text.into()).await;
-                });
+                };
+                tokio::spawn(answer.in_current_span());
             }
             Err(e) => {
                 if !self.owned.contains_key(id.as_str()) {

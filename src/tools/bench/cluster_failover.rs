@@ -27,7 +27,7 @@ pub struct Failover {
     pub reconnected_ms: f64,
     /// From the kill until the survivors adopted the dead node's agents.
     pub adopted_ms: f64,
-    /// Transitions of the agents that reconnected, from the kill to the end (goal 0).
+    /// Transitions of the agents that reconnected, from the kill to the end (must be 0).
     pub transitions_of_reconnected: usize,
     /// Those transitions' events and the adoptions, to say what went wrong when there are
     /// any.
@@ -69,7 +69,6 @@ pub(super) fn failover(args: &ClusterBench, nodes: &mut Vec<Node>) -> anyhow::Re
     }
     let mine = |e: &Value| e["agent"].as_str().is_some_and(|a| a.starts_with('f'));
     let before = collect(&rx, args.agents, |e| e["event"] == "registered" && mine(e))?;
-    // (The heartbeat phase's agents go quiet meanwhile: their transitions are not these.)
     let late = before
         .iter()
         .filter(|(_, e)| e["event"] == "transition" && mine(e))

@@ -312,9 +312,10 @@ async fn ingest(args: IngestBench) -> anyhow::Result<IngestResult> {
         serde_json::from_value(gen["late"].clone()).context("the generator's late gaps")?;
     let gaps = crate::tools::simulate::SenderGaps::new(late_gaps);
     // The longest of the generator's own gaps (over the interval) that explains a transition.
-    let sender_gap =
-        |id: &AgentId, at: DateTime<Utc>| gaps.explaining(id.as_str(), at.timestamp_millis());
     let deadline_ms = (args.interval + args.grace).as_millis() as i64;
+    let sender_gap = |id: &AgentId, at: DateTime<Utc>| {
+        gaps.explaining(id.as_str(), at.timestamp_millis(), deadline_ms)
+    };
     let frames = (f1 - f0) as f64;
     let beats = (b1 - b0) as f64;
     let cpu = c1.saturating_sub(c0).as_secs_f64();

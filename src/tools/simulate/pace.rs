@@ -43,12 +43,13 @@ impl SenderGaps {
     }
 
     /// The longest of `agent`'s gaps (in milliseconds) that explains its transition decided
-    /// at `at_ms` (Unix milliseconds): the transition falls within the gap, or within a second
-    /// after it (the next beat's recovery).
-    pub fn explaining(&self, agent: &str, at_ms: i64) -> Option<i64> {
+    /// at `at_ms` (Unix milliseconds), the agent's deadline being `deadline_ms` after a beat:
+    /// the transition comes at least a deadline after the gap began and before it ended, or
+    /// within a second after it (the next beat's recovery).
+    pub fn explaining(&self, agent: &str, at_ms: i64, deadline_ms: i64) -> Option<i64> {
         self.0.get(agent).and_then(|gaps| {
             gaps.iter()
-                .filter(|(from, to)| *from <= at_ms && at_ms <= to + 1_000)
+                .filter(|(from, to)| from + deadline_ms <= at_ms && at_ms <= to + 1_000)
                 .map(|(from, to)| to - from)
                 .max()
         })
@@ -108,11 +109,18 @@ mod tests {
             to_ms,
         };
         let gaps = SenderGaps::new([gap(1_000, 4_000), gap(2_000, 3_000)]);
-        assert_eq!(gaps.explaining("a", 2_500), Some(3_000), "the longest");
-        assert_eq!(gaps.explaining("a", 4_900), Some(3_000), "its recovery");
-        assert_eq!(gaps.explaining("a", 5_100), None, "after it");
-        assert_eq!(gaps.explaining("a", 900), None, "before it");
-        assert_eq!(gaps.explaining("b", 2_500), None, "another agent");
+        // A deadline of 500 ms after a beat.
+        let explaining = |agent, at| gaps.explaining(agent, at, 500);
+        assert_eq!(explaining("a", 2_500), Some(3_000), "the longest");
+        assert_eq!(explaining("a", 4_900), Some(3_000), "its recovery");
+        assert_eq!(explaining("a", 5_100), None, "after it");
+        assert_eq!(
+            explaining("a", 1_400),
+            None,
+            "before a deadline had passed in it"
+        );
+        assert_eq!(explaining("a", 900), None, "before it");
+        assert_eq!(explaining("b", 2_500), None, "another agent");
     }
 
     #[test]
