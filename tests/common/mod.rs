@@ -18,7 +18,6 @@ use vigil_actors::{
     AdminRequest, AdminResponse, AgentId, Event, Registration, Runtime, RuntimeConfig, Store,
 };
 
-/// An HTTP client whose requests give up after 20 s (a test fails rather than hangs).
 /// Every event the runtime has recorded, oldest first.
 pub async fn events(rt: &Runtime) -> Vec<Event> {
     let all = AdminRequest::Events {
@@ -33,6 +32,7 @@ pub async fn events(rt: &Runtime) -> Vec<Event> {
     }
 }
 
+/// An HTTP client whose requests give up after 20 s (a test fails rather than hangs).
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
