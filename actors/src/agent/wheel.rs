@@ -42,6 +42,10 @@ struct Entry {
 /// Slots of the ring: 2^16 of 1 ms, a horizon of 65.5 s.
 const SLOTS: usize = 1 << 16;
 const TICK_NS: u128 = 1_000_000;
+/// Emptied slots' vectors kept for reuse, and the most room one may keep (a burst's vector,
+/// a whole fleet armed in one millisecond, goes back to the allocator).
+const MAX_SPARE: usize = 64;
+const MAX_SPARE_ROOM: usize = 1 << 14;
 
 /// A hashed timing wheel of 1 ms slots: O(1) to insert and to take what is due, whatever the
 /// number of agents (a binary heap of 100,000 entries cost a third of the server's CPU at
@@ -57,6 +61,11 @@ struct Timers<T> {
     bits: Vec<u64>,
     len: usize,
     far: BinaryHeap<FarOf<T>>,
+    /// Emptied slots' vectors, kept for the next slot to fill: a slot is filled once per
+    /// turn of the ring, so a vector left in each would hold the ring's whole horizon of
+    /// room (gigabytes for a large fleet), and a fresh one per slot would take fresh pages
+    /// from the system on every millisecond.
+    spare: Vec<Vec<T>>,
 }
 
 struct FarOf<T>(u64, T);
@@ -87,6 +96,7 @@ impl<T> Timers<T> {
             bits: vec![0; SLOTS / 64],
             len: 0,
             far: BinaryHeap::new(),
+            spare: Vec::new(),
         }
     }
 
@@ -111,9 +121,25 @@ impl<T> Timers<T> {
             return;
         }
         let i = (tick % SLOTS as u64) as usize;
-        self.slots[i].push(item);
+        let slot = &mut self.slots[i];
+        if slot.capacity() == 0 {
+            if let Some(v) = self.spare.pop() {
+                *slot = v;
+            }
+        }
+        slot.push(item);
         self.bits[i / 64] |= 1 << (i % 64);
         self.len += 1;
+    }
+
+    /// Room for entries the wheel holds, in entries (its memory, less the far heap's).
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.slots
+            .iter()
+            .chain(&self.spare)
+            .map(Vec::capacity)
+            .sum()
     }
 
     /// The earliest tick holding anything.
@@ -160,6 +186,10 @@ impl<T> Timers<T> {
             let i = (t % SLOTS as u64) as usize;
             self.len -= self.slots[i].len();
             out.append(&mut self.slots[i]);
+            let emptied = std::mem::take(&mut self.slots[i]);
+            if self.spare.len() < MAX_SPARE && emptied.capacity() <= MAX_SPARE_ROOM {
+                self.spare.push(emptied);
+            }
             self.bits[i / 64] &= !(1 << (i % 64));
             // Slots before `t` are empty: skip to it so the scan starts there next time.
             self.done = t;
@@ -341,6 +371,31 @@ mod tests {
         }
         assert_eq!(fired.len(), wakes.len(), "each once");
         assert_eq!(w.next_tick(), None);
+    }
+
+    #[test]
+    fn the_wheel_holds_memory_for_what_is_pending_not_for_its_whole_horizon() {
+        // A fleet whose deadlines fall a quarter second ahead, many to each millisecond, for
+        // longer than the ring's horizon: every slot is filled once and emptied. What the
+        // slots keep after that must follow what is pending (about 250 slots' worth), not
+        // the 65,536 slots each left with the room it once needed.
+        let t0 = Instant::now();
+        let mut w: Timers<u32> = Timers::new(t0);
+        let mut out = Vec::new();
+        let per_ms = 40u32;
+        for tick in 0..(SLOTS as u64 + 1_000) {
+            for k in 0..per_ms {
+                w.insert(t0 + ms(tick + 250), k);
+            }
+            w.take_due(t0 + ms(tick), &mut out);
+            out.clear();
+        }
+        let pending = 250 * per_ms as usize;
+        let held = w.held();
+        assert!(
+            held <= 4 * pending,
+            "the slots hold room for {held} entries with {pending} pending"
+        );
     }
 
     #[test]
