@@ -12,6 +12,7 @@ fn an_op_without_arguments_takes_an_empty_object_and_others_still_need_theirs() 
     let (code, _) = admin_request("stats", json!({"x": 1})).unwrap_err();
     assert_eq!(code, ErrorCode::InvalidField);
 }
+
 #[test]
 fn a_roles_name_is_the_one_on_the_wire() {
     for role in [Role::Agent, Role::Monitor, Role::Admin] {

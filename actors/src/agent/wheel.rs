@@ -4,7 +4,7 @@
 //! dropped). When a deadline falls the wheel first looks at the agent's heartbeat stamp: if a
 //! beat moved a sliding deadline forward, the entry is re-queued for the new instant and the
 //! actor hears nothing. Only a deadline that is really due becomes a `Tick` message. So a
-//! healthy agent costs one heap operation per interval and no actor message, and the wheel's
+//! healthy agent costs one wheel operation per interval and no actor message, and the wheel's
 //! own lateness on waking is a measurement of the runtime's scheduling lag
 //! (see [`crate::rules::lag`]). A deadline that is due waits while the agent's connection
 //! has not applied what it received by then ([`crate::lag::BeatSource`]).
@@ -184,9 +184,9 @@ impl<T> Timers<T> {
                 continue;
             }
             let i = (t % SLOTS as u64) as usize;
-            self.len -= self.slots[i].len();
-            out.append(&mut self.slots[i]);
-            let emptied = std::mem::take(&mut self.slots[i]);
+            let mut emptied = std::mem::take(&mut self.slots[i]);
+            self.len -= emptied.len();
+            out.append(&mut emptied);
             if self.spare.len() < MAX_SPARE && emptied.capacity() <= MAX_SPARE_ROOM {
                 self.spare.push(emptied);
             }
@@ -396,6 +396,22 @@ mod tests {
             held <= 4 * pending,
             "the slots hold room for {held} entries with {pending} pending"
         );
+    }
+
+    #[test]
+    fn an_emptied_slots_room_goes_to_the_next_slot_filled() {
+        // Each millisecond's slot is filled once per turn of the ring: without the room of
+        // the slots emptied before it, every one would grow from nothing.
+        let t0 = Instant::now();
+        let mut w: Timers<u32> = Timers::new(t0);
+        let mut out = Vec::new();
+        for k in 0..1_000 {
+            w.insert(t0 + ms(5), k);
+        }
+        w.take_due(t0 + ms(5), &mut out);
+        assert_eq!(out.len(), 1_000);
+        w.insert(t0 + ms(10), 0);
+        assert!(w.slots[10].capacity() >= 1_000, "a slot grown from nothing");
     }
 
     #[test]
