@@ -143,6 +143,11 @@ pub struct StoreConfig {
     /// previous write is done; groups form while a write runs).
     #[serde(with = "humantime_serde")]
     pub flush_interval: Duration,
+    /// The least time between the starts of two writes of events (0: the next starts as soon
+    /// as the last is done). An event on an idle store is written at once; under load the
+    /// events that arrive meanwhile go into the next write.
+    #[serde(with = "humantime_serde")]
+    pub min_commit_interval: Duration,
     /// Most events in one segment (one write).
     pub max_batch: usize,
     /// The live view of agents is written this often (and at shutdown).
@@ -172,6 +177,7 @@ impl Default for StoreConfig {
             block_cache_bytes: 64 << 20,
             memtable_bytes: 64 << 20,
             flush_interval: Duration::ZERO,
+            min_commit_interval: Duration::from_millis(1),
             max_batch: 10_000,
             checkpoint_interval: Duration::from_secs(60),
             event_retention_age: Some(Duration::from_secs(7 * 24 * 3600)),

@@ -22,6 +22,7 @@ impl Config {
             max_batch: self.store.max_batch,
             checkpoint_interval: self.store.checkpoint_interval,
             flush_interval: self.store.flush_interval,
+            min_commit_interval: self.store.min_commit_interval,
             event_retention: Retention {
                 max_age: self.store.event_retention_age.filter(|d| !d.is_zero()),
                 max_events: self.store.event_retention_count,

@@ -181,6 +181,7 @@ pub(crate) struct RegistryArgs {
     pub max_batch: usize,
     pub checkpoint_interval: Duration,
     pub flush_interval: Duration,
+    pub min_commit_interval: Duration,
     pub retention: Retention,
     /// Agents that left are dropped from the view this long after they left.
     pub left_ttl: Option<Duration>,
@@ -228,6 +229,12 @@ pub(crate) struct RegistryState {
     clock: Clock,
     max_batch: usize,
     flush_interval: Duration,
+    /// The least time between the starts of two group commits (see `rules::writes::commit_at`).
+    min_commit_interval: Duration,
+    /// When the last segment write started.
+    last_commit_start: Option<tokio::time::Instant>,
+    /// The pending events wait for the pace's wake-up (a `Flush` is scheduled for it).
+    paced: bool,
     retention: Retention,
     left_ttl: Option<Duration>,
     /// The cluster node stamped on every event; `None` for a single node.

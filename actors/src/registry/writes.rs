@@ -22,6 +22,7 @@ impl RegistryState {
         let asked = rules::writes::flush(
             self.flush_queued,
             self.pipeline.busy(),
+            self.paced,
             self.pending.len(),
             self.max_batch,
             self.flush_interval,
@@ -123,6 +124,19 @@ impl RegistryState {
         }
     }
 
+    /// Asks for a `Flush` at `t`, unless one is asked for by then already.
+    fn wake(
+        &mut self,
+        t: tokio::time::Instant,
+        now: tokio::time::Instant,
+        myself: &ActorRef<RegistryMsg>,
+    ) {
+        if self.wake_at.is_none_or(|w| w > t) {
+            self.wake_at = Some(t);
+            myself.send_after(t.saturating_duration_since(now), || RegistryMsg::Flush);
+        }
+    }
+
     /// Starts the next write if none is running.
     pub(super) fn pump(&mut self, myself: &ActorRef<RegistryMsg>) {
         if let Some(e) = &self.fenced {
@@ -136,7 +150,23 @@ impl RegistryState {
         if self.pipeline.busy() {
             return;
         }
+        let now = tokio::time::Instant::now();
         if !self.pipeline.has_segments() && !self.pending.is_empty() {
+            let at = rules::writes::commit_at(
+                self.last_commit_start,
+                now,
+                self.min_commit_interval,
+                self.pending.len(),
+                self.max_batch,
+            );
+            if let Some(at) = at {
+                // Held until the commits are far enough apart; nothing else starts meanwhile
+                // (a checkpoint or a mirror chunk would hold these events longer).
+                self.paced = true;
+                self.wake(at, now, myself);
+                return;
+            }
+            self.paced = false;
             let n = self.pending.len().min(self.max_batch);
             let batch: Batch = self.pending.drain(..n).collect();
             self.pipeline.push_segment(batch);
@@ -151,17 +181,16 @@ impl RegistryState {
                 }
             }
         }
-        let now = tokio::time::Instant::now();
         let Some(op) = self.pipeline.start(now, self.durable_seq) else {
             // Backing off: come back when the first lane opens.
             if let Some(t) = self.pipeline.wake_at(self.durable_seq) {
-                if self.wake_at.is_none_or(|w| w > t) {
-                    self.wake_at = Some(t);
-                    myself.send_after(t.saturating_duration_since(now), || RegistryMsg::Flush);
-                }
+                self.wake(t, now, myself);
             }
             return;
         };
+        if matches!(op, Op::Segment(_)) {
+            self.last_commit_start = Some(now);
+        }
         let store = self.store.clone();
         let myself = myself.clone();
         let job: futures::future::BoxFuture<'static, Result<(), StoreError>> = match op {

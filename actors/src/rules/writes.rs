@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 /// Below this many agents, incremental checkpoints go on until they hold this many records.
 pub(crate) const INCREMENTAL_MIN_ROWS: usize = 1000;
 /// Records per mirror write: small, so a refresh never holds the pipeline for long.
@@ -20,22 +22,44 @@ pub(crate) enum Flush {
 }
 
 /// Whether to ask for a flush, given whether one is asked for already, whether a write is
-/// running, how many events wait and the group limit, and the linger (`flush_interval`).
+/// running, whether the next group is held to keep commits apart (`paced`: its wake-up is
+/// scheduled, see [`commit_at`]), how many events wait and the group limit, and the linger
+/// (`flush_interval`).
 pub(crate) fn flush(
     queued: bool,
     running: bool,
+    paced: bool,
     pending: usize,
     max_batch: usize,
     linger: Duration,
 ) -> Flush {
-    match (queued, running) {
-        (_, true) => Flush::Nothing,
-        (false, false) if linger.is_zero() => Flush::Now,
-        (false, false) => Flush::After(linger),
-        // A full group goes now rather than at the end of the linger.
-        (true, false) if pending >= max_batch => Flush::Now,
-        (true, false) => Flush::Nothing,
+    match (queued, running, paced) {
+        // The write's end, or the paced wake-up, flushes again.
+        (_, true, _) => Flush::Nothing,
+        // A full group goes now rather than at the end of the linger or the pace.
+        (false, false, true) if pending >= max_batch => Flush::Now,
+        (false, false, true) => Flush::Nothing,
+        (false, false, false) if linger.is_zero() => Flush::Now,
+        (false, false, false) => Flush::After(linger),
+        (true, false, _) if pending >= max_batch => Flush::Now,
+        (true, false, _) => Flush::Nothing,
     }
+}
+
+/// When the next group of `pending` events may be written: now (`None`) or at the instant
+/// returned. Group commits start at least `min_interval` apart (`[store]
+/// min_commit_interval`): an event on an idle store is written at once, and under load the
+/// events that arrive meanwhile gather into one commit instead of a stream of small ones,
+/// each paying the store's whole cost per commit. A full group is not held.
+pub(crate) fn commit_at(
+    last_start: Option<Instant>,
+    now: Instant,
+    min_interval: Duration,
+    pending: usize,
+    max_batch: usize,
+) -> Option<Instant> {
+    let at = last_start? + min_interval;
+    (now < at && pending < max_batch).then_some(at)
 }
 
 /// Whether the next checkpoint replaces every record (full) or adds the changed ones: full
@@ -85,20 +109,53 @@ mod tests {
     use super::*;
 
     const LINGER: Duration = Duration::from_millis(2);
+    const ZERO: Duration = Duration::ZERO;
 
     #[test]
     fn a_flush_is_asked_for_once_and_never_while_a_write_runs() {
-        assert_eq!(flush(false, false, 1, 100, LINGER), Flush::After(LINGER));
-        assert_eq!(flush(false, false, 1, 100, Duration::ZERO), Flush::Now);
-        assert_eq!(flush(true, false, 1, 100, LINGER), Flush::Nothing);
-        assert_eq!(flush(false, true, 500, 100, LINGER), Flush::Nothing);
-        assert_eq!(flush(true, true, 500, 100, LINGER), Flush::Nothing);
+        assert_eq!(
+            flush(false, false, false, 1, 100, LINGER),
+            Flush::After(LINGER)
+        );
+        assert_eq!(flush(false, false, false, 1, 100, ZERO), Flush::Now);
+        assert_eq!(flush(true, false, false, 1, 100, LINGER), Flush::Nothing);
+        assert_eq!(flush(false, true, false, 500, 100, LINGER), Flush::Nothing);
+        assert_eq!(flush(true, true, false, 500, 100, LINGER), Flush::Nothing);
     }
 
     #[test]
     fn a_full_group_does_not_wait_for_the_linger() {
-        assert_eq!(flush(true, false, 99, 100, LINGER), Flush::Nothing);
-        assert_eq!(flush(true, false, 100, 100, LINGER), Flush::Now);
+        assert_eq!(flush(true, false, false, 99, 100, LINGER), Flush::Nothing);
+        assert_eq!(flush(true, false, false, 100, 100, LINGER), Flush::Now);
+    }
+
+    #[test]
+    fn a_paced_group_waits_for_its_wake_up_unless_it_is_full() {
+        assert_eq!(flush(false, false, true, 1, 100, ZERO), Flush::Nothing);
+        assert_eq!(flush(false, false, true, 99, 100, LINGER), Flush::Nothing);
+        assert_eq!(flush(false, false, true, 100, 100, ZERO), Flush::Now);
+        assert_eq!(flush(true, false, true, 100, 100, ZERO), Flush::Now);
+        assert_eq!(flush(false, true, true, 100, 100, ZERO), Flush::Nothing);
+    }
+
+    #[test]
+    fn commits_start_at_least_the_interval_apart() {
+        let t0 = Instant::now();
+        let pace = Duration::from_millis(2);
+        let ms = Duration::from_millis;
+        // An idle store (no commit yet, or the last one long ago) writes at once.
+        assert_eq!(commit_at(None, t0, pace, 1, 100), None);
+        assert_eq!(commit_at(Some(t0), t0 + ms(2), pace, 1, 100), None);
+        assert_eq!(commit_at(Some(t0), t0 + ms(5), pace, 1, 100), None);
+        // Soon after a commit started, the next waits for the rest of the interval.
+        assert_eq!(
+            commit_at(Some(t0), t0 + ms(1), pace, 1, 100),
+            Some(t0 + pace)
+        );
+        assert_eq!(commit_at(Some(t0), t0, pace, 99, 100), Some(t0 + pace));
+        // A full group is not held, and no interval holds nothing.
+        assert_eq!(commit_at(Some(t0), t0 + ms(1), pace, 100, 100), None);
+        assert_eq!(commit_at(Some(t0), t0, ZERO, 1, 100), None);
     }
 
     #[test]

@@ -31,6 +31,11 @@ pub struct RuntimeConfig {
     /// How long the registry lets a group of events gather before writing it (zero: write
     /// as soon as no other write is running; groups then form while a write runs).
     pub flush_interval: Duration,
+    /// The least time between the starts of two group commits. An event on an idle store is
+    /// written at once; under load, the events that arrive meanwhile gather into the next
+    /// commit, so a durable store pays its cost per commit a bounded number of times a second
+    /// (zero: the next commit starts as soon as the last one is done).
+    pub min_commit_interval: Duration,
     /// How much of the event log to keep (applied after each checkpoint).
     pub event_retention: Retention,
     /// The scheduling-lag monitor: how the runtime measures its own lateness and extends
@@ -66,6 +71,7 @@ impl Default for RuntimeConfig {
             max_batch: 10_000,
             checkpoint_interval: Duration::from_secs(60),
             flush_interval: Duration::ZERO,
+            min_commit_interval: Duration::from_millis(1),
             // A week of history: resumes and audits reach back that far, and the log (and the
             // index of it read at every start) stops growing.
             event_retention: Retention {

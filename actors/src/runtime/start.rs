@@ -104,6 +104,7 @@ impl Runtime {
                 max_batch: config.max_batch,
                 checkpoint_interval: config.checkpoint_interval,
                 flush_interval: config.flush_interval,
+                min_commit_interval: config.min_commit_interval,
                 retention: config.event_retention.clone(),
                 left_ttl: config.left_ttl,
                 node: config.node.clone(),

@@ -67,6 +67,11 @@ pub struct FanoutBench {
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
     pub flush_interval: Duration,
+    /// The least time between two writes of events (`store.min_commit_interval`; its
+    /// default when not given).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub min_commit_interval: Option<Duration>,
     /// Small sizes, for CI: 40 monitors, 1,000 agents, 10 kinds, 1,000 transitions/s.
     #[arg(long)]
     pub quick: bool,
@@ -172,9 +177,13 @@ async fn fanout(args: FanoutBench) -> anyhow::Result<FanoutResult> {
         }
         other => anyhow::bail!("--store {other}: use surrealkv or mem"),
     };
+    let defaults = RuntimeConfig::default();
     let config = RuntimeConfig {
         flush_interval: args.flush_interval,
-        ..RuntimeConfig::default()
+        min_commit_interval: args
+            .min_commit_interval
+            .unwrap_or(defaults.min_commit_interval),
+        ..defaults
     };
     let runtime = Arc::new(Runtime::start(config, store).await?);
     let hub = Hub::new(runtime.clone(), Duration::from_secs(1));
@@ -331,14 +340,16 @@ async fn fanout(args: FanoutBench) -> anyhow::Result<FanoutResult> {
 fn print_table(r: &FanoutResult) {
     let p = &r.params;
     println!(
-        "fanout: {} monitors ({:.0}% WebSocket), {} kinds, {} firehose, {} agents, store {} (flush interval {:?})",
+        "fanout: {} monitors ({:.0}% WebSocket), {} kinds, {} firehose, {} agents, store {} (flush interval {:?}, commits {:?} apart at least)",
         p.monitors,
         p.ws_share * 100.0,
         p.kinds,
         p.firehose,
         p.agents,
         p.store,
-        p.flush_interval
+        p.flush_interval,
+        p.min_commit_interval
+            .unwrap_or(RuntimeConfig::default().min_commit_interval)
     );
     println!(
         "  transitions/s             {:>12.0}",
