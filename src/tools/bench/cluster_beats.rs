@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::cluster::ClusterBench;
-use crate::tools::simulate::{LateGap, SenderGaps};
+use crate::tools::simulate::{LateGap, SenderGaps, Verdict};
 
 /// Heartbeats on every node at once.
 #[derive(Debug, Serialize)]
@@ -142,17 +142,15 @@ pub(super) fn beats(
             .as_str()
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.timestamp_millis());
-        if decided_ms.is_some_and(|t| t >= *stopped_ms) {
-            continue;
-        }
-        if arrived < *window {
-            ramp_transitions += 1;
-        } else if decided_ms.is_some_and(|t| gaps.explaining(agent, t, deadline_ms).is_some()) {
-            sender_late += 1;
-        } else {
-            false_transitions += 1;
-            if false_examples.len() < 10 {
-                false_examples.push(e);
+        match gaps.judge(agent, decided_ms, *stopped_ms, deadline_ms) {
+            Verdict::AfterStop => {}
+            _ if arrived < *window => ramp_transitions += 1,
+            Verdict::SenderLate => sender_late += 1,
+            Verdict::False => {
+                false_transitions += 1;
+                if false_examples.len() < 10 {
+                    false_examples.push(e);
+                }
             }
         }
     }

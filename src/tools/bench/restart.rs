@@ -1,7 +1,9 @@
 //! `vigil bench restart`: N agents persisted; time and RSS to restore them, next to the time
 //! merely to spawn N ractor actors here; then every agent reconnects over loopback TCP (`vigil
 //! simulate` in a separate process), registers again and beats through the restart grace:
-//! the time until all are registered again, and the transitions caused (should be 0).
+//! the time until all are registered again, and the transitions caused (should be 0). A
+//! transition decided once the generator stopped, or that its own late beats explain, is not
+//! the restart's doing and is counted apart.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +17,7 @@ use super::store::{
 };
 use crate::serve::tcp::{Server, ServerConfig};
 use crate::tools::bench::{rss_bytes, write_json, Machine};
+use crate::tools::simulate::{LateGap, SenderGaps, Verdict};
 
 /// What `vigil bench restart` measured, as its JSON records it.
 #[derive(Debug, Serialize)]
@@ -39,8 +42,12 @@ pub struct RestartResult {
     pub restart_grace_secs: f64,
     /// From the start of the load generator until every agent was registered again over TCP.
     pub reregister_secs: f64,
-    /// Status changes of agents during the grace (the bench fails unless 0).
+    /// Status changes of agents while they beat on time (the bench fails unless 0).
     pub transitions_after_restart: usize,
+    /// Status changes the generator's own late beats explain.
+    pub sender_late_transitions: usize,
+    /// Status changes decided once the generator had stopped (its agents silent by then).
+    pub transitions_after_stop: usize,
     /// `registered` events after the restart (one per agent that reconnected).
     pub reregistered: usize,
 }
@@ -79,6 +86,7 @@ pub fn run_restart(args: FleetBench) -> anyhow::Result<()> {
             ..bench_policy()
         };
         let grace = policy.restart_grace();
+        let deadline_ms = (policy.heartbeat_interval + policy.grace).as_millis() as i64;
         let rt = open_runtime(&url, policy).await?;
         let restore_secs = t.elapsed().as_secs_f64();
         let rss = rss_bytes().saturating_sub(rss0);
@@ -110,6 +118,7 @@ pub fn run_restart(args: FleetBench) -> anyhow::Result<()> {
                 &args.agents.div_ceil(1000).clamp(1, 100).to_string(),
             ])
             .args(["--interval", &format!("{}ms", args.interval_ms)])
+            .args(["--late-after", &format!("{}ms", args.interval_ms)])
             .args(["--prefix", "agent", "--kind", "bench"])
             // Agents reconnect at once, as separate processes would; their registrations
             // share group commits.
@@ -133,12 +142,19 @@ pub fn run_restart(args: FleetBench) -> anyhow::Result<()> {
             "the load generator saw errors: {gen}"
         );
         let reregister_secs = gen["register_secs"].as_f64().unwrap_or(f64::NAN);
+        let stopped_ms = gen["stopped_ms"]
+            .as_i64()
+            .context("the generator's summary has no stopped_ms")?;
+        let late: Vec<LateGap> =
+            serde_json::from_value(gen["late"].clone()).context("the generator's late gaps")?;
+        let gaps = SenderGaps::new(late);
         eprintln!(
             "{} agents registered again over TCP in {reregister_secs:.2} s (generator ran {:.1} s)",
             args.agents,
             t.elapsed().as_secs_f64()
         );
         let (mut transitions, mut reregistered) = (0, 0);
+        let (mut sender_late, mut after_stop) = (0, 0);
         let mut reasons = std::collections::BTreeMap::<String, usize>::new();
         while let Ok(Some(item)) =
             tokio::time::timeout(Duration::from_millis(200), sub.next()).await
@@ -149,9 +165,17 @@ pub fn run_restart(args: FleetBench) -> anyhow::Result<()> {
             if let SubscriptionItem::Event(e) = item {
                 match &e.body {
                     EventBody::Registered { .. } => reregistered += 1,
-                    EventBody::Transition { to, reason, .. } if e.agent.is_some() => {
-                        transitions += 1;
-                        *reasons.entry(format!("{to:?}/{reason:?}")).or_default() += 1;
+                    EventBody::Transition { to, reason, .. } => {
+                        let Some(agent) = &e.agent else { continue };
+                        let decided = Some(e.at.timestamp_millis());
+                        match gaps.judge(agent.as_str(), decided, stopped_ms, deadline_ms) {
+                            Verdict::AfterStop => after_stop += 1,
+                            Verdict::SenderLate => sender_late += 1,
+                            Verdict::False => {
+                                transitions += 1;
+                                *reasons.entry(format!("{to:?}/{reason:?}")).or_default() += 1;
+                            }
+                        }
                     }
                     _ => {}
                 }
@@ -159,6 +183,12 @@ pub fn run_restart(args: FleetBench) -> anyhow::Result<()> {
         }
         if !reasons.is_empty() {
             eprintln!("transitions after the restart, by status/reason: {reasons:?}");
+        }
+        if sender_late + after_stop > 0 {
+            eprintln!(
+                "not the restart's: {sender_late} transitions the generator's late beats explain, \
+                 {after_stop} decided after it stopped"
+            );
         }
         server.stop().await;
         rt.shutdown_shared().await?;
@@ -169,6 +199,7 @@ pub fn run_restart(args: FleetBench) -> anyhow::Result<()> {
             grace.as_secs_f64(),
             reregister_secs,
             reregistered,
+            (sender_late, after_stop),
         ))
     })?;
     drop(tokio_rt);
@@ -187,6 +218,8 @@ pub fn run_restart(args: FleetBench) -> anyhow::Result<()> {
         restart_grace_secs: r.3,
         reregister_secs: r.4,
         reregistered: r.5,
+        sender_late_transitions: r.6 .0,
+        transitions_after_stop: r.6 .1,
     };
     println!("| agents | restore | spawning {} bare actors | RSS after restore | all registered again over TCP | transitions in the grace ({:.0} s) | (register / shutdown checkpoint) |", out.agents, out.restart_grace_secs);
     println!("| --- | --- | --- | --- | --- | --- | --- |");

@@ -19,7 +19,7 @@
 mod connection;
 mod pace;
 
-pub use pace::{LateGap, SenderGaps};
+pub use pace::{LateGap, SenderGaps, Verdict};
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

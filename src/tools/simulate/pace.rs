@@ -56,6 +56,36 @@ impl SenderGaps {
     }
 }
 
+/// What a simulated agent's transition says about the server that decided it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Decided once the generator had stopped: its agents were silent then, truly.
+    AfterStop,
+    /// The generator's own gap explains it (see [`SenderGaps::explaining`]).
+    SenderLate,
+    /// Nothing the sender did explains it: a false transition.
+    False,
+}
+
+impl SenderGaps {
+    /// The verdict on `agent`'s transition decided at `decided_ms` (Unix milliseconds; `None`
+    /// when its time could not be read, which counts as false), the generator having stopped
+    /// sending at `stopped_ms` and the agent's deadline being `deadline_ms` after a beat.
+    pub fn judge(
+        &self,
+        agent: &str,
+        decided_ms: Option<i64>,
+        stopped_ms: i64,
+        deadline_ms: i64,
+    ) -> Verdict {
+        match decided_ms {
+            Some(t) if t >= stopped_ms => Verdict::AfterStop,
+            Some(t) if self.explaining(agent, t, deadline_ms).is_some() => Verdict::SenderLate,
+            _ => Verdict::False,
+        }
+    }
+}
+
 /// One connection's record of when each of its agents' messages last left.
 pub(super) struct Pace {
     /// By the agent's index on the connection; 0 before its first message.
@@ -121,6 +151,22 @@ mod tests {
         );
         assert_eq!(explaining("a", 900), None, "before it");
         assert_eq!(explaining("b", 2_500), None, "another agent");
+    }
+
+    #[test]
+    fn a_transition_is_false_unless_the_stop_or_a_gap_explains_it() {
+        let gaps = SenderGaps::new([LateGap {
+            agent: "a".into(),
+            from_ms: 1_000,
+            to_ms: 4_000,
+        }]);
+        let judge = |agent, at| gaps.judge(agent, at, 10_000, 500);
+        assert_eq!(judge("a", Some(10_000)), Verdict::AfterStop);
+        assert_eq!(judge("b", Some(12_000)), Verdict::AfterStop);
+        assert_eq!(judge("a", Some(2_000)), Verdict::SenderLate);
+        assert_eq!(judge("b", Some(2_000)), Verdict::False, "another agent's gap");
+        assert_eq!(judge("a", Some(9_999)), Verdict::False);
+        assert_eq!(judge("a", None), Verdict::False, "a time that cannot be read");
     }
 
     #[test]
