@@ -164,9 +164,17 @@ mod tests {
         assert_eq!(judge("a", Some(10_000)), Verdict::AfterStop);
         assert_eq!(judge("b", Some(12_000)), Verdict::AfterStop);
         assert_eq!(judge("a", Some(2_000)), Verdict::SenderLate);
-        assert_eq!(judge("b", Some(2_000)), Verdict::False, "another agent's gap");
+        assert_eq!(
+            judge("b", Some(2_000)),
+            Verdict::False,
+            "another agent's gap"
+        );
         assert_eq!(judge("a", Some(9_999)), Verdict::False);
-        assert_eq!(judge("a", None), Verdict::False, "a time that cannot be read");
+        assert_eq!(
+            judge("a", None),
+            Verdict::False,
+            "a time that cannot be read"
+        );
     }
 
     #[test]
