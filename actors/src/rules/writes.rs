@@ -47,10 +47,12 @@ pub(crate) fn flush(
 }
 
 /// When the next group of `pending` events may be written: now (`None`) or at the instant
-/// returned. Group commits start at least `min_interval` apart (`[store]
-/// min_commit_interval`): an event on an idle store is written at once, and under load the
-/// events that arrive meanwhile gather into one commit instead of a stream of small ones,
-/// each paying the store's whole cost per commit. A full group is not held.
+/// returned. Under load, group commits start at least `min_interval` apart (`[store]
+/// min_commit_interval`), and the events that arrive meanwhile gather into one commit
+/// instead of a stream of small ones, each paying the store's whole cost per commit. A lone
+/// event is written at once: the store is idle, or its writer waits for each answer before
+/// its next change, and holding it would only slow that writer down. A full group is not
+/// held either.
 pub(crate) fn commit_at(
     last_start: Option<Instant>,
     now: Instant,
@@ -59,7 +61,7 @@ pub(crate) fn commit_at(
     max_batch: usize,
 ) -> Option<Instant> {
     let at = last_start? + min_interval;
-    (now < at && pending < max_batch).then_some(at)
+    (now < at && pending > 1 && pending < max_batch).then_some(at)
 }
 
 /// Whether the next checkpoint replaces every record (full) or adds the changed ones: full
@@ -144,18 +146,19 @@ mod tests {
         let pace = Duration::from_millis(2);
         let ms = Duration::from_millis;
         // An idle store (no commit yet, or the last one long ago) writes at once.
-        assert_eq!(commit_at(None, t0, pace, 1, 100), None);
-        assert_eq!(commit_at(Some(t0), t0 + ms(2), pace, 1, 100), None);
-        assert_eq!(commit_at(Some(t0), t0 + ms(5), pace, 1, 100), None);
-        // Soon after a commit started, the next waits for the rest of the interval.
+        assert_eq!(commit_at(None, t0, pace, 5, 100), None);
+        assert_eq!(commit_at(Some(t0), t0 + ms(2), pace, 5, 100), None);
+        assert_eq!(commit_at(Some(t0), t0 + ms(5), pace, 5, 100), None);
+        // Soon after a commit started, a group waits for the rest of the interval.
         assert_eq!(
-            commit_at(Some(t0), t0 + ms(1), pace, 1, 100),
+            commit_at(Some(t0), t0 + ms(1), pace, 2, 100),
             Some(t0 + pace)
         );
         assert_eq!(commit_at(Some(t0), t0, pace, 99, 100), Some(t0 + pace));
-        // A full group is not held, and no interval holds nothing.
+        // A lone event or a full group is not held, and no interval holds nothing.
+        assert_eq!(commit_at(Some(t0), t0 + ms(1), pace, 1, 100), None);
         assert_eq!(commit_at(Some(t0), t0 + ms(1), pace, 100, 100), None);
-        assert_eq!(commit_at(Some(t0), t0, ZERO, 1, 100), None);
+        assert_eq!(commit_at(Some(t0), t0, ZERO, 5, 100), None);
     }
 
     #[test]

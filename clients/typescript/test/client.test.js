@@ -8,7 +8,7 @@ import { startServer } from "./server.js";
 const INTERVAL_MS = 1000;
 let server;
 before(async () => { server = await startServer(); });
-after(async () => { await server.stop(); });
+after(async () => { await server.close(); });
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 

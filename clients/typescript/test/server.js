@@ -1,8 +1,8 @@
 // A real `vigil serve` for the tests: VIGIL_BIN, on a free port, with a SurrealKV store of
-// its own so that it can be restarted.
+// its own so that it can be restarted (`stop`, `start`); `close` ends it and removes the store.
 import { spawn } from "node:child_process";
 import net from "node:net";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -20,7 +20,8 @@ export async function startServer(extraEnv = {}) {
   const bin = process.env.VIGIL_BIN;
   if (!bin) throw new Error("VIGIL_BIN must name the vigil binary (cargo test sets it)");
   const address = `127.0.0.1:${await freePort()}`;
-  const store = `surrealkv://${mkdtempSync(join(tmpdir(), "vigil-js-"))}/db`;
+  const dir = mkdtempSync(join(tmpdir(), "vigil-js-"));
+  const store = `surrealkv://${dir}/db`;
   const server = { address, proc: null };
   server.start = () =>
     new Promise((resolve, reject) => {
@@ -50,6 +51,11 @@ export async function startServer(extraEnv = {}) {
       proc.on("exit", () => resolve());
       proc.kill("SIGTERM");
     });
+  // Stops it for good and removes its store.
+  server.close = async () => {
+    await server.stop();
+    rmSync(dir, { recursive: true, force: true });
+  };
   await server.start();
   return server;
 }

@@ -11,7 +11,7 @@ let server;
 before(async () => {
   server = await startServer({ VIGIL_SERVER__TLS_CERT: `${dir}cert.pem`, VIGIL_SERVER__TLS_KEY: `${dir}key.pem` });
 });
-after(async () => { await server.stop(); });
+after(async () => { await server.close(); });
 
 async function until(client, type) {
   for (;;) {

@@ -10,7 +10,7 @@ import { startServer } from "./server.js";
 const skip = typeof WebSocket === "undefined" && "this Node has no WebSocket (use --experimental-websocket)";
 let server;
 before(async () => { if (!skip) server = await startServer(); });
-after(async () => { if (server) await server.stop(); });
+after(async () => { if (server) await server.close(); });
 
 test("a WebSocket monitor gets a snapshot, then every event once across a lost connection", { skip }, async () => {
   const register = async (ids) => {
