@@ -130,3 +130,32 @@ async fn no_interval_starts_each_commit_as_soon_as_the_last_is_done() {
     );
     Arc::into_inner(rt).unwrap().shutdown().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_group_a_checkpoint_wrote_leaves_the_next_event_unheld() {
+    // A group held by the pace can be written before its wake-up: a checkpoint seals what
+    // waits and writes it first. A lone event after that must still go at once, not wait for
+    // the next checkpoint.
+    let pace = Duration::from_millis(400);
+    let t0 = Instant::now();
+    let (rt, _store) = start(RuntimeConfig {
+        min_commit_interval: pace,
+        checkpoint_interval: Duration::from_secs(1),
+        ..config()
+    })
+    .await;
+    let rt = Arc::new(rt);
+    // A commit at 0.7 s, then a group held until 1.1 s: the checkpoint at 1 s writes it.
+    tokio::time::sleep_until(t0 + Duration::from_millis(700)).await;
+    register(&rt, "a").await;
+    register_together(&rt, "b", 10).await;
+    tokio::time::sleep_until(t0 + Duration::from_millis(1_200)).await;
+    let t1 = Instant::now();
+    register(&rt, "z").await;
+    assert!(
+        t1.elapsed() < pace,
+        "a lone event waited {:?} after a checkpoint wrote the held group",
+        t1.elapsed()
+    );
+    Arc::into_inner(rt).unwrap().shutdown().await.unwrap();
+}

@@ -144,8 +144,8 @@ pub struct StoreConfig {
     #[serde(with = "humantime_serde")]
     pub flush_interval: Duration,
     /// The least time between the starts of two writes of events (0: the next starts as soon
-    /// as the last is done). An event on an idle store is written at once; under load the
-    /// events that arrive meanwhile go into the next write.
+    /// as the last is done). A lone event is written at once; under load the events that
+    /// arrive meanwhile go into the next write.
     #[serde(with = "humantime_serde")]
     pub min_commit_interval: Duration,
     /// Most events in one segment (one write).

@@ -151,6 +151,9 @@ impl RegistryState {
             return;
         }
         let now = tokio::time::Instant::now();
+        // Held only while this says so: what was held may have been sealed and written since
+        // (a checkpoint seals what waits), and a stale mark would hold the next lone event.
+        self.paced = false;
         if !self.pipeline.has_segments() && !self.pending.is_empty() {
             let at = rules::writes::commit_at(
                 self.last_commit_start,
@@ -166,7 +169,6 @@ impl RegistryState {
                 self.wake(at, now, myself);
                 return;
             }
-            self.paced = false;
             let n = self.pending.len().min(self.max_batch);
             let batch: Batch = self.pending.drain(..n).collect();
             self.pipeline.push_segment(batch);

@@ -31,10 +31,10 @@ pub struct RuntimeConfig {
     /// How long the registry lets a group of events gather before writing it (zero: write
     /// as soon as no other write is running; groups then form while a write runs).
     pub flush_interval: Duration,
-    /// The least time between the starts of two group commits. An event on an idle store is
-    /// written at once; under load, the events that arrive meanwhile gather into the next
-    /// commit, so a durable store pays its cost per commit a bounded number of times a second
-    /// (zero: the next commit starts as soon as the last one is done).
+    /// The least time between the starts of two group commits. A lone event is written at
+    /// once; under load, the events that arrive meanwhile gather into the next commit, so a
+    /// durable store pays its cost per commit a bounded number of times a second (zero: the
+    /// next commit starts as soon as the last one is done).
     pub min_commit_interval: Duration,
     /// How much of the event log to keep (applied after each checkpoint).
     pub event_retention: Retention,
